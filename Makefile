@@ -1,0 +1,63 @@
+# pillowd's set-up: `make run` and `make test` do everything on a fresh Debian/Raspberry Pi OS.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENDOR := web/static/vendor/socket.io.min.js
+# Debian packages the tests use: Chromium for the page, systemd-analyze and
+# shellcheck for the unit and install.sh, headers to build systemd-python.
+TEST_APT := chromium libsystemd-dev pkg-config shellcheck systemd python3-venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run demo test test-deps bench clean vendor
+
+run: $(BIN)/pillowd $(VENDOR)
+	$(BIN)/pillowd run --config config.toml --state-dir .state
+
+demo: $(BIN)/pillowd $(VENDOR)
+	$(BIN)/pillowd run --config config.toml --state-dir .state --demo
+
+test: test-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-deps: $(VENV)/.test-deps $(VENDOR) node_modules/.bin/azurite-queue
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(BIN)/pillowd: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.apt:
+	@missing=""; for p in $(TEST_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(VENV)/.test-deps: pyproject.toml $(VENV)/.apt | $(VENV)/bin/python
+	$(BIN)/pip install -q -e ".[test,systemd]"
+	@touch $(BIN)/pillowd $@
+
+node_modules/.package-lock.json: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node_modules/.bin/azurite-queue: node_modules/.package-lock.json
+
+$(VENDOR): node_modules/.package-lock.json
+	mkdir -p $(dir $@)
+	cp node_modules/socket.io-client/dist/socket.io.min.js $@
+
+vendor: $(VENDOR)
+
+bench: test-deps
+	$(BIN)/python bench/render.py
+	$(BIN)/python bench/queue_latency.py
+	$(BIN)/python bench/fanout.py
+
+clean:
+	rm -rf $(VENV) node_modules web/static/vendor .state .pytest_cache

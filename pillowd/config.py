@@ -1,0 +1,386 @@
+"""Reads config.toml into typed, validated settings, naming each bad key and its line."""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .effects import EFFECTS, EffectParamError
+from .errors import PillowError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the config: which key, on which line, and why."""
+
+    key: str
+    line: int | None
+    why: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.key}: {self.why}"
+
+
+class ConfigError(PillowError, ValueError):
+    """The config file cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, path: str | Path, problems: list[Problem]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(
+            f"{self.path}: " + "; ".join(str(p) for p in problems))
+
+
+# Checks return the reason a value is bad, or None.
+Check = Callable[[Any], "str | None"]
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> Check:
+    def check(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if lo is not None and value < lo:
+            return f"must be at least {lo}, not {value}"
+        if hi is not None and value > hi:
+            return f"must be at most {hi}, not {value}"
+        return None
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value):
+        if value not in choices:
+            return f"must be one of {', '.join(map(repr, choices))}, not {value!r}"
+        return None
+    return check
+
+
+def _non_empty(value) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+
+
+def _queue_name(value) -> str | None:
+    # Azure's rule, applied to the local backend too so a config moves between them.
+    if value == "" or _QUEUE_NAME.match(value):
+        return None
+    return ("must be 3-63 lowercase letters, digits and single hyphens, "
+            "starting and ending with a letter or digit")
+
+
+def _key(default, check: Check | None = None):
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class PillowSettings:
+    name: str = _key("cloud-pillow", _non_empty)
+    state_dir: str = _key("/var/lib/pillowd", _non_empty)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    backend: str = _key("local", _one_of("local", "azure"))
+    name: str = _key("pillow", _queue_name)
+    poison_name: str = _key("", _queue_name)      # "" means "<name>-poison"
+    outbound_name: str = _key("", _queue_name)
+    connection_string_env: str = _key("AZURE_STORAGE_CONNECTION_STRING")
+    account_url: str = _key("")
+    poll_min_seconds: float = _key(0.1, _range(0.01, 60))
+    poll_max_seconds: float = _key(5.0, _range(0.01, 600))
+    max_dequeue_count: int = _key(5, _range(1, 1000))
+    message_max_age_seconds: float = _key(900, _range(1, 7 * 24 * 3600))
+    visibility_timeout_seconds: int = _key(30, _range(1, 3600))
+    batch_size: int = _key(32, _range(1, 32))
+
+
+@dataclass(frozen=True)
+class HardwareSettings:
+    backend: str = _key("auto", _one_of("auto", "mock", "pi"))
+
+
+@dataclass(frozen=True)
+class LedSettings:
+    count: int = _key(60, _range(1, 2000))
+    brightness: float = _key(0.6, _range(0, 1))
+    max_milliamps: int = _key(2000, _range(0, 100_000))
+    fps: int = _key(50, _range(1, 120))
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = _key("0.0.0.0", _non_empty)
+    port: int = _key(8080, _range(0, 65535))
+    control_token_env: str = _key("PILLOWD_CONTROL_TOKEN")
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    """A named way for the pillow to look, which messages ask for by name."""
+
+    name: str
+    effect: str
+    params: dict           # the effect's parameters, validated, defaults filled
+    duration: float = 0.0  # 0 = until the next message
+    max_duration: float = 600.0
+    brightness: float = 1.0
+    transition_seconds: float = 0.5
+    aliases: tuple[str, ...] = ()
+
+
+# Keys of a [scenes.NAME] table that belong to the scene, not to its effect.
+_SCENE_KEYS: dict[str, tuple[type, Check | None]] = {
+    "effect": (str, None),
+    "duration": (float, _range(0, 86400)),
+    "max_duration": (float, _range(1, 86400)),
+    "brightness": (float, _range(0, 1)),
+    "transition_seconds": (float, _range(0, 60)),
+    "aliases": (list, None),
+}
+
+DEFAULT_SCENES = {
+    "idle": {"effect": "breathe", "color": "#202040"},
+    "hug": {"effect": "breathe", "color": "#ff6ec7", "duration": 10},
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    pillow: PillowSettings = field(default_factory=PillowSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    hardware: HardwareSettings = field(default_factory=HardwareSettings)
+    leds: LedSettings = field(default_factory=LedSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    scenes: dict[str, SceneSettings] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+    @property
+    def poison_name(self) -> str:
+        return self.queue.poison_name or f"{self.queue.name}-poison"
+
+    def scene_named(self, word: str) -> SceneSettings | None:
+        """The scene called *word*, or listing it as an alias (any case)."""
+        word = word.strip()
+        if word in self.scenes:
+            return self.scenes[word]
+        folded = word.casefold()
+        for scene in self.scenes.values():
+            if scene.name.casefold() == folded or folded in (
+                    a.casefold() for a in scene.aliases):
+                return scene
+        return None
+
+
+_SECTIONS = {
+    "pillow": PillowSettings,
+    "queue": QueueSettings,
+    "hardware": HardwareSettings,
+    "leds": LedSettings,
+    "web": WebSettings,
+}
+
+
+class _Lines:
+    """Finds the line a key was written on; tomllib does not keep positions."""
+
+    _header = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+    _assign = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+
+    def __init__(self, text: str):
+        self.keys: dict[tuple[str, str], int] = {}
+        self.tables: dict[str, int] = {}
+        table = ""
+        for number, line in enumerate(text.splitlines(), start=1):
+            if m := self._header.match(line):
+                table = ".".join(
+                    part.strip().strip("\"'") for part in m.group(1).split("."))
+                self.tables.setdefault(table, number)
+            elif m := self._assign.match(line):
+                self.keys.setdefault((table, m.group(1).strip("\"'")), number)
+
+    def of(self, table: str, key: str | None = None) -> int | None:
+        if key is None:
+            return self.tables.get(table)
+        return self.keys.get((table, key), self.tables.get(table))
+
+
+def _type_problem(value, kind) -> str | None:
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        name = "a number"
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        name = "a whole number"
+    elif kind is bool:
+        ok = isinstance(value, bool)
+        name = "true or false"
+    elif kind is str:
+        ok = isinstance(value, str)
+        name = "a string"
+    elif kind is list:
+        ok = isinstance(value, list)
+        name = "a list"
+    else:  # pragma: no cover - a schema mistake, not a user's
+        raise TypeError(kind)
+    if ok:
+        return None
+    return f"must be {name}, not {type(value).__name__} {value!r}"
+
+
+def _section(cls, table: str, raw: dict, lines: _Lines, problems: list[Problem]):
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            problems.append(Problem(f"{table}.{key}", lines.of(table, key),
+                                    f"unknown key (known: {', '.join(known)})"))
+            continue
+        kind = hints[key]
+        why = _type_problem(value, kind)
+        if why is None:
+            check = known[key].metadata.get("check")
+            why = check(value) if check else None
+        if why:
+            problems.append(Problem(f"{table}.{key}", lines.of(table, key), why))
+        else:
+            values[key] = float(value) if kind is float else value
+    return cls(**values)
+
+
+def _scene(name: str, raw: dict, lines: _Lines, problems: list[Problem]):
+    table = f"scenes.{name}"
+    if not isinstance(raw, dict):
+        problems.append(Problem(table, lines.of("scenes", name),
+                                "must be a table like [scenes.%s]" % name))
+        return None
+    before = len(problems)
+    effect_name = raw.get("effect", "solid")
+    if not isinstance(effect_name, str) or effect_name not in EFFECTS:
+        problems.append(Problem(
+            f"{table}.effect", lines.of(table, "effect"),
+            f"unknown effect {effect_name!r} (known: {', '.join(sorted(EFFECTS))})"))
+        return None
+    effect = EFFECTS[effect_name]
+    values: dict[str, Any] = {}
+    effect_raw: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "effect":
+            continue
+        if key in _SCENE_KEYS:
+            kind, check = _SCENE_KEYS[key]
+            why = _type_problem(value, kind)
+            if why is None and check:
+                why = check(value)
+            if why is None and key == "aliases":
+                if not all(isinstance(a, str) and a.strip() for a in value):
+                    why = "must be a list of non-empty strings"
+            if why:
+                problems.append(Problem(f"{table}.{key}", lines.of(table, key), why))
+            else:
+                values[key] = (tuple(value) if key == "aliases" else
+                               float(value) if kind is float else value)
+        else:
+            effect_raw[key] = value
+    try:
+        params = effect.resolve(effect_raw)
+    except EffectParamError as err:
+        known = sorted(set(_SCENE_KEYS) | set(effect.params))
+        why = err.why
+        if err.key not in effect.params:
+            why = f"unknown key for effect {effect_name!r} (known: {', '.join(known)})"
+        problems.append(Problem(f"{table}.{err.key}", lines.of(table, err.key), why))
+        return None
+    if len(problems) != before:
+        return None
+    return SceneSettings(name=name, effect=effect_name, params=params, **values)
+
+
+def parse(text: str, source: str = "<text>") -> Settings:
+    """Settings from TOML *text*; raises ConfigError listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        m = re.search(r"line (\d+)", str(err))
+        raise ConfigError(source, [Problem(
+            "(file)", int(m.group(1)) if m else None, f"not valid TOML: {err}")])
+    lines = _Lines(text)
+    problems: list[Problem] = []
+    sections = {}
+    for table, value in data.items():
+        if table == "scenes":
+            continue
+        if table not in _SECTIONS:
+            problems.append(Problem(
+                table, lines.of(table) or lines.of("", table),
+                f"unknown section (known: {', '.join([*_SECTIONS, 'scenes'])})"))
+        elif not isinstance(value, dict):
+            problems.append(Problem(table, lines.of("", table), "must be a table"))
+        else:
+            sections[table] = _section(_SECTIONS[table], table, value, lines, problems)
+
+    raw_scenes = data.get("scenes", DEFAULT_SCENES)
+    scenes: dict[str, SceneSettings] = {}
+    if not isinstance(raw_scenes, dict):
+        problems.append(Problem("scenes", lines.of("", "scenes"), "must be a table"))
+        raw_scenes = {}
+    for name, raw in raw_scenes.items():
+        scene = _scene(name, raw, lines, problems)
+        if scene is not None:
+            scenes[name] = scene
+    if "idle" not in raw_scenes:
+        problems.append(Problem("scenes.idle", lines.of("scenes"),
+                                "missing: [scenes.idle] plays whenever nothing else "
+                                "does and must exist"))
+    seen: dict[str, str] = {}
+    for scene in scenes.values():
+        for word in (scene.name, *scene.aliases):
+            other = seen.setdefault(word.casefold(), scene.name)
+            if other != scene.name:
+                problems.append(Problem(
+                    f"scenes.{scene.name}.aliases",
+                    lines.of(f"scenes.{scene.name}", "aliases"),
+                    f"{word!r} already names scene {other!r}"))
+
+    settings = Settings(**sections, scenes=scenes, source=source)
+    q = settings.queue
+    if q.poll_min_seconds > q.poll_max_seconds:
+        problems.append(Problem("queue.poll_min_seconds",
+                                lines.of("queue", "poll_min_seconds"),
+                                f"must not exceed queue.poll_max_seconds "
+                                f"({q.poll_max_seconds})"))
+    if settings.poison_name == q.name:
+        problems.append(Problem("queue.poison_name", lines.of("queue", "poison_name"),
+                                "must differ from queue.name"))
+    if q.outbound_name and q.outbound_name in (q.name, settings.poison_name):
+        problems.append(Problem("queue.outbound_name",
+                                lines.of("queue", "outbound_name"),
+                                "must differ from queue.name and the poison queue"))
+    if problems:
+        raise ConfigError(source, problems)
+    return settings
+
+
+def load(path: str | Path) -> Settings:
+    """Settings from the file at *path*; ConfigError when missing or bad."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, [Problem("(file)", None, "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(path, [Problem("(file)", None, f"cannot read: {err}")]) from None
+    return parse(text, str(path))
+
+
+def with_state_dir(settings: Settings, state_dir: str) -> Settings:
+    """A copy of *settings* keeping its state somewhere else (for --state-dir)."""
+    return replace(settings, pillow=replace(settings.pillow, state_dir=state_dir))

@@ -1,0 +1,271 @@
+"""The queue consumer: takes messages off the queue and gives each exactly one outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from .history import History, HistoryError, Outcome, iso, iso_now
+from .messages import Command, Rejection
+from .queues import MessageGone, MessageQueue, QueueError, QueueMessage
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Polling intervals after the Azure Functions queue trigger's algorithm.
+
+    Fast while messages flow; doubling, with jitter, up to a ceiling while idle;
+    back to fast on the next message. After a message it stays fast for *linger*
+    seconds, because a conversation's next message usually follows soon.
+    """
+
+    def __init__(self, minimum: float, maximum: float, linger: float = 10.0,
+                 rng: random.Random | None = None, clock=time.monotonic):
+        self.minimum = minimum
+        self.maximum = maximum
+        self.linger = linger
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._misses = 0
+        self._last_message = -float("inf")
+        self.interval = minimum
+
+    def next(self, found: bool) -> float:
+        """Seconds to wait before the next poll, given whether this one found any."""
+        now = self._clock()
+        if found:
+            self._misses = 0
+            self._last_message = now
+            self.interval = self.minimum
+        elif now - self._last_message < self.linger:
+            self.interval = self.minimum
+        else:
+            self._misses += 1
+            grown = self.minimum * (2 ** min(self._misses, 30)) * self._rng.uniform(0.8, 1.2)
+            self.interval = min(self.maximum, max(self.minimum, grown))
+        return self.interval
+
+    def failed(self) -> float:
+        """Seconds to wait after the queue could not be reached."""
+        self._misses += 1
+        grown = self.minimum * (2 ** min(self._misses, 30)) * self._rng.uniform(0.8, 1.2)
+        self.interval = min(self.maximum, max(self.minimum, grown))
+        return self.interval
+
+
+@dataclass
+class QueueStatus:
+    backend: str
+    online: bool = False
+    reason: str | None = None
+    requests: int = 0
+
+
+class Consumer:
+    """Receives batches, decides outcomes, records them, then deletes.
+
+    Order matters for "nothing lost, nothing played twice": an outcome is written
+    to the history before its message is deleted, and a message that comes back
+    after a crash is recognised by its queue id and only deleted.
+    """
+
+    def __init__(self, queue: MessageQueue, poison: MessageQueue, history: History, *,
+                 decode: Callable[[str], Command],
+                 play: Callable[[Command, str], None],
+                 backoff: Backoff, backend: str,
+                 max_dequeue_count: int = 5, max_age: float = 900,
+                 batch_size: int = 32, visibility_timeout: float = 30,
+                 on_outcome: Callable[[Outcome], None] = lambda o: None,
+                 on_status: Callable[[QueueStatus], None] = lambda s: None,
+                 wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 clock=time.monotonic):
+        self.queue = queue
+        self.poison = poison
+        self.history = history
+        self.decode = decode
+        self.play = play
+        self.backoff = backoff
+        self.max_dequeue_count = max_dequeue_count
+        self.max_age = max_age
+        self.batch_size = batch_size
+        self.visibility_timeout = visibility_timeout
+        self.on_outcome = on_outcome
+        self.on_status = on_status
+        self._wall = wall
+        self._clock = clock
+        self.status = QueueStatus(backend)
+        self.heartbeat = clock()
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.heartbeat = self._clock()
+            try:
+                found = self.poll_once()
+            except QueueError as err:
+                self._set_online(False, str(err))
+                delay = self.backoff.failed()
+            except Exception as err:  # a bug must not stop the pillow listening
+                log.exception("unexpected error in the queue loop")
+                self._set_online(False, f"internal error: {err}")
+                delay = self.backoff.failed()
+            else:
+                delay = self.backoff.next(found)
+            stop.wait(delay)
+
+    def poll_once(self) -> bool:
+        """One receive and the handling of what it brought; True if any message."""
+        self.status.requests += 1
+        batch = self.queue.receive(self.batch_size, self.visibility_timeout)
+        self._set_online(True, None)
+        if batch:
+            self.handle(batch)
+        return bool(batch)
+
+    def _set_online(self, online: bool, reason: str | None) -> None:
+        if (online, reason) != (self.status.online, self.status.reason):
+            if online:
+                log.info("queue %r online", self.queue.name)
+            else:
+                log.warning("queue %r offline: %s", self.queue.name, reason)
+            self.status.online, self.status.reason = online, reason
+            self.on_status(self.status)
+
+    # -- deciding outcomes -------------------------------------------------------
+
+    def handle(self, batch: list[QueueMessage]) -> None:
+        """Give every message in *batch* its outcome; the newest valid one plays."""
+        playable: list[tuple[QueueMessage, Command, str]] = []
+        for message in batch:
+            try:
+                decided = self._decide(message)
+            except HistoryError as err:
+                log.error("%s; message %s will come back", err, message.id)
+                self._release(message)
+                continue
+            if decided is not None:
+                playable.append(decided)
+        if not playable:
+            return
+        *older, newest = playable
+        for message, command, message_id in older:
+            self._settle(message, self._outcome(message_id, "superseded", command, message,
+                                                reason="a newer message played instead"))
+        message, command, message_id = newest
+        self._settle(message, self._outcome(message_id, "applied", command, message),
+                     then=lambda: self.play(command, message_id))
+
+    def _decide(self, message: QueueMessage):
+        prior = self.history.delivery(self.queue.name, message.id)
+        if prior is not None:
+            # Back after a crash or a failed delete: its outcome stands; finish the job.
+            if prior.outcome == "rejected" and not prior.poisoned:
+                self._poison(message, prior)
+            self._delete(message)
+            return None
+        if message.dequeue_count > self.max_dequeue_count:
+            self._reject(message, None, f"delivered {message.dequeue_count} times "
+                                        "without an outcome")
+            return None
+        try:
+            command = self.decode(message.body)
+        except Rejection as err:
+            self._reject(message, None, str(err))
+            return None
+        message_id = command.id or message.id
+        age = (self._wall() - (command.sent_at or message.inserted_on)).total_seconds()
+        max_age = min(self.max_age, command.ttl or self.max_age)
+        if age > max_age:
+            self._settle(message, self._outcome(
+                message_id, "expired", command, message,
+                reason=f"{age:.0f} s old; the limit is {max_age:.0f} s"))
+            return None
+        if self.history.was_applied(message_id):
+            self._settle(message, self._outcome(
+                message_id, "duplicate", command, message,
+                reason=f"id {message_id!r} was already applied"))
+            return None
+        return message, command, message_id
+
+    def _outcome(self, message_id, outcome, command: Command | None,
+                 message: QueueMessage, reason: str | None = None) -> Outcome:
+        return Outcome(id=message_id, outcome=outcome,
+                       scene=command.scene.name if command else None,
+                       sender=command.sender if command else None,
+                       reason=reason, at=iso(self._wall()), queue=self.queue.name,
+                       queue_message_id=message.id)
+
+    def _settle(self, message: QueueMessage, outcome: Outcome, then=None) -> None:
+        try:
+            recorded = self.history.record(outcome)
+        except HistoryError as err:
+            log.error("%s; message %s will come back", err, message.id)
+            self._release(message)
+            return
+        if recorded is None:  # already settled by an earlier delivery
+            self._delete(message)
+            return
+        if then is not None:
+            then()
+        self._delete(message)
+        self._announce(recorded)
+
+    def _reject(self, message: QueueMessage, command, reason: str) -> None:
+        recorded = self.history.record(self._outcome(message.id, "rejected", command,
+                                                     message, reason=reason))
+        if recorded is not None:
+            self._poison(message, recorded)
+            self._announce(recorded)
+        self._delete(message)
+
+    def _poison(self, message: QueueMessage, outcome: Outcome) -> None:
+        wrapper = json.dumps({"reason": outcome.reason, "original": message.body,
+                              "queue": self.queue.name,
+                              "dequeue_count": message.dequeue_count,
+                              "at": outcome.at}, ensure_ascii=False)
+        self.poison.put(wrapper, ttl=-1)
+        self.history.mark_poisoned(outcome.seq)
+
+    def _delete(self, message: QueueMessage) -> None:
+        try:
+            self.queue.delete(message)
+        except MessageGone:
+            pass  # someone settled it already; its outcome is recorded
+        except QueueError as err:
+            # It comes back after the visibility timeout and is only deleted then.
+            log.warning("could not delete message %s yet: %s", message.id, err)
+
+    def _release(self, message: QueueMessage) -> None:
+        try:
+            self.queue.release(message, delay=min(self.visibility_timeout, 5))
+        except QueueError as err:
+            log.warning("could not release message %s: %s", message.id, err)
+
+    def _announce(self, outcome: Outcome) -> None:
+        log.info("message %s %s%s", outcome.id, outcome.outcome,
+                 f": {outcome.reason}" if outcome.reason else "",
+                 extra={"PILLOW_OUTCOME": outcome.outcome,
+                        "PILLOW_SCENE": outcome.scene or "",
+                        "PILLOW_MESSAGE_ID": outcome.id})
+        self.on_outcome(outcome)
+
+    # -- plays that do not come from the queue ---------------------------------
+
+    def play_now(self, command: Command, source: str) -> Outcome:
+        """Play *command* at once (web control, demo) and record it as applied."""
+        message_id = command.id or f"{source}-{uuid.uuid4()}"
+        outcome = Outcome(id=message_id, outcome="applied", scene=command.scene.name,
+                          sender=command.sender, reason=None, at=iso_now(), queue=source)
+        recorded = self.history.record(outcome)
+        self.play(command, message_id)
+        self._announce(recorded)
+        return recorded

@@ -1,0 +1,194 @@
+"""Wires the pillow together from its settings: the one place that knows config,
+environment, signals and systemd."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import __version__
+from .config import Settings
+from .consumer import Backoff, Consumer
+from .errors import PillowError
+from .hardware import open_hardware
+from .history import History
+from .messages import decode, encode
+from .pillow import Pillow
+from .queues.local import LocalStore
+from .render import Renderer
+from .scenes import Timeline
+
+log = logging.getLogger("pillowd")
+
+# Seconds the threads get to finish after a stop, within systemd's patience.
+SHUTDOWN_GRACE = 1.5
+
+
+class Queues:
+    """The queues one pillow uses: consumed, poison and (optional) outbound."""
+
+    def __init__(self, main, poison, outbound, closers=()):
+        self.main = main
+        self.poison = poison
+        self.outbound = outbound
+        self._closers = list(closers)
+
+    def close(self) -> None:
+        for close in self._closers:
+            close()
+        self._closers.clear()
+
+
+def open_queues(settings: Settings, environ=os.environ) -> Queues:
+    """The configured queues, created when missing."""
+    q = settings.queue
+    if q.backend == "local":
+        store = LocalStore(Path(settings.pillow.state_dir) / "queue.sqlite3")
+        main, poison = store.queue(q.name), store.queue(settings.poison_name)
+        outbound = store.queue(q.outbound_name) if q.outbound_name else None
+        for queue in (main, poison, outbound):
+            if queue is not None:
+                queue.create()
+        return Queues(main, poison, outbound, [store.close])
+    raise PillowError(f"queue backend {q.backend!r} is not available yet")
+
+
+def control_token(settings: Settings, environ=os.environ) -> str | None:
+    token = environ.get(settings.web.control_token_env, "").strip()
+    return token or None
+
+
+class Daemon:
+    """Everything that runs while the pillow is on, started and stopped together."""
+
+    def __init__(self, settings: Settings, *, demo: bool = False, environ=os.environ):
+        from .web import StatusPage
+
+        self.settings = settings
+        self.stop = threading.Event()
+        self._closers = []
+        state_dir = Path(settings.pillow.state_dir)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise PillowError(f"cannot create state_dir {state_dir}: "
+                              f"{err.strerror or err}") from None
+        try:
+            self.history = History(state_dir / "history.sqlite3")
+            self._closers.append(self.history.close)
+            self.queues = open_queues(settings, environ)
+            self._closers.append(self.queues.close)
+            self.hardware = open_hardware(settings.hardware.backend, settings.leds.count)
+            self._closers.append(self.hardware.close)
+
+            leds, q = settings.leds, settings.queue
+            self.timeline = Timeline(settings.scenes["idle"])
+            self.renderer = Renderer(self.timeline, self.hardware.strip, fps=leds.fps,
+                                     brightness=leds.brightness,
+                                     max_milliamps=leds.max_milliamps)
+            self.consumer = Consumer(
+                self.queues.main, self.queues.poison, self.history,
+                decode=lambda body: decode(body, settings),
+                play=self.timeline.play,
+                backoff=Backoff(q.poll_min_seconds, q.poll_max_seconds),
+                backend=q.backend, max_dequeue_count=q.max_dequeue_count,
+                max_age=q.message_max_age_seconds, batch_size=q.batch_size,
+                visibility_timeout=q.visibility_timeout_seconds)
+            self.pillow = Pillow(
+                settings.pillow.name, timeline=self.timeline, renderer=self.renderer,
+                consumer=self.consumer, history=self.history,
+                settings_for_commands=settings,
+                queue_stall_seconds=q.poll_max_seconds + q.visibility_timeout_seconds + 30)
+            self.consumer.on_outcome = self.pillow.outcome
+            self.consumer.on_status = self.pillow.queue_status
+            self.page = StatusPage(self.pillow, token=control_token(settings, environ))
+            self.url = self.page.bind(settings.web.host, settings.web.port)
+            self._closers.append(self.page.close)
+        except BaseException:
+            self.close()
+            raise
+        self.demo = demo
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        loops = {"render": self.renderer.run, "queue": self.consumer.run}
+        if self.demo:
+            loops["demo"] = self._demo
+        for name, target in loops.items():
+            thread = threading.Thread(target=target, args=(self.stop,), name=name,
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            if name != "demo":
+                self.pillow.threads[name] = thread
+        self.page.start()
+        log.info("pillowd %s: %r ready, %s queue %r, status page at %s", __version__,
+                 self.settings.pillow.name, self.settings.queue.backend,
+                 self.settings.queue.name, self.url)
+
+    def _demo(self, stop: threading.Event) -> None:
+        """Feeds a scene every few seconds through the real path, for newcomers."""
+        rng = random.Random()
+        senders = ["Alice", "Bob", "Grandma", "Sam"]
+        notes = ["thinking of you", "sleep well", "hug!", "see you soon"]
+        colors = ["#ff6ec7", "#ffb347", "#7ec8e3", "#b19cd9", "#77dd77"]
+        scenes = [s for s in self.settings.scenes if s != "idle"] or ["idle"]
+        while not stop.wait(6):
+            scene = rng.choice(scenes)
+            fields = {"scene": scene, "from": rng.choice(senders),
+                      "text": rng.choice(notes), "duration": 4}
+            if "color" in self.settings.scenes[scene].params:
+                fields["color"] = rng.choice(colors)
+            try:
+                if self.settings.queue.backend == "local":
+                    self.queues.main.put(encode(fields))
+                else:  # never fill somebody's real cloud queue with demo messages
+                    self.pillow.play(fields, source="demo")
+            except Exception as err:  # the demo must never take the pillow down
+                log.warning("demo message not sent: %s", err)
+
+    def wait(self) -> None:
+        while not self.stop.wait(1):
+            pass
+
+    def close(self) -> None:
+        """Stop every loop, leave the LEDs dark and the outputs off; safe twice."""
+        self.stop.set()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        for thread in getattr(self, "_threads", []):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:
+                log.exception("while shutting down")
+        self._closers.clear()
+
+
+def run(settings: Settings, *, demo: bool = False, environ=os.environ) -> int:
+    """Runs the daemon in the foreground until SIGTERM or SIGINT."""
+    daemon = Daemon(settings, demo=demo, environ=environ)
+
+    def stop(signum, frame):  # only sets a flag: the main thread does the work
+        daemon.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        daemon.start()
+        url = daemon.url
+        token = control_token(settings, environ)
+        if token and sys.stdout.isatty():
+            url += f"?token={token}"  # a person at a terminal, never a log file
+        print(f"pillowd: status page at {url}", flush=True)
+        daemon.wait()
+        log.info("stopping")
+    finally:
+        daemon.close()
+    return 0

@@ -1,0 +1,32 @@
+"""An in-memory LED strip for running and testing the pillow off a Pi."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .base import HardwareError, LedStrip
+
+
+class MockStrip(LedStrip):
+    """Keeps what a real strip would show, and how many frames it was sent."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.pixels = np.zeros((count, 3), dtype=np.uint8)
+        self.frames = 0
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def show(self, pixels: np.ndarray) -> None:
+        if self.closed:
+            raise HardwareError("the LED strip is closed")
+        with self._lock:
+            self.pixels = np.array(pixels, dtype=np.uint8).reshape(self.count, 3)
+            self.frames += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self.off()
+            self.closed = True

@@ -1,0 +1,155 @@
+"""Every message's outcome, kept in state_dir: the history page and the dedupe memory."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import PillowError
+
+OUTCOMES = ("applied", "superseded", "expired", "duplicate", "rejected")
+
+
+class HistoryError(PillowError, OSError):
+    """The history file cannot be written; the message must come back later."""
+
+
+def iso_now() -> str:
+    return iso(datetime.now(timezone.utc))
+
+
+def iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one message ended."""
+
+    id: str                 # the sender's id, else the queue message id
+    outcome: str
+    scene: str | None
+    sender: str | None
+    reason: str | None
+    at: str
+    queue: str = ""         # where it came from: a queue name, or "web"
+    queue_message_id: str = ""
+    poisoned: bool = False  # rejected and safely copied to the poison queue
+    seq: int = 0
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "outcome": self.outcome, "scene": self.scene,
+                "from": self.sender, "reason": self.reason, "at": self.at}
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outcomes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    scene TEXT, sender TEXT, reason TEXT,
+    at TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    queue_message_id TEXT NOT NULL,
+    poisoned INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS outcomes_delivery ON outcomes (queue, queue_message_id)
+    WHERE queue_message_id != '';
+CREATE INDEX IF NOT EXISTS outcomes_applied ON outcomes (id) WHERE outcome = 'applied';
+"""
+
+_COLUMNS = "id, outcome, scene, sender, reason, at, queue, queue_message_id, poisoned, seq"
+
+
+def _row(row) -> Outcome:
+    *head, poisoned, seq = row
+    return Outcome(*head, poisoned=bool(poisoned), seq=seq)
+
+
+class History:
+    """An append-only log of outcomes in SQLite, pruned to the newest *keep*."""
+
+    def __init__(self, path: str | Path, keep: int = 20_000):
+        self.path = Path(path)
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._since_prune = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an outcome must be on disk before its message is deleted.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as err:
+            raise HistoryError(f"cannot open the history {self.path}: {err}") from None
+
+    def record(self, outcome: Outcome) -> Outcome | None:
+        """Keep *outcome*; returns None if that delivery already has one."""
+        with self._lock:
+            try:
+                with self._db:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO outcomes (id, outcome, scene, sender, reason,"
+                        " at, queue, queue_message_id, poisoned)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (outcome.id, outcome.outcome, outcome.scene, outcome.sender,
+                         outcome.reason, outcome.at, outcome.queue,
+                         outcome.queue_message_id, int(outcome.poisoned)))
+                    if not cur.rowcount:
+                        return None
+                    seq = cur.lastrowid
+                    self._since_prune += 1
+                    if self._since_prune >= 500:
+                        self._since_prune = 0
+                        self._db.execute("DELETE FROM outcomes WHERE seq <= ?",
+                                         (seq - self.keep,))
+            except sqlite3.Error as err:
+                raise HistoryError(f"cannot write the history {self.path}: {err}") from None
+        return Outcome(**{**outcome.__dict__, "seq": seq})
+
+    def delivery(self, queue: str, queue_message_id: str) -> Outcome | None:
+        """The outcome already recorded for this queue message, if any."""
+        return self._one("SELECT %s FROM outcomes WHERE queue = ? AND queue_message_id = ?"
+                         % _COLUMNS, (queue, queue_message_id))
+
+    def was_applied(self, message_id: str) -> bool:
+        return self._one("SELECT %s FROM outcomes WHERE outcome = 'applied' AND id = ?"
+                         " LIMIT 1" % _COLUMNS, (message_id,)) is not None
+
+    def mark_poisoned(self, seq: int) -> None:
+        with self._lock:
+            try:
+                with self._db:
+                    self._db.execute("UPDATE outcomes SET poisoned = 1 WHERE seq = ?", (seq,))
+            except sqlite3.Error as err:
+                raise HistoryError(f"cannot write the history {self.path}: {err}") from None
+
+    def page(self, limit: int = 50, before: int | None = None) -> list[Outcome]:
+        """The newest outcomes first, older than the *before* sequence number."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT %s FROM outcomes WHERE seq < ? ORDER BY seq DESC LIMIT ?" % _COLUMNS,
+                (before if before is not None else 2 ** 62, limit)).fetchall()
+        return [_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT outcome, COUNT(*) FROM outcomes GROUP BY outcome").fetchall()
+        counts = dict.fromkeys(OUTCOMES, 0)
+        counts.update(rows)
+        return counts
+
+    def _one(self, sql, args):
+        with self._lock:
+            row = self._db.execute(sql, args).fetchone()
+        return _row(row) if row else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,182 @@
+"""Turns a queue message body into a command for the pillow, or says why it cannot."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .config import SceneSettings, Settings
+from .effects import parse_color
+
+MAX_BODY = 64 * 1024
+MAX_FROM = 64
+MAX_TEXT = 280
+MAX_ID = 256
+_FIELDS = {"scene", "color", "brightness", "duration", "from", "text", "id",
+           "sent_at", "ttl"}
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+# Nothing a person writes on purpose in a name or note; kept out of pages and logs.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+
+
+@dataclass(frozen=True)
+class Command:
+    """What one valid message asks the pillow to do."""
+
+    scene: SceneSettings
+    color: tuple[float, float, float] | None = None
+    brightness: float = 1.0
+    duration: float | None = None   # None: the scene's own duration
+    sender: str | None = None
+    text: str | None = None
+    id: str | None = None
+    sent_at: datetime | None = None
+    ttl: float | None = None
+
+
+class Rejection(ValueError):
+    """Why a body is not a valid message (data, not a failure of the daemon)."""
+
+
+def unwrap(body: str) -> str:
+    """The message text, whether it was sent plain or base64-encoded.
+
+    Azure Functions and the portal base64-encode bodies; the v12 SDK sends them
+    plain. A body is taken as base64 only if it decodes to UTF-8 that looks like a
+    message itself (a JSON object or a word), so plain JSON is never touched; a
+    bare word that is also valid base64 is settled by decode(), which tries the
+    word as a scene first.
+    """
+    stripped = body.strip()
+    if len(stripped) < 4 or len(stripped) % 4 or not _BASE64.fullmatch(stripped):
+        return body
+    try:
+        decoded = base64.b64decode(stripped, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return body
+    inner = decoded.strip()
+    if inner.startswith("{") or _WORD.fullmatch(inner):
+        return decoded
+    return body
+
+
+def _text(value, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise Rejection(f"{name} must be a string, not {type(value).__name__}")
+    if len(value) > limit:
+        raise Rejection(f"{name} is {len(value)} characters; at most {limit}")
+    if _CONTROL.search(value):
+        raise Rejection(f"{name} contains control characters")
+    return value
+
+
+def _number(value, name: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Rejection(f"{name} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise Rejection(f"{name} must be between {lo} and {hi}, not {value}")
+    return float(value)
+
+
+def parse_time(value) -> datetime:
+    if not isinstance(value, str) or len(value) > 40:
+        raise Rejection("sent_at must be an ISO-8601 time string")
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise Rejection(f"sent_at is not an ISO-8601 time: {value!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when
+
+
+def _scene(settings: Settings, word) -> SceneSettings:
+    if not isinstance(word, str) or not word.strip():
+        raise Rejection("scene must be a non-empty string")
+    scene = settings.scene_named(word)
+    if scene is None:
+        shown = word if len(word) <= 40 else word[:40] + "…"
+        raise Rejection(f"unknown scene {shown!r} (known: {', '.join(settings.scenes)})")
+    return scene
+
+
+def decode(body: str | bytes, settings: Settings) -> Command:
+    """The command in *body*; raises Rejection with a reason a person can read."""
+    if isinstance(body, bytes):
+        if len(body) > MAX_BODY:
+            raise Rejection(f"body is {len(body)} bytes; at most {MAX_BODY}")
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Rejection("body is not UTF-8 text") from None
+    if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY:
+        raise Rejection(f"body is larger than {MAX_BODY} bytes")
+    text = body.strip()
+    if not (_WORD.fullmatch(text) and settings.scene_named(text)):
+        text = unwrap(text).strip()
+    if not text:
+        raise Rejection("body is empty")
+    if _WORD.fullmatch(text):
+        return Command(scene=_scene(settings, text))
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise Rejection("body is neither JSON nor a scene name") from None
+    if not isinstance(data, dict):
+        raise Rejection(f"body must be a JSON object, not {type(data).__name__}")
+    return command_from(data, settings)
+
+
+def command_from(data: dict, settings: Settings) -> Command:
+    """The command in an already parsed JSON object (a queue body or a web request)."""
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        raise Rejection(f"unknown field {shown} (known: {', '.join(sorted(_FIELDS))})")
+    if "scene" not in data:
+        raise Rejection("scene is missing")
+    scene = _scene(settings, data["scene"])
+    fields: dict = {"scene": scene}
+    if data.get("color") is not None:
+        if not isinstance(data["color"], str):
+            raise Rejection("color must be a string like '#ff8800'")
+        if "color" not in scene.params:
+            raise Rejection(f"scene {scene.name!r} has no colour to set")
+        try:
+            fields["color"] = parse_color(data["color"])
+        except ValueError as err:
+            raise Rejection(str(err)) from None
+    if data.get("brightness") is not None:
+        fields["brightness"] = _number(data["brightness"], "brightness", 0, 1)
+    if data.get("duration") is not None:
+        duration = _number(data["duration"], "duration", 0, 86400)
+        if duration == 0:  # "until the next message", within the scene's limit
+            duration = scene.max_duration
+        fields["duration"] = min(duration, scene.max_duration)
+    if data.get("from") is not None:
+        fields["sender"] = _text(data["from"], "from", MAX_FROM)
+    if data.get("text") is not None:
+        fields["text"] = _text(data["text"], "text", MAX_TEXT)
+    if data.get("id") is not None:
+        if not isinstance(data["id"], (str, int)) or isinstance(data["id"], bool):
+            raise Rejection("id must be a string")
+        fields["id"] = _text(str(data["id"]), "id", MAX_ID)
+    if data.get("sent_at") is not None:
+        fields["sent_at"] = parse_time(data["sent_at"])
+    if data.get("ttl") is not None:
+        fields["ttl"] = _number(data["ttl"], "ttl", 1, 7 * 24 * 3600)
+    return Command(**fields)
+
+
+def encode(fields: dict, as_base64: bool = False) -> str:
+    """A message body for *fields*, plain JSON or base64 as Azure Functions writes it."""
+    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    if as_base64:
+        return base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return text

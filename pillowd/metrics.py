@@ -1,0 +1,52 @@
+"""Prometheus metrics, read from the pillow at scrape time."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .history import OUTCOMES
+
+
+class PillowCollector:
+    """Reads counters the loops already keep; costs nothing between scrapes."""
+
+    def __init__(self, pillow, clients: Callable[[], int]):
+        self.pillow = pillow
+        self.clients = clients
+
+    def collect(self):
+        p = self.pillow
+        messages = CounterMetricFamily("pillowd_messages", "Messages by outcome",
+                                       labels=["outcome"])
+        for outcome in OUTCOMES:
+            messages.add_metric([outcome], p.counts.get(outcome, 0))
+        yield messages
+        yield CounterMetricFamily("pillowd_queue_requests",
+                                  "Receive requests made to the queue",
+                                  value=p.consumer.status.requests)
+        yield GaugeMetricFamily("pillowd_queue_online", "1 while the queue answers",
+                                value=int(p.consumer.status.online))
+        yield GaugeMetricFamily("pillowd_poll_interval_seconds",
+                                "Current wait between queue polls",
+                                value=p.consumer.backoff.interval)
+        r = p.renderer
+        yield GaugeMetricFamily("pillowd_render_fps", "Frames rendered per second",
+                                value=r.achieved_fps)
+        yield GaugeMetricFamily("pillowd_render_frame_seconds",
+                                "Time spent on the last frame", value=r.frame_seconds)
+        yield CounterMetricFamily("pillowd_render_dropped_frames",
+                                  "Frames skipped because rendering fell behind",
+                                  value=r.dropped)
+        yield GaugeMetricFamily("pillowd_led_milliamps",
+                                "Estimated current drawn by the LEDs", value=r.milliamps)
+        yield GaugeMetricFamily("pillowd_web_clients", "Connected status page clients",
+                                value=self.clients())
+
+
+def registry_for(pillow, clients: Callable[[], int]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PillowCollector(pillow, clients))
+    return registry

@@ -1,0 +1,116 @@
+"""The pillow as the outside sees it: its state snapshot, history, health and controls."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+from . import __version__
+from .consumer import Consumer, QueueStatus
+from .history import OUTCOMES, History, Outcome
+from .messages import Command, command_from
+from .render import Renderer
+from .scenes import Playing, Timeline
+
+RECENT = 50
+
+
+class Pillow:
+    """Gathers what the loops know into one snapshot and tells listeners of changes."""
+
+    def __init__(self, name: str, *, timeline: Timeline, renderer: Renderer,
+                 consumer: Consumer, history: History, settings_for_commands,
+                 queue_stall_seconds: float, render_stall_seconds: float = 2.0,
+                 clock=time.monotonic):
+        self.name = name
+        self.timeline = timeline
+        self.renderer = renderer
+        self.consumer = consumer
+        self.history = history
+        self._settings = settings_for_commands
+        self._queue_stall = queue_stall_seconds
+        self._render_stall = render_stall_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[dict], None]] = []
+        self.counts = history.counts()
+        self.recent: deque[Outcome] = deque(history.page(RECENT), maxlen=RECENT)
+        self.actuators: dict[str, float] = {}
+        self.quiet = False
+        self.threads: dict[str, threading.Thread] = {}
+        timeline.on_change(self._scene_changed)
+
+    # -- listening ---------------------------------------------------------------
+
+    def on_state(self, listener: Callable[[dict], None]) -> None:
+        self._listeners.append(listener)
+
+    def changed(self) -> None:
+        snapshot = self.snapshot()
+        for listener in self._listeners:
+            listener(snapshot)
+
+    def _scene_changed(self, playing: Playing) -> None:
+        self.changed()
+
+    def outcome(self, outcome: Outcome) -> None:
+        with self._lock:
+            self.counts[outcome.outcome] = self.counts.get(outcome.outcome, 0) + 1
+            self.recent.appendleft(outcome)
+        self.changed()
+
+    def queue_status(self, status: QueueStatus) -> None:
+        self.changed()
+
+    # -- what the page and scripts read ------------------------------------------
+
+    def snapshot(self) -> dict:
+        playing = self.timeline.current()
+        status = self.consumer.status
+        with self._lock:
+            counts = {k: self.counts.get(k, 0) for k in OUTCOMES}
+            recent = [o.as_json() for o in self.recent]
+        return {
+            "pillow": self.name,
+            "version": __version__,
+            **playing.describe(),
+            "leds": {"count": self.renderer.strip.count,
+                     "brightness": self.renderer.brightness,
+                     "milliamps": self.renderer.milliamps},
+            "actuators": dict(self.actuators),
+            "queue": {"backend": status.backend, "online": status.online,
+                      "reason": status.reason, **counts},
+            "recent": recent,
+            "quiet": self.quiet,
+        }
+
+    def history_page(self, limit: int, before: int | None) -> dict:
+        rows = self.history.page(limit + 1, before)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"items": [o.as_json() for o in rows],
+                "next": str(rows[-1].seq) if more and rows else None}
+
+    def health(self) -> list[str]:
+        """Why the pillow is unwell; empty while both loops make progress."""
+        now = self._clock()
+        reasons = []
+        for name, thread in self.threads.items():
+            if not thread.is_alive():
+                reasons.append(f"the {name} loop has stopped")
+        if now - self.renderer.heartbeat > self._render_stall:
+            reasons.append(f"the render loop has not drawn for "
+                           f"{now - self.renderer.heartbeat:.1f} s")
+        if now - self.consumer.heartbeat > self._queue_stall:
+            reasons.append(f"the queue loop has not polled for "
+                           f"{now - self.consumer.heartbeat:.1f} s")
+        return reasons
+
+    # -- controls ------------------------------------------------------------------
+
+    def play(self, data: dict, source: str = "web") -> Outcome:
+        """Play a message-shaped *data* now; raises Rejection when it is not valid."""
+        command: Command = command_from(data, self._settings)
+        return self.consumer.play_now(command, source)

@@ -1,0 +1,103 @@
+"""The scene timeline: what plays now, until when, and idle whenever nothing else."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from .config import SceneSettings
+from .effects import EFFECTS, Effect
+from .history import iso
+from .messages import Command
+
+
+@dataclass(frozen=True)
+class Playing:
+    """One scene on the pillow, with everything a frame or the page needs from it."""
+
+    scene: SceneSettings
+    effect: Effect
+    params: dict
+    brightness: float
+    started: float            # monotonic seconds; effects run on t = now - started
+    ends: float | None        # monotonic; None while it has no end
+    since: datetime
+    until: datetime | None
+    message: dict | None      # {"id", "from", "text"}; None for idle
+
+    def describe(self) -> dict:
+        return {"scene": self.scene.name, "effect": self.effect.name,
+                "since": iso(self.since),
+                "until": iso(self.until) if self.until else None,
+                "message": self.message}
+
+
+class Timeline:
+    """Holds the playing scene and falls back to idle when it ends."""
+
+    def __init__(self, idle: SceneSettings, *, clock=time.monotonic,
+                 wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self._idle = idle
+        self._clock = clock
+        self._wall = wall
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[Playing], None]] = []
+        self._playing = self._make(idle, None, self._clock(), self._wall())
+
+    def on_change(self, listener: Callable[[Playing], None]) -> None:
+        self._listeners.append(listener)
+
+    def _make(self, scene, command: Command | None, now, wall, message=None) -> Playing:
+        params = dict(scene.params)
+        brightness = scene.brightness
+        duration = scene.duration
+        if command is not None:
+            if command.color is not None:
+                params["color"] = command.color
+            brightness *= command.brightness
+            if command.duration is not None:
+                duration = command.duration
+        ends = now + duration if duration else None
+        return Playing(scene=scene, effect=EFFECTS[scene.effect], params=params,
+                       brightness=brightness, started=now, ends=ends, since=wall,
+                       until=wall + timedelta(seconds=duration) if duration else None,
+                       message=message)
+
+    def play(self, command: Command, message_id: str | None = None) -> Playing:
+        """Start *command*'s scene now, replacing whatever plays."""
+        message = None
+        if command.scene is not self._idle or command.sender or command.text:
+            message = {"id": message_id, "from": command.sender, "text": command.text}
+        with self._lock:
+            self._playing = self._make(command.scene, command, self._clock(),
+                                       self._wall(), message)
+            playing = self._playing
+        self._notify(playing)
+        return playing
+
+    def idle(self) -> Playing:
+        """Go back to idle now."""
+        with self._lock:
+            self._playing = self._make(self._idle, None, self._clock(), self._wall())
+            playing = self._playing
+        self._notify(playing)
+        return playing
+
+    def current(self) -> Playing:
+        """What plays now; a scene past its end gives way to idle here."""
+        now = self._clock()
+        with self._lock:
+            playing = self._playing
+            if playing.ends is None or now < playing.ends:
+                return playing
+            self._playing = self._make(self._idle, None, now, self._wall())
+            playing = self._playing
+        self._notify(playing)
+        return playing
+
+    def _notify(self, playing: Playing) -> None:
+        for listener in self._listeners:
+            listener(playing)

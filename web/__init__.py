@@ -1,0 +1,196 @@
+"""The status page and its API: Flask for HTTP, Flask-SocketIO for live state and frames."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from pathlib import Path
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_socketio import SocketIO
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.serving import make_server
+
+from pillowd.errors import PillowError
+from pillowd.messages import MAX_BODY, Rejection
+from pillowd.metrics import registry_for
+
+log = logging.getLogger(__name__)
+NAMESPACE = "/pillow"
+HERE = Path(__file__).parent
+
+
+class PortInUse(PillowError, OSError):
+    """The status page's address is taken or not ours to bind."""
+
+
+class StatusPage:
+    """The web view of one pillow: pushes state on change and frames while watched."""
+
+    def __init__(self, pillow, *, token: str | None, frames_per_second: float = 20):
+        self.pillow = pillow
+        self.token = token
+        self.frame_interval = 1 / frames_per_second
+        self.clients = 0
+        self._emit_lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server = None
+        self.url = None
+
+        app = Flask(__name__, static_folder=str(HERE / "static"),
+                    template_folder=str(HERE / "templates"))
+        app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+        self.app = app
+        # threading: never eventlet/gevent even when installed; the default
+        # cors_allowed_origins only admits the page's own origin.
+        self.socketio = SocketIO(app, async_mode="threading", logger=False,
+                                 engineio_logger=False)
+        self._metrics = registry_for(pillow, lambda: self.clients)
+        self._routes()
+        pillow.on_state(lambda snapshot: self._dirty.set())
+
+    # -- HTTP ----------------------------------------------------------------------
+
+    def _routes(self) -> None:
+        app, pillow = self.app, self.pillow
+
+        @app.get("/")
+        def index():
+            return render_template("index.html", name=pillow.name,
+                                   controls=self.token is not None)
+
+        @app.get("/api/state")
+        def state():
+            return jsonify(pillow.snapshot())
+
+        @app.get("/api/history")
+        def history():
+            try:
+                limit = int(request.args.get("limit", 50))
+                before = request.args.get("before")
+                before = int(before) if before not in (None, "") else None
+            except ValueError:
+                return _error(400, "limit and before must be whole numbers")
+            if not 1 <= limit <= 1000:
+                return _error(400, "limit must be between 1 and 1000")
+            return jsonify(pillow.history_page(limit, before))
+
+        @app.get("/healthz")
+        def healthz():
+            reasons = pillow.health()
+            if reasons:
+                return jsonify({"status": "unhealthy", "reasons": reasons}), 503
+            return jsonify({"status": "ok"})
+
+        @app.get("/metrics")
+        def metrics():
+            return Response(generate_latest(self._metrics), mimetype=CONTENT_TYPE_LATEST)
+
+        @app.post("/api/scene")
+        def scene():
+            denied = self._check_token()
+            if denied:
+                return denied
+            data = request.get_json(silent=True)
+            if not isinstance(data, dict):
+                return _error(400, "body must be a JSON object like {\"scene\": \"hug\"}")
+            try:
+                outcome = pillow.play(data)
+            except Rejection as err:
+                return _error(400, str(err))
+            return jsonify(outcome.as_json())
+
+        @app.errorhandler(413)
+        def too_large(err):
+            return _error(413, f"body is larger than {MAX_BODY} bytes")
+
+        @app.errorhandler(404)
+        def not_found(err):
+            return _error(404, "no such page")
+
+        @app.errorhandler(405)
+        def not_allowed(err):
+            return _error(405, "method not allowed here")
+
+        sio = self.socketio
+
+        @sio.on("connect", namespace=NAMESPACE)
+        def connect(auth=None):
+            self.clients += 1
+            sio.emit("state", pillow.snapshot(), to=request.sid, namespace=NAMESPACE)
+            sio.emit("frame", pillow.renderer.last_frame, to=request.sid,
+                     namespace=NAMESPACE)
+
+        @sio.on("disconnect", namespace=NAMESPACE)
+        def disconnect(reason=None):
+            self.clients -= 1
+
+    def _check_token(self):
+        if self.token is None:
+            return _error(403, "controls are off: no control token is configured")
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), self.token.encode()):
+            return _error(401, "a valid 'Authorization: Bearer <token>' is needed")
+        return None
+
+    # -- pushing -----------------------------------------------------------------
+
+    def _emit(self, event, data) -> None:
+        with self._emit_lock:  # emits come from several threads
+            self.socketio.emit(event, data, namespace=NAMESPACE)
+
+    def _push_state(self) -> None:
+        # One snapshot per wake-up: a burst of changes costs one emit, not one each.
+        while not self._stop.is_set():
+            if not self._dirty.wait(0.5):
+                continue
+            self._dirty.clear()
+            if self.clients:
+                self._emit("state", self.pillow.snapshot())
+
+    def _push_frames(self) -> None:
+        last = None
+        while not self._stop.wait(self.frame_interval):
+            frame = self.pillow.renderer.last_frame
+            if self.clients and frame is not last:
+                self._emit("frame", frame)
+                last = frame
+
+    # -- serving -------------------------------------------------------------------
+
+    def bind(self, host: str, port: int) -> str:
+        """Take the address now, so a clash is an error before anything starts."""
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        try:
+            self._server = make_server(host, port, self.app, threaded=True)
+        except OSError as err:
+            raise PortInUse(f"cannot serve the status page on {host}:{port}: "
+                            f"{err.strerror or err}") from None
+        bound = self._server.server_port
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.url = f"http://{shown}:{bound}/"
+        return self.url
+
+    def start(self) -> None:
+        for target in (self._server.serve_forever, self._push_state, self._push_frames):
+            thread = threading.Thread(target=target, name=f"web-{target.__name__}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _error(status: int, message: str):
+    return jsonify({"error": message}), status
