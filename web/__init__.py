@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
@@ -95,7 +97,11 @@ class StatusPage:
             denied = self._check_token()
             if denied:
                 return denied
-            data = request.get_json(silent=True)
+            raw = request.get_data()  # 413 past MAX_CONTENT_LENGTH, before parsing
+            try:
+                data = json.loads(raw)
+            except (ValueError, RecursionError):
+                data = None
             if not isinstance(data, dict):
                 return _error(400, "body must be a JSON object like {\"scene\": \"hug\"}")
             try:
@@ -167,12 +173,17 @@ class StatusPage:
     def bind(self, host: str, port: int) -> str:
         """Take the address now, so a clash is an error before anything starts."""
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # Bound here rather than by werkzeug, which prints and exits on a clash.
         try:
-            self._server = make_server(host, port, self.app, threaded=True)
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            listener = socket.create_server((host, port), family=family, backlog=64)
         except OSError as err:
             raise PortInUse(f"cannot serve the status page on {host}:{port}: "
                             f"{err.strerror or err}") from None
-        bound = self._server.server_port
+        with listener:
+            self._server = make_server(host, port, self.app, threaded=True,
+                                       fd=listener.fileno())
+        bound = self._server.socket.getsockname()[1]
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         self.url = f"http://{shown}:{bound}/"
         return self.url
