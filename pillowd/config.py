@@ -208,7 +208,10 @@ class _Lines:
 
     def of(self, table: str, key: str | None = None) -> int | None:
         if key is None:
-            return self.tables.get(table)
+            # [scenes] may only exist through its sub-tables, like [scenes.hug].
+            return self.tables.get(table) or min(
+                (n for t, n in self.tables.items() if t.startswith(table + ".")),
+                default=None)
         return self.keys.get((table, key), self.tables.get(table))
 
 

@@ -147,7 +147,10 @@ class History:
 
     def _one(self, sql, args):
         with self._lock:
-            row = self._db.execute(sql, args).fetchone()
+            try:
+                row = self._db.execute(sql, args).fetchone()
+            except sqlite3.Error as err:
+                raise HistoryError(f"cannot read the history {self.path}: {err}") from None
         return _row(row) if row else None
 
     def close(self) -> None:

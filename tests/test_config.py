@@ -1,0 +1,113 @@
+"""config.toml parsing and `pillowd check-config`."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+from pillowd.config import ConfigError, load, parse
+
+
+def problems(text):
+    with pytest.raises(ConfigError) as caught:
+        parse(text, "test.toml")
+    return {(p.key, p.line): p.why for p in caught.value.problems}
+
+
+def test_the_shipped_config_is_valid_and_documents_every_key():
+    settings = load(ROOT / "config.toml")
+    assert settings.queue.backend == "local" and settings.hardware.backend == "auto"
+    assert settings.poison_name == "pillow-poison"
+    text = (ROOT / "config.toml").read_text()
+    from dataclasses import fields
+    for section in ("pillow", "queue", "hardware", "leds", "web"):
+        for f in fields(getattr(settings, section)):
+            assert f"\n{f.name} = " in text, f"{section}.{f.name} is not in config.toml"
+
+
+def test_empty_config_takes_every_default():
+    settings = parse("")
+    assert settings.pillow.name == "cloud-pillow"
+    assert settings.queue.poll_max_seconds == 5.0
+    assert settings.leds.count == 60 and settings.web.port == 8080
+    assert set(settings.scenes) == {"idle", "hug"}
+
+
+def test_each_bad_key_is_named_with_its_line_and_why():
+    found = problems(
+        '[pillow]\n'                      # 1
+        'name = "x"\n'                    # 2
+        'colour = "red"\n'                # 3 unknown key
+        '[queue]\n'                       # 4
+        'poll_min_seconds = "fast"\n'     # 5 wrong type
+        'max_dequeue_count = 0\n'         # 6 out of range
+        'backend = "kafka"\n'             # 7 not a choice
+        '[leds]\n'                        # 8
+        'brightness = 1.5\n'              # 9 out of range
+        '[scenes.hug]\n'                  # 10 and no idle scene
+        'effect = "sparkle"\n'            # 11 unknown effect
+    )
+    assert "unknown key" in found[("pillow.colour", 3)]
+    assert "must be a number" in found[("queue.poll_min_seconds", 5)]
+    assert "at least 1" in found[("queue.max_dequeue_count", 6)]
+    assert "'local', 'azure'" in found[("queue.backend", 7)]
+    assert "at most 1" in found[("leds.brightness", 9)]
+    assert "unknown effect 'sparkle'" in found[("scenes.hug.effect", 11)]
+    assert "must exist" in found[("scenes.idle", 10)]
+
+
+def test_scene_problems():
+    found = problems(
+        '[scenes.idle]\n'              # 1
+        'effect = "solid"\n'           # 2
+        '[scenes.glow]\n'              # 3
+        'color = "blue"\n'             # 4
+        '[scenes.hug]\n'               # 5
+        'effect = "breathe"\n'         # 6
+        'speed = 3\n'                  # 7
+        '[scenes.cuddle]\n'            # 8
+        'aliases = ["IDLE"]\n'         # 9
+        '[scenes.nap]\n'               # 10
+        'duration = -5\n')             # 11
+    assert "hex" in found[("scenes.glow.color", 4)]
+    assert "unknown key for effect 'breathe'" in found[("scenes.hug.speed", 7)]
+    assert "already names scene 'idle'" in found[("scenes.cuddle.aliases", 9)]
+    assert "at least 0" in found[("scenes.nap.duration", 11)]
+
+
+def test_cross_key_rules_and_toml_syntax():
+    found = problems('[queue]\npoll_min_seconds = 9\npoll_max_seconds = 1\n')
+    assert "must not exceed queue.poll_max_seconds" in found[("queue.poll_min_seconds", 2)]
+    found = problems('[queue]\nname = "Pillow_Queue"\n')
+    assert "lowercase" in found[("queue.name", 2)]
+    found = problems('[pillow\nname = 1\n')
+    assert any(key == "(file)" and "not valid TOML" in why
+               for (key, _), why in found.items())
+
+
+def test_check_config_command(tmp_path):
+    good = run_cli("check-config", "--config", str(ROOT / "config.toml"))
+    assert "OK" in good.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[leds]\ncount = -1\n[web]\nport = "http"\n')
+    result = run_cli("check-config", "--config", str(bad), check=False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert f"{bad}:2: leds.count: must be at least 1, not -1" in lines
+    assert any(line.startswith(f"{bad}:4: web.port: must be a whole number") for line in lines)
+    missing = run_cli("check-config", "--config", str(tmp_path / "nope.toml"), check=False)
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert "Traceback" not in result.stderr + missing.stderr
+
+
+def test_config_path_defaults_to_environment_variable(tmp_path):
+    import os
+    path = tmp_path / "env.toml"
+    path.write_text('[pillow]\nname = "from-env"\n')
+    env = {**os.environ, "PILLOWD_CONFIG": str(path)}
+    assert str(path) in run_cli("check-config", env=env).stdout
+
+
+def test_bad_usage_exits_2():
+    result = run_cli("send", check=False)
+    assert result.returncode == 2

@@ -1,0 +1,152 @@
+"""The queue loop's outcomes, in process, on the real embedded queue and history."""
+
+import json
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from pillowd.config import parse
+from pillowd.consumer import Backoff, Consumer
+from pillowd.history import History
+from pillowd.messages import decode
+from pillowd.queues.local import LocalStore
+
+SETTINGS = parse('''
+[scenes.idle]
+effect = "solid"
+[scenes.hug]
+effect = "solid"
+color = "#ff0000"
+''')
+
+
+class World:
+    """A consumer wired to a real SQLite queue and history, with a settable clock."""
+
+    def __init__(self, tmp_path):
+        self.wall_now = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
+        self.store = LocalStore(tmp_path / "q.sqlite3",
+                                clock=lambda: self.wall_now.timestamp())
+        self.queue = self.store.queue("pillow")
+        self.poison = self.store.queue("pillow-poison")
+        self.history = History(tmp_path / "h.sqlite3")
+        self.played = []
+        self.outcomes = []
+        self.consumer = self.make()
+
+    def make(self, **kw):
+        return Consumer(self.queue, self.poison, self.history,
+                        decode=lambda body: decode(body, SETTINGS),
+                        play=lambda command, mid: self.played.append(mid),
+                        backoff=Backoff(0.1, 5), backend="local",
+                        max_dequeue_count=2, max_age=900,
+                        on_outcome=self.outcomes.append, wall=lambda: self.wall_now, **kw)
+
+    def send(self, **fields):
+        return self.queue.put(json.dumps({"scene": "hug", **fields}))
+
+    def outcome_of(self, message_id):
+        return [o.outcome for o in self.history.page(1000) if o.id == message_id]
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = World(tmp_path)
+    yield w
+    w.history.close()
+    w.store.close()
+
+
+def test_newest_in_a_batch_plays_others_superseded(world):
+    for i in range(3):
+        world.send(id=f"m{i}")
+    assert world.consumer.poll_once()
+    assert world.played == ["m2"]
+    assert world.outcome_of("m0") == ["superseded"] == world.outcome_of("m1")
+    assert world.outcome_of("m2") == ["applied"]
+    assert world.queue.peek() == []
+
+
+def test_expired_from_sent_at_else_insertion_time(world):
+    old = (world.wall_now - timedelta(seconds=1000)).isoformat()
+    world.send(id="old", sent_at=old)
+    world.send(id="short", ttl=30, sent_at=(world.wall_now - timedelta(seconds=60)).isoformat())
+    world.consumer.poll_once()
+    assert world.outcome_of("old") == ["expired"] and world.outcome_of("short") == ["expired"]
+    world.send(id="queued-long-ago")
+    world.wall_now += timedelta(seconds=901)
+    world.consumer.poll_once()
+    assert world.outcome_of("queued-long-ago") == ["expired"]
+    assert world.played == []
+    reason = world.history.page(1)[0].reason
+    assert "901 s old; the limit is 900 s" == reason
+
+
+def test_duplicate_ids_are_not_played_twice(world):
+    world.send(id="once")
+    world.consumer.poll_once()
+    world.send(id="once")
+    world.consumer.poll_once()
+    assert world.played == ["once"]
+    assert world.outcome_of("once") == ["duplicate", "applied"]
+
+
+def test_a_redelivered_message_is_only_deleted(world):
+    world.send(id="x")
+    (message,) = world.queue.receive(visibility_timeout=0)
+    world.consumer.handle([message])
+    assert world.played == ["x"]
+    # The delete "failed" (crash before it): the same queue message comes back.
+    again = world.queue.put(message.body)
+    from pillowd.queues import QueueMessage
+    comeback = QueueMessage(message.id, message.body, 2, message.inserted_on, "stale")
+    world.consumer.handle([comeback])
+    assert world.played == ["x"] and world.outcome_of("x") == ["applied"]
+    assert again  # an unrelated new copy with the same client id is a duplicate
+    world.consumer.poll_once()
+    assert world.outcome_of("x") == ["duplicate", "applied"]
+
+
+def test_too_many_deliveries_go_to_poison(world):
+    world.queue.put("{not json")
+    for _ in range(3):
+        taken = world.queue.receive(visibility_timeout=0)
+    # dequeue_count is now 3 > max 2: poisoned without even decoding.
+    world.queue.release(taken[0])
+    world.consumer.poll_once()
+    (poisoned,) = world.poison.peek()
+    wrapper = json.loads(poisoned.body)
+    assert wrapper["original"] == "{not json" and wrapper["dequeue_count"] == 4
+    assert "delivered 4 times" in wrapper["reason"]
+    assert world.queue.peek() == []
+
+
+def test_history_failure_leaves_the_message_on_the_queue(world, tmp_path):
+    world.send(id="kept")
+    world.history.close()  # writing now fails, as a full or broken disk would
+    world.history = History(tmp_path / "h2.sqlite3")
+    world.history.close()
+    consumer = world.make()
+    assert consumer.poll_once()  # the loop goes on
+    assert world.played == [] and world.outcomes == []
+    world.wall_now += timedelta(seconds=5)  # released for a short while, then back
+    (back,) = world.queue.receive()
+    assert back.body == json.dumps({"scene": "hug", "id": "kept"})
+
+
+def test_backoff_grows_to_the_ceiling_and_resets():
+    now = [0.0]
+    b = Backoff(0.1, 5.0, linger=10, rng=random.Random(1), clock=lambda: now[0])
+    assert b.next(True) == 0.1
+    now[0] = 5
+    assert b.next(False) == 0.1  # still lingering after a message
+    now[0] = 11
+    waits = []
+    for _ in range(12):
+        waits.append(b.next(False))
+    assert waits[0] < waits[1] < waits[2] < waits[3]
+    assert waits[-1] == 5.0 and max(waits) == 5.0
+    assert b.next(True) == 0.1
+    assert min(b.failed() for _ in range(10)) >= 0.1
+    assert b.failed() == 5.0

@@ -1,0 +1,93 @@
+"""Message bodies: JSON, bare words and base64, with clear reasons for rejections."""
+
+import base64
+import json
+
+import pytest
+
+from pillowd.config import parse
+from pillowd.messages import MAX_BODY, Rejection, decode, encode
+
+SETTINGS = parse('''
+[scenes.idle]
+effect = "solid"
+[scenes.hug]
+effect = "breathe"
+color = "#ff6ec7"
+duration = 10
+max_duration = 60
+aliases = ["HUGGING"]
+''')
+
+
+def reason(body):
+    with pytest.raises(Rejection) as caught:
+        decode(body, SETTINGS)
+    return str(caught.value)
+
+
+def test_full_message():
+    c = decode(json.dumps({"scene": "hug", "color": "#ff8800", "brightness": 0.8,
+                           "duration": 10, "from": "Alice", "text": "thinking of you",
+                           "id": "abc", "sent_at": "2026-11-24T10:00:00Z", "ttl": 600}),
+               SETTINGS)
+    assert c.scene.name == "hug" and c.color == (1.0, 0x88 / 255, 0.0)
+    assert c.brightness == 0.8 and c.duration == 10 and c.sender == "Alice"
+    assert c.text == "thinking of you" and c.id == "abc" and c.ttl == 600
+    assert c.sent_at.isoformat() == "2026-11-24T10:00:00+00:00"
+
+
+@pytest.mark.parametrize("body", ["hug", " hug\n", "HUGGING", "hugging"])
+def test_bare_words_and_aliases(body):
+    assert decode(body, SETTINGS).scene.name == "hug"
+
+
+def test_base64_is_detected_per_message():
+    plain = json.dumps({"scene": "hug", "from": "Bob"})
+    encoded = base64.b64encode(plain.encode()).decode()
+    assert decode(encoded, SETTINGS).sender == "Bob"
+    assert decode(encode({"scene": "hug"}, as_base64=True), SETTINGS).scene.name == "hug"
+    assert decode(base64.b64encode(b"hug").decode(), SETTINGS).scene.name == "hug"
+
+
+def test_a_word_that_is_also_base64_stays_a_word():
+    # "idle" is valid base64 (4 letters) but is a scene name: it must not be decoded.
+    assert decode("idle", SETTINGS).scene.name == "idle"
+    # Valid base64 that decodes to no message is not a scene either: a clear reason.
+    assert "unknown scene 'abcd'" in reason("abcd")
+
+
+def test_duration_is_capped_by_the_scene():
+    assert decode('{"scene": "hug", "duration": 3600}', SETTINGS).duration == 60
+    assert decode('{"scene": "hug", "duration": 0}', SETTINGS).duration == 60
+
+
+@pytest.mark.parametrize("body, why", [
+    ("", "body is empty"),
+    ("{", "neither JSON nor a scene name"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"from": "x"}', "scene is missing"),
+    ('{"scene": "nap"}', "unknown scene 'nap'"),
+    ('{"scene": 3}', "scene must be a non-empty string"),
+    ('{"scene": "hug", "brightness": 2}', "brightness must be between 0 and 1"),
+    ('{"scene": "hug", "brightness": true}', "brightness must be a number"),
+    ('{"scene": "hug", "duration": -1}', "duration must be between"),
+    ('{"scene": "hug", "color": "red"}', "hex"),
+    ('{"scene": "hug", "from": "' + "x" * 65 + '"}', "from is 65 characters; at most 64"),
+    ('{"scene": "hug", "text": "' + "x" * 281 + '"}', "text is 281 characters; at most 280"),
+    ('{"scene": "hug", "text": "a\\u0000b"}', "control characters"),
+    ('{"scene": "hug", "sent_at": "yesterday"}', "not an ISO-8601 time"),
+    ('{"scene": "hug", "ttl": 0}', "ttl must be between"),
+    ('{"scene": "hug", "mood": "happy"}', "unknown field 'mood'"),
+    ('{"scene": "hug", "brightness": NaN}', "brightness must be between"),
+    ("[" * 100_000 + "]" * 100_000, "larger than"),
+    ("[" * 20_000 + "]" * 20_000, "neither JSON nor a scene name"),
+])
+def test_rejections_say_why(body, why):
+    assert why in reason(body)
+
+
+def test_size_limits():
+    assert "larger than" in reason(json.dumps({"scene": "hug", "pad": "x" * MAX_BODY}))
+    assert "not UTF-8" in reason(b"\xff\xfe{}")
+    assert decode(b'{"scene": "hug"}', SETTINGS).scene.name == "hug"
