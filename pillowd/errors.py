@@ -1,0 +1,2 @@
+class PillowError(Exception):
+    """Base of every error pillowd raises on purpose."""
