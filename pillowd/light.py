@@ -40,8 +40,10 @@ class LightOutput:
         self.gamma = float(gamma)
         self.milliamps_per_channel = float(milliamps_per_channel)
         self.idle_milliamps_per_led = float(idle_milliamps_per_led)
-        self._lut = np.round(
-            255 * np.linspace(0, 1, _LUT_SIZE) ** self.gamma).astype(np.uint8)
+        # Indexed by truncating value * (size - 1), so each entry stands for the
+        # middle of its bin
+        middles = np.minimum((np.arange(_LUT_SIZE) + 0.5) / (_LUT_SIZE - 1), 1)
+        self._lut = np.round(255 * middles ** self.gamma).astype(np.uint8)
         self._scaled = np.empty((count, 3), dtype=np.float32)
         self._index = np.empty((count, 3), dtype=np.uint16)
         #: the estimate for the last frame rendered, for the state snapshot
@@ -63,16 +65,18 @@ class LightOutput:
         *brightness* (0..1, say a message's) is applied under the ceiling.
         """
         scaled = self._scaled
-        np.multiply(frame, np.float32(self.brightness * brightness) * (_LUT_SIZE - 1),
+        np.multiply(frame, np.float32(self.brightness * brightness * (_LUT_SIZE - 1)),
                     out=scaled)
-        np.clip(scaled, 0, _LUT_SIZE - 1, out=scaled)
-        scaled += np.float32(0.5)
+        # Two ufuncs beat np.clip's Python wrapper; a negative float cast to
+        # uint16 would wrap round to full brightness
+        np.maximum(scaled, 0, out=scaled)
+        np.minimum(scaled, _LUT_SIZE - 1, out=scaled)
         index = self._index
         np.copyto(index, scaled, casting="unsafe")
-        pixels = self._lut[index]
+        pixels = np.take(self._lut, index)
         # The estimate is taken after gamma: the LEDs draw current according
         # to the PWM duty actually sent, not the linear value asked for
-        duty = int(pixels.sum(dtype=np.uint64))
+        duty = int(np.add.reduce(pixels, axis=None, dtype=np.uint32))
         per_step = self.milliamps_per_channel / 255
         idle = self.idle_milliamps
         if idle + per_step * duty > self.max_milliamps:
@@ -81,7 +85,7 @@ class LightOutput:
             factor = max(self.max_milliamps - idle, 0.0) / (per_step * duty)
             while True:
                 limited = (pixels * factor).astype(np.uint8)
-                duty = int(limited.sum(dtype=np.uint64))
+                duty = int(np.add.reduce(limited, axis=None, dtype=np.uint32))
                 # Float rounding could leave the estimate a hair over: shave again
                 if idle + per_step * duty <= self.max_milliamps or duty == 0:
                     break

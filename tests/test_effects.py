@@ -123,12 +123,15 @@ def test_heartbeat_beats_twice_a_period():
 
 def test_rainbow_spreads_hues_and_moves_with_speed():
     f = frame("rainbow", 0, count=3, speed=0.5, spread=1)
-    np.testing.assert_allclose(f, [RED, GREEN, BLUE], atol=1e-6)
+    # hues come from a table: within half an 8-bit step
+    np.testing.assert_allclose(f, [RED, GREEN, BLUE], atol=1 / 512)
     # a third of a hue cycle later, LED 0 shows what LED 1 showed
     g = frame("rainbow", 2 / 3, count=3, speed=0.5, spread=1)
-    np.testing.assert_allclose(g, [GREEN, BLUE, RED], atol=1e-5)
+    np.testing.assert_allclose(g, [GREEN, BLUE, RED], atol=1 / 512)
+    np.testing.assert_allclose(frame("rainbow", 0, count=12, speed=0.5)[1], (1, 0.5, 0),
+                               atol=1 / 512)
     pastel = frame("rainbow", 0, count=3, speed=0.5, spread=1, saturation=0.5)
-    np.testing.assert_allclose(pastel[0], (1, 0.5, 0.5), atol=1e-6)
+    np.testing.assert_allclose(pastel[0], (1, 0.5, 0.5), atol=1 / 512)
 
 
 def test_wipe_fills_one_led_at_a_time():

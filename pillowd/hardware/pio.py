@@ -59,6 +59,9 @@ class PioStrip(LedStrip):
         self.count = count
         self.device = device
         self._buffer = np.zeros((count, 4), dtype=np.uint8)
+        # Pixels padded to 4 bytes, W always 0 (and _INVERSE[0] == 0), so one
+        # contiguous lookup fills the whole buffer
+        self._padded = np.zeros((count, 4), dtype=np.uint8)
         try:
             self._fd = os.open(device, os.O_WRONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -89,7 +92,8 @@ class PioStrip(LedStrip):
     def show(self, pixels: np.ndarray) -> None:
         if self._fd is None:
             raise HardwareError(f"{self.device} is closed")
-        np.take(_INVERSE, pixels, out=self._buffer[:, :3])
+        self._padded[:, :3] = pixels
+        np.take(_INVERSE, self._padded, out=self._buffer)
         self._write(self._buffer)
 
     def close(self) -> None:
