@@ -74,8 +74,8 @@ while (($#)); do
 done
 
 if [[ -n $ROOT ]]; then
-    mkdir -p -- "$ROOT" 2>/dev/null || ((DRY_RUN)) || die "cannot create $ROOT"
-    [[ -d $ROOT ]] && ROOT=$(cd -- "$ROOT" && pwd)
+    ROOT=$(realpath -m -- "$ROOT")
+    ((DRY_RUN)) || mkdir -p -- "$ROOT" || die "cannot create $ROOT"
     [[ $ROOT != / ]] || die "--root / is the live system: run without --root"
 fi
 STAGING=0
@@ -236,13 +236,19 @@ install_venv() {
     else
         die "pip could not install pillowd (see the output above)"
     fi
-    # pip records the temporary source path (PEP 610); it is gone once we exit,
-    # and it would make every run's tree differ.
-    rm -f "$PREFIX"/lib/python3*/site-packages/pillowd-*.dist-info/direct_url.json
-    "$PREFIX/bin/python" -I - "$VENDOR_JS" <<'EOF' || die "the installed package lacks the Socket.IO client (web/static/vendor/socket.io.min.js)"
+    # pip records the temporary source path (PEP 610): it is gone once we
+    # exit, and would make every run's tree differ. Then check the package
+    # carries the Socket.IO client its page loads.
+    "$PREFIX/bin/python" -I - "$VENDOR_JS" <<'EOF' || die "the installed package lacks the Socket.IO client ($VENDOR_JS)"
 import pathlib, sys
+for info in pathlib.Path(sys.prefix).glob("lib/python3*/site-packages/pillowd-*.dist-info"):
+    (info / "direct_url.json").unlink(missing_ok=True)
+    record = info / "RECORD"
+    lines = record.read_text().splitlines(keepends=True)
+    record.write_text("".join(l for l in lines if not l.startswith(info.name + "/direct_url.json,")))
 import pillowd.web
-sys.exit(not (pathlib.Path(pillowd.web.__file__).parent / sys.argv[1].removeprefix("web/")).is_file())
+vendored = pathlib.Path(pillowd.web.__file__).parent / sys.argv[1].removeprefix("web/")
+sys.exit(not vendored.is_file())
 EOF
 }
 
