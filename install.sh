@@ -216,11 +216,6 @@ install_venv() {
         say "creating a virtual environment in $PREFIX"
         run "$PYTHON" -m venv --clear "$PREFIX"
     fi
-    if ((DRY_RUN)); then
-        printf '+ %s\n' "$PREFIX/bin/pip install --upgrade <copy of $SRC with $VENDOR_JS>[$EXTRAS]"
-        return
-    fi
-    prepare_source
     local extras=$EXTRAS
     if [[ $extras == auto ]]; then
         if is_raspberry_pi; then extras=pi,systemd; else
@@ -228,6 +223,11 @@ install_venv() {
             say "not a Raspberry Pi: installing without the [pi] extra (LED drivers); hardware backend 'auto' will use the mock"
         fi
     fi
+    if ((DRY_RUN)); then
+        printf '+ %s\n' "$PREFIX/bin/pip install --upgrade <copy of $SRC with $VENDOR_JS>[$extras]"
+        return
+    fi
+    prepare_source
     if pip_install "${BUILD}[$extras]"; then :
     elif [[ ,$extras, == *,pi,* ]] && pip_install "${BUILD}[systemd]"; then
         warn "the [pi] extra (rpi-ws281x, lgpio) failed to build: installed without it; the LEDs will not light until it does (see the pip output above)"
