@@ -1,0 +1,385 @@
+"""The systemd side of pillowd: notify protocol, watchdog, journal, the unit file."""
+
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pillowd import systemd as pillow_systemd
+from pillowd.systemd import Heartbeat, SystemdNotifier, Watchdog, journal_handler
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd" / "pillowd.service"
+PWM_ROOT = REPO / "systemd" / "pillowd-pwm-root.conf"
+
+HAVE_SYSTEMD_PYTHON = pillow_systemd._sd_daemon is not None
+
+
+class NotifySocket:
+    """What systemd listens on: a Unix datagram socket, bound for real."""
+
+    def __init__(self, address, sock):
+        self.address = address
+        self.sock = sock
+
+    def receive(self, timeout=5.0):
+        """The next message as a dict, or None if none came within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(4096)
+        except TimeoutError:
+            return None
+        return dict(line.split("=", 1) for line in data.decode().splitlines())
+
+    def receive_until(self, key, timeout=5.0):
+        """Messages up to and including the first one carrying key."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while (left := deadline - time.monotonic()) > 0:
+            message = self.receive(left)
+            if message is None:
+                break
+            seen.append(message)
+            if key in message:
+                return seen
+        raise AssertionError(f"no {key} within {timeout}s; got {seen}")
+
+
+@pytest.fixture
+def notify_socket():
+    # Not tmp_path: a socket path must fit in sun_path (108 bytes).
+    with tempfile.TemporaryDirectory(prefix="pillowd-notify-") as tmp:
+        address = os.path.join(tmp, "notify")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(address)
+            yield NotifySocket(address, sock)
+
+
+BACKENDS = [
+    "socket",
+    pytest.param("libsystemd", marks=pytest.mark.skipif(
+        not HAVE_SYSTEMD_PYTHON, reason="systemd-python not installed")),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def notifier_for(request, monkeypatch):
+    """Build a notifier talking to a socket, through each backend we have."""
+    def make(address, **env):
+        environ = {"NOTIFY_SOCKET": address, **env}
+        if request.param == "libsystemd":
+            # sd_notify() reads the real process environment.
+            for key, value in environ.items():
+                monkeypatch.setenv(key, value)
+            notifier = SystemdNotifier(os.environ)
+        else:
+            notifier = SystemdNotifier(environ, libsystemd=False)
+        assert notifier.backend == request.param
+        return notifier
+    return make
+
+
+def test_ready_reaches_systemd_with_status(notify_socket, notifier_for):
+    notifier = notifier_for(notify_socket.address)
+    assert notifier.enabled
+    notifier.ready("idle; queue local online; 0 applied")
+    assert notify_socket.receive() == {
+        "READY": "1",
+        "STATUS": "idle; queue local online; 0 applied",
+    }
+
+
+def test_status_and_stopping(notify_socket, notifier_for):
+    notifier = notifier_for(notify_socket.address)
+    notifier.status("hug from Alice\nsecond line")
+    assert notify_socket.receive() == {"STATUS": "hug from Alice second line"}
+    notifier.stopping()
+    assert notify_socket.receive()["STOPPING"] == "1"
+
+
+def test_abstract_notify_socket():
+    name = f"pillowd-test-{os.getpid()}-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        listener = NotifySocket("@" + name, sock)
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": "@" + name}, libsystemd=False)
+        notifier.ready("up")
+        assert listener.receive()["READY"] == "1"
+
+
+def test_without_systemd_everything_is_a_no_op():
+    notifier = SystemdNotifier({})
+    assert not notifier.enabled
+    assert notifier.watchdog_interval() is None
+    notifier.ready("up")
+    notifier.status("still up")
+    notifier.stopping()
+    assert notifier.notify("WATCHDOG=1") is False
+
+
+def test_gone_socket_is_logged_not_raised(caplog):
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": "/nonexistent/notify"}, libsystemd=False)
+    with caplog.at_level(logging.WARNING, logger="pillowd.systemd"):
+        assert notifier.notify("WATCHDOG=1") is False
+        assert notifier.notify("WATCHDOG=1") is False
+    assert len(caplog.records) == 1  # once, not every ping
+
+
+def test_watchdog_interval_is_half_of_watchdog_usec(notify_socket):
+    environ = {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "60000000"}
+    assert SystemdNotifier(environ).watchdog_interval() == 30.0
+    mine = dict(environ, WATCHDOG_PID=str(os.getpid()))
+    assert SystemdNotifier(mine).watchdog_interval() == 30.0
+    # Set for another process (we inherited it): not ours to ping.
+    theirs = dict(environ, WATCHDOG_PID=str(os.getpid() + 1))
+    assert SystemdNotifier(theirs).watchdog_interval() is None
+    assert SystemdNotifier({"NOTIFY_SOCKET": notify_socket.address}).watchdog_interval() is None
+
+
+class Loop:
+    """A stand-in for the queue or render loop: beats a Heartbeat until frozen."""
+
+    def __init__(self, timeout):
+        self.heartbeat = Heartbeat(timeout)
+        self.running = threading.Event()
+        self.running.set()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.is_set():
+            self.running.wait()  # freeze: the loop stops making progress
+            self.heartbeat.beat()
+            self.done.wait(0.005)
+
+    def freeze(self):
+        self.running.clear()
+
+    def thaw(self):
+        self.running.set()
+
+    def close(self):
+        self.done.set()
+        self.running.set()
+        self.thread.join()
+
+
+@pytest.fixture
+def loops():
+    made = {}
+    yield lambda name, timeout: made.setdefault(name, Loop(timeout))
+    for loop in made.values():
+        loop.close()
+
+
+def test_watchdog_pings_while_loops_progress_and_stops_when_one_freezes(
+        notify_socket, notifier_for, loops):
+    interval = 0.05
+    notifier = notifier_for(notify_socket.address, WATCHDOG_USEC=str(int(2 * interval * 1e6)))
+    assert notifier.watchdog_interval() == pytest.approx(interval)
+    queue_loop = loops("queue loop", 3 * interval)
+    render_loop = loops("render loop", 3 * interval)
+    watchdog = Watchdog(notifier, {"queue loop": queue_loop.heartbeat,
+                                   "render loop": render_loop.heartbeat},
+                        notifier.watchdog_interval(), status=lambda: "idle")
+    watchdog.start()
+    try:
+        pings = []
+        for _ in range(4):
+            message = notify_socket.receive()
+            assert message is not None and message["WATCHDOG"] == "1"
+            pings.append(time.monotonic())
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        assert all(gap > interval / 2 for gap in gaps), gaps
+
+        render_loop.freeze()
+        stalled = notify_socket.receive_until("STATUS")
+        assert stalled[-1] == {"STATUS": "Stalled: render loop"}
+        # Frozen: many intervals pass and systemd hears nothing.
+        assert notify_socket.receive(timeout=10 * interval) is None
+
+        render_loop.thaw()
+        resumed = notify_socket.receive_until("WATCHDOG")
+        assert resumed[-1] == {"WATCHDOG": "1", "STATUS": "idle"}
+    finally:
+        watchdog.stop()
+
+
+def test_watchdog_status_line_sent_only_when_it_changes(notify_socket):
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": notify_socket.address}, libsystemd=False)
+    lines = iter(["idle", "idle", "hug from Alice"])
+    watchdog = Watchdog(notifier, {}, 60, status=lambda: next(lines))
+    assert watchdog.check()
+    assert notify_socket.receive() == {"WATCHDOG": "1", "STATUS": "idle"}
+    assert watchdog.check()
+    assert notify_socket.receive() == {"WATCHDOG": "1"}
+    assert watchdog.check()
+    assert notify_socket.receive() == {"WATCHDOG": "1", "STATUS": "hug from Alice"}
+
+
+def test_a_check_that_raises_counts_as_frozen(notify_socket):
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": notify_socket.address}, libsystemd=False)
+
+    def broken():
+        raise RuntimeError("render loop object gone")
+
+    watchdog = Watchdog(notifier, {"render loop": broken}, 60)
+    assert not watchdog.check()
+    assert notify_socket.receive() == {"STATUS": "Stalled: render loop"}
+
+
+def test_watchdog_stop_is_immediate(notify_socket):
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": notify_socket.address}, libsystemd=False)
+    watchdog = Watchdog(notifier, {"always": lambda: True}, interval=3600)
+    watchdog.start()
+    assert notify_socket.receive()["WATCHDOG"] == "1"  # first ping at once
+    started = time.monotonic()
+    watchdog.stop()
+    assert time.monotonic() - started < 1
+    watchdog.stop()  # safe twice
+
+
+def test_heartbeat_times_out():
+    now = [100.0]
+    heartbeat = Heartbeat(2.0, clock=lambda: now[0])
+    assert heartbeat()
+    now[0] = 102.5
+    assert not heartbeat()
+    heartbeat.beat()
+    assert heartbeat()
+
+
+def test_no_journal_handler_outside_systemd():
+    assert journal_handler(logging.INFO, {}) is None
+
+
+@pytest.mark.skipif(not HAVE_SYSTEMD_PYTHON, reason="systemd-python not installed")
+def test_journal_handler_under_systemd_forwards_extra_fields(tmp_path, monkeypatch):
+    # Under systemd, stderr is the journal stream JOURNAL_STREAM names.
+    stderr = open(tmp_path / "stderr", "w")
+    monkeypatch.setattr(sys, "stderr", stderr)
+    st = os.fstat(stderr.fileno())
+    handler = journal_handler(logging.INFO, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    assert handler is not None
+    # Inherited but no longer ours (stderr redirected): not under systemd.
+    assert journal_handler(logging.INFO, {"JOURNAL_STREAM": "1:2"}) is None
+
+    sent = []
+    # Same signature as systemd.journal.send, which writes to journald.
+    handler.send = lambda MESSAGE, **fields: sent.append((MESSAGE, fields))
+    log = logging.getLogger("pillowd.test.journal")
+    log.addHandler(handler)
+    try:
+        log.warning("message rejected: unknown scene", extra={
+            "PILLOW_OUTCOME": "rejected", "PILLOW_SCENE": "hugg",
+            "PILLOW_MESSAGE_ID": "client-chosen-id"})
+    finally:
+        log.removeHandler(handler)
+        stderr.close()
+    (message, fields), = sent
+    assert message == "message rejected: unknown scene"
+    assert fields["PILLOW_OUTCOME"] == "rejected"
+    assert fields["PILLOW_SCENE"] == "hugg"
+    assert fields["PILLOW_MESSAGE_ID"] == "client-chosen-id"
+    assert fields["SYSLOG_IDENTIFIER"] == "pillowd"
+    assert fields["PRIORITY"] == "4"
+
+
+# The unit file, checked by systemd's own tools.
+
+def _staged_unit(tmp_path, with_pwm_root=False):
+    """The unit with ExecStart pointed at a binary that exists here.
+
+    systemd-analyze verify fails a unit whose ExecStart binary is missing;
+    everything else stays as shipped.
+    """
+    text = UNIT.read_text()
+    shipped = "ExecStart=/opt/pillowd/bin/pillowd run --config /etc/pillowd/config.toml"
+    assert shipped in text.splitlines()
+    unit = tmp_path / "pillowd.service"
+    unit.write_text(text.replace(
+        "ExecStart=/opt/pillowd/bin/pillowd", f"ExecStart={sys.executable} -m pillowd"))
+    if with_pwm_root:
+        dropins = tmp_path / "pillowd.service.d"
+        dropins.mkdir()
+        shutil.copy(PWM_ROOT, dropins / "pwm-root.conf")
+    return unit
+
+
+def _systemd_analyze(*args):
+    if shutil.which("systemd-analyze") is None:
+        pytest.fail("systemd-analyze not found: apt-get install systemd")
+    return subprocess.run(["systemd-analyze", "--no-pager", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _complaints(result, tmp_path):
+    # verify exits 0 on unknown keys and bad values; those lines name our files.
+    return [line for line in result.stderr.splitlines() if str(tmp_path) in line]
+
+
+@pytest.mark.parametrize("with_pwm_root", [False, True], ids=["unit", "unit+pwm-root"])
+def test_systemd_analyze_verify_passes(tmp_path, with_pwm_root):
+    unit = _staged_unit(tmp_path, with_pwm_root)
+    result = _systemd_analyze("verify", str(unit))
+    assert result.returncode == 0, result.stderr
+    assert _complaints(result, tmp_path) == []
+
+
+def test_verify_would_catch_a_broken_unit(tmp_path):
+    unit = _staged_unit(tmp_path)
+    unit.write_text(unit.read_text().replace("Type=notify", "Type=notfy"))
+    result = _systemd_analyze("verify", str(unit))
+    assert result.returncode != 0 or _complaints(result, tmp_path)
+
+
+def test_unit_has_the_promised_directives():
+    directives = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            directives.setdefault(key, []).append(value)
+    expected = {
+        "Type": ["notify"], "NotifyAccess": ["main"], "Restart": ["on-failure"],
+        "User": ["pillowd"], "Group": ["pillowd"], "SupplementaryGroups": ["gpio spi"],
+        "StateDirectory": ["pillowd"], "ConfigurationDirectory": ["pillowd"],
+        "ProtectSystem": ["strict"], "ProtectHome": ["yes"], "PrivateTmp": ["yes"],
+        "NoNewPrivileges": ["yes"], "DevicePolicy": ["closed"],
+    }
+    for key, value in expected.items():
+        assert directives.get(key) == value, key
+    assert directives["WatchdogSec"]
+    assert directives["LoadCredential"] == [
+        "azure-storage-connection-string:/etc/pillowd/azure-storage-connection-string"]
+    # The fallback that keeps a missing credential file from failing the unit.
+    assert directives["SetCredential"][0].startswith("azure-storage-connection-string:")
+    assert "/dev/mem rw" not in directives["DeviceAllow"]  # root drop-in only
+
+
+def _exposure(result):
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1)), match.group(2)
+
+
+@pytest.mark.parametrize("with_pwm_root", [False, True], ids=["unit", "unit+pwm-root"])
+def test_security_exposure(tmp_path, with_pwm_root, record_property):
+    unit = _staged_unit(tmp_path, with_pwm_root)
+    result = _systemd_analyze("security", "--offline=yes", str(unit))
+    exposure, verdict = _exposure(result)
+    name = "pwm-root" if with_pwm_root else "unit"
+    print(f"systemd-analyze security --offline=yes ({name}): {exposure} {verdict}")
+    record_property(f"security_exposure_{name.replace('-', '_')}", exposure)
+    assert 0 <= exposure <= 10
+    if not with_pwm_root:
+        assert exposure <= 3.5 and verdict == "OK"  # issue 7's target
