@@ -107,12 +107,39 @@ class HardwareSettings:
     backend: str = _key("auto", _one_of("auto", "mock", "pi"))
 
 
+def _ws281x_pin(value) -> str | None:
+    from .hardware.ws281x import WS281X_PINS
+    if value in WS281X_PINS:
+        return None
+    return (f"GPIO {value} cannot drive LEDs with rpi_ws281x: use one of "
+            f"{', '.join(map(str, sorted(WS281X_PINS)))}")
+
+
+def _strip_type(value) -> str | None:
+    from .hardware.ws281x import STRIP_TYPES
+    if value.upper() in STRIP_TYPES:
+        return None
+    return f"must be one of {', '.join(STRIP_TYPES)}, not {value!r}"
+
+
 @dataclass(frozen=True)
 class LedSettings:
     count: int = _key(60, _range(1, 2000))
     brightness: float = _key(0.6, _range(0, 1))
     max_milliamps: int = _key(2000, _range(0, 100_000))
     fps: int = _key(50, _range(1, 120))
+    driver: str = _key("auto", _one_of("auto", "mock", "ws281x", "pio"))
+    gamma: float = _key(2.2, _range(1, 4))
+    milliamps_per_led: float = _key(55.0, _range(1, 200))
+    idle_milliamps_per_led: float = _key(1.0, _range(0, 20))
+    # ws281x only
+    pin: int = _key(18, _ws281x_pin)
+    strip_type: str = _key("GRB", _strip_type)
+    dma: int = _key(10, _range(0, 14))
+    freq: int = _key(800_000, _range(400_000, 800_000))
+    invert: bool = _key(False)
+    # pio (Raspberry Pi 5) only
+    device: str = _key("/dev/leds0", _non_empty)
 
 
 @dataclass(frozen=True)

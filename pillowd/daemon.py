@@ -18,11 +18,13 @@ from .consumer import Backoff, Consumer
 from .errors import PillowError
 from .hardware import open_hardware
 from .history import History
+from .light import LightOutput
 from .messages import decode, encode
 from .pillow import Pillow
 from .queues.local import LocalStore
 from .render import Renderer
 from .scenes import Timeline
+from .systemd import SystemdNotifier, Watchdog
 
 log = logging.getLogger("pillowd")
 
@@ -84,14 +86,17 @@ class Daemon:
             self._closers.append(self.history.close)
             self.queues = open_queues(settings, environ)
             self._closers.append(self.queues.close)
-            self.hardware = open_hardware(settings.hardware.backend, settings.leds.count)
+            self.hardware = open_hardware(settings.hardware.backend, settings.leds)
             self._closers.append(self.hardware.close)
 
             leds, q = settings.leds, settings.queue
             self.timeline = Timeline(settings.scenes["idle"])
-            self.renderer = Renderer(self.timeline, self.hardware.strip, fps=leds.fps,
-                                     brightness=leds.brightness,
-                                     max_milliamps=leds.max_milliamps)
+            output = LightOutput(leds.count, brightness=leds.brightness,
+                                 max_milliamps=leds.max_milliamps, gamma=leds.gamma,
+                                 milliamps_per_channel=leds.milliamps_per_led / 3,
+                                 idle_milliamps_per_led=leds.idle_milliamps_per_led)
+            self.renderer = Renderer(self.timeline, self.hardware.strip, output,
+                                     fps=leds.fps)
             self.consumer = Consumer(
                 self.queues.main, self.queues.poison, self.history,
                 decode=lambda body: decode(body, settings),
@@ -115,6 +120,8 @@ class Daemon:
             raise
         self.demo = demo
         self._threads: list[threading.Thread] = []
+        self.notifier = SystemdNotifier(environ)
+        self.watchdog: Watchdog | None = None
 
     def start(self) -> None:
         loops = {"render": self.renderer.run, "queue": self.consumer.run}
@@ -128,6 +135,16 @@ class Daemon:
             if name != "demo":
                 self.pillow.threads[name] = thread
         self.page.start()
+        # Only now can the pillow really serve: config, hardware, queue and web are up.
+        self.notifier.ready(self.pillow.status_line())
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            self.watchdog = Watchdog(self.notifier, self.pillow.loop_checks(), interval,
+                                     status=self.pillow.status_line)
+            self.watchdog.start()
+        elif self.notifier.enabled:
+            self.pillow.on_state(lambda snapshot: self.notifier.status(
+                self.pillow.status_line()))
         log.info("pillowd %s: %r ready, %s queue %r, status page at %s", __version__,
                  self.settings.pillow.name, self.settings.queue.backend,
                  self.settings.queue.name, self.url)
@@ -159,10 +176,15 @@ class Daemon:
 
     def close(self) -> None:
         """Stop every loop, leave the LEDs dark and the outputs off; safe twice."""
+        if getattr(self, "_threads", None):
+            self.notifier.stopping()
         self.stop.set()
+        if getattr(self, "watchdog", None) is not None:
+            self.watchdog.stop()
         deadline = time.monotonic() + SHUTDOWN_GRACE
         for thread in getattr(self, "_threads", []):
             thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
         for close in reversed(self._closers):
             try:
                 close()

@@ -93,20 +93,38 @@ class Pillow:
         return {"items": [o.as_json() for o in rows],
                 "next": str(rows[-1].seq) if more and rows else None}
 
+    def _stalled(self, name: str, heartbeat: float, limit: float) -> str | None:
+        thread = self.threads.get(name)
+        if thread is not None and not thread.is_alive():
+            return f"the {name} loop has stopped"
+        late = self._clock() - heartbeat
+        if late > limit:
+            return f"the {name} loop has made no progress for {late:.1f} s"
+        return None
+
+    def _render_problem(self) -> str | None:
+        return self._stalled("render", self.renderer.heartbeat, self._render_stall)
+
+    def _queue_problem(self) -> str | None:
+        return self._stalled("queue", self.consumer.heartbeat, self._queue_stall)
+
     def health(self) -> list[str]:
         """Why the pillow is unwell; empty while both loops make progress."""
-        now = self._clock()
-        reasons = []
-        for name, thread in self.threads.items():
-            if not thread.is_alive():
-                reasons.append(f"the {name} loop has stopped")
-        if now - self.renderer.heartbeat > self._render_stall:
-            reasons.append(f"the render loop has not drawn for "
-                           f"{now - self.renderer.heartbeat:.1f} s")
-        if now - self.consumer.heartbeat > self._queue_stall:
-            reasons.append(f"the queue loop has not polled for "
-                           f"{now - self.consumer.heartbeat:.1f} s")
-        return reasons
+        return [p for p in (self._render_problem(), self._queue_problem()) if p]
+
+    def loop_checks(self) -> dict[str, Callable[[], bool]]:
+        """Liveness of each loop, for systemd's watchdog."""
+        return {"render loop": lambda: self._render_problem() is None,
+                "queue loop": lambda: self._queue_problem() is None}
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`."""
+        playing = self.timeline.current()
+        status = self.consumer.status
+        who = playing.message.get("from") if playing.message else None
+        queue = "online" if status.online else f"offline ({status.reason})"
+        return (f"{playing.scene.name}{f' from {who}' if who else ''}; "
+                f"{status.backend} queue {queue}; {self.counts.get('applied', 0)} applied")
 
     # -- controls ------------------------------------------------------------------
 

@@ -9,63 +9,90 @@ from typing import Callable
 
 import numpy as np
 
+from .effects import Frame
 from .hardware import LedStrip
-from .scenes import Timeline
+from .light import LightOutput, Transition
+from .scenes import Playing, Timeline
 
 log = logging.getLogger(__name__)
 
-# WS2812: about 55 mA per LED at full white, i.e. a third of that per channel.
-MILLIAMPS_PER_CHANNEL = 55 / 3
-IDLE_MILLIAMPS_PER_LED = 1.0
-
 
 class Renderer:
-    """Draws the timeline's scene on the strip, dropping frames rather than queueing."""
+    """Draws the timeline's scene on the strip, dropping frames rather than queueing.
 
-    def __init__(self, timeline: Timeline, strip: LedStrip, *, fps: int = 50,
-                 brightness: float = 0.6, max_milliamps: float = 2000,
-                 on_frame: Callable[[bytes], None] | None = None,
+    Scenes cross-fade over their ``transition_seconds``; a frame that has not
+    changed is neither recomputed (static effects) nor sent again.
+    """
+
+    def __init__(self, timeline: Timeline, strip: LedStrip, output: LightOutput, *,
+                 fps: int = 50, on_frame: Callable[[bytes], None] | None = None,
                  clock=time.monotonic):
         self.timeline = timeline
         self.strip = strip
+        self.output = output
         self.fps = fps
-        self.brightness = brightness
-        self.max_milliamps = max_milliamps
         self.on_frame = on_frame
         self._clock = clock
         self.heartbeat = clock()
         self.frames = 0
         self.dropped = 0
-        self.milliamps = 0.0
         self.frame_seconds = 0.0
         self.achieved_fps = 0.0
         self.last_frame = bytes(3 * strip.count)
+        self._cap = 1.0            # a further brightness limit (quiet hours)
+        self._playing: Playing | None = None
+        self._source: Callable[[float], Frame] | None = None
+        self._settled = False      # a static frame is on the strip already
         self._last_pixels: np.ndarray | None = None
 
-    def render_once(self, now: float | None = None) -> np.ndarray:
-        """Compute, limit and show one frame; returns the bytes shown."""
+    @property
+    def brightness(self) -> float:
+        return self.output.brightness * self._cap
+
+    @property
+    def milliamps(self) -> float:
+        return round(self.output.milliamps, 1)
+
+    def limit(self, cap: float) -> None:
+        """Cap everything shown at *cap* (0..1) of the configured brightness."""
+        self._cap = min(max(cap, 0.0), 1.0)
+        self._settled = False
+
+    def _scene_source(self, playing: Playing) -> Callable[[float], Frame]:
+        effect, count, params = playing.effect, self.strip.count, playing.params
+        started, level = playing.started, playing.brightness
+
+        def source(t: float) -> Frame:
+            frame = effect(t - started, count, params)
+            return frame if level == 1.0 else frame * np.float32(level)
+        return source
+
+    def render_once(self, now: float | None = None) -> None:
+        """Compute, limit and show the frame for *now*, unless nothing changed."""
         now = self._clock() if now is None else now
         playing = self.timeline.current()
-        frame = playing.effect(now - playing.started, self.strip.count, playing.params)
-        pixels, self.milliamps = self._output(frame, playing.brightness)
+        if playing is not self._playing:
+            new = self._scene_source(playing)
+            seconds = playing.scene.transition_seconds
+            # Fade from whatever shows now, even a fade still under way.
+            self._source = (Transition(self._source, new, now, seconds)
+                            if self._source is not None and seconds > 0 else new)
+            self._playing = playing
+            self._settled = False
+        if isinstance(self._source, Transition) and self._source.done(now):
+            self._source = self._source.new
+        static = (not playing.effect.animated
+                  and not isinstance(self._source, Transition))
+        if static and self._settled:
+            return
+        pixels, _ = self.output.render(self._source(now), self._cap)
+        self._settled = static
         if self._last_pixels is None or not np.array_equal(pixels, self._last_pixels):
             self.strip.show(pixels)
             self._last_pixels = pixels
             self.last_frame = pixels.tobytes()
             if self.on_frame:
                 self.on_frame(self.last_frame)
-        return pixels
-
-    def _output(self, frame: np.ndarray, brightness: float):
-        scaled = np.clip(frame * (self.brightness * brightness), 0, 1)
-        pixels = np.rint(scaled * 255).astype(np.uint8)
-        idle = IDLE_MILLIAMPS_PER_LED * self.strip.count
-        drawn = pixels.sum(dtype=np.int64) / 255 * MILLIAMPS_PER_CHANNEL
-        if drawn + idle > self.max_milliamps and drawn > 0:
-            factor = max(self.max_milliamps - idle, 0) / drawn
-            pixels = np.floor(pixels * factor).astype(np.uint8)
-            drawn = pixels.sum(dtype=np.int64) / 255 * MILLIAMPS_PER_CHANNEL
-        return pixels, round(drawn + idle, 1)
 
     def run(self, stop: threading.Event) -> None:
         """Render at a drift-free fixed rate until *stop* is set, then go dark."""

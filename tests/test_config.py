@@ -69,7 +69,7 @@ def test_scene_problems():
         'aliases = ["IDLE"]\n'         # 9
         '[scenes.nap]\n'               # 10
         'duration = -5\n')             # 11
-    assert "hex" in found[("scenes.glow.color", 4)]
+    assert "is not a colour" in found[("scenes.glow.color", 4)]
     assert "unknown key for effect 'breathe'" in found[("scenes.hug.speed", 7)]
     assert "already names scene 'idle'" in found[("scenes.cuddle.aliases", 9)]
     assert "at least 0" in found[("scenes.nap.duration", 11)]

@@ -72,7 +72,7 @@ def test_duration_is_capped_by_the_scene():
     ('{"scene": "hug", "brightness": 2}', "brightness must be between 0 and 1"),
     ('{"scene": "hug", "brightness": true}', "brightness must be a number"),
     ('{"scene": "hug", "duration": -1}', "duration must be between"),
-    ('{"scene": "hug", "color": "red"}', "hex"),
+    ('{"scene": "hug", "color": "red"}', "is not a colour"),
     ('{"scene": "hug", "from": "' + "x" * 65 + '"}', "from is 65 characters; at most 64"),
     ('{"scene": "hug", "text": "' + "x" * 281 + '"}', "text is 281 characters; at most 280"),
     ('{"scene": "hug", "text": "a\\u0000b"}', "control characters"),

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from gpiozero.pins import Factory
 
-from .base import HardwareError, LedStrip
+from .base import HardwareError, LedStrip, led_driver_for, read_pi_model
 from .mock import MockStrip
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Hardware", "HardwareError", "LedStrip", "MockStrip", "is_raspberry_pi", "open_hardware"]
-
-
-def is_raspberry_pi(model_file: str = "/proc/device-tree/model") -> str | None:
-    """The Pi's model string, or None off a Pi."""
-    try:
-        model = Path(model_file).read_text(errors="replace").strip("\x00\n ")
-    except OSError:
-        return None
-    return model if model.startswith("Raspberry Pi") else None
+__all__ = ["Hardware", "HardwareError", "LedStrip", "MockStrip", "open_hardware"]
 
 
 @dataclass
@@ -47,18 +37,36 @@ class Hardware:
         self.pin_factory.close()
 
 
-def open_hardware(backend: str, led_count: int) -> Hardware:
-    """The hardware for *backend* ("auto", "mock" or "pi")."""
-    model = is_raspberry_pi()
+def open_hardware(backend: str, leds) -> Hardware:
+    """The hardware for *backend* ("auto", "mock" or "pi") and the [leds] settings."""
+    model = read_pi_model()
+    is_pi = led_driver_for(model) != "mock"
     if backend == "auto":
-        backend = "pi" if model else "mock"
-        log.info("hardware backend auto: %s", f"real parts on {model}" if model
+        backend = "pi" if is_pi else "mock"
+        log.info("hardware backend auto: %s", f"real parts on {model}" if is_pi
                  else "mock hardware (this is not a Raspberry Pi)")
     if backend == "mock":
         from gpiozero.pins.mock import MockFactory, MockPWMPin
-        return Hardware(MockStrip(led_count), MockFactory(pin_class=MockPWMPin),
+        return Hardware(MockStrip(leds.count), MockFactory(pin_class=MockPWMPin),
                         "mock hardware", mock=True)
-    if not model:
+    if not is_pi:
         raise HardwareError("hardware backend 'pi' needs a Raspberry Pi; "
                             "use backend = \"mock\" or \"auto\" elsewhere")
-    raise HardwareError("no real LED driver is built in yet; use backend = \"mock\"")
+    from gpiozero import Device
+    driver = leds.driver if leds.driver != "auto" else led_driver_for(model)
+    if driver == "ws281x":
+        from .ws281x import Ws281xStrip
+        strip = Ws281xStrip(leds.count, pin=leds.pin, dma=leds.dma, freq=leds.freq,
+                            invert=leds.invert, strip_type=leds.strip_type)
+    elif driver == "pio":
+        from .pio import PioStrip
+        strip = PioStrip(leds.count, device=leds.device)
+    else:
+        strip = MockStrip(leds.count)
+    try:
+        factory = Device._default_pin_factory()
+    except Exception as err:
+        strip.close()
+        raise HardwareError(f"cannot open the GPIO pins: {err}") from None
+    log.info("LED driver %s on %s", driver, model)
+    return Hardware(strip, factory, f"{driver} LEDs on {model}", mock=False)
