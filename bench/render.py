@@ -1,8 +1,11 @@
 """Prints how long a frame takes to render, per effect and through the whole LED pipeline."""
 
 import math
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,14 +120,49 @@ def pipeline(effect_name, count=COUNT, transition=False):
     return frame
 
 
-def static_scene_cpu(seconds=60):
-    """Hook: the daemon's CPU over *seconds* with a static scene (target ≤ 1 % of a core).
+def daemon_cpu(effect: str, seconds: float) -> float:
+    """Percent of one core `pillowd run` uses over *seconds* showing *effect* at idle."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.toml"
+        config.write_text(f"""
+[pillow]
+state_dir = "{tmp}/state"
+[hardware]
+backend = "mock"
+[leds]
+count = {COUNT}
+[web]
+host = "127.0.0.1"
+port = 0
+[scenes.idle]
+effect = "{effect}"
+color = "#302060"
+""")
+        proc = subprocess.Popen([sys.executable, "-m", "pillowd", "run", "--config",
+                                 str(config)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        try:
+            for line in proc.stdout:
+                if "status page at" in line:
+                    break
+            time.sleep(3)  # past start-up work
+            stat = Path(f"/proc/{proc.pid}/stat")
+            ticks = os.sysconf("SC_CLK_TCK")
 
-    Needs the running daemon (render loop skipping unchanged frames); to be
-    filled in by the daemon's side, e.g. by starting `pillowd run` with a solid
-    idle scene and reading its /proc/PID/stat utime+stime before and after.
-    """
-    return None
+            def cpu():
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / ticks
+            start_cpu, start = cpu(), time.monotonic()
+            time.sleep(seconds)
+            return 100 * (cpu() - start_cpu) / (time.monotonic() - start)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def static_scene_cpu(seconds=60):
+    """The daemon's CPU over *seconds* with a static scene (target ≤ 1 % of a core)."""
+    return daemon_cpu("solid", seconds)
 
 
 def main():
@@ -150,10 +188,12 @@ def main():
         print(f"  {name:<10} pipeline {ours:7.1f} µs   per-pixel {theirs:8.1f} µs"
               f"   {theirs / ours:5.1f}× faster")
 
-    cpu = static_scene_cpu()
-    print("\nstatic scene, daemon CPU over 60 s:",
-          "not measured here (needs the daemon; see static_scene_cpu)" if cpu is None
-          else f"{cpu:.2f} % of one core")
+    seconds = float(os.environ.get("BENCH_CPU_SECONDS", 60))
+    print(f"\ndaemon CPU over {seconds:.0f} s, {COUNT} LEDs, mock strip, no page open:")
+    static = static_scene_cpu(seconds)
+    print(f"  static scene (solid)     {static:5.2f} % of one core")
+    animated = daemon_cpu("breathe", seconds)
+    print(f"  animated scene (breathe) {animated:5.2f} % of one core")
 
 
 if __name__ == "__main__":
