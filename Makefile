@@ -42,15 +42,18 @@ $(VENV)/.test-deps: pyproject.toml $(VENV)/.apt | $(VENV)/bin/python
 	$(BIN)/pip install -q -e ".[test,systemd]"
 	@touch $(BIN)/pillowd $@
 
-node_modules/.package-lock.json: package.json
-	npm install --no-audit --no-fund --loglevel=error
+# `make run` needs only the browser's socket.io client; the tests add Azurite.
+node_modules/socket.io-client/dist/socket.io.min.js: package-lock.json
+	npm ci --omit=dev --no-audit --no-fund --loglevel=error
 	@touch $@
 
-node_modules/.bin/azurite-queue: node_modules/.package-lock.json
+node_modules/.bin/azurite-queue: package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
-$(VENDOR): node_modules/.package-lock.json
+$(VENDOR): node_modules/socket.io-client/dist/socket.io.min.js
 	mkdir -p $(dir $@)
-	cp node_modules/socket.io-client/dist/socket.io.min.js $@
+	cp $< $@
 
 vendor: $(VENDOR)
 
