@@ -84,6 +84,7 @@ class Pillow:
                       "reason": status.reason, **counts},
             "recent": recent,
             "quiet": self.quiet,
+            "scenes": list(getattr(self._settings, "scenes", {})),
         }
 
     def history_page(self, limit: int, before: int | None) -> dict:
@@ -132,3 +133,18 @@ class Pillow:
         """Play a message-shaped *data* now; raises Rejection when it is not valid."""
         command: Command = command_from(data, self._settings)
         return self.consumer.play_now(command, source)
+
+    def set_brightness(self, brightness: float) -> None:
+        """Set the LEDs' ceiling (0..1) until the daemon restarts."""
+        self.renderer.brightness = min(1.0, max(0.0, float(brightness)))
+        self.changed()
+
+    def off(self) -> None:
+        """End what plays and darken the LEDs; a brightness above 0 lights them again."""
+        self.renderer.brightness = 0.0
+        self.timeline.idle()  # notifies: the snapshot shows both changes
+
+    def set_quiet(self, quiet: bool) -> None:
+        """Quiet now (True) or not: the page's switch for quiet hours."""
+        self.quiet = bool(quiet)
+        self.changed()

@@ -119,6 +119,15 @@ class PillowProcess:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def restart(self, timeout: float = 20) -> "PillowProcess":
+        """Stop and start again on the same port, as after a crash or an upgrade:
+        a page left open must find the daemon where it was."""
+        port = int(self.url.rstrip("/").rsplit(":", 1)[1])
+        self.stop()
+        text = self.config.read_text()
+        self.config.write_text(re.sub(r"(?m)^port = \d+$", f"port = {port}", text))
+        return self.start(timeout)
+
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(self.url + path.lstrip("/"), timeout=5, **kw)
 

@@ -21,6 +21,9 @@ from pillowd.metrics import registry_for
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/pillow"
+# Packets a client may have waiting before it is sent no more frames: a slow phone
+# skips frames instead of growing an unbounded queue in the server's memory.
+FRAME_BACKLOG = 4
 HERE = Path(__file__).parent
 
 
@@ -36,6 +39,7 @@ class StatusPage:
         self.token = token
         self.frame_interval = 1 / frames_per_second
         self.clients = 0
+        self._sids: dict[str, str] = {}  # Socket.IO sid -> Engine.IO sid
         self._emit_lock = threading.Lock()
         self._dirty = threading.Event()
         self._stop = threading.Event()
@@ -110,6 +114,39 @@ class StatusPage:
                 return _error(400, str(err))
             return jsonify(outcome.as_json())
 
+        @app.post("/api/brightness")
+        def brightness():
+            denied = self._check_token()
+            if denied:
+                return denied
+            data = _json_object()
+            value = data.get("brightness") if data else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value <= 1:
+                return _error(400, 'body must be like {"brightness": 0.5} (0..1)')
+            pillow.set_brightness(value)
+            return jsonify({"brightness": pillow.renderer.brightness})
+
+        @app.post("/api/off")
+        def off():
+            denied = self._check_token()
+            if denied:
+                return denied
+            pillow.off()
+            return jsonify({"brightness": pillow.renderer.brightness})
+
+        @app.post("/api/quiet")
+        def quiet():
+            denied = self._check_token()
+            if denied:
+                return denied
+            data = _json_object()
+            value = data.get("quiet", True) if data is not None else None
+            if not isinstance(value, bool):
+                return _error(400, 'body must be like {"quiet": true}')
+            pillow.set_quiet(value)
+            return jsonify({"quiet": pillow.quiet})
+
         @app.errorhandler(413)
         def too_large(err):
             return _error(413, f"body is larger than {MAX_BODY} bytes")
@@ -127,6 +164,8 @@ class StatusPage:
         @sio.on("connect", namespace=NAMESPACE)
         def connect(auth=None):
             self.clients += 1
+            self._sids[request.sid] = sio.server.manager.eio_sid_from_sid(
+                request.sid, NAMESPACE)
             sio.emit("state", pillow.snapshot(), to=request.sid, namespace=NAMESPACE)
             sio.emit("frame", pillow.renderer.last_frame, to=request.sid,
                      namespace=NAMESPACE)
@@ -134,8 +173,12 @@ class StatusPage:
         @sio.on("disconnect", namespace=NAMESPACE)
         def disconnect(reason=None):
             self.clients -= 1
+            self._sids.pop(request.sid, None)
 
     def _check_token(self):
+        foreign = _foreign_origin()
+        if foreign:
+            return _error(403, foreign)
         if self.token is None:
             return _error(403, "controls are off: no control token is configured")
         header = request.headers.get("Authorization", "")
@@ -147,9 +190,19 @@ class StatusPage:
 
     # -- pushing -----------------------------------------------------------------
 
-    def _emit(self, event, data) -> None:
+    def _emit(self, event, data, skip=None) -> None:
         with self._emit_lock:  # emits come from several threads
-            self.socketio.emit(event, data, namespace=NAMESPACE)
+            self.socketio.emit(event, data, namespace=NAMESPACE, skip_sid=skip)
+
+    def _behind(self) -> list[str]:
+        """Clients whose unsent packets pile up: they skip this frame."""
+        sockets = self.socketio.server.eio.sockets
+        behind = []
+        for sid, eio_sid in list(self._sids.items()):
+            socket_ = sockets.get(eio_sid)
+            if socket_ is not None and socket_.queue.qsize() > FRAME_BACKLOG:
+                behind.append(sid)
+        return behind
 
     def _push_state(self) -> None:
         # One snapshot per wake-up: a burst of changes costs one emit, not one each.
@@ -165,7 +218,9 @@ class StatusPage:
         while not self._stop.wait(self.frame_interval):
             frame = self.pillow.renderer.last_frame
             if self.clients and frame is not last:
-                self._emit("frame", frame)
+                # Sending only queues per client (engineio's writer threads do the
+                # rest), so neither the render loop nor other clients wait on a slow one.
+                self._emit("frame", frame, skip=self._behind() or None)
                 last = frame
 
     # -- serving -------------------------------------------------------------------
@@ -201,6 +256,29 @@ class StatusPage:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _json_object() -> dict | None:
+    try:
+        data = json.loads(request.get_data() or b"{}")
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _foreign_origin() -> str | None:
+    """Why a control request comes from another site's page, or None.
+
+    Browsers send Origin (and Sec-Fetch-Site) on a cross-site POST; scripts such as
+    curl send neither and are judged by their token alone."""
+    origin = request.headers.get("Origin")
+    own = f"{request.scheme}://{request.host}"
+    if origin is not None and origin != own:
+        return f"controls only accept requests from this page ({own}), not {origin[:100]}"
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"controls only accept same-origin requests, not {site[:40]}"
+    return None
 
 
 def _error(status: int, message: str):

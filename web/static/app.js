@@ -1,70 +1,413 @@
-// The status page: renders `state` and `frame` events from the pillow, nothing else.
+// The status page: draws the pillow from `state` and `frame` events and sends controls.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const socket = io("/pillow", { transports: ["websocket", "polling"] });
+const OUTCOMES = ["applied", "superseded", "expired", "duplicate", "rejected"];
+const TOKEN_KEY = "pillowd-control-token";
+
+// -- the cloud and its LEDs ---------------------------------------------------------
+
+// The pillow's outline: the union of a flat-bottomed capsule and four bumps, in units
+// where the cloud is about 2.5 wide. Seen from its middle it is star-shaped, so one
+// radius per angle describes it.
+const BUMPS = [[-0.78, 0.04, 0.38], [-0.27, -0.2, 0.5], [0.33, -0.26, 0.5], [0.82, 0.02, 0.37]];
+const BASE = { x0: -0.92, x1: 0.92, y: 0.2, r: 0.32 };
+const MIDDLE = [0, 0.1];
+
+function insideCloud(x, y) {
+  for (const [cx, cy, r] of BUMPS) if ((x - cx) ** 2 + (y - cy) ** 2 <= r * r) return true;
+  const nx = Math.min(Math.max(x, BASE.x0), BASE.x1);
+  return (x - nx) ** 2 + (y - BASE.y) ** 2 <= BASE.r * BASE.r;
+}
+
+function radiusAt(angle) {
+  const dx = Math.cos(angle), dy = Math.sin(angle);
+  let lo = 0, hi = 0.02;
+  while (insideCloud(MIDDLE[0] + dx * hi, MIDDLE[1] + dy * hi) && hi < 3) { lo = hi; hi += 0.02; }
+  for (let i = 0; i < 20; i++) {
+    const mid = (lo + hi) / 2;
+    if (insideCloud(MIDDLE[0] + dx * mid, MIDDLE[1] + dy * mid)) lo = mid; else hi = mid;
+  }
+  return lo;
+}
+
+// 720 points around the outline, starting bottom left and going clockwise (on screen).
+const OUTLINE = Array.from({ length: 720 }, (_, i) => {
+  const a = (3 * Math.PI) / 4 + (i / 720) * 2 * Math.PI;
+  const r = radiusAt(a);
+  return [MIDDLE[0] + Math.cos(a) * r, MIDDLE[1] + Math.sin(a) * r];
+});
+
+// LEDs at equal distances along the outline, tucked a little inside the edge.
+function ledPoints(count) {
+  const lengths = [0];
+  for (let i = 1; i <= OUTLINE.length; i++) {
+    const [x0, y0] = OUTLINE[i - 1], [x1, y1] = OUTLINE[i % OUTLINE.length];
+    lengths.push(lengths[i - 1] + Math.hypot(x1 - x0, y1 - y0));
+  }
+  const total = lengths[lengths.length - 1];
+  const points = [];
+  let j = 0;
+  for (let k = 0; k < count; k++) {
+    const want = (k + 0.5) * total / count;
+    while (lengths[j + 1] < want) j++;
+    const [x, y] = OUTLINE[j];
+    const pull = 0.13;  // toward the middle, so the glow stays on the fabric
+    points.push([x + (MIDDLE[0] - x) * pull, y + (MIDDLE[1] - y) * pull]);
+  }
+  return points;
+}
+
 const canvas = $("leds");
 const ctx = canvas.getContext("2d");
-let current = null;
+const view = { scale: 1, ox: 0, oy: 0, leds: [], frame: new Uint8Array(0) };
 
-socket.on("connect", () => setBadge($("connection"), "live", "ok"));
-socket.on("disconnect", () => setBadge($("connection"), "reconnecting…", "warn"));
-socket.io.on("reconnect_attempt", () => setBadge($("connection"), "reconnecting…", "warn"));
+function layoutCanvas() {
+  const ratio = window.devicePixelRatio || 1;
+  const box = canvas.getBoundingClientRect();
+  canvas.width = Math.max(1, Math.round(box.width * ratio));
+  canvas.height = Math.max(1, Math.round(box.height * ratio));
+  view.scale = Math.min(canvas.width / 2.7, canvas.height / 1.45);
+  view.ox = canvas.width / 2;
+  view.oy = canvas.height / 2 + 0.1 * view.scale;
+  view.leds = [];
+  draw();
+}
+
+const toCanvas = ([x, y]) => [view.ox + x * view.scale, view.oy + y * view.scale];
+
+function draw() {
+  const n = Math.floor(view.frame.length / 3);
+  if (view.leds.length !== n) {
+    view.leds = ledPoints(n).map(toCanvas).map(([x, y]) => [Math.round(x), Math.round(y)]);
+  }
+  const styles = getComputedStyle(document.body);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const path = new Path2D();
+  OUTLINE.forEach((p, i) => { const [x, y] = toCanvas(p); i ? path.lineTo(x, y) : path.moveTo(x, y); });
+  path.closePath();
+  ctx.save();
+  ctx.shadowColor = styles.getPropertyValue("--cloud-shadow");
+  ctx.shadowBlur = 0.12 * view.scale;
+  ctx.shadowOffsetY = 0.04 * view.scale;
+  const fill = ctx.createLinearGradient(0, view.oy - view.scale * 0.8, 0, view.oy + view.scale * 0.55);
+  fill.addColorStop(0, styles.getPropertyValue("--cloud-top"));
+  fill.addColorStop(1, styles.getPropertyValue("--cloud-bottom"));
+  ctx.fillStyle = fill;
+  ctx.fill(path);
+  ctx.restore();
+  ctx.lineWidth = Math.max(1, 0.012 * view.scale);
+  ctx.strokeStyle = styles.getPropertyValue("--cloud-edge");
+  ctx.stroke(path);
+
+  const bytes = view.frame;
+  const core = Math.max(3, 0.045 * view.scale);
+  // Glows first, then every core on top, so a neighbour's glow never tints a core.
+  ctx.save();
+  ctx.globalCompositeOperation = "lighter";
+  view.leds.forEach(([x, y], i) => {
+    const [r, g, b] = [bytes[3 * i], bytes[3 * i + 1], bytes[3 * i + 2]];
+    if (r + g + b === 0) return;
+    const glow = ctx.createRadialGradient(x, y, 0, x, y, core * 4);
+    glow.addColorStop(0, `rgba(${r},${g},${b},0.55)`);
+    glow.addColorStop(1, `rgba(${r},${g},${b},0)`);
+    ctx.fillStyle = glow;
+    ctx.fillRect(x - core * 4, y - core * 4, core * 8, core * 8);
+  });
+  ctx.restore();
+  view.leds.forEach(([x, y], i) => {
+    ctx.beginPath();
+    ctx.arc(x, y, core, 0, 2 * Math.PI);
+    ctx.fillStyle = `rgb(${bytes[3 * i]},${bytes[3 * i + 1]},${bytes[3 * i + 2]})`;
+    ctx.fill();
+    ctx.lineWidth = Math.max(1, core * 0.25);
+    ctx.strokeStyle = styles.getPropertyValue("--led-ring");
+    ctx.stroke();
+  });
+}
+
+new ResizeObserver(layoutCanvas).observe(canvas);
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", draw);
+
+// What tests and curious people can read back: LED centres in canvas pixels, last frame.
+window.pillowPage = {
+  ledPositions: () => view.leds.map(([x, y]) => ({ x, y })),
+  lastFrame: () => Array.from(view.frame),
+};
+
+// -- live state ---------------------------------------------------------------------
+
+const socket = io("/pillow", { transports: ["websocket", "polling"] });
+let current = null;
+let lastSeen = null;
 
 function setBadge(el, text, kind) {
   el.textContent = text;
   el.className = "badge " + kind;
 }
 
+function markLive() {
+  setBadge($("connection"), "live", "ok");
+  document.body.classList.remove("stale");
+  $("stale").hidden = true;
+}
+
+function markStale() {
+  setBadge($("connection"), "reconnecting…", "warn");
+  document.body.classList.add("stale");
+  $("stale").hidden = false;
+  showLastSeen();
+}
+
+function showLastSeen() {
+  if (!lastSeen) { $("last-seen").textContent = "before the page loaded"; return; }
+  const ago = Math.round((Date.now() - lastSeen) / 1000);
+  $("last-seen").textContent = `${lastSeen.toLocaleTimeString()} (${ago} s ago)`;
+}
+
+// Events that came with the connection are handled before "connect" fires: only a
+// page still without a fresh state says it is loading.
+socket.on("connect", () => {
+  if (!current || document.body.classList.contains("stale")) setBadge($("connection"), "connected, loading…", "warn");
+});
+socket.on("disconnect", markStale);
+socket.on("connect_error", () => { if (current) markStale(); else setBadge($("connection"), "cannot reach the pillow, retrying…", "warn"); });
+socket.io.on("reconnect_attempt", () => { if (current) markStale(); });
+
+socket.on("frame", (buf) => {
+  view.frame = new Uint8Array(buf);
+  lastSeen = new Date();
+  draw();
+});
+
 socket.on("state", (s) => {
   current = s;
-  $("name").textContent = s.pillow;
-  $("scene").textContent = s.scene;
-  $("effect").textContent = s.effect;
+  lastSeen = new Date();
+  markLive();  // a fresh state arrives on every (re)connect: only then is it current
+  render(s);
+});
+
+function text(id, value) { $(id).textContent = value; }
+
+function render(s) {
+  text("name", s.pillow);
+  text("footer-name", s.pillow);
+  document.title = `${s.pillow} · pillowd`;
+  text("version", "pillowd " + s.version);
+  text("scene", s.scene);
+  text("effect", s.effect);
   const m = s.message;
   $("message").hidden = !(m && (m.from || m.text));
-  $("sender").textContent = (m && m.from) || "someone";
-  $("text").textContent = (m && m.text) || "";
-  $("version").textContent = "pillowd " + s.version;
-  $("milliamps").textContent = s.leds.milliamps + " mA";
-  setBadge($("queue-online"), s.queue.online ? "online" : "offline", s.queue.online ? "ok" : "warn");
-  $("queue-reason").textContent = s.queue.online ? "" : (s.queue.reason || "");
+  text("sender", (m && m.from) || "someone");
+  $("text").hidden = !(m && m.text);
+  text("text", (m && m.text) || "");
+
+  const q = s.queue;
+  setBadge($("queue-online"), q.online ? "online" : "offline", q.online ? "ok" : "bad");
+  text("queue-backend", `${q.backend} queue`);
+  $("queue-reason").hidden = q.online || !q.reason;
+  text("queue-reason", q.online ? "" : (q.reason || ""));
   const counts = $("counts");
   counts.replaceChildren();
-  for (const k of ["applied", "superseded", "expired", "duplicate", "rejected"]) {
+  for (const k of OUTCOMES) {
+    const div = document.createElement("div");
+    div.className = "count " + k;
     const dt = document.createElement("dt");
     dt.textContent = k;
     const dd = document.createElement("dd");
-    dd.textContent = s.queue[k];
-    counts.append(dt, dd);
+    dd.textContent = q[k] ?? 0;
+    div.append(dd, dt);
+    counts.append(div);
   }
-  const list = $("recent");
-  list.replaceChildren();
-  for (const r of s.recent) {
+
+  text("quiet-state", s.quiet ? "quiet now — motors rest" : "off");
+  const brightness = s.leds.brightness;
+  text("brightness-state", brightness > 0 ? `${Math.round(brightness * 100)} %` : "lights off");
+  text("milliamps", `${Math.round(s.leds.milliamps)} mA for ${s.leds.count} LEDs`);
+  const actuators = $("actuators");
+  actuators.replaceChildren();
+  const names = Object.keys(s.actuators || {});
+  if (!names.length) {
     const li = document.createElement("li");
-    li.className = r.outcome;
-    li.textContent = `${r.outcome} · ${r.scene || "?"}` + (r.from ? ` from ${r.from}` : "") +
-      (r.reason ? ` — ${r.reason}` : "");
-    li.title = r.at;
-    list.append(li);
+    li.className = "muted";
+    li.textContent = "none fitted";
+    actuators.append(li);
   }
+  for (const name of names) {
+    const li = document.createElement("li");
+    const label = document.createElement("span");
+    label.textContent = name;
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = describeActuator(s.actuators[name]);
+    li.append(label, value);
+    actuators.append(li);
+  }
+
+  const list = $("recent");
+  list.replaceChildren(...s.recent.map(outcomeItem));
+  olderCursor = null;  // a fresh list starts the paging again
+  $("older").hidden = s.recent.length === 0;
+
+  renderControls(s);
   tick();
-});
+}
+
+function describeActuator(value) {
+  if (typeof value === "number") return value === 0 ? "off" : `${Math.round(value * 100)} %`;
+  if (typeof value === "boolean") return value ? "on" : "off";
+  if (value === null || value === undefined) return "–";
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+function outcomeItem(r) {
+  const li = document.createElement("li");
+  li.className = "outcome " + r.outcome;
+  const pill = document.createElement("span");
+  pill.className = "pill " + r.outcome;
+  pill.textContent = r.outcome;
+  const what = document.createElement("span");
+  what.className = "what";
+  what.textContent = (r.scene || "a message") + (r.from ? ` from ${r.from}` : "");
+  const when = document.createElement("time");
+  when.dateTime = r.at;
+  when.textContent = r.at ? new Date(r.at).toLocaleTimeString() : "";
+  li.append(pill, what, when);
+  if (r.reason) {
+    const reason = document.createElement("p");
+    reason.className = "reason";
+    reason.textContent = r.reason;
+    li.append(reason);
+  }
+  return li;
+}
 
 function tick() {
-  if (!current || !current.until) { $("until").textContent = ""; return; }
-  const left = Math.max(0, (Date.parse(current.until) - Date.now()) / 1000);
-  $("until").textContent = `back to idle in ${left.toFixed(0)} s`;
+  if (document.body.classList.contains("stale")) { showLastSeen(); return; }
+  if (!current) return;
+  if (!current.until) {
+    text("until", current.scene === "idle" || !current.message ? "resting" : "until the next message");
+    return;
+  }
+  const left = Math.max(0, Math.ceil((Date.parse(current.until) - Date.now()) / 1000));
+  text("until", `back to idle in ${left} s`);
 }
 setInterval(tick, 1000);
 
-socket.on("frame", (buf) => {
-  const bytes = new Uint8Array(buf);
-  const n = bytes.length / 3;
-  const w = canvas.width / Math.max(n, 1);
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  for (let i = 0; i < n; i++) {
-    ctx.fillStyle = `rgb(${bytes[3 * i]},${bytes[3 * i + 1]},${bytes[3 * i + 2]})`;
-    ctx.fillRect(i * w, 0, Math.max(w - 1, 1), canvas.height);
-  }
+// -- older history ------------------------------------------------------------------
+
+let olderCursor = null;
+$("older").addEventListener("click", async () => {
+  const items = $("recent").children.length;
+  const url = olderCursor ? `/api/history?limit=50&before=${encodeURIComponent(olderCursor)}`
+    : `/api/history?limit=${Math.min(1000, items + 50)}`;
+  const reply = await fetch(url);
+  if (!reply.ok) return;
+  const page = await reply.json();
+  const rows = olderCursor ? page.items : page.items.slice(items);
+  $("recent").append(...rows.map(outcomeItem));
+  olderCursor = page.next;
+  $("older").hidden = !page.next;
 });
+
+// -- controls -----------------------------------------------------------------------
+
+const controlsOn = document.body.dataset.controls === "on";
+
+function takeTokenFromAddress() {
+  const url = new URL(location.href);
+  const token = url.searchParams.get("token");
+  if (token === null) return;
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  url.searchParams.delete("token");
+  history.replaceState(null, "", url.pathname + url.search + url.hash);  // out of sight, out of history
+}
+
+function showTokenState() {
+  const has = !!localStorage.getItem(TOKEN_KEY);
+  $("token-form").hidden = has;
+  $("control-panel").hidden = !has;
+}
+
+function result(message, kind) {
+  const el = $("control-result");
+  el.textContent = message;
+  el.className = "result " + (kind || "");
+}
+
+async function control(path, body, done) {
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (!token) { showTokenState(); return; }
+  let reply;
+  try {
+    reply = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify(body || {}),
+    });
+  } catch (err) {
+    result("The pillow did not answer; try again when it is back.", "bad");
+    return;
+  }
+  const data = await reply.json().catch(() => ({}));
+  if (reply.status === 401) {
+    localStorage.removeItem(TOKEN_KEY);
+    showTokenState();
+    result("The pillow refused that token. Enter it again.", "bad");
+    return;
+  }
+  if (!reply.ok) { result(data.error || `refused (${reply.status})`, "bad"); return; }
+  result(done, "ok");
+}
+
+function renderControls(s) {
+  if (!controlsOn) return;
+  const select = $("scene-select");
+  const scenes = (s.scenes || []).filter((n) => n !== "idle");
+  const have = Array.from(select.options, (o) => o.value);
+  if (have.join() !== scenes.join()) {
+    const keep = select.value;
+    select.replaceChildren(...scenes.map((n) => { const o = document.createElement("option"); o.value = n; o.textContent = n; return o; }));
+    if (scenes.includes(keep)) select.value = keep;
+  }
+  if (document.activeElement !== $("brightness")) {
+    $("brightness").value = Math.round(s.leds.brightness * 100);
+    text("brightness-value", `${Math.round(s.leds.brightness * 100)} %`);
+  }
+  $("quiet").setAttribute("aria-pressed", String(!!s.quiet));
+  text("quiet", s.quiet ? "End quiet" : "Quiet now");
+}
+
+if (controlsOn) {
+  takeTokenFromAddress();
+  showTokenState();
+  $("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const token = $("token").value.trim();
+    if (!token) return;
+    localStorage.setItem(TOKEN_KEY, token);
+    $("token").value = "";
+    showTokenState();
+    result("Unlocked. The pillow checks the token on every control.", "ok");
+  });
+  $("forget").addEventListener("click", () => {
+    localStorage.removeItem(TOKEN_KEY);
+    showTokenState();
+    result("Token forgotten: this page is read-only here now.", "");
+  });
+  $("scene-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const scene = $("scene-select").value;
+    control("/api/scene", { scene, from: "status page" }, `Playing ${scene}.`);
+  });
+  $("brightness").addEventListener("input", () => text("brightness-value", `${$("brightness").value} %`));
+  $("brightness").addEventListener("change", () => {
+    const value = Number($("brightness").value) / 100;
+    control("/api/brightness", { brightness: value }, `Brightness set to ${Math.round(value * 100)} %.`);
+  });
+  $("off").addEventListener("click", () => control("/api/off", {}, "Lights off."));
+  $("quiet").addEventListener("click", () => {
+    const quiet = !(current && current.quiet);
+    control("/api/quiet", { quiet }, quiet ? "Quiet now." : "Quiet ended.");
+  });
+}

@@ -1,0 +1,139 @@
+"""The status page's server side: controls, origins and the frame stream."""
+
+import time
+
+import pytest
+import socketio
+
+from conftest import wait_for
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def controlled(pillow):
+    return pillow(env={"PILLOWD_CONTROL_TOKEN": TOKEN})
+
+
+@pytest.mark.parametrize("path, body", [("/api/brightness", {"brightness": 0.2}),
+                                        ("/api/off", {}), ("/api/quiet", {"quiet": True})])
+def test_controls_are_off_without_a_configured_token(pillow, path, body):
+    p = pillow()
+    reply = p.post(path, json=body, headers=AUTH)
+    assert reply.status_code == 403
+    assert "no control token" in reply.json()["error"]
+
+
+@pytest.mark.parametrize("path, body", [("/api/scene", {"scene": "hug"}),
+                                        ("/api/brightness", {"brightness": 0.2}),
+                                        ("/api/off", {}), ("/api/quiet", {"quiet": True})])
+def test_every_control_needs_the_right_token(controlled, path, body):
+    before = controlled.state()
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}):
+        reply = controlled.post(path, json=body, headers=headers)
+        assert reply.status_code == 401, headers
+    after = controlled.state()
+    assert (after["scene"], after["leds"], after["quiet"]) == \
+        (before["scene"], before["leds"], before["quiet"])
+
+
+def test_brightness_off_and_quiet_change_the_state(controlled, watch):
+    watcher = watch(controlled.url)
+    assert controlled.post("/api/brightness", json={"brightness": 0.25},
+                           headers=AUTH).json() == {"brightness": 0.25}
+    watcher.wait_state(lambda s: s["leds"]["brightness"] == 0.25, message="brightness")
+    for bad in ({"brightness": 2}, {"brightness": "high"}, {"brightness": True}, {}):
+        reply = controlled.post("/api/brightness", json=bad, headers=AUTH)
+        assert reply.status_code == 400, bad
+    assert controlled.post("/api/brightness", data=b"[", headers=AUTH).status_code == 400
+
+    assert controlled.post("/api/quiet", json={"quiet": True}, headers=AUTH).ok
+    watcher.wait_state(lambda s: s["quiet"] is True, message="quiet")
+    assert controlled.post("/api/quiet", json={"quiet": "yes"},
+                           headers=AUTH).status_code == 400
+    assert controlled.post("/api/quiet", json={"quiet": False}, headers=AUTH).ok
+    watcher.wait_state(lambda s: s["quiet"] is False, message="not quiet")
+
+    assert controlled.post("/api/scene", json={"scene": "glow"}, headers=AUTH).ok
+    watcher.wait_state(lambda s: s["scene"] == "glow", message="glow")
+    wait_for(lambda: any(f != bytes(36) for f in watcher.frames[-3:]), message="light")
+    assert controlled.post("/api/off", headers=AUTH).ok
+    watcher.wait_state(lambda s: s["scene"] == "idle" and s["leds"]["brightness"] == 0,
+                       message="off")
+    wait_for(lambda: watcher.frames and watcher.frames[-1] == bytes(36),
+             message="dark LEDs")
+
+
+def test_controls_refuse_other_sites_but_not_scripts(controlled):
+    own = controlled.url.rstrip("/")
+    body = {"quiet": True}
+    foreign = controlled.post("/api/quiet", json=body,
+                              headers={**AUTH, "Origin": "http://evil.example"})
+    assert foreign.status_code == 403 and "evil.example" in foreign.json()["error"]
+    cross = controlled.post("/api/quiet", json=body,
+                            headers={**AUTH, "Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403
+    assert controlled.state()["quiet"] is False
+    # The page itself, and a script (curl sends no Origin), with the token.
+    assert controlled.post("/api/quiet", json=body,
+                           headers={**AUTH, "Origin": own,
+                                    "Sec-Fetch-Site": "same-origin"}).ok
+    assert controlled.post("/api/quiet", json={"quiet": False}, headers=AUTH).ok
+
+
+def test_control_bodies_are_limited(controlled):
+    reply = controlled.post("/api/scene", data=b"{" + b" " * 70_000 + b"}",
+                            headers={**AUTH, "Content-Type": "application/json"})
+    assert reply.status_code == 413
+
+
+def test_socketio_refuses_other_origins(pillow):
+    p = pillow()
+    # websocket-client writes the Origin header itself: told which one to send.
+    client = socketio.Client(reconnection=False,
+                             websocket_extra_options={"origin": "http://evil.example"})
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(p.url, namespaces=["/pillow"], transports=["websocket"],
+                       wait_timeout=5)
+    polling = socketio.Client(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        polling.connect(p.url, namespaces=["/pillow"], transports=["polling"],
+                        headers={"Origin": "http://evil.example"}, wait_timeout=5)
+    # Its own origin is welcome.
+    same = socketio.Client(reconnection=False,
+                           websocket_extra_options={"origin": p.url.rstrip("/")})
+    states = []
+    same.on("state", states.append, namespace="/pillow")
+    same.connect(p.url, namespaces=["/pillow"], transports=["websocket"], wait_timeout=5)
+    try:
+        wait_for(lambda: states, message="a state for the same origin")
+    finally:
+        same.disconnect()
+
+
+def test_the_snapshot_lists_the_scenes(pillow):
+    assert pillow().state()["scenes"] == ["idle", "hug", "glow"]
+
+
+def test_frames_are_binary_and_at_most_20_a_second(pillow):
+    p = pillow()
+    client = socketio.Client(reconnection=False)
+    times, frames = [], []
+
+    def frame(data):
+        times.append(time.monotonic())
+        frames.append(data)
+
+    client.on("frame", frame, namespace="/pillow")
+    client.connect(p.url, namespaces=["/pillow"], transports=["websocket"],
+                   wait_timeout=10)
+    try:
+        p.cli("send", "glow")  # breathing: a new frame on every render
+        wait_for(lambda: len(times) >= 45, timeout=10, message="45 frames")
+    finally:
+        client.disconnect()
+    assert all(isinstance(f, bytes) and len(f) == 36 for f in frames)
+    window = times[-40:]
+    rate = (len(window) - 1) / (window[-1] - window[0])
+    assert 10 <= rate <= 21, f"{rate:.1f} frames per second"
