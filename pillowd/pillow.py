@@ -135,13 +135,13 @@ class Pillow:
         return self.consumer.play_now(command, source)
 
     def set_brightness(self, brightness: float) -> None:
-        """Set the LEDs' ceiling (0..1) until the daemon restarts."""
-        self.renderer.brightness = min(1.0, max(0.0, float(brightness)))
+        """Dim the LEDs (0..1, within [leds] brightness) until the daemon restarts."""
+        self.renderer.set_brightness(brightness)
         self.changed()
 
     def off(self) -> None:
         """End what plays and darken the LEDs; a brightness above 0 lights them again."""
-        self.renderer.brightness = 0.0
+        self.renderer.set_brightness(0.0)
         self.timeline.idle()  # notifies: the snapshot shows both changes
 
     def set_quiet(self, quiet: bool) -> None:

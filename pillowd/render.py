@@ -39,6 +39,7 @@ class Renderer:
         self.frame_seconds = 0.0
         self.achieved_fps = 0.0
         self.last_frame = bytes(3 * strip.count)
+        self._level = output.brightness  # the person's dimmer, within the ceiling
         self._cap = 1.0            # a further brightness limit (quiet hours)
         self._playing: Playing | None = None
         self._source: Callable[[float], Frame] | None = None
@@ -47,7 +48,13 @@ class Renderer:
 
     @property
     def brightness(self) -> float:
-        return self.output.brightness * self._cap
+        """What everything shown is scaled by now, 0..1."""
+        return self._level * self._cap
+
+    def set_brightness(self, level: float) -> None:
+        """Dim (or restore) the LEDs; never above the configured ceiling."""
+        self._level = min(max(float(level), 0.0), self.output.brightness)
+        self._settled = False
 
     @property
     def milliamps(self) -> float:
@@ -85,7 +92,9 @@ class Renderer:
                   and not isinstance(self._source, Transition))
         if static and self._settled:
             return
-        pixels, _ = self.output.render(self._source(now), self._cap)
+        ceiling = self.output.brightness
+        factor = self._level / ceiling * self._cap if ceiling else 0.0
+        pixels, _ = self.output.render(self._source(now), factor)
         self._settled = static
         if self._last_pixels is None or not np.array_equal(pixels, self._last_pixels):
             self.strip.show(pixels)
