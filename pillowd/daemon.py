@@ -13,14 +13,17 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .actuators import Actuators, build_parts
 from .config import Settings
 from .consumer import Backoff, Consumer
 from .errors import PillowError
 from .hardware import open_hardware
 from .history import History
+from .hugs import HugButton, Hugs, Outbox
 from .messages import decode, encode
 from .pillow import Pillow
 from .queues.local import LocalStore
+from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Timeline
 
@@ -28,6 +31,10 @@ log = logging.getLogger("pillowd")
 
 # Seconds the threads get to finish after a stop, within systemd's patience.
 SHUTDOWN_GRACE = 1.5
+# The actuator loop's period, and how long it may go without a tick before the
+# watchdog turns every actuator off.
+ACTUATOR_PERIOD = 0.02
+ACTUATOR_STALL_SECONDS = 0.5
 
 
 class Queues:
@@ -84,7 +91,8 @@ class Daemon:
             self._closers.append(self.history.close)
             self.queues = open_queues(settings, environ)
             self._closers.append(self.queues.close)
-            self.hardware = open_hardware(settings.hardware.backend, settings.leds.count)
+            self.hardware = open_hardware(settings.hardware.backend, settings.leds.count,
+                                          record_pins=state_dir / "mock-pins.json")
             self._closers.append(self.hardware.close)
 
             leds, q = settings.leds, settings.queue
@@ -107,6 +115,7 @@ class Daemon:
                 queue_stall_seconds=q.poll_max_seconds + q.visibility_timeout_seconds + 30)
             self.consumer.on_outcome = self.pillow.outcome
             self.consumer.on_status = self.pillow.queue_status
+            self._wire_parts(settings, state_dir)
             self.page = StatusPage(self.pillow, token=control_token(settings, environ))
             self.url = self.page.bind(settings.web.host, settings.web.port)
             self._closers.append(self.page.close)
@@ -116,13 +125,73 @@ class Daemon:
         self.demo = demo
         self._threads: list[threading.Thread] = []
 
+    def _wire_parts(self, settings: Settings, state_dir: Path) -> None:
+        """Actuators, hug button and quiet hours; each optional, all off by default."""
+        parts = build_parts(settings.actuators, self.hardware.pin_factory,
+                            horizon=ACTUATOR_PERIOD)
+        self.actuators = Actuators(parts, self.timeline, period=ACTUATOR_PERIOD,
+                                   stall_seconds=ACTUATOR_STALL_SECONDS,
+                                   on_values=self._actuators_changed)
+        self.hardware.closers.append(self.actuators.close)
+        self.pillow.actuators = dict(self.actuators.values)
+        self.part_loops = {"actuators": self.actuators.run,
+                           "watchdog": self.actuators.watch}
+
+        self.outbox = None
+        if self.queues.outbound is not None:
+            self.outbox = Outbox(state_dir / "outbox.sqlite3", self.queues.outbound)
+            self._closers.append(self.outbox.close)
+            self.part_loops["outbox"] = self.outbox.run
+        self.hugs = self.button = None
+        if settings.button is not None:
+            b = settings.button
+            self.hugs = Hugs(settings.pillow.name, b.scene, outbox=self.outbox,
+                             play=lambda data: self.pillow.play(data, source="button"))
+            self.timeline.on_change(self.hugs.seen)
+            self.button = HugButton(b.pin, pull_up=b.pull_up,
+                                    bounce_seconds=b.bounce_seconds,
+                                    on_press=self.hugs.pressed,
+                                    pin_factory=self.hardware.pin_factory)
+            self.hardware.closers.append(self.button.close)
+
+        self.quiet_hours = None
+        if settings.quiet is not None:
+            self.quiet_hours = QuietHours(settings.quiet.start, settings.quiet.end)
+            self.quiet_hours.on_change(self._quiet_changed)
+            self.quiet_hours.check()  # before any loop runs: no bright first second
+            self.part_loops["quiet"] = self.quiet_hours.run
+
+    def _actuators_changed(self, values: dict) -> None:
+        self.pillow.actuators = values
+        self.pillow.changed()
+
+    def _quiet_changed(self, quiet: bool) -> None:
+        q = self.settings.quiet
+        self.renderer.brightness_cap = q.max_brightness if quiet else 1.0
+        self.actuators.muted = quiet and not q.actuators
+        self.pillow.quiet = quiet
+        log.info("quiet hours %s", "begin" if quiet else "end")
+        self.pillow.changed()
+
+    def _guarded(self, name: str, target):
+        """*target* as a thread body that turns the actuators off if it ever fails."""
+        def run(stop: threading.Event) -> None:
+            try:
+                target(stop)
+            finally:
+                if not stop.is_set():  # ended while the pillow should be running
+                    self.actuators.fault = f"the {name} loop stopped"
+                    self.actuators.all_off(self.actuators.fault)
+        return run
+
     def start(self) -> None:
-        loops = {"render": self.renderer.run, "queue": self.consumer.run}
+        loops = {"render": self.renderer.run, "queue": self.consumer.run,
+                 **self.part_loops}
         if self.demo:
             loops["demo"] = self._demo
         for name, target in loops.items():
-            thread = threading.Thread(target=target, args=(self.stop,), name=name,
-                                      daemon=True)
+            thread = threading.Thread(target=self._guarded(name, target),
+                                      args=(self.stop,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
             if name != "demo":

@@ -30,6 +30,7 @@ class Renderer:
         self.strip = strip
         self.fps = fps
         self.brightness = brightness
+        self.brightness_cap = 1.0  # quiet hours lower it; it never raises brightness
         self.max_milliamps = max_milliamps
         self.on_frame = on_frame
         self._clock = clock
@@ -57,7 +58,8 @@ class Renderer:
         return pixels
 
     def _output(self, frame: np.ndarray, brightness: float):
-        scaled = np.clip(frame * (self.brightness * brightness), 0, 1)
+        scaled = np.clip(frame * (min(self.brightness, self.brightness_cap) * brightness),
+                         0, 1)
         pixels = np.rint(scaled * 255).astype(np.uint8)
         idle = IDLE_MILLIAMPS_PER_LED * self.strip.count
         drawn = pixels.sum(dtype=np.int64) / 255 * MILLIAMPS_PER_CHANNEL
