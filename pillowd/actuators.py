@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 # -- vibration patterns: pure functions from seconds since the scene began to 0..1 --
 
 
+def _phase(t: float, period: float) -> float:
+    # Rounded so 1.2 % 1.0 is 0.2 and not 0.19999999999999996, which would move an
+    # edge by a whole tick.
+    return round(t % period, 6)
+
+
 def steady(t: float) -> float:
     """On all the time (the limits still cut it off)."""
     return 1.0
@@ -27,12 +33,12 @@ def steady(t: float) -> float:
 
 def pulse(t: float) -> float:
     """Half a second on, half a second off."""
-    return 1.0 if t % 1.0 < 0.5 else 0.0
+    return 1.0 if _phase(t, 1.0) < 0.5 else 0.0
 
 
 def heartbeat(t: float) -> float:
     """Lub-dub at 60 beats a minute: a strong 0.1 s beat, a pause, a softer one."""
-    phase = t % 1.0
+    phase = _phase(t, 1.0)
     if phase < 0.1:
         return 1.0
     if 0.2 <= phase < 0.3:
@@ -42,7 +48,7 @@ def heartbeat(t: float) -> float:
 
 def purr(t: float) -> float:
     """A soft swell for 0.8 s, then 0.4 s of rest, like breathing while purring."""
-    phase = t % 1.2
+    phase = _phase(t, 1.2)
     if phase >= 0.8:
         return 0.0
     return 0.4 + 0.6 * math.sin(math.pi * phase / 0.8)
@@ -187,7 +193,7 @@ class Part:
     def _force_off(self, now: float) -> None:
         if self.limit.on_since is not None:
             self.limit.allow(False, now)
-        if self.device is not None:
+        if self.device is not None and not self.device.closed:
             self._write(self._off_value())
         self.value = self._off_value()
 
@@ -284,7 +290,10 @@ def wants_of(playing, now: float) -> Wants:
     command = getattr(playing, "command", None)
     level = scene.vibration_level * (command.vibration if command else 1.0)
     pattern = PATTERNS.get(scene.vibration)
-    vibration = pattern(now - playing.started) * level if pattern and level > 0 else 0.0
+    # Whole microseconds, so a tick that lands on a pattern's edge is not decided by
+    # float noise (0.3 coming out as 0.29999999999995).
+    t = round(now - playing.started, 6)
+    vibration = pattern(t) * level if pattern and level > 0 else 0.0
     warmer = scene.warmer and (command.warmer if command else True)
     return Wants(vibration=vibration, servo=scene.servo_angle, warmer=warmer)
 
