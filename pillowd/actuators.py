@@ -345,7 +345,11 @@ class Actuators:
     def _publish(self, now: float, force: bool = False) -> None:
         if self.on_values is None or self.values == self._published:
             return
-        if force or now - self._last_publish >= self.publish_seconds:
+        # A part starting or stopping is told at once; a level moving within a
+        # pattern at most every publish_seconds, so the page is not flooded.
+        switched = any(part._is_on(self.values[name]) != part._is_on(self._published[name])
+                       for name, part in self.parts.items())
+        if force or switched or now - self._last_publish >= self.publish_seconds:
             self._published = dict(self.values)
             self._last_publish = now
             self.on_values(self._published)

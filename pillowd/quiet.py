@@ -22,12 +22,12 @@ class QuietHours:
 
     def __init__(self, start: str, end: str, *, clock: Callable[[], float] = time.time):
         self.start, self.end = _minutes(start), _minutes(end)
-        self._clock = clock
+        self.clock = clock
         self._listeners: list[Callable[[bool], None]] = []
         self.quiet: bool | None = None
 
     def active(self, when: float | None = None) -> bool:
-        local = datetime.fromtimestamp(self._clock() if when is None else when)
+        local = datetime.fromtimestamp(self.clock() if when is None else when)
         now = local.hour * 60 + local.minute
         if self.start < self.end:
             return self.start <= now < self.end
