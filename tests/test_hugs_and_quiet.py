@@ -279,3 +279,26 @@ def test_a_running_pillow_in_quiet_hours_says_so_and_stays_dim(pillow, watch):
     pins = json.loads((p.config.parent / "state" / "mock-pins.json").read_text())
     for name in ("GPIO23", "GPIO24", "GPIO25"):
         assert not any(state for _, state in pins[name]["states"]), name
+
+
+def test_the_page_shows_the_actuators_and_quiet_hours(pillow):
+    from playwright.sync_api import expect, sync_playwright
+    now = datetime.now()
+    start = (now - timedelta(minutes=1)).strftime("%H:%M")
+    end = (now + timedelta(minutes=3)).strftime("%H:%M")
+    p = pillow(PARTS + f'\n[quiet]\nstart = "{start}"\nend = "{end}"\nactuators = true\n')
+    with sync_playwright() as play:
+        browser = play.chromium.launch(executable_path="/usr/bin/chromium",
+                                       args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(p.url)
+            expect(page.locator("#quiet")).to_be_visible()
+            expect(page.locator("#actuators")).to_contain_text("vibration")
+            expect(page.locator("#actuators")).to_contain_text("limp")
+            p.cli("send", "buzz")   # quiet hours here still let the actuators move
+            expect(page.locator("#actuators")).to_contain_text("100 %")
+            expect(page.locator("#actuators")).to_contain_text("20°")
+            expect(page.locator("#actuators")).to_contain_text("warming")
+        finally:
+            browser.close()
