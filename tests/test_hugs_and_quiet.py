@@ -1,7 +1,7 @@
 """The hug button, its outbound events, quiet hours, and outputs off when the daemon stops."""
 
 import json
-import os
+import math
 import time
 from datetime import datetime, timedelta
 
@@ -302,3 +302,28 @@ def test_the_page_shows_the_actuators_and_quiet_hours(pillow):
             expect(page.locator("#actuators")).to_contain_text("warming")
         finally:
             browser.close()
+
+
+FLOOD_LIMITS = PARTS.replace("max_on_seconds = 60\n", "max_on_seconds = 0.3\nduty_cap = 0.4\n"
+                             "window_seconds = 1\ncooldown_seconds = 0.2\n", 1)
+
+
+def test_a_flood_through_the_queue_in_real_time_stays_within_the_limits(daemon):
+    from pillowd.messages import encode
+    from test_actuators import on_spans, worst_window
+    d = daemon(FLOOD_LIMITS)
+    pin = d.hardware.pin_factory.pin(23)
+    created = time.monotonic() - sum(t for t, _ in pin.states)
+    for i in range(1000):
+        d.queues.main.put(encode({"scene": "buzz", "from": f"s{i}", "vibration": 1.0}))
+    wait_for(lambda: sum(d.pillow.snapshot()["queue"][k] for k in
+                         ("applied", "superseded")) == 1000, timeout=60,
+             message="all 1000 messages handled")
+    settled = time.monotonic()
+    wait_for(lambda: time.monotonic() > settled + 1.5, message="1.5 s more of buzz")
+    d.close()   # ends the last stretch on the pin, so every span is a closed one
+    spans = on_spans(pin, created, math.inf)
+    assert len(spans) >= 3, "the limits never cut in: this test would prove nothing"
+    # Real time on a shared machine: gpiozero's own 50 ms tolerance for pin times.
+    assert max(e - s for s, e in spans) <= 0.3 + 0.05
+    assert worst_window(spans, 1.0) <= 0.4 + 0.05
