@@ -178,10 +178,10 @@ class Part:
     def _bounded(self, value):
         return value
 
-    def enforce(self, now: float) -> None:
-        """Cut the output if a limit's deadline has come (called by the watchdog)."""
+    def enforce(self, now: float, margin: float = 0.0) -> None:
+        """Cut the output if a limit's deadline is within *margin* (the watchdog's)."""
         with self._lock:
-            if self.device is not None and now >= self.limit.deadline(now):
+            if self.device is not None and now + margin >= self.limit.deadline(now):
                 self.limit.allow(True, now)   # records the trip and starts the rest
                 self._force_off(now)
 
@@ -385,20 +385,27 @@ class Actuators:
         finally:
             self.all_off()
 
-    def watch(self, stop: threading.Event) -> None:
-        """The watchdog: off when the loop stalls, and at each limit's deadline."""
+    def watch(self, stop: threading.Event, margin: float = 0.01) -> None:
+        """The watchdog: off when the loop stalls, and at each limit's deadline.
+
+        It wakes *margin* early for a limit, so a thread woken a few ms late still
+        cuts the output in time.
+        """
         try:
             while not stop.is_set():
                 now = self._clock()
-                if now - self.heartbeat > self.stall_seconds and not self.stalled:
+                if now - self.heartbeat >= self.stall_seconds and not self.stalled:
                     self.stalled = True
                     self.all_off(f"the actuator loop has not ticked for "
                                  f"{now - self.heartbeat:.2f} s")
-                deadline = now + self.stall_seconds / 4
+                # At least every period: a part the loop just turned on has a
+                # deadline this pass did not know of.
+                wake = min(now + self.period, now + self.stall_seconds if self.stalled
+                           else self.heartbeat + self.stall_seconds)
                 for part in self.parts.values():
-                    part.enforce(now)
-                    deadline = min(deadline, part.limit.deadline(now))
-                stop.wait(max(0.001, deadline - self._clock()))
+                    part.enforce(now, margin)
+                    wake = min(wake, part.limit.deadline(now) - margin)
+                stop.wait(max(0.001, wake - self._clock()))
         finally:
             self.all_off()
 
