@@ -125,14 +125,20 @@ class Limit:
         if self.on_since is None:
             self.on_since = now
         if now + self.horizon >= self.deadline(now):
-            s = self.settings
-            self.tripped = ("max_on" if now + self.horizon >= self.on_since + s.max_on_seconds
-                            else "duty_cap")
-            self._stop(now)
-            self.rest_until = now + s.cooldown_seconds
-            log.info("actuator limit %s: resting %.1f s", self.tripped, s.cooldown_seconds)
+            self.cut(now, self.horizon)
             return False
         return True
+
+    def cut(self, now: float, ahead: float = 0.0) -> None:
+        """Off because a limit is reached within *ahead* seconds; rest from now."""
+        if self.on_since is None:
+            return
+        s = self.settings
+        self.tripped = ("max_on" if now + ahead >= self.on_since + s.max_on_seconds
+                        else "duty_cap")
+        self._stop(now)
+        self.rest_until = now + s.cooldown_seconds
+        log.info("actuator limit %s: resting %.1f s", self.tripped, s.cooldown_seconds)
 
     def _stop(self, now: float) -> None:
         if self.on_since is not None:
@@ -182,7 +188,7 @@ class Part:
         """Cut the output if a limit's deadline is within *margin* (the watchdog's)."""
         with self._lock:
             if self.device is not None and now + margin >= self.limit.deadline(now):
-                self.limit.allow(True, now)   # records the trip and starts the rest
+                self.limit.cut(now, margin)
                 self._force_off(now)
 
     def off(self, now: float | None = None) -> None:
