@@ -348,6 +348,14 @@ class Actuators:
             self.values[name] = part.value
         self._publish(now)
 
+    def trouble(self) -> str | None:
+        """Why the actuators are held off against the scene's wishes, or None."""
+        if self.fault:
+            return f"actuators off: {self.fault}"
+        if self.stalled:
+            return "actuators off: the actuator loop has stalled"
+        return None
+
     def _publish(self, now: float, force: bool = False) -> None:
         if self.on_values is None or self.values == self._published:
             return

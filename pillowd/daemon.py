@@ -134,6 +134,7 @@ class Daemon:
                                    on_values=self._actuators_changed)
         self.hardware.closers.append(self.actuators.close)
         self.pillow.actuators = dict(self.actuators.values)
+        self.pillow.checks.append(self.actuators.trouble)
         self.part_loops = {"actuators": self.actuators.run,
                            "watchdog": self.actuators.watch}
 

@@ -40,6 +40,8 @@ class Pillow:
         self.actuators: dict[str, float] = {}
         self.quiet = False
         self.threads: dict[str, threading.Thread] = {}
+        # Other checks of health: each returns why the pillow is unwell, or None.
+        self.checks: list[Callable[[], str | None]] = []
         timeline.on_change(self._scene_changed)
 
     # -- listening ---------------------------------------------------------------
@@ -106,6 +108,7 @@ class Pillow:
         if now - self.consumer.heartbeat > self._queue_stall:
             reasons.append(f"the queue loop has not polled for "
                            f"{now - self.consumer.heartbeat:.1f} s")
+        reasons += [why for check in self.checks if (why := check())]
         return reasons
 
     # -- controls ------------------------------------------------------------------

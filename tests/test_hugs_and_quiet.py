@@ -186,6 +186,7 @@ def test_a_crashed_render_loop_turns_every_actuator_off(daemon):
     assert "render loop stopped" in d.actuators.fault
     wait_for(lambda: "the render loop has stopped" in d.pillow.health(),
              message="the render loop reported unwell")
+    assert "actuators off: the render loop stopped" in d.pillow.health()
     assert f.pin(23).state == 0
 
 
