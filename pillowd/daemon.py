@@ -170,8 +170,9 @@ class Daemon:
         q = self.settings.quiet
         self.renderer.brightness_cap = q.max_brightness if quiet else 1.0
         self.actuators.muted = quiet and not q.actuators
+        if quiet or self.pillow.quiet:  # not "over" at a daytime start
+            log.info("quiet hours %s", "begin" if quiet else "are over")
         self.pillow.quiet = quiet
-        log.info("quiet hours %s", "begin" if quiet else "end")
         self.pillow.changed()
 
     def _guarded(self, name: str, target):

@@ -79,7 +79,8 @@ class Pillow:
             "version": __version__,
             **playing.describe(),
             "leds": {"count": self.renderer.strip.count,
-                     "brightness": self.renderer.brightness,
+                     "brightness": min(self.renderer.brightness,  # quiet hours cap
+                                       self.renderer.brightness_cap),
                      "milliamps": self.renderer.milliamps},
             "actuators": dict(self.actuators),
             "queue": {"backend": status.backend, "online": status.online,

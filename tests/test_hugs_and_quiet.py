@@ -242,7 +242,7 @@ def test_quiet_hours_dim_the_leds_and_still_the_actuators(daemon):
     still = {"vibration": 0.0, "servo": None, "warmer": False}
     snapshot = wait_for(lambda: (lambda s: s if s["actuators"] == still else None)(
         d.pillow.snapshot()), message="the snapshot's actuators still")
-    assert snapshot["quiet"] is True
+    assert snapshot["quiet"] is True and snapshot["leds"]["brightness"] == 0.1
     # Blue at brightness 1.0 becomes 0.1 of 255.
     wait_for(lambda: d.renderer.last_frame[:3] == bytes([0, 0, 26]),
              message="a dimmed frame")
