@@ -14,11 +14,12 @@ from pathlib import Path
 
 from . import __version__
 from .actuators import Actuators, build_parts
-from .config import Settings
+from .config import QuietSettings, Settings
 from .consumer import Backoff, Consumer
 from .errors import PillowError
 from .hardware import open_hardware
 from .history import History
+from .hardware.mock import record_pins
 from .hugs import HugButton, Hugs, Outbox
 from .messages import decode, encode
 from .pillow import Pillow
@@ -91,8 +92,7 @@ class Daemon:
             self._closers.append(self.history.close)
             self.queues = open_queues(settings, environ)
             self._closers.append(self.queues.close)
-            self.hardware = open_hardware(settings.hardware.backend, settings.leds.count,
-                                          record_pins=state_dir / "mock-pins.json")
+            self.hardware = open_hardware(settings.hardware.backend, settings.leds.count)
             self._closers.append(self.hardware.close)
 
             leds, q = settings.leds, settings.queue
@@ -127,6 +127,9 @@ class Daemon:
 
     def _wire_parts(self, settings: Settings, state_dir: Path) -> None:
         """Actuators, hug button and quiet hours; each optional, all off by default."""
+        if self.hardware.mock:  # runs last: after every device is off
+            self.hardware.closers.insert(0, lambda: record_pins(
+                self.hardware.pin_factory, state_dir / "mock-pins.json"))
         parts = build_parts(settings.actuators, self.hardware.pin_factory,
                             horizon=ACTUATOR_PERIOD)
         self.actuators = Actuators(parts, self.timeline, period=ACTUATOR_PERIOD,
@@ -155,11 +158,13 @@ class Daemon:
                                     pin_factory=self.hardware.pin_factory)
             self.hardware.closers.append(self.button.close)
 
-        self.quiet_hours = None
-        if settings.quiet is not None:
-            self.quiet_hours = QuietHours(settings.quiet.start, settings.quiet.end)
-            self.quiet_hours.on_change(self._quiet_changed)
-            self.quiet_hours.check()  # before any loop runs: no bright first second
+        # Always there: without [quiet] hours, quiet can still be asked for by hand.
+        q = settings.quiet
+        self.quiet_hours = QuietHours(q and q.start, q and q.end)
+        self.quiet_hours.on_change(self._quiet_changed)
+        self.quiet_hours.check()  # before any loop runs: no bright first second
+        self.pillow.on_quiet = self.quiet_hours.override
+        if q is not None:
             self.part_loops["quiet"] = self.quiet_hours.run
 
     def _actuators_changed(self, values: dict) -> None:
@@ -167,8 +172,11 @@ class Daemon:
         self.pillow.changed()
 
     def _quiet_changed(self, quiet: bool) -> None:
-        q = self.settings.quiet
-        self.renderer.brightness_cap = q.max_brightness if quiet else 1.0
+        q = self.settings.quiet or QuietSettings()
+        # max_brightness is absolute; the renderer's cap is a share of [leds] brightness.
+        configured = self.settings.leds.brightness
+        cap = min(1.0, q.max_brightness / configured) if configured > 0 else 1.0
+        self.renderer.limit(cap if quiet else 1.0)
         self.actuators.muted = quiet and not q.actuators
         if quiet or self.pillow.quiet:  # not "over" at a daytime start
             log.info("quiet hours %s", "begin" if quiet else "are over")

@@ -39,6 +39,7 @@ class Pillow:
         self.recent: deque[Outcome] = deque(history.page(RECENT), maxlen=RECENT)
         self.actuators: dict[str, float] = {}
         self.quiet = False
+        self.on_quiet: Callable[[bool], object] | None = None  # the daemon applies quiet
         self.threads: dict[str, threading.Thread] = {}
         # Other checks of health: each returns why the pillow is unwell, or None.
         self.checks: list[Callable[[], str | None]] = []
@@ -79,8 +80,7 @@ class Pillow:
             "version": __version__,
             **playing.describe(),
             "leds": {"count": self.renderer.strip.count,
-                     "brightness": min(self.renderer.brightness,  # quiet hours cap
-                                       self.renderer.brightness_cap),
+                     "brightness": self.renderer.brightness,
                      "milliamps": self.renderer.milliamps},
             "actuators": dict(self.actuators),
             "queue": {"backend": status.backend, "online": status.online,
@@ -118,3 +118,11 @@ class Pillow:
         """Play a message-shaped *data* now; raises Rejection when it is not valid."""
         command: Command = command_from(data, self._settings)
         return self.consumer.play_now(command, source)
+
+    def set_quiet(self, quiet: bool) -> None:
+        """Quiet now (True) or not, by hand, until quiet hours next begin or end."""
+        if self.on_quiet is not None:
+            self.on_quiet(bool(quiet))   # calls back changed() when it changes
+        else:
+            self.quiet = bool(quiet)
+            self.changed()

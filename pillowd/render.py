@@ -30,7 +30,7 @@ class Renderer:
         self.strip = strip
         self.fps = fps
         self.brightness = brightness
-        self.brightness_cap = 1.0  # quiet hours lower it; it never raises brightness
+        self._cap = 1.0            # a further brightness limit (quiet hours)
         self.max_milliamps = max_milliamps
         self.on_frame = on_frame
         self._clock = clock
@@ -42,6 +42,10 @@ class Renderer:
         self.achieved_fps = 0.0
         self.last_frame = bytes(3 * strip.count)
         self._last_pixels: np.ndarray | None = None
+
+    def limit(self, cap: float) -> None:
+        """Cap everything shown at *cap* (0..1) of the configured brightness."""
+        self._cap = min(max(cap, 0.0), 1.0)
 
     def render_once(self, now: float | None = None) -> np.ndarray:
         """Compute, limit and show one frame; returns the bytes shown."""
@@ -58,8 +62,7 @@ class Renderer:
         return pixels
 
     def _output(self, frame: np.ndarray, brightness: float):
-        scaled = np.clip(frame * (min(self.brightness, self.brightness_cap) * brightness),
-                         0, 1)
+        scaled = np.clip(frame * (self.brightness * self._cap * brightness), 0, 1)
         pixels = np.rint(scaled * 255).astype(np.uint8)
         idle = IDLE_MILLIAMPS_PER_LED * self.strip.count
         drawn = pixels.sum(dtype=np.int64) / 255 * MILLIAMPS_PER_CHANNEL

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,6 @@ class Hardware:
     description: str
     mock: bool
     closers: list = field(default_factory=list)
-    # Mock only: where to write the pins' final states and histories at close, so a
-    # test can see what a `pillowd run` subprocess left its GPIO pins doing.
-    record_pins: Path | None = None
 
     def close(self) -> None:
         """Everything dark and still; safe twice."""
@@ -47,34 +43,11 @@ class Hardware:
             except Exception:  # keep turning the rest off
                 log.exception("while closing hardware")
         self.closers.clear()
-        if self.record_pins is not None:
-            self._record(self.record_pins)
-            self.record_pins = None
         self.strip.close()
         self.pin_factory.close()
 
 
-    def _record(self, path: Path) -> None:
-        pins = {info.name: {"state": pin.state, "function": pin.function,
-                            "states": [[s.timestamp, s.state] for s in pin.states]}
-                for info, pin in list(self.pin_factory.pins.items())}
-        try:
-            path.write_text(json.dumps(pins, indent=1))
-        except OSError as err:
-            log.warning("could not record the mock pins to %s: %s", path, err)
-
-
-def pi_pin_factory() -> Factory:
-    """gpiozero's lgpio factory, the one that works on every Pi incl. the Pi 5."""
-    try:
-        from gpiozero.pins.lgpio import LGPIOFactory
-        return LGPIOFactory()
-    except Exception as err:  # ImportError, or lgpio cannot open the gpiochip
-        raise HardwareError(f"cannot open the GPIO pins through lgpio: {err}") from None
-
-
-def open_hardware(backend: str, led_count: int,
-                  record_pins: Path | None = None) -> Hardware:
+def open_hardware(backend: str, led_count: int) -> Hardware:
     """The hardware for *backend* ("auto", "mock" or "pi")."""
     model = is_raspberry_pi()
     if backend == "auto":
@@ -84,7 +57,7 @@ def open_hardware(backend: str, led_count: int,
     if backend == "mock":
         from gpiozero.pins.mock import MockFactory, MockPWMPin
         return Hardware(MockStrip(led_count), MockFactory(pin_class=MockPWMPin),
-                        "mock hardware", mock=True, record_pins=record_pins)
+                        "mock hardware", mock=True)
     if not model:
         raise HardwareError("hardware backend 'pi' needs a Raspberry Pi; "
                             "use backend = \"mock\" or \"auto\" elsewhere")

@@ -11,8 +11,8 @@
     const parts = s.actuators || {};
     const names = Object.keys(parts);
     document.getElementById("parts").hidden = names.length === 0 && !s.quiet;
-    document.getElementById("quiet").hidden = !s.quiet;
-    const list = document.getElementById("actuators");
+    document.getElementById("parts-quiet").hidden = !s.quiet;
+    const list = document.getElementById("parts-list");
     list.replaceChildren();
     for (const name of names) {
       const dt = document.createElement("dt");
