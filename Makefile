@@ -61,6 +61,7 @@ bench: test-deps
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/queue_latency.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/actuators.py
 
 clean:
 	rm -rf $(VENV) node_modules web/static/vendor .state .pytest_cache

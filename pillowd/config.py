@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .actuators import PATTERNS
 from .effects import EFFECTS, EffectParamError
 from .errors import PillowError
 
@@ -74,6 +75,24 @@ def _queue_name(value) -> str | None:
         return None
     return ("must be 3-63 lowercase letters, digits and single hyphens, "
             "starting and ending with a letter or digit")
+
+
+def _gpio(value) -> str | None:
+    # BCM numbers of the 40-pin header; -1 is "not given", reported as missing.
+    return None if 0 <= value <= 27 else f"must be a GPIO number 0..27, not {value}"
+
+
+_HH_MM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _clock_time(value) -> str | None:
+    return None if _HH_MM.match(value) else f"must be a time like \"22:30\", not {value!r}"
+
+
+def _pattern(value) -> str | None:
+    if value == "" or value in PATTERNS:
+        return None
+    return f"unknown pattern {value!r} (known: {', '.join(PATTERNS)})"
 
 
 def _key(default, check: Check | None = None):
@@ -150,6 +169,78 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class VibrationSettings:
+    """A vibration motor on a PWM pin (through a transistor/driver, never directly)."""
+
+    pin: int = _key(-1, _gpio)
+    max_level: float = _key(0.8, _range(0, 1))
+    max_on_seconds: float = _key(5.0, _range(0.05, 3600))
+    duty_cap: float = _key(0.5, _range(0.01, 1))
+    window_seconds: float = _key(60.0, _range(1, 86400))
+    cooldown_seconds: float = _key(10.0, _range(0, 86400))
+
+
+@dataclass(frozen=True)
+class ServoSettings:
+    """A hobby servo; it may only move between min_angle and max_angle."""
+
+    pin: int = _key(-1, _gpio)
+    min_angle: float = _key(-45.0, _range(-90, 90))
+    max_angle: float = _key(45.0, _range(-90, 90))
+    min_pulse_ms: float = _key(1.0, _range(0.5, 2.5))
+    max_pulse_ms: float = _key(2.0, _range(0.5, 2.5))
+    max_on_seconds: float = _key(30.0, _range(0.05, 3600))
+    duty_cap: float = _key(0.5, _range(0.01, 1))
+    window_seconds: float = _key(120.0, _range(1, 86400))
+    cooldown_seconds: float = _key(10.0, _range(0, 86400))
+
+
+@dataclass(frozen=True)
+class WarmerSettings:
+    """A heating pad switched by a relay."""
+
+    pin: int = _key(-1, _gpio)
+    active_high: bool = _key(True)
+    max_on_seconds: float = _key(600.0, _range(1, 7200))
+    duty_cap: float = _key(0.5, _range(0.01, 1))
+    window_seconds: float = _key(3600.0, _range(1, 86400))
+    cooldown_seconds: float = _key(300.0, _range(0, 86400))
+
+
+@dataclass(frozen=True)
+class ActuatorSettings:
+    """The actuators fitted; None where a part is not (a pillow may have only LEDs)."""
+
+    vibration: VibrationSettings | None = None
+    servo: ServoSettings | None = None
+    warmer: WarmerSettings | None = None
+
+
+_ACTUATORS = {"vibration": VibrationSettings, "servo": ServoSettings,
+              "warmer": WarmerSettings}
+
+
+@dataclass(frozen=True)
+class ButtonSettings:
+    """The hug button: a press plays *scene* and tells the sender the hug was felt."""
+
+    pin: int = _key(-1, _gpio)
+    pull_up: bool = _key(True)
+    bounce_seconds: float = _key(0.05, _range(0, 2))
+    scene: str = _key("hugged", _non_empty)
+
+
+@dataclass(frozen=True)
+class QuietSettings:
+    """Hours (local time) when the LEDs are dimmed and the actuators still."""
+
+    start: str = _key("22:30", _clock_time)
+    end: str = _key("07:00", _clock_time)
+    max_brightness: float = _key(0.1, _range(0, 1))
+    actuators: bool = _key(False)
+
+
+@dataclass(frozen=True)
 class SceneSettings:
     """A named way for the pillow to look, which messages ask for by name."""
 
@@ -161,6 +252,10 @@ class SceneSettings:
     brightness: float = 1.0
     transition_seconds: float = 0.5
     aliases: tuple[str, ...] = ()
+    vibration: str = ""              # a pattern name; "" = still
+    vibration_level: float = 0.5     # 0..1, capped by [actuators.vibration] max_level
+    servo_angle: float | None = None  # None = the servo goes limp
+    warmer: bool = False
 
 
 # Keys of a [scenes.NAME] table that belong to the scene, not to its effect.
@@ -171,6 +266,10 @@ _SCENE_KEYS: dict[str, tuple[type, Check | None]] = {
     "brightness": (float, _range(0, 1)),
     "transition_seconds": (float, _range(0, 60)),
     "aliases": (list, None),
+    "vibration": (str, _pattern),
+    "vibration_level": (float, _range(0, 1)),
+    "servo_angle": (float, _range(-90, 90)),
+    "warmer": (bool, None),
 }
 
 DEFAULT_SCENES = {
@@ -186,6 +285,9 @@ class Settings:
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     leds: LedSettings = field(default_factory=LedSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    actuators: ActuatorSettings = field(default_factory=ActuatorSettings)
+    button: ButtonSettings | None = None
+    quiet: QuietSettings | None = None
     scenes: dict[str, SceneSettings] = field(default_factory=dict)
     source: str = "<defaults>"
 
@@ -212,6 +314,8 @@ _SECTIONS = {
     "hardware": HardwareSettings,
     "leds": LedSettings,
     "web": WebSettings,
+    "button": ButtonSettings,
+    "quiet": QuietSettings,
 }
 
 
@@ -348,14 +452,20 @@ def parse(text: str, source: str = "<text>") -> Settings:
     for table, value in data.items():
         if table == "scenes":
             continue
+        if table == "actuators" and isinstance(value, dict):
+            sections[table] = _actuators(value, lines, problems)
+            continue
         if table not in _SECTIONS:
             problems.append(Problem(
                 table, lines.of(table) or lines.of("", table),
-                f"unknown section (known: {', '.join([*_SECTIONS, 'scenes'])})"))
+                f"unknown section (known: "
+                f"{', '.join([*_SECTIONS, 'actuators', 'scenes'])})"))
         elif not isinstance(value, dict):
             problems.append(Problem(table, lines.of("", table), "must be a table"))
         else:
             sections[table] = _section(_SECTIONS[table], table, value, lines, problems)
+            if table == "button":
+                _require_pin(table, value, lines, problems)
 
     raw_scenes = data.get("scenes", DEFAULT_SCENES)
     scenes: dict[str, SceneSettings] = {}
@@ -394,9 +504,64 @@ def parse(text: str, source: str = "<text>") -> Settings:
         problems.append(Problem("queue.outbound_name",
                                 lines.of("queue", "outbound_name"),
                                 "must differ from queue.name and the poison queue"))
+    _check_parts(settings, lines, problems)
     if problems:
         raise ConfigError(source, problems)
     return settings
+
+
+def _require_pin(table: str, raw: dict, lines: _Lines, problems: list[Problem]) -> None:
+    if "pin" not in raw:
+        problems.append(Problem(f"{table}.pin", lines.of(table),
+                                "missing: the GPIO (BCM) number the part is wired to"))
+
+
+def _actuators(raw: dict, lines: _Lines, problems: list[Problem]) -> ActuatorSettings:
+    parts = {}
+    for name, value in raw.items():
+        table = f"actuators.{name}"
+        if name not in _ACTUATORS:
+            problems.append(Problem(table, lines.of(table) or lines.of("actuators", name),
+                                    f"unknown actuator (known: {', '.join(_ACTUATORS)})"))
+        elif not isinstance(value, dict):
+            problems.append(Problem(table, lines.of("actuators", name),
+                                    f"must be a table like [{table}]"))
+        else:
+            parts[name] = _section(_ACTUATORS[name], table, value, lines, problems)
+            _require_pin(table, value, lines, problems)
+    return ActuatorSettings(**parts)
+
+
+def _check_parts(settings: Settings, lines: _Lines, problems: list[Problem]) -> None:
+    """Checks across the actuators, button and quiet hours."""
+    used: dict[int, str] = {}
+    wired = [(f"actuators.{name}", getattr(settings.actuators, name))
+             for name in _ACTUATORS] + [("button", settings.button)]
+    for table, part in wired:
+        if part is None or part.pin < 0:
+            continue
+        other = used.setdefault(part.pin, table)
+        if other != table:
+            problems.append(Problem(f"{table}.pin", lines.of(table, "pin"),
+                                    f"GPIO{part.pin} is already used by {other}"))
+    servo = settings.actuators.servo
+    if servo is not None and servo.min_angle > servo.max_angle:
+        problems.append(Problem("actuators.servo.min_angle",
+                                lines.of("actuators.servo", "min_angle"),
+                                f"must not exceed max_angle ({servo.max_angle})"))
+    if servo is not None and servo.min_pulse_ms >= servo.max_pulse_ms:
+        problems.append(Problem("actuators.servo.min_pulse_ms",
+                                lines.of("actuators.servo", "min_pulse_ms"),
+                                f"must be less than max_pulse_ms ({servo.max_pulse_ms})"))
+    button = settings.button
+    if button is not None and button.scene not in settings.scenes:
+        problems.append(Problem("button.scene", lines.of("button", "scene"),
+                                f"no scene {button.scene!r} (add [scenes.{button.scene}])"))
+    quiet = settings.quiet
+    if quiet is not None and quiet.start == quiet.end:
+        problems.append(Problem("quiet.end", lines.of("quiet", "end"),
+                                "must differ from quiet.start (remove [quiet] to have "
+                                "no quiet hours)"))
 
 
 def load(path: str | Path) -> Settings:

@@ -13,15 +13,19 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import Settings
+from .actuators import Actuators, build_parts
+from .config import QuietSettings, Settings
 from .consumer import Backoff, Consumer
 from .errors import PillowError
 from .hardware import open_hardware
 from .history import History
 from .light import LightOutput
+from .hardware.mock import record_pins
+from .hugs import HugButton, Hugs, Outbox
 from .messages import decode, encode
 from .pillow import Pillow
 from .queues.local import LocalStore
+from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Timeline
 from .systemd import SystemdNotifier, Watchdog
@@ -30,6 +34,10 @@ log = logging.getLogger("pillowd")
 
 # Seconds the threads get to finish after a stop, within systemd's patience.
 SHUTDOWN_GRACE = 1.5
+# The actuator loop's period, and how long it may go without a tick before the
+# watchdog turns every actuator off.
+ACTUATOR_PERIOD = 0.02
+ACTUATOR_STALL_SECONDS = 0.5
 
 
 class Queues:
@@ -112,6 +120,7 @@ class Daemon:
                 queue_stall_seconds=q.poll_max_seconds + q.visibility_timeout_seconds + 30)
             self.consumer.on_outcome = self.pillow.outcome
             self.consumer.on_status = self.pillow.queue_status
+            self._wire_parts(settings, state_dir)
             self.page = StatusPage(self.pillow, token=control_token(settings, environ))
             self.url = self.page.bind(settings.web.host, settings.web.port)
             self._closers.append(self.page.close)
@@ -123,13 +132,83 @@ class Daemon:
         self.notifier = SystemdNotifier(environ)
         self.watchdog: Watchdog | None = None
 
+    def _wire_parts(self, settings: Settings, state_dir: Path) -> None:
+        """Actuators, hug button and quiet hours; each optional, all off by default."""
+        if self.hardware.mock:  # runs last: after every device is off
+            self.hardware.closers.insert(0, lambda: record_pins(
+                self.hardware.pin_factory, state_dir / "mock-pins.json"))
+        parts = build_parts(settings.actuators, self.hardware.pin_factory,
+                            horizon=ACTUATOR_PERIOD)
+        self.actuators = Actuators(parts, self.timeline, period=ACTUATOR_PERIOD,
+                                   stall_seconds=ACTUATOR_STALL_SECONDS,
+                                   on_values=self._actuators_changed)
+        self.hardware.closers.append(self.actuators.close)
+        self.pillow.actuators = dict(self.actuators.values)
+        self.pillow.checks.append(self.actuators.trouble)
+        self.part_loops = {"actuators": self.actuators.run,
+                           "watchdog": self.actuators.watch}
+
+        self.outbox = None
+        if self.queues.outbound is not None:
+            self.outbox = Outbox(state_dir / "outbox.sqlite3", self.queues.outbound)
+            self._closers.append(self.outbox.close)
+            self.part_loops["outbox"] = self.outbox.run
+        self.hugs = self.button = None
+        if settings.button is not None:
+            b = settings.button
+            self.hugs = Hugs(settings.pillow.name, b.scene, outbox=self.outbox,
+                             play=lambda data: self.pillow.play(data, source="button"))
+            self.timeline.on_change(self.hugs.seen)
+            self.button = HugButton(b.pin, pull_up=b.pull_up,
+                                    bounce_seconds=b.bounce_seconds,
+                                    on_press=self.hugs.pressed,
+                                    pin_factory=self.hardware.pin_factory)
+            self.hardware.closers.append(self.button.close)
+
+        # Always there: without [quiet] hours, quiet can still be asked for by hand.
+        q = settings.quiet
+        self.quiet_hours = QuietHours(q and q.start, q and q.end)
+        self.quiet_hours.on_change(self._quiet_changed)
+        self.quiet_hours.check()  # before any loop runs: no bright first second
+        self.pillow.on_quiet = self.quiet_hours.override
+        if q is not None:
+            self.part_loops["quiet"] = self.quiet_hours.run
+
+    def _actuators_changed(self, values: dict) -> None:
+        self.pillow.actuators = values
+        self.pillow.changed()
+
+    def _quiet_changed(self, quiet: bool) -> None:
+        q = self.settings.quiet or QuietSettings()
+        # max_brightness is absolute; the renderer's cap is a share of [leds] brightness.
+        configured = self.settings.leds.brightness
+        cap = min(1.0, q.max_brightness / configured) if configured > 0 else 1.0
+        self.renderer.limit(cap if quiet else 1.0)
+        self.actuators.muted = quiet and not q.actuators
+        if quiet or self.pillow.quiet:  # not "over" at a daytime start
+            log.info("quiet hours %s", "begin" if quiet else "are over")
+        self.pillow.quiet = quiet
+        self.pillow.changed()
+
+    def _guarded(self, name: str, target):
+        """*target* as a thread body that turns the actuators off if it ever fails."""
+        def run(stop: threading.Event) -> None:
+            try:
+                target(stop)
+            finally:
+                if not stop.is_set():  # ended while the pillow should be running
+                    self.actuators.fault = f"the {name} loop stopped"
+                    self.actuators.all_off(self.actuators.fault)
+        return run
+
     def start(self) -> None:
-        loops = {"render": self.renderer.run, "queue": self.consumer.run}
+        loops = {"render": self.renderer.run, "queue": self.consumer.run,
+                 **self.part_loops}
         if self.demo:
             loops["demo"] = self._demo
         for name, target in loops.items():
-            thread = threading.Thread(target=target, args=(self.stop,), name=name,
-                                      daemon=True)
+            thread = threading.Thread(target=self._guarded(name, target),
+                                      args=(self.stop,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
             if name != "demo":

@@ -18,7 +18,7 @@ MAX_FROM = 64
 MAX_TEXT = 280
 MAX_ID = 256
 _FIELDS = {"scene", "color", "brightness", "duration", "from", "text", "id",
-           "sent_at", "ttl"}
+           "sent_at", "ttl", "vibration", "warmer"}
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 # Nothing a person writes on purpose in a name or note; kept out of pages and logs.
@@ -38,6 +38,9 @@ class Command:
     id: str | None = None
     sent_at: datetime | None = None
     ttl: float | None = None
+    # Messages may only lower what the scene does to the actuators, never raise it.
+    vibration: float = 1.0          # 0..1, times the scene's vibration level
+    warmer: bool = True             # false keeps the scene's warmer off
 
 
 class Rejection(ValueError):
@@ -171,6 +174,12 @@ def command_from(data: dict, settings: Settings) -> Command:
         fields["sent_at"] = parse_time(data["sent_at"])
     if data.get("ttl") is not None:
         fields["ttl"] = _number(data["ttl"], "ttl", 1, 7 * 24 * 3600)
+    if data.get("vibration") is not None:
+        fields["vibration"] = _number(data["vibration"], "vibration", 0, 1)
+    if data.get("warmer") is not None:
+        if not isinstance(data["warmer"], bool):
+            raise Rejection("warmer must be true or false")
+        fields["warmer"] = data["warmer"]
     return Command(**fields)
 
 

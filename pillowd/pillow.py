@@ -39,7 +39,10 @@ class Pillow:
         self.recent: deque[Outcome] = deque(history.page(RECENT), maxlen=RECENT)
         self.actuators: dict[str, float] = {}
         self.quiet = False
+        self.on_quiet: Callable[[bool], object] | None = None  # the daemon applies quiet
         self.threads: dict[str, threading.Thread] = {}
+        # Other checks of health: each returns why the pillow is unwell, or None.
+        self.checks: list[Callable[[], str | None]] = []
         timeline.on_change(self._scene_changed)
 
     # -- listening ---------------------------------------------------------------
@@ -111,12 +114,14 @@ class Pillow:
 
     def health(self) -> list[str]:
         """Why the pillow is unwell; empty while both loops make progress."""
-        return [p for p in (self._render_problem(), self._queue_problem()) if p]
+        reasons = [p for p in (self._render_problem(), self._queue_problem()) if p]
+        return reasons + [why for check in self.checks if (why := check())]
 
     def loop_checks(self) -> dict[str, Callable[[], bool]]:
         """Liveness of each loop, for systemd's watchdog."""
         return {"render loop": lambda: self._render_problem() is None,
-                "queue loop": lambda: self._queue_problem() is None}
+                "queue loop": lambda: self._queue_problem() is None,
+                "actuators": lambda: not any(check() for check in self.checks)}
 
     def status_line(self) -> str:
         """One line for `systemctl status`."""
@@ -145,6 +150,9 @@ class Pillow:
         self.timeline.idle()  # notifies: the snapshot shows both changes
 
     def set_quiet(self, quiet: bool) -> None:
-        """Quiet now (True) or not: the page's switch for quiet hours."""
-        self.quiet = bool(quiet)
-        self.changed()
+        """Quiet now (True) or not, by hand, until quiet hours next begin or end."""
+        if self.on_quiet is not None:
+            self.on_quiet(bool(quiet))   # calls back changed() when it changes
+        else:
+            self.quiet = bool(quiet)
+            self.changed()

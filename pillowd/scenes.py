@@ -27,6 +27,7 @@ class Playing:
     since: datetime
     until: datetime | None
     message: dict | None      # {"id", "from", "text"}; None for idle
+    command: Command | None = None  # what asked for it (actuators read its limits)
 
     def describe(self) -> dict:
         return {"scene": self.scene.name, "effect": self.effect.name,
@@ -64,7 +65,7 @@ class Timeline:
         return Playing(scene=scene, effect=EFFECTS[scene.effect], params=params,
                        brightness=brightness, started=now, ends=ends, since=wall,
                        until=wall + timedelta(seconds=duration) if duration else None,
-                       message=message)
+                       message=message, command=command)
 
     def play(self, command: Command, message_id: str | None = None) -> Playing:
         """Start *command*'s scene now, replacing whatever plays."""

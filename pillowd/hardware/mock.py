@@ -30,3 +30,24 @@ class MockStrip(LedStrip):
         if not self.closed:
             self.off()
             self.closed = True
+
+
+def record_pins(factory, path) -> None:
+    """Write each mock GPIO pin's final state and history to *path* (JSON).
+
+    Called as the hardware closes, after the devices are off, so a test can see what
+    a `pillowd run` subprocess left its pins doing; times are gpiozero's (seconds
+    since the pin's previous change).
+    """
+    import json
+    import logging
+    from pathlib import Path
+
+    pins = {info.name: {"state": pin.state, "function": pin.function,
+                        "states": [[s.timestamp, s.state] for s in pin.states]}
+            for info, pin in list(factory.pins.items())}
+    try:
+        Path(path).write_text(json.dumps(pins, indent=1))
+    except OSError as err:
+        logging.getLogger(__name__).warning("could not record the mock pins to %s: %s",
+                                            path, err)

@@ -220,7 +220,7 @@ function render(s) {
     counts.append(div);
   }
 
-  text("quiet-state", s.quiet ? "quiet now — motors rest" : "off");
+  text("quiet-state", s.quiet ? "quiet now" : "off");
   const brightness = s.leds.brightness;
   text("brightness-state", brightness > 0 ? `${Math.round(brightness * 100)} %` : "lights off");
   text("milliamps", `${Math.round(s.leds.milliamps)} mA for ${s.leds.count} LEDs`);
@@ -239,7 +239,7 @@ function render(s) {
     label.textContent = name;
     const value = document.createElement("span");
     value.className = "value";
-    value.textContent = describeActuator(s.actuators[name]);
+    value.textContent = describeActuator(name, s.actuators[name]);
     li.append(label, value);
     actuators.append(li);
   }
@@ -253,8 +253,10 @@ function render(s) {
   tick();
 }
 
-function describeActuator(value) {
-  if (typeof value === "number") return value === 0 ? "off" : `${Math.round(value * 100)} %`;
+function describeActuator(name, value) {
+  if (name === "servo") return value === null ? "limp" : `${Math.round(value)}°`;
+  if (name === "warmer") return value ? "warming" : "off";
+  if (typeof value === "number") return value === 0 ? "still" : `${Math.round(value * 100)} %`;
   if (typeof value === "boolean") return value ? "on" : "off";
   if (value === null || value === undefined) return "–";
   return typeof value === "object" ? JSON.stringify(value) : String(value);
