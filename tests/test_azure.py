@@ -266,12 +266,13 @@ def test_azurite_down_for_30_s_mid_stream_loses_and_repeats_nothing(
         time.sleep(0.2)
     own_azurite.stop()
     down_at = time.monotonic()
-    offline = watcher.wait_state(lambda s: s["queue"]["online"] is False,
-                                 timeout=10, message="offline")
+    offline = watcher.wait_state(lambda s: s["queue"]["online"] is False and
+                                 s["queue"]["reason"], timeout=10, message="offline")
     assert "cannot reach" in offline["queue"]["reason"]
     time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))  # the outage itself
     assert p.proc.poll() is None, "the daemon died during the outage"
     assert p.get("/healthz").status_code == 200
+    watcher.states.clear()
     own_azurite.start()
     watcher.wait_state(lambda s: s["queue"]["online"] is True, timeout=15,
                        message="online again")
