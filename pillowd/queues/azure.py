@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import math
-import re
 import socket
 from datetime import datetime, timezone
 
@@ -23,15 +22,6 @@ CONNECTION_TIMEOUT = 5
 READ_TIMEOUT = 15
 RETRY = dict(backoff=0.2, random_jitter_range=0.1, retry_total=1, retry_connect=1,
              retry_read=1, retry_status=0)
-
-_SECRET = re.compile(r"(sig|se|sv|sp|skoid|sktid|AccountKey|SharedAccessSignature)="
-                     r"[^&;\s'\"]*", re.IGNORECASE)
-
-
-def scrub(text: str) -> str:
-    """*text* with anything that looks like a key or SAS signature blanked."""
-    return _SECRET.sub(lambda m: m.group(1) + "=***", text)
-
 
 def _client_options() -> dict:
     # No encode/decode policy: bodies go and come as the text stored, and
