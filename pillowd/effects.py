@@ -252,13 +252,24 @@ def _wheel(saturation: float) -> np.ndarray:
     return wheel
 
 
+@lru_cache(maxsize=16)
+def _hues(count: int, spread: float) -> np.ndarray:
+    # Each LED's hue at t=0, in wheel steps: the same every frame
+    hue = _positions(count) * np.float32(spread * _WHEEL_SIZE)
+    hue.flags.writeable = False
+    return hue
+
+
 def rainbow(t: float, count: int, p: Mapping) -> Frame:
-    hue = _positions(count) * np.float32(p["spread"] * _WHEEL_SIZE)
-    hue += np.float32((t * p["speed"]) % 1.0 * _WHEEL_SIZE)
-    index = hue.astype(np.int32)
+    hue = _hues(count, p["spread"]) + np.float32((t * p["speed"]) % 1.0 * _WHEEL_SIZE)
+    # intp, as take indexes with: a narrower index would be converted per call
+    # (hue is never negative: Python's % keeps the shift in [0, 1))
+    index = hue.astype(np.intp)
     # The wheel's size is a power of two: masking wraps the hue round
     index &= _WHEEL_SIZE - 1
-    return np.take(_wheel(p["saturation"]), index, axis=0)
+    # The method skips np.take's wrapper; after the mask, no index can be out
+    # of range, so mode="clip" only skips a bounds check
+    return _wheel(p["saturation"]).take(index, axis=0, mode="clip")
 
 
 def wipe(t: float, count: int, p: Mapping) -> Frame:
