@@ -69,9 +69,10 @@ class LightOutput:
         np.multiply(frame, np.float32(self.brightness * brightness * (_LUT_SIZE - 1)),
                     out=scaled)
         # Only the top is clipped here: a negative value casts to a negative
-        # index, which take's mode="clip" sends to entry 0 (as it does the
-        # huge negative NaN casts to); the top stays a ufunc so that +inf or
-        # a huge value still means full rather than an overflowed cast
+        # index, which take's mode="clip" sends to entry 0 (so does NaN, cast
+        # to 0 on ARM and to the most negative index on x86); the top stays a
+        # ufunc so that +inf or a huge value still means full, not an
+        # overflowed cast
         np.minimum(scaled, self._top, out=scaled)
         index = self._index
         # An intp index: take would otherwise convert a narrower one to intp
