@@ -1,6 +1,7 @@
 """Prints how long a frame takes to render, per effect and through the whole LED pipeline."""
 
 import math
+import operator
 import os
 import statistics
 import subprocess
@@ -34,69 +35,105 @@ def median_us(fn, frames=2000, repeats=5):
     return statistics.median(runs)
 
 
-# The same effects as rpi_ws281x's examples write them: a Python loop calling
-# strip.setPixelColor(i, Color(r, g, b)) per pixel. ExampleStrip has the same
-# Python call chain as rpi_ws281x.PixelStrip (setPixelColor -> __setitem__ ->
-# ws2811_led_set), with the C setter replaced by a list store.
+# The same effects as rpi_ws281x's examples write them, against the library's
+# Python layer as released (rpi_ws281x 5.0.0, rpi_ws281x/rpi_ws281x.py):
+# Color() builds an RGBW int subclass; PixelStrip.setPixelColor(n, c) does
+# self[n] = c, whose __setitem__ checks for a slice and calls the SWIG C
+# function ws.ws2811_led_set(channel, n, c); numPixels() is len(self), which
+# calls ws.ws2811_channel_t_count_get(channel). Only the C functions are
+# stood in for, by C builtins doing the same store or read on a list (a SWIG
+# wrapper also converts its three arguments, so it is no cheaper). Brightness
+# and gamma cost the example no Python: PixelStrip(brightness=..., gamma=table)
+# hands them to the C library, which applies them in ws2811_render(), here a
+# C call returning 0 as the library's does on success. The pipeline pays the
+# same per-byte C work in the real driver, so neither side counts it.
 
-def _gamma_table(gamma=2.2):
-    return [round(255 * (i / 255) ** gamma) for i in range(256)]
-
-
-_GAMMA = _gamma_table()
+class RGBW(int):  # as in rpi_ws281x 5.0.0
+    def __new__(self, r, g=None, b=None, w=None):
+        if (g, b, w) == (None, None, None):
+            return int.__new__(self, r)
+        else:
+            if w is None:
+                w = 0
+            return int.__new__(self, (w << 24) | (r << 16) | (g << 8) | b)
 
 
 def Color(red, green, blue, white=0):  # noqa: N802 - as rpi_ws281x names it
-    return (white << 24) | (red << 16) | (green << 8) | blue
+    return RGBW(red, green, blue, white)
 
 
-def _led_set(leds, n, value):
-    leds[n] = value
+class _SwigStandIn:
+    """The C functions of _rpi_ws281x that the example's loop reaches, as C builtins."""
+
+    ws2811_led_set = staticmethod(operator.setitem)     # channel->leds[n] = color
+    ws2811_channel_t_count_get = staticmethod(len)      # channel->count
+    ws2811_render = staticmethod(abs)                   # abs(0) == WS2811_SUCCESS
 
 
-class ExampleStrip:
-    def __init__(self, count):
-        self.size = count
-        self._leds = [0] * count
+ws = _SwigStandIn
+
+
+class PixelStrip:
+    """rpi_ws281x 5.0.0's PixelStrip, the methods the examples call, verbatim."""
+
+    def __init__(self, num, brightness=255):
+        self._channel = [0] * num
+        self._leds = 0
+        self.size = num
 
     def __setitem__(self, pos, value):
-        return _led_set(self._leds, pos, value)
+        if isinstance(pos, slice):
+            for n in range(*pos.indices(self.size)):
+                ws.ws2811_led_set(self._channel, n, value)
+        else:
+            return ws.ws2811_led_set(self._channel, pos, value)
+
+    def __len__(self):
+        return ws.ws2811_channel_t_count_get(self._channel)
+
+    def show(self):
+        resp = ws.ws2811_render(self._leds)
+        if resp != 0:
+            raise RuntimeError(f"ws2811_render failed with code {resp}")
 
     def setPixelColor(self, n, color):  # noqa: N802
         self[n] = color
 
     def numPixels(self):  # noqa: N802
-        return self.size
+        return len(self)
 
 
-_STRIP = ExampleStrip(COUNT)
+_STRIP = PixelStrip(COUNT, brightness=round(0.6 * 255))
 
 
-def per_pixel_breathe(t, strip=_STRIP, color=(255, 110, 199), period=4.0, brightness=0.6):
-    level = (0.5 - 0.5 * math.cos(2 * math.pi * (t / period % 1))) * brightness
-    for i in range(strip.numPixels()):
-        r, g, b = (_GAMMA[int(c * level)] for c in color)
-        strip.setPixelColor(i, Color(r, g, b))
-
-
-def _wheel(pos):
-    # rpi_ws281x strandtest.py's colour wheel
+def wheel(pos):
+    """strandtest.py's colour wheel, verbatim."""
     if pos < 85:
-        return pos * 3, 255 - pos * 3, 0
-    if pos < 170:
+        return Color(pos * 3, 255 - pos * 3, 0)
+    elif pos < 170:
         pos -= 85
-        return 255 - pos * 3, 0, pos * 3
-    pos -= 170
-    return 0, pos * 3, 255 - pos * 3
+        return Color(255 - pos * 3, 0, pos * 3)
+    else:
+        pos -= 170
+        return Color(0, pos * 3, 255 - pos * 3)
 
 
-def per_pixel_rainbow(t, strip=_STRIP, speed=0.2, brightness=0.6):
-    shift = int(t * speed * 256)
-    count = strip.numPixels()
-    for i in range(count):
-        r, g, b = _wheel((i * 256 // count + shift) & 255)
-        strip.setPixelColor(i, Color(_GAMMA[int(r * brightness)], _GAMMA[int(g * brightness)],
-                                     _GAMMA[int(b * brightness)]))
+def per_pixel_rainbow(t, strip=_STRIP, speed=0.2):
+    # strandtest.py's rainbowCycle() for one frame: its loop over j is our t
+    j = int(t * speed * 256)
+    for i in range(strip.numPixels()):
+        strip.setPixelColor(i, wheel((int(i * 256 / strip.numPixels()) + j) & 255))
+    strip.show()
+
+
+def per_pixel_breathe(t, strip=_STRIP, color=(255, 110, 199), period=4.0):
+    # No breathe in strandtest.py; written as its colorWipe() sets a colour:
+    # the colour worked out once a frame, then set LED by LED
+    level = 0.5 - 0.5 * math.cos(2 * math.pi * (t / period % 1))
+    c = Color(*(int(v * level) for v in color))
+    for i in range(strip.numPixels()):
+        strip.setPixelColor(i, c)
+    strip.show()
 
 
 def pipeline(effect_name, count=COUNT, transition=False):
@@ -180,8 +217,9 @@ def main():
     for name in ("breathe", "rainbow"):
         print(f"  {name:<10}{median_us(pipeline(name, transition=True)):>8.1f} µs")
 
-    print("\nvectorised pipeline vs per-pixel Python loop (rpi_ws281x example style,"
-          " effect, gamma, setPixelColor per LED; no power limit):")
+    print("\nvectorised pipeline vs per-pixel Python loop (strandtest.py's wheel() and"
+          " rainbowCycle(),\nrpi_ws281x 5.0.0's Color/setPixelColor per LED, gamma and"
+          " brightness left to the C library):")
     for name, loop in (("breathe", per_pixel_breathe), ("rainbow", per_pixel_rainbow)):
         ours = median_us(pipeline(name))
         theirs = median_us(loop, frames=300)

@@ -135,8 +135,8 @@ def _fill(count: int, color: Color, level: float = 1.0) -> Frame:
 
 def _mix(mask_or_level: np.ndarray, color: Color, background: Color) -> Frame:
     """Per-LED blend from *background* (0) to *color* (1)."""
-    fg = np.asarray(color, dtype=np.float32)
-    bg = np.asarray(background, dtype=np.float32)
+    fg = _rgb(color)
+    bg = _rgb(background)
     level = np.asarray(mask_or_level, dtype=np.float32)[:, None]
     return bg + level * (fg - bg)
 
@@ -173,6 +173,34 @@ def _spread(count: int) -> np.ndarray:
     x = np.arange(count, dtype=np.uint32) * np.uint32(0x9E3779B1)
     x.flags.writeable = False
     return x
+
+
+@lru_cache(maxsize=64)
+def _noise(count: int, seed: float, step: int) -> np.ndarray:
+    """_hash for one integer step, cached (read-only).
+
+    Twinkle and candle need the same step's values for every frame until the
+    next step, and _hash is a dozen array operations. A cache cannot make
+    them impure: the values are a function of the key alone.
+    """
+    values = _hash(count, seed, step)
+    values.flags.writeable = False
+    return values
+
+
+@lru_cache(maxsize=32)
+def _rgb_cached(color: tuple) -> np.ndarray:
+    rgb = np.asarray(color, dtype=np.float32)
+    rgb.flags.writeable = False
+    return rgb
+
+
+def _rgb(color) -> np.ndarray:
+    """*color* as a float32 array, converted once per colour rather than per frame."""
+    try:
+        return _rgb_cached(color)
+    except TypeError:       # a list from a caller that did not resolve
+        return np.asarray(color, dtype=np.float32)
 
 
 def _phase(t: float, period: float) -> float:
@@ -224,13 +252,24 @@ def _wheel(saturation: float) -> np.ndarray:
     return wheel
 
 
+@lru_cache(maxsize=16)
+def _hues(count: int, spread: float) -> np.ndarray:
+    # Each LED's hue at t=0, in wheel steps: the same every frame
+    hue = _positions(count) * np.float32(spread * _WHEEL_SIZE)
+    hue.flags.writeable = False
+    return hue
+
+
 def rainbow(t: float, count: int, p: Mapping) -> Frame:
-    hue = _positions(count) * np.float32(p["spread"] * _WHEEL_SIZE)
-    hue += np.float32((t * p["speed"]) % 1.0 * _WHEEL_SIZE)
-    index = hue.astype(np.int32)
+    hue = _hues(count, p["spread"]) + np.float32((t * p["speed"]) % 1.0 * _WHEEL_SIZE)
+    # intp, as take indexes with: a narrower index would be converted per call
+    # (hue is never negative: Python's % keeps the shift in [0, 1))
+    index = hue.astype(np.intp)
     # The wheel's size is a power of two: masking wraps the hue round
     index &= _WHEEL_SIZE - 1
-    return np.take(_wheel(p["saturation"]), index, axis=0)
+    # The method skips np.take's wrapper; after the mask, no index can be out
+    # of range, so mode="clip" only skips a bounds check
+    return _wheel(p["saturation"]).take(index, axis=0, mode="clip")
 
 
 def wipe(t: float, count: int, p: Mapping) -> Frame:
@@ -252,18 +291,54 @@ def chase(t: float, count: int, p: Mapping) -> Frame:
     return frame
 
 
+@lru_cache(maxsize=16)
+def _twinkle_offsets(count: int, seed: float) -> np.ndarray:
+    # float64: t grows for days and float32 would lose the fraction
+    offsets = _hash(count, seed, -1).astype(np.float64)
+    offsets.flags.writeable = False
+    return offsets
+
+
+@lru_cache(maxsize=32)
+def _twinkle_lit(count: int, seed: float, step: int, density: float) -> np.ndarray:
+    lit = _hash(count, seed, step) < np.float32(density)
+    lit.flags.writeable = False
+    return lit
+
+
+# Below this many periods, offset + t/period (offset in [0, 1)) cannot round
+# up to a second step boundary, so each LED is in step floor(t/period) or the
+# next; beyond it (years of uptime) twinkle takes the general path
+_TWINKLE_FAST = 2.0 ** 26
+
+
 def twinkle(t: float, count: int, p: Mapping) -> Frame:
     # Each LED lives in its own time steps of one `period`, offset by a random
     # phase so they don't all change together; in each step it lights (and
     # fades up and down) with probability `density`
-    # float64: t grows for days and float32 would lose the fraction
-    local = _hash(count, p["seed"], -1).astype(np.float64)
-    local += t / p["period"]
+    x = t / p["period"]
+    local = _twinkle_offsets(count, p["seed"]) + x
     step = np.floor(local)
-    lit = _hash(count, p["seed"], step.astype(np.int64)) < np.float32(p["density"])
+    if abs(x) < _TWINKLE_FAST:
+        # Every LED's step is one of two, so whether it is lit comes from two
+        # cached masks instead of hashing every LED's step every frame
+        base = math.floor(x)
+        lit = np.where(step > base, _twinkle_lit(count, p["seed"], base + 1, p["density"]),
+                       _twinkle_lit(count, p["seed"], base, p["density"]))
+    else:
+        lit = _hash(count, p["seed"], step.astype(np.int64)) < np.float32(p["density"])
     level = np.sin(np.float32(math.pi) * (local - step).astype(np.float32))
     level *= lit
     return _mix(level, p["color"], p["background"])
+
+
+@lru_cache(maxsize=16)
+def _candle_step(count: int, seed: float, step: int) -> tuple[np.ndarray, np.ndarray]:
+    # The noise at a step and the rise to the next: the same all step long
+    a = _noise(count, seed, step)
+    rise = _noise(count, seed, step + 1) - a
+    rise.flags.writeable = False
+    return a, rise
 
 
 def candle(t: float, count: int, p: Mapping) -> Frame:
@@ -271,38 +346,62 @@ def candle(t: float, count: int, p: Mapping) -> Frame:
     # between, so the flame wavers rather than strobes
     x = t * p["speed"]
     step = math.floor(x)
-    a = _hash(count, p["seed"], step)
-    b = _hash(count, p["seed"], step + 1)
+    a, rise = _candle_step(count, p["seed"], step)
     f = x - step
     f = f * f * (3 - 2 * f)
-    noise = a + np.float32(f) * (b - a)
-    level = np.float32(1) - np.float32(p["flicker"]) * noise
+    # In place, in the order a + f * (b - a), then 1 - flicker * noise
+    level = np.multiply(rise, np.float32(f))
+    level += a
+    level *= np.float32(p["flicker"])
+    np.subtract(np.float32(1), level, out=level)
     # Green and blue fall faster than red as the flame dims: it reddens, as a
     # real flame does
     frame = np.empty((count, 3), dtype=np.float32)
     frame[:, 0] = level
-    frame[:, 1] = level * level
-    frame[:, 2] = frame[:, 1] * level
-    frame *= np.asarray(p["color"], dtype=np.float32)
+    np.multiply(level, level, out=frame[:, 1])
+    np.multiply(frame[:, 1], level, out=frame[:, 2])
+    frame *= _rgb(p["color"])
+    return frame
+
+
+@lru_cache(maxsize=16)
+def _gradient_stops(colors: tuple, moving: bool) -> tuple[np.ndarray, np.ndarray]:
+    rgb = np.asarray(colors, dtype=np.float32)
+    if moving:
+        # Moving: the stops wrap round (last back to first) so the scroll is seamless
+        rgb = np.concatenate([rgb, rgb[:1]])
+    stops = np.linspace(0, 1, len(rgb), dtype=np.float32)
+    # Per channel and contiguous, as np.interp wants them
+    channels = tuple(np.ascontiguousarray(rgb[:, c]) for c in range(3))
+    return stops, channels
+
+
+def _gradient_frame(x: np.ndarray, stops: np.ndarray, channels: tuple) -> Frame:
+    frame = np.empty((len(x), 3), dtype=np.float32)
+    for c in range(3):
+        frame[:, c] = np.interp(x, stops, channels[c])
+    return frame
+
+
+@lru_cache(maxsize=16)
+def _still_gradient(count: int, colors: tuple) -> Frame:
+    # Still: first colour at the first LED, last colour at the last
+    stops, channels = _gradient_stops(colors, False)
+    frame = _gradient_frame(np.linspace(0, 1, count, dtype=np.float32), stops, channels)
+    frame.flags.writeable = False
     return frame
 
 
 def gradient(t: float, count: int, p: Mapping) -> Frame:
-    colors = np.asarray(p["colors"], dtype=np.float32)
+    colors = tuple(tuple(c) for c in p["colors"])
     speed = p["speed"]
     if speed == 0:
-        # Still: first colour at the first LED, last colour at the last
-        x = np.linspace(0, 1, count, dtype=np.float32)
-        stops = np.linspace(0, 1, len(colors), dtype=np.float32)
-    else:
-        # Moving: the stops wrap round (last back to first) so the scroll is seamless
-        colors = np.concatenate([colors, colors[:1]])
-        x = (_positions(count) + np.float32((t * speed) % 1.0)) % np.float32(1)
-        stops = np.linspace(0, 1, len(colors), dtype=np.float32)
-    frame = np.empty((count, 3), dtype=np.float32)
-    for c in range(3):
-        frame[:, c] = np.interp(x, stops, colors[:, c])
-    return frame
+        # The frame never changes: computed once; a copy so that a caller
+        # writing to its frame cannot change the next one
+        return _still_gradient(count, colors).copy()
+    stops, channels = _gradient_stops(colors, True)
+    x = (_positions(count) + np.float32((t * speed) % 1.0)) % np.float32(1)
+    return _gradient_frame(x, stops, channels)
 
 
 # Registry --------------------------------------------------------------------

@@ -45,7 +45,8 @@ class LightOutput:
         middles = np.minimum((np.arange(_LUT_SIZE) + 0.5) / (_LUT_SIZE - 1), 1)
         self._lut = np.round(255 * middles ** self.gamma).astype(np.uint8)
         self._scaled = np.empty((count, 3), dtype=np.float32)
-        self._index = np.empty((count, 3), dtype=np.uint16)
+        self._index = np.empty((count, 3), dtype=np.intp)
+        self._top = np.float32(_LUT_SIZE - 1)
         #: the estimate for the last frame rendered, for the state snapshot
         self.milliamps = self.idle_milliamps
 
@@ -67,18 +68,24 @@ class LightOutput:
         scaled = self._scaled
         np.multiply(frame, np.float32(self.brightness * brightness * (_LUT_SIZE - 1)),
                     out=scaled)
-        # Two ufuncs beat np.clip's Python wrapper; a negative float cast to
-        # uint16 would wrap round to full brightness
-        np.maximum(scaled, 0, out=scaled)
-        np.minimum(scaled, _LUT_SIZE - 1, out=scaled)
+        # Only the top is clipped here: a negative value casts to a negative
+        # index, which take's mode="clip" sends to entry 0 (so does NaN, cast
+        # to 0 on ARM and to the most negative index on x86); the top stays a
+        # ufunc so that +inf or a huge value still means full, not an
+        # overflowed cast
+        np.minimum(scaled, self._top, out=scaled)
         index = self._index
+        # An intp index: take would otherwise convert a narrower one to intp
+        # on every call
         np.copyto(index, scaled, casting="unsafe")
-        pixels = np.take(self._lut, index)
+        # The method, not np.take: no Python wrapper. A fresh array each
+        # frame because the render loop keeps the last one to compare with
+        pixels = self._lut.take(index, mode="clip")
         # The estimate is taken after gamma: the LEDs draw current according
         # to the PWM duty actually sent, not the linear value asked for
         duty = int(np.add.reduce(pixels, axis=None, dtype=np.uint32))
         per_step = self.milliamps_per_channel / 255
-        idle = self.idle_milliamps
+        idle = self.idle_milliamps_per_led * self.count
         if idle + per_step * duty > self.max_milliamps:
             # One factor for every duty keeps each LED's hue (light is linear
             # in duty); flooring keeps the total under the budget

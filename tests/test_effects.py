@@ -202,3 +202,106 @@ def test_moving_gradient_scrolls_and_wraps():
     np.testing.assert_allclose(still, [RED, (.5, 0, .5), BLUE, (.5, 0, .5)], atol=1e-6)
     later = frame("gradient", 1, count=4, colors=["#ff0000", "#0000ff"], speed=0.25)
     np.testing.assert_allclose(later, np.roll(still, -1, axis=0), atol=1e-6)
+
+
+# Caches ----------------------------------------------------------------------
+# twinkle, candle, rainbow and gradient keep per-step or per-parameter arrays
+# between frames. Each is checked against the effect written without any
+# cache (as it was before them): equal to the bit, whatever order the frames
+# come in, and moving on when t crosses into another step.
+
+from pillowd import effects as fx  # noqa: E402
+
+
+def _clear_caches():
+    for cached in (fx._noise, fx._twinkle_offsets, fx._twinkle_lit, fx._candle_step,
+                   fx._hues, fx._still_gradient, fx._gradient_stops, fx._rgb_cached):
+        cached.cache_clear()
+
+
+def uncached_twinkle(t, count, p):
+    local = fx._hash(count, p["seed"], -1).astype(np.float64)
+    local += t / p["period"]
+    step = np.floor(local)
+    lit = fx._hash(count, p["seed"], step.astype(np.int64)) < np.float32(p["density"])
+    level = np.sin(np.float32(math.pi) * (local - step).astype(np.float32))
+    level *= lit
+    fg = np.asarray(p["color"], dtype=np.float32)
+    bg = np.asarray(p["background"], dtype=np.float32)
+    return bg + level[:, None] * (fg - bg)
+
+
+def uncached_candle(t, count, p):
+    x = t * p["speed"]
+    step = math.floor(x)
+    a = fx._hash(count, p["seed"], step)
+    b = fx._hash(count, p["seed"], step + 1)
+    f = x - step
+    f = f * f * (3 - 2 * f)
+    level = np.float32(1) - np.float32(p["flicker"]) * (a + np.float32(f) * (b - a))
+    frame = np.stack([level, level * level, level * level * level], axis=1)
+    return frame * np.asarray(p["color"], dtype=np.float32)
+
+
+def uncached_rainbow(t, count, p):
+    hue = np.arange(count, dtype=np.float32) / count * np.float32(p["spread"] * 4096)
+    hue += np.float32((t * p["speed"]) % 1.0 * 4096)
+    return fx._wheel.__wrapped__(p["saturation"])[hue.astype(np.int32) & 4095]
+
+
+@pytest.mark.parametrize("name, reference, raw", [
+    ("twinkle", uncached_twinkle, {"density": 0.5, "period": 0.3, "background": "#102030"}),
+    ("twinkle", uncached_twinkle, {"density": 1, "seed": 7}),
+    ("candle", uncached_candle, {"flicker": 0.8, "speed": 11}),
+    ("candle", uncached_candle, {"seed": 2**31 - 1}),
+    ("rainbow", uncached_rainbow, {"speed": -0.7, "spread": 2.5, "saturation": 0.6}),
+])
+def test_cached_effects_equal_the_uncached_in_any_order(name, reference, raw):
+    effect = EFFECTS[name]
+    p = effect.resolve(raw)
+    # Crossing many steps, backwards and forwards, with repeats; and t large
+    # enough (2**26 periods and more) for twinkle's general path
+    times = [0.0, 0.01, 0.29, 0.31, 1.0, 5.55, 5.56, 1.0, 0.0, -3.3, 86400.25,
+             0.3 * 2**26 + 0.1, 1.5 * 2**27 + 0.7, 5.56]
+    _clear_caches()
+    for t in times:
+        for count in (1, 300, 7):
+            got = effect(t, count, p)
+            np.testing.assert_array_equal(got, reference(t, count, p), err_msg=f"t={t}")
+            assert got.dtype == np.float32 and got.flags.writeable
+
+
+def test_step_caches_move_on_with_t_and_keep_seeds_apart():
+    _clear_caches()
+    # Every LED flips at least once over 40 steps: a cache stuck on one step
+    # would show the same lit set throughout
+    lit = {tuple(frame("twinkle", t, count=64, density=0.5, seed=s)[:, 0] > 0)
+           for s in (1, 2) for t in np.arange(0, 40 * 1.5, 1.5) + 0.75}
+    assert len(lit) > 60
+    a = frame("candle", 3.0, count=50, seed=1)
+    b = frame("candle", 3.0, count=50, seed=2)
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(frame("candle", 3.0, count=50, seed=1), a)
+
+
+def test_hash_gives_the_same_values_for_a_scalar_step_as_in_an_array():
+    steps = np.array([-5, -1, 0, 1, 2**31, 2**40 + 3], dtype=np.int64)
+    for seed in (0, 99):
+        for step in steps:
+            alone = fx._hash(4, seed, int(step))
+            np.testing.assert_array_equal(fx._hash(4, seed, np.full(4, step)), alone)
+            np.testing.assert_array_equal(fx._noise(4, seed, int(step)), alone)
+        assert len({fx._hash(4, seed, int(step))[0] for step in steps}) == len(steps)
+
+
+def test_cached_frames_cannot_be_changed_through_a_returned_frame():
+    _clear_caches()
+    first = frame("gradient", 0, count=5, colors=["#ff0000", "#0000ff"])
+    expected = first.copy()
+    first[:] = 0.5
+    np.testing.assert_array_equal(
+        frame("gradient", 0, count=5, colors=["#ff0000", "#0000ff"]), expected)
+    for name in ("twinkle", "candle", "rainbow"):
+        f = frame(name, 1.0, count=5)
+        f[:] = 0.123
+        assert not np.array_equal(frame(name, 1.0, count=5), f)

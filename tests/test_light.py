@@ -113,6 +113,20 @@ def test_render_returns_a_fresh_array_each_frame():
     assert first[:, 0].tolist() == [255] * 4
 
 
+# Beyond int64's range (and -inf) the cast to an index is undefined, which
+# numpy warns of; take's clipping still makes it dark, as asserted
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
+def test_values_outside_0_to_1_show_as_dark_or_full():
+    # render clips only the top itself and leaves the bottom to take's index
+    # clipping: below 0 (and -inf) must still be dark, never wrap round to full
+    values = [-1e30, -np.inf, -5, -1e-6, 0, 1, 1 + 1e-6, 7, 1e30, np.inf]
+    frame = np.repeat(np.float32(values)[:, None], 3, axis=1)
+    out = LightOutput(len(values), brightness=1, max_milliamps=float("inf"))
+    pixels, _ = out.render(frame)
+    assert pixels[:, 0].tolist() == [0, 0, 0, 0, 0, 255, 255, 255, 255, 255]
+    assert (pixels == pixels[:, :1]).all()
+
+
 # Cross-fades and transitions --------------------------------------------------
 
 def test_crossfade_is_exact_at_the_ends_and_linear_between():

@@ -93,7 +93,9 @@ class PioStrip(LedStrip):
         if self._fd is None:
             raise HardwareError(f"{self.device} is closed")
         self._padded[:, :3] = pixels
-        np.take(_INVERSE, self._padded, out=self._buffer)
+        # The method skips np.take's Python wrapper; mode="clip" skips the
+        # bounds check a uint8 index into 256 entries cannot fail
+        _INVERSE.take(self._padded, out=self._buffer, mode="clip")
         self._write(self._buffer)
 
     def close(self) -> None:
