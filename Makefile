@@ -23,6 +23,8 @@ test: test-deps
 test-deps: $(VENV)/.test-deps $(VENDOR) node_modules/.bin/azurite-queue
 
 $(VENV)/bin/python:
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "installing python3-venv"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 

@@ -143,8 +143,9 @@ def _send(settings: Settings, options) -> int:
         return 1
     queues = open_queues(settings)
     try:
-        queue_message_id = queues.main.put(encode(fields, as_base64=options.base64),
-                                           ttl=options.ttl)
+        # The message's ttl is enforced by the pillow, which records it as expired;
+        # a queue-side time-to-live would make it vanish with no outcome at all.
+        queue_message_id = queues.main.put(encode(fields, as_base64=options.base64))
     finally:
         queues.close()
     print(queue_message_id)

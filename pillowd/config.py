@@ -535,6 +535,8 @@ def _actuators(raw: dict, lines: _Lines, problems: list[Problem]) -> ActuatorSet
 def _check_parts(settings: Settings, lines: _Lines, problems: list[Problem]) -> None:
     """Checks across the actuators, button and quiet hours."""
     used: dict[int, str] = {}
+    if settings.leds.driver in ("auto", "ws281x"):  # rpi_ws281x's data line
+        used[settings.leds.pin] = "leds"
     wired = [(f"actuators.{name}", getattr(settings.actuators, name))
              for name in _ACTUATORS] + [("button", settings.button)]
     for table, part in wired:

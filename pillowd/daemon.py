@@ -18,10 +18,9 @@ from .actuators import Actuators, build_parts
 from .config import QuietSettings, Settings
 from .consumer import Backoff, Consumer
 from .errors import PillowError
-from .hardware import open_hardware
+from .hardware import HardwareError, open_hardware
 from .history import History
 from .light import LightOutput
-from .hardware.mock import record_pins
 from .hugs import HugButton, Hugs, Outbox
 from .messages import decode, encode
 from .pillow import Pillow
@@ -208,9 +207,8 @@ class Daemon:
 
     def _wire_parts(self, settings: Settings, state_dir: Path) -> None:
         """Actuators, hug button and quiet hours; each optional, all off by default."""
-        if self.hardware.mock:  # runs last: after every device is off
-            self.hardware.closers.insert(0, lambda: record_pins(
-                self.hardware.pin_factory, state_dir / "mock-pins.json"))
+        if self.hardware.mock:  # written at close, after every device is off
+            self.hardware.record_to = state_dir / "mock-hardware.json"
         parts = build_parts(settings.actuators, self.hardware.pin_factory,
                             horizon=ACTUATOR_PERIOD)
         self.actuators = Actuators(parts, self.timeline, period=ACTUATOR_PERIOD,
@@ -233,10 +231,14 @@ class Daemon:
             self.hugs = Hugs(settings.pillow.name, b.scene, outbox=self.outbox,
                              play=lambda data: self.pillow.play(data, source="button"))
             self.timeline.on_change(self.hugs.seen)
-            self.button = HugButton(b.pin, pull_up=b.pull_up,
-                                    bounce_seconds=b.bounce_seconds,
-                                    on_press=self.hugs.pressed,
-                                    pin_factory=self.hardware.pin_factory)
+            try:
+                self.button = HugButton(b.pin, pull_up=b.pull_up,
+                                        bounce_seconds=b.bounce_seconds,
+                                        on_press=self.hugs.pressed,
+                                        pin_factory=self.hardware.pin_factory)
+            except Exception as err:  # gpiozero's errors: pin busy, no such pin, ...
+                raise HardwareError(f"cannot use GPIO{b.pin} for the hug button: "
+                                    f"{err}") from None
             self.hardware.closers.append(self.button.close)
 
         # Always there: without [quiet] hours, quiet can still be asked for by hand.

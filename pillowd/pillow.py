@@ -75,6 +75,9 @@ class Pillow:
         with self._lock:
             counts = {k: self.counts.get(k, 0) for k in OUTCOMES}
             recent = [o.as_json() for o in self.recent]
+            # /api/history's cursor for what comes after `recent`, for the page's paging.
+            full = len(self.recent) == self.recent.maxlen
+            older = str(self.recent[-1].seq) if full else None
         return {
             "pillow": self.name,
             "version": __version__,
@@ -86,6 +89,7 @@ class Pillow:
             "queue": {"backend": status.backend, "online": status.online,
                       "reason": status.reason, **counts},
             "recent": recent,
+            "recent_before": older,
             "quiet": self.quiet,
             "scenes": list(getattr(self._settings, "scenes", {})),
         }

@@ -25,13 +25,12 @@ class Renderer:
     """
 
     def __init__(self, timeline: Timeline, strip: LedStrip, output: LightOutput, *,
-                 fps: int = 50, on_frame: Callable[[bytes], None] | None = None,
+                 fps: int = 50,
                  clock=time.monotonic):
         self.timeline = timeline
         self.strip = strip
         self.output = output
         self.fps = fps
-        self.on_frame = on_frame
         self._clock = clock
         self.heartbeat = clock()
         self.frames = 0
@@ -99,9 +98,7 @@ class Renderer:
         if self._last_pixels is None or not np.array_equal(pixels, self._last_pixels):
             self.strip.show(pixels)
             self._last_pixels = pixels
-            self.last_frame = pixels.tobytes()
-            if self.on_frame:
-                self.on_frame(self.last_frame)
+            self.last_frame = pixels.tobytes()  # the page's frame pusher reads this
 
     def run(self, stop: threading.Event) -> None:
         """Render at a drift-free fixed rate until *stop* is set, then go dark."""
@@ -130,5 +127,3 @@ class Renderer:
         finally:
             self.strip.off()
             self.last_frame = bytes(3 * self.strip.count)
-            if self.on_frame:
-                self.on_frame(self.last_frame)

@@ -111,3 +111,12 @@ def test_config_path_defaults_to_environment_variable(tmp_path):
 def test_bad_usage_exits_2():
     result = run_cli("send", check=False)
     assert result.returncode == 2
+
+
+def test_a_part_on_the_led_data_pin_is_refused():
+    found = problems('[leds]\ndriver = "ws281x"\npin = 18\n'
+                     '[actuators.vibration]\npin = 18\n'
+                     '[scenes.idle]\neffect = "solid"\n')
+    assert found[("actuators.vibration.pin", 5)] == "GPIO18 is already used by leds"
+    parse('[leds]\ndriver = "pio"\n[actuators.vibration]\npin = 18\n'
+          '[scenes.idle]\neffect = "solid"\n')  # the Pi 5 driver uses no such pin

@@ -163,7 +163,7 @@ def test_sigterm_leaves_every_pin_off(pillow):
                       and a.get("servo") == 20)(p.state()["actuators"]),
              message="the motor, warmer and servo on")
     assert p.stop() == 0
-    pins = json.loads((p.config.parent / "state" / "mock-pins.json").read_text())
+    pins = json.loads((p.config.parent / "state" / "mock-hardware.json").read_text())["pins"]
     for name in ("GPIO23", "GPIO24", "GPIO25"):
         states = [state for _, state in pins[name]["states"]]
         assert any(states), f"{name} was never on: the check below would prove nothing"
@@ -314,7 +314,7 @@ def test_a_running_pillow_in_quiet_hours_says_so_and_stays_dim(pillow, watch):
     assert buzz["actuators"] == {"vibration": 0.0, "servo": None, "warmer": False}
     assert p.stop() == 0
     # The buzz asked for the motor, the warmer and the servo; none ever moved.
-    pins = json.loads((p.config.parent / "state" / "mock-pins.json").read_text())
+    pins = json.loads((p.config.parent / "state" / "mock-hardware.json").read_text())["pins"]
     for name in ("GPIO23", "GPIO24", "GPIO25"):
         assert not any(state for _, state in pins[name]["states"]), name
 

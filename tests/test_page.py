@@ -215,3 +215,25 @@ def test_phone_layout_in_the_dark_fits_the_screen(pillow, open_page):
     assert width <= 360, f"the page scrolls sideways on a phone ({width}px)"
     background = page.evaluate("getComputedStyle(document.body).color")
     assert background == "rgb(238, 241, 250)"  # the dark theme's ink
+
+
+def test_show_older_pages_through_history_without_live_updates_wiping_it(pillow, open_page):
+    p = pillow(env={"PILLOWD_CONTROL_TOKEN": TOKEN})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for i in range(60):
+        assert p.post("/api/scene", json={"scene": "glow", "from": f"sender{i}"},
+                      headers=auth).status_code == 200
+    page = open_page(p.url)
+    wait_live(page)
+    assert page.locator("#recent li").count() == 50
+    assert "sender59" in page.text_content("#recent li:first-child")
+    page.click("#older")
+    page.wait_for_function("document.querySelectorAll('#older-list li').length === 10")
+    older = page.locator("#older-list li .what").all_text_contents()
+    assert older == [f"glow from sender{i}" for i in range(9, -1, -1)]
+    assert page.is_hidden("#older")  # nothing older is left
+    # A new outcome refreshes the recent list and leaves the older pages in place.
+    p.post("/api/scene", json={"scene": "hug", "from": "late"}, headers=auth)
+    page.wait_for_function(
+        "document.querySelector('#recent li .what').textContent === 'hug from late'")
+    assert page.locator("#older-list li").count() == 10

@@ -137,3 +137,24 @@ def test_frames_are_binary_and_at_most_20_a_second(pillow):
     window = times[-40:]
     rate = (len(window) - 1) / (window[-1] - window[0])
     assert 10 <= rate <= 21, f"{rate:.1f} frames per second"
+
+
+def test_history_pages_with_a_cursor_newest_first(pillow):
+    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken"})
+    for i in range(30):
+        p.post("/api/scene", json={"scene": "glow", "id": f"m{i}"},
+               headers={"Authorization": "Bearer t0ken"})
+    seen, cursor = [], None
+    while True:
+        page = p.get("/api/history", params={"limit": 7, "before": cursor}).json()
+        assert len(page["items"]) <= 7
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == [f"m{i}" for i in range(29, -1, -1)]
+    assert p.state()["recent_before"] is None  # all 30 fit in `recent`
+    for bad in ("limit=1001", "limit=-1", "before=x", "before=99999999999999999999999"):
+        answer = p.get(f"/api/history?{bad}")
+        assert answer.status_code == 400, bad
+        assert "error" in answer.json()

@@ -38,7 +38,6 @@ class StatusPage:
         self.pillow = pillow
         self.token = token
         self.frame_interval = 1 / frames_per_second
-        self.clients = 0
         self._sids: dict[str, str] = {}  # Socket.IO sid -> Engine.IO sid
         self._emit_lock = threading.Lock()
         self._dirty = threading.Event()
@@ -83,6 +82,8 @@ class StatusPage:
                 return _error(400, "limit and before must be whole numbers")
             if not 1 <= limit <= 1000:
                 return _error(400, "limit must be between 1 and 1000")
+            if before is not None and not 0 <= before < 2 ** 62:
+                return _error(400, "before must be a cursor from an earlier page")
             return jsonify(pillow.history_page(limit, before))
 
         @app.get("/healthz")
@@ -163,7 +164,6 @@ class StatusPage:
 
         @sio.on("connect", namespace=NAMESPACE)
         def connect(auth=None):
-            self.clients += 1
             self._sids[request.sid] = sio.server.manager.eio_sid_from_sid(
                 request.sid, NAMESPACE)
             sio.emit("state", pillow.snapshot(), to=request.sid, namespace=NAMESPACE)
@@ -172,8 +172,12 @@ class StatusPage:
 
         @sio.on("disconnect", namespace=NAMESPACE)
         def disconnect(reason=None):
-            self.clients -= 1
             self._sids.pop(request.sid, None)
+
+    @property
+    def clients(self) -> int:
+        """Pages connected now (one dict entry each: no counter to drift)."""
+        return len(self._sids)
 
     def _check_token(self):
         foreign = _foreign_origin()
@@ -253,7 +257,8 @@ class StatusPage:
     def close(self) -> None:
         self._stop.set()
         if self._server is not None:
-            self._server.shutdown()
+            if self._threads:  # shutdown() waits for serve_forever, so only if it runs
+                self._server.shutdown()
             self._server.server_close()
             self._server = None
 

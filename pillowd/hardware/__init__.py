@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from gpiozero.pins import Factory
@@ -24,6 +25,7 @@ class Hardware:
     description: str
     mock: bool
     closers: list = field(default_factory=list)
+    record_to: Path | None = None  # mock only: where close() leaves the final state
 
     def close(self) -> None:
         """Everything dark and still; safe twice."""
@@ -34,6 +36,10 @@ class Hardware:
                 log.exception("while closing hardware")
         self.closers.clear()
         self.strip.close()
+        if self.mock and self.record_to is not None:
+            from .mock import record
+            record(self.pin_factory, self.strip, self.record_to)
+            self.record_to = None
         self.pin_factory.close()
 
 

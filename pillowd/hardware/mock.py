@@ -16,6 +16,7 @@ class MockStrip(LedStrip):
         self.count = count
         self.pixels = np.zeros((count, 3), dtype=np.uint8)
         self.frames = 0
+        self.lit_frames = 0
         self.closed = False
         self._lock = threading.Lock()
 
@@ -25,6 +26,7 @@ class MockStrip(LedStrip):
         with self._lock:
             self.pixels = np.array(pixels, dtype=np.uint8).reshape(self.count, 3)
             self.frames += 1
+            self.lit_frames += bool(self.pixels.any())
 
     def close(self) -> None:
         if not self.closed:
@@ -32,12 +34,14 @@ class MockStrip(LedStrip):
             self.closed = True
 
 
-def record_pins(factory, path) -> None:
-    """Write each mock GPIO pin's final state and history to *path* (JSON).
+def record(factory, strip: MockStrip, path) -> None:
+    """Write the mock hardware's final state to *path* (JSON).
 
-    Called as the hardware closes, after the devices are off, so a test can see what
-    a `pillowd run` subprocess left its pins doing; times are gpiozero's (seconds
-    since the pin's previous change).
+    Called as the hardware closes, after every device is off, so a test can see what
+    a `pillowd run` subprocess left its LEDs and pins doing: ``leds`` holds the last
+    frame and how many frames (lit ones too) the strip was shown; ``pins`` each GPIO
+    pin's state and history, times being gpiozero's (seconds since the pin's
+    previous change).
     """
     import json
     import logging
@@ -46,8 +50,10 @@ def record_pins(factory, path) -> None:
     pins = {info.name: {"state": pin.state, "function": pin.function,
                         "states": [[s.timestamp, s.state] for s in pin.states]}
             for info, pin in list(factory.pins.items())}
+    leds = {"pixels": strip.pixels.tolist(), "frames": strip.frames,
+            "lit_frames": strip.lit_frames}
     try:
-        Path(path).write_text(json.dumps(pins, indent=1))
+        Path(path).write_text(json.dumps({"leds": leds, "pins": pins}, indent=1))
     except OSError as err:
-        logging.getLogger(__name__).warning("could not record the mock pins to %s: %s",
+        logging.getLogger(__name__).warning("could not record the mock hardware to %s: %s",
                                             path, err)

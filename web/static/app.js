@@ -246,8 +246,11 @@ function render(s) {
 
   const list = $("recent");
   list.replaceChildren(...s.recent.map(outcomeItem));
-  olderCursor = null;  // a fresh list starts the paging again
-  $("older").hidden = s.recent.length === 0;
+  // Older pages go to their own list, which live updates leave alone.
+  if (!olderStarted) {
+    olderCursor = s.recent_before;
+    $("older").hidden = !olderCursor;
+  }
 
   renderControls(s);
   tick();
@@ -299,15 +302,14 @@ setInterval(tick, 1000);
 // -- older history ------------------------------------------------------------------
 
 let olderCursor = null;
+let olderStarted = false;
 $("older").addEventListener("click", async () => {
-  const items = $("recent").children.length;
-  const url = olderCursor ? `/api/history?limit=50&before=${encodeURIComponent(olderCursor)}`
-    : `/api/history?limit=${Math.min(1000, items + 50)}`;
-  const reply = await fetch(url);
+  if (!olderCursor) return;
+  olderStarted = true;
+  const reply = await fetch(`/api/history?limit=50&before=${encodeURIComponent(olderCursor)}`);
   if (!reply.ok) return;
   const page = await reply.json();
-  const rows = olderCursor ? page.items : page.items.slice(items);
-  $("recent").append(...rows.map(outcomeItem));
+  $("older-list").append(...page.items.map(outcomeItem));
   olderCursor = page.next;
   $("older").hidden = !page.next;
 });
