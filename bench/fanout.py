@@ -161,7 +161,6 @@ def measure(url: str, args) -> int:
     sampler.start()
     sent: dict[str, float] = {}
     session = requests.Session()
-    started = time.monotonic()
     for i in range(args.changes):
         text = f"change-{i}"
         sent[text] = time.monotonic()
@@ -169,7 +168,6 @@ def measure(url: str, args) -> int:
                              headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
         reply.raise_for_status()
         time.sleep(args.interval)
-    elapsed = time.monotonic() - started
     time.sleep(1.0)  # the last change's stragglers
     sampling.set()
     sampler.join()

@@ -11,7 +11,6 @@ import os
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping
 
 try:
@@ -25,7 +24,7 @@ except ImportError:
     _sd_journal = None
 
 
-__all__ = ["SystemdNotifier", "Watchdog", "Heartbeat", "journal_handler"]
+__all__ = ["SystemdNotifier", "Watchdog", "journal_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -191,27 +190,6 @@ class Watchdog:
                     fields.append("STATUS=" + text)
                     self._last_status = text
         return self.notifier.notify(*fields)
-
-
-class Heartbeat:
-    """The liveness of one loop, as a watchdog check.
-
-    The loop calls :meth:`beat` each time round; calling the heartbeat returns
-    True while the last beat is at most *timeout* seconds old. A loop that
-    waits longer than *timeout* on purpose (an idle back-off) must beat while
-    it waits, or use a larger timeout.
-    """
-
-    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic):
-        self.timeout = timeout
-        self._clock = clock
-        self._last = clock()
-
-    def beat(self) -> None:
-        self._last = self._clock()
-
-    def __call__(self) -> bool:
-        return self._clock() - self._last <= self.timeout
 
 
 def journal_handler(level=logging.NOTSET, environ: Mapping[str, str] = os.environ,

@@ -1,6 +1,5 @@
 """Actuators on gpiozero's mock pins: patterns, limits under a flood, and off on failure."""
 
-import math
 import threading
 import time
 
@@ -10,7 +9,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from conftest import wait_for
 from pillowd import config
-from pillowd.actuators import (Actuators, Limit, LimitSettings, Servo, Vibration,
+from pillowd.actuators import (Actuators, Limit, LimitSettings, Vibration,
                                Warmer, build_parts)
 from pillowd.messages import decode, encode
 from pillowd.scenes import Timeline

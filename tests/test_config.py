@@ -1,6 +1,5 @@
 """config.toml parsing and `pillowd check-config`."""
 
-from pathlib import Path
 
 import pytest
 

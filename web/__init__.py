@@ -7,7 +7,6 @@ import json
 import logging
 import socket
 import threading
-import time
 from pathlib import Path
 
 from flask import Flask, Response, jsonify, render_template, request
