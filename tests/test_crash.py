@@ -1,0 +1,118 @@
+"""Crash consistency: a real `pillowd run` SIGKILLed again and again loses and repeats nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import threading
+from collections import Counter
+
+from conftest import BASE_CONFIG, PillowProcess, wait_for
+
+import pillowd.queues.local as local
+
+MESSAGES = 1000
+KILLS = 20
+# Fast polling and a short visibility timeout, so messages a killed daemon had
+# taken come back within the test; a high dequeue limit, so twenty kills cannot
+# push a valid message to poison.
+CRASH_CONFIG = BASE_CONFIG.replace(
+    "poll_max_seconds = 0.5\nmax_dequeue_count = 3",
+    "poll_max_seconds = 0.2\nmax_dequeue_count = 50\nvisibility_timeout_seconds = 1\n"
+    "batch_size = 8").replace("poll_min_seconds = 0.05", "poll_min_seconds = 0.01")
+
+
+def message(i: int) -> str:
+    """Message *i*: mostly valid, every 25th one malformed (it must end up in poison)."""
+    if i % 25 == 7:
+        return json.dumps({"scene": "hug", "id": f"m{i}", "brightness": 7})
+    return json.dumps({"scene": ("hug", "glow")[i % 2], "id": f"m{i}", "from": "crash",
+                       "text": f"message {i}"})
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_plays_nothing_twice(
+        make_config, pillow_env):
+    seed = int(os.environ.get("PILLOWD_CRASH_SEED", random.randrange(2 ** 32)))
+    rng = random.Random(seed)
+    print(f"crash test seed {seed} (PILLOWD_CRASH_SEED to repeat)")
+    config = make_config(base=CRASH_CONFIG)
+    state = config.parent / "state"
+    process = PillowProcess(config, pillow_env).start()
+
+    # The sender is another writer on the same SQLite file, as `pillowd send` is.
+    sent: dict[str, str] = {}  # queue message id -> the message's own id
+    done = threading.Event()
+
+    def send():
+        store = local.LocalStore(state / "queue.sqlite3")
+        queue = store.queue("pillow")
+        try:
+            for i in range(MESSAGES):
+                sent[queue.put(message(i))] = f"m{i}"
+                if done.wait(rng.uniform(0, 0.04)):
+                    break
+        finally:
+            store.close()
+            done.set()
+
+    sender = threading.Thread(target=send, name="sender")
+    sender.start()
+    kills = 0
+    try:
+        while kills < KILLS or not done.is_set():
+            # Kill while it works: right after start, mid-batch, between polls.
+            done.wait(rng.uniform(0.05, 0.8))
+            process.kill()
+            kills += 1
+            process.start()
+    finally:
+        done.set()
+        sender.join()
+
+    assert len(sent) == MESSAGES, "the sender stopped early"
+    assert kills >= KILLS
+    # The last daemon drains the queue: taken-then-killed messages reappear after
+    # the visibility timeout and are settled now.
+    db = sqlite3.connect(state / "queue.sqlite3", timeout=10)
+    try:
+        wait_for(lambda: db.execute("SELECT COUNT(*) FROM messages WHERE queue = 'pillow'"
+                                    ).fetchone()[0] == 0,
+                 timeout=60, message="the queue to drain")
+        poisoned = [json.loads(json.loads(body)["original"])["id"] for (body,) in db.execute(
+            "SELECT body FROM messages WHERE queue = 'pillow-poison'")]
+    finally:
+        db.close()
+    served = process.state()
+    process.stop()
+
+    history = sqlite3.connect(state / "history.sqlite3")
+    try:
+        # A rejected message has no readable id of its own: it is known by its
+        # queue message id, which maps every row back to what was sent.
+        rows = [(sent.get(q, q), o) for q, o in history.execute(
+            "SELECT queue_message_id, outcome FROM outcomes")]
+    finally:
+        history.close()
+    outcomes_per_id = Counter(i for i, _ in rows)
+    applied_per_id = Counter(i for i, o in rows if o == "applied")
+    by_outcome = Counter(o for _, o in rows)
+    print(f"{kills} kills; outcomes {dict(by_outcome)}; poison copies {len(poisoned)}")
+
+    lost = set(sent.values()) - set(outcomes_per_id)
+    assert not lost, f"{len(lost)} messages lost: {sorted(lost)[:10]}"
+    assert set(outcomes_per_id) == set(sent.values())
+    twice = {i: n for i, n in applied_per_id.items() if n > 1}
+    assert not twice, f"applied twice: {twice}"
+    repeated = {i: n for i, n in outcomes_per_id.items() if n > 1}
+    assert not repeated, f"more than one outcome: {repeated}"
+
+    rejected = {i for i, o in rows if o == "rejected"}
+    assert rejected == {f"m{i}" for i in range(MESSAGES) if i % 25 == 7}
+    # Every rejected message is kept in poison for a person to look at.
+    assert set(poisoned) == rejected
+    assert by_outcome["applied"] + by_outcome["superseded"] == MESSAGES - len(rejected)
+    assert by_outcome["applied"] > 0
+    # What the page shows agrees with the file.
+    assert {k: served["queue"][k] for k in by_outcome} == dict(by_outcome)
