@@ -127,9 +127,12 @@ class StatusPage:
         @sio.on("connect", namespace=NAMESPACE)
         def connect(auth=None):
             self.clients += 1
-            sio.emit("state", pillow.snapshot(), to=request.sid, namespace=NAMESPACE)
-            sio.emit("frame", pillow.renderer.last_frame, to=request.sid,
-                     namespace=NAMESPACE)
+            # Under the emit lock: a binary event goes out as two websocket messages,
+            # and one interleaved with the frame pusher's corrupts the client's stream.
+            with self._emit_lock:
+                sio.emit("state", pillow.snapshot(), to=request.sid, namespace=NAMESPACE)
+                sio.emit("frame", pillow.renderer.last_frame, to=request.sid,
+                         namespace=NAMESPACE)
 
         @sio.on("disconnect", namespace=NAMESPACE)
         def disconnect(reason=None):
