@@ -116,3 +116,18 @@ def test_sigkill_at_random_moments_loses_nothing_and_plays_nothing_twice(
     assert by_outcome["applied"] > 0
     # What the page shows agrees with the file.
     assert {k: served["queue"][k] for k in by_outcome} == dict(by_outcome)
+
+
+def test_every_acknowledged_write_is_synced_to_disk(tmp_path):
+    """SIGKILL cannot show it, a power cut would: WAL with synchronous=NORMAL may
+    roll back the last commits, e.g. a poison copy the history already calls made."""
+    from pillowd.history import History
+    store = local.LocalStore(tmp_path / "queue.sqlite3")
+    history = History(tmp_path / "history.sqlite3")
+    try:
+        for db in (store._db, history._db):
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        store.close()
+        history.close()
