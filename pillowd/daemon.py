@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import __version__
 from .config import Settings
@@ -56,7 +57,80 @@ def open_queues(settings: Settings, environ=os.environ) -> Queues:
             if queue is not None:
                 queue.create()
         return Queues(main, poison, outbound, [store.close])
+    if q.backend == "azure":
+        return _open_azure_queues(settings, environ)
     raise PillowError(f"queue backend {q.backend!r} is not available yet")
+
+
+# The systemd credential (LoadCredential=) holding the connection string.
+AZURE_CREDENTIAL = "azure-storage-connection-string"
+
+
+def azure_account(settings: Settings, environ=os.environ):
+    """The storage account from the first credential source that is there.
+
+    In order: the env var named by queue.connection_string_env, the systemd
+    credential, queue.account_url with a SAS, queue.account_url with the Azure
+    identity chain. Each error names the source, never the secret.
+    """
+    from .queues.azure import AzureAccount
+
+    q = settings.queue
+    env_name = q.connection_string_env
+    if env_name and environ.get(env_name, "").strip():
+        return AzureAccount.from_connection_string(
+            environ[env_name], f"connection string from ${env_name}")
+    if environ.get("CREDENTIALS_DIRECTORY"):
+        path = Path(environ["CREDENTIALS_DIRECTORY"]) / AZURE_CREDENTIAL
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            text = ""
+        except (OSError, UnicodeDecodeError) as err:
+            raise PillowError(f"azure: cannot read the systemd credential {AZURE_CREDENTIAL}: "
+                              f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
+        if text:
+            return AzureAccount.from_connection_string(
+                text, f"connection string from the systemd credential {AZURE_CREDENTIAL}")
+    if q.account_url:
+        if urlsplit(q.account_url).query:
+            return AzureAccount.from_url(q.account_url, source="the SAS in queue.account_url")
+        try:
+            from azure.identity import DefaultAzureCredential
+        except ImportError:
+            raise PillowError("azure: queue.account_url has no SAS, and the Azure identity "
+                              "chain needs azure-identity: pip install 'pillowd[identity]'"
+                              ) from None
+        return AzureAccount.from_url(q.account_url, DefaultAzureCredential(),
+                                     source="the Azure identity chain for queue.account_url")
+    raise PillowError(f"azure: no credentials: ${env_name or '(none)'} is not set, no "
+                      f"systemd credential {AZURE_CREDENTIAL}, and queue.account_url is empty")
+
+
+def _open_azure_queues(settings: Settings, environ) -> Queues:
+    from .queues import QueueUnavailable
+
+    # azure-core logs every request and its headers at INFO; the poll would flood
+    # the journal. Its URLs have the SAS signature redacted, but WARNING keeps even
+    # that out.
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    q = settings.queue
+    account = azure_account(settings, environ)
+    main, poison = account.queue(q.name), account.queue(settings.poison_name)
+    outbound = account.queue(q.outbound_name) if q.outbound_name else None
+    try:
+        for queue in (main, poison, outbound):
+            if queue is not None:
+                queue.create()
+    except QueueUnavailable as err:
+        # Unreachable now is not fatal: each queue is made on first use, the loop
+        # retries and the page shows why it is offline. A refused credential
+        # (QueueAuthError) is: it stops the start with one line naming the source.
+        log.warning("%s; the queues will be created once Azure answers", err)
+    except BaseException:
+        account.close()
+        raise
+    return Queues(main, poison, outbound, [account.close])
 
 
 def control_token(settings: Settings, environ=os.environ) -> str | None:

@@ -16,6 +16,8 @@ import pytest
 import requests
 import socketio
 
+from azurite import azurite  # noqa: F401  (the session's Azurite, started on first use)
+
 ROOT = Path(__file__).resolve().parent.parent
 PILLOWD = [sys.executable, "-m", "pillowd"]
 
@@ -142,22 +144,66 @@ def run_cli(*args, env=None, check=True, input=None) -> subprocess.CompletedProc
 
 
 @pytest.fixture
-def pillow_env(tmp_path):
+def pillow_env(tmp_path, backend, request):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PILLOWD_", "AZURE_", "NOTIFY_SOCKET", "WATCHDOG_"))}
     env["PYTHONUNBUFFERED"] = "1"
+    if backend == "azure":
+        env["AZURE_STORAGE_CONNECTION_STRING"] = \
+            request.getfixturevalue("azurite").connection_string()
     return env
 
 
 @pytest.fixture
-def make_config(tmp_path):
+def make_config(tmp_path, backend, queue_name):
     """Writes a config from BASE_CONFIG plus *extra* TOML; returns its path."""
     def make(extra: str = "", base: str = BASE_CONFIG, name="config.toml") -> Path:
         state = tmp_path / "state"
         path = tmp_path / name
-        path.write_text(base.format(state_dir=state) + textwrap.dedent(extra))
+        text = base.format(state_dir=state)
+        if backend == "azure":  # Azurite is shared by the session: a queue of its own
+            text = text.replace('backend = "local"\nname = "pillow"',
+                                f'backend = "azure"\nname = "{queue_name}"')
+        path.write_text(text + textwrap.dedent(extra))
         return path
     return make
+
+
+# -- queue backends ------------------------------------------------------------
+# A test marked @both_backends runs on the embedded queue and on Azurite; the rest
+# run on the embedded one. Tests reach the queue through `queues`, never a backend.
+
+both_backends = pytest.mark.parametrize("backend", ["local", "azure"], indirect=True)
+
+
+@pytest.fixture
+def backend(request):
+    return getattr(request, "param", "local")
+
+
+@pytest.fixture
+def queue_name(backend, request):
+    if backend != "azure":
+        return "pillow"
+    import hashlib
+    return "t" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+
+
+@pytest.fixture
+def queues(pillow_env):
+    """Opens the queues of a config the way pillowd does: queues(config).main.put(...)."""
+    opened = []
+
+    def open_for(config: Path):
+        from pillowd.config import load
+        from pillowd.daemon import open_queues
+        found = open_queues(load(config), pillow_env)
+        opened.append(found)
+        return found
+
+    yield open_for
+    for found in opened:
+        found.close()
 
 
 @pytest.fixture

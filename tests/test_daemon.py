@@ -5,9 +5,10 @@ import json
 import signal
 import sqlite3
 
-from conftest import wait_for
+from conftest import both_backends, wait_for
 
 
+@both_backends
 def test_a_hug_arrives_live_and_returns_to_idle(pillow, watch):
     p = pillow()
     watcher = watch(p.url)
@@ -36,30 +37,28 @@ def test_a_hug_arrives_live_and_returns_to_idle(pillow, watch):
     assert back["message"] is None and back["until"] is None
 
 
-def test_base64_and_bare_word_bodies_are_played(pillow, watch):
+@both_backends
+def test_base64_and_bare_word_bodies_are_played(pillow, watch, queues):
     p = pillow()
     watcher = watch(p.url)
     p.cli("send", "glow", "--base64", "--from", "Bob")
     watcher.wait_state(lambda s: s["scene"] == "glow" and s["message"]["from"] == "Bob",
                        message="a base64 message")
-    import pillowd.queues.local as local
-    store = local.LocalStore(p.config.parent / "state" / "queue.sqlite3")
-    store.queue("pillow").put("HUGGING")  # a bare word, through an alias
-    store.close()
+    queues(p.config).main.put("HUGGING")  # a bare word, through an alias
     watcher.wait_state(lambda s: s["scene"] == "hug", message="a bare word")
 
 
+@both_backends
 def test_bad_message_is_rejected_with_reason_and_poison_requeue_brings_it_back(
-        pillow, watch):
+        pillow, watch, queues):
     p = pillow()
     watcher = watch(p.url)
     # Written straight to the queue as another sender could: pillowd send refuses it.
     refused = p.cli("send", "nap", check=False)
     assert refused.returncode == 1 and "unknown scene 'nap'" in refused.stderr
 
-    import pillowd.queues.local as local
-    store = local.LocalStore(p.config.parent / "state" / "queue.sqlite3")
-    store.queue("pillow").put(json.dumps({"scene": "hug", "brightness": 7}))
+    store = queues(p.config)
+    store.main.put(json.dumps({"scene": "hug", "brightness": 7}))
     rejected = watcher.wait_state(lambda s: s["queue"]["rejected"] == 1,
                                   message="the rejection")
     assert rejected["recent"][0]["outcome"] == "rejected"
@@ -69,22 +68,22 @@ def test_bad_message_is_rejected_with_reason_and_poison_requeue_brings_it_back(
     listed = p.cli("poison", "list").stdout
     assert "brightness must be between 0 and 1" in listed
     assert '"brightness": 7' in listed
-    poison = store.queue("pillow-poison").peek()
+    poison = store.poison.peek()
     assert len(poison) == 1
     wrapper = json.loads(poison[0].body)
     assert set(wrapper) == {"reason", "original", "queue", "dequeue_count", "at"}
-    assert wrapper["queue"] == "pillow" and wrapper["dequeue_count"] == 1
+    assert wrapper["queue"] == store.main.name and wrapper["dequeue_count"] == 1
 
     p.cli("poison", "requeue")
     # Back on the main queue, the same body is rejected again: a second outcome.
     watcher.wait_state(lambda s: s["queue"]["rejected"] == 2, message="the requeued one")
-    assert len(store.queue("pillow-poison").peek()) == 1
+    assert len(store.poison.peek()) == 1
     p.cli("poison", "purge")
-    assert store.queue("pillow-poison").peek() == []
-    store.close()
+    assert store.poison.peek() == []
 
 
-def test_restart_replays_nothing_already_applied(pillow, watch, make_config):
+@both_backends
+def test_restart_replays_nothing_already_applied(pillow, watch, make_config, queues):
     p = pillow()
     watcher = watch(p.url)
     p.cli("send", "hug", "--from", "Alice")
@@ -97,10 +96,7 @@ def test_restart_replays_nothing_already_applied(pillow, watch, make_config):
     (applied_id,) = history.execute(
         "SELECT id FROM outcomes WHERE outcome = 'applied'").fetchone()
     history.close()
-    import pillowd.queues.local as local
-    store = local.LocalStore(p.config.parent / "state" / "queue.sqlite3")
-    store.queue("pillow").put(json.dumps({"scene": "hug", "id": applied_id}))
-    store.close()
+    queues(p.config).main.put(json.dumps({"scene": "hug", "id": applied_id}))
 
     p.start()
     again = watch(p.url)
@@ -114,16 +110,14 @@ def test_restart_replays_nothing_already_applied(pillow, watch, make_config):
     assert [i["outcome"] for i in items] == ["duplicate", "applied"]
 
 
-def test_a_message_whose_daemon_was_killed_comes_back(pillow, make_config, pillow_env):
+@both_backends
+def test_a_message_whose_daemon_was_killed_comes_back(pillow, make_config, queues):
     # Received but never settled (the daemon died): it must be seen again.
-    import pillowd.queues.local as local
     config = make_config()
-    store = local.LocalStore(config.parent / "state" / "queue.sqlite3")
-    queue = store.queue("pillow")
+    queue = queues(config).main
     queue.put(json.dumps({"scene": "hug", "from": "Carol", "id": "carol-1"}))
     taken = queue.receive(32, visibility_timeout=1)
     assert len(taken) == 1 and queue.receive() == []
-    store.close()
 
     p = pillow()
     wait_for(lambda: p.state()["queue"]["applied"] == 1, message="the comeback")
@@ -203,15 +197,13 @@ def test_port_taken_is_one_line_error(make_config, pillow_env):
     assert "Traceback" not in result.stderr
 
 
-def test_send_puts_base64_when_asked(make_config, pillow_env):
+@both_backends
+def test_send_puts_base64_when_asked(make_config, pillow_env, queues):
     from conftest import run_cli
-    import pillowd.queues.local as local
     config = make_config()
     run_cli("send", "hug", "--base64", "--text", "hé", "--config", str(config),
             env=pillow_env)
-    store = local.LocalStore(config.parent / "state" / "queue.sqlite3")
-    (message,) = store.queue("pillow").peek()
-    store.close()
+    (message,) = queues(config).main.peek()
     decoded = json.loads(base64.b64decode(message.body))
     assert decoded["scene"] == "hug" and decoded["text"] == "hé"
     assert decoded["id"] and decoded["sent_at"].endswith("Z")

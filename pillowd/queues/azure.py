@@ -1,0 +1,232 @@
+"""Azure Storage Queues through the azure-storage-queue v12 SDK, with the embedded queue's errors."""
+
+from __future__ import annotations
+
+import errno
+import math
+import re
+import socket
+from datetime import datetime, timezone
+
+from azure.core.exceptions import (AzureError, ClientAuthenticationError,
+                                   HttpResponseError, ResourceExistsError,
+                                   ServiceRequestError, ServiceResponseError)
+from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
+
+from .base import (MessageGone, QueueAuthError, QueueError, QueueMessage,
+                   QueueUnavailable)
+
+# The SDK's own defaults (10 retries, 15 s apart, 60 s reads) would hide an outage
+# inside one poll for minutes. One quick retry absorbs a stale keep-alive connection;
+# after that the consumer's back-off decides when to try again and the page says so.
+CONNECTION_TIMEOUT = 5
+READ_TIMEOUT = 15
+RETRY = dict(backoff=0.2, random_jitter_range=0.1, retry_total=1, retry_connect=1,
+             retry_read=1, retry_status=0)
+
+_SECRET = re.compile(r"(sig|se|sv|sp|skoid|sktid|AccountKey|SharedAccessSignature)="
+                     r"[^&;\s'\"]*", re.IGNORECASE)
+
+
+def scrub(text: str) -> str:
+    """*text* with anything that looks like a key or SAS signature blanked."""
+    return _SECRET.sub(lambda m: m.group(1) + "=***", text)
+
+
+def _client_options() -> dict:
+    # No encode/decode policy: bodies go and come as the text stored, and
+    # messages.unwrap tells base64 from plain per message, as senders differ.
+    return dict(retry_policy=LinearRetry(**RETRY), connection_timeout=CONNECTION_TIMEOUT,
+                read_timeout=READ_TIMEOUT, message_encode_policy=None,
+                message_decode_policy=None)
+
+
+def _utc(when: datetime | None) -> datetime:
+    if when is None:
+        return datetime.now(timezone.utc)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
+def _network_reason(err: BaseException) -> str:
+    """Why a request never got an answer, in words that carry no URL or secret."""
+    seen = set()
+    stack = [err]
+    while stack:
+        cause = stack.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError) or getattr(
+                cause, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"
+        if isinstance(cause, (socket.timeout, TimeoutError)):
+            return "timed out"
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        stack.extend([cause.__cause__, cause.__context__, *(
+            a for a in getattr(cause, "args", ()) if isinstance(a, BaseException))])
+        inner = getattr(cause, "inner_exception", None) or getattr(cause, "reason", None)
+        if isinstance(inner, BaseException):
+            stack.append(inner)
+    text = str(err).lower()
+    for words, reason in (("refused", "connection refused"), ("timed out", "timed out"),
+                          ("timeout", "timed out"), ("reset", "connection reset"),
+                          ("aborted", "connection closed"),
+                          ("remotedisconnected", "connection closed"),
+                          ("name or service", "host name not found")):
+        if words in text:
+            return reason
+    return f"no answer ({type(err).__name__})"
+
+
+class AzureAccount:
+    """A storage account's queue service, and the credential source it was opened with.
+
+    *source* names where the credential came from ("connection string from
+    $AZURE_STORAGE_CONNECTION_STRING") so a refusal can say which one failed.
+    """
+
+    def __init__(self, service: QueueServiceClient, source: str):
+        self.service = service
+        self.source = source
+        self.host = service.primary_hostname
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, source: str) -> "AzureAccount":
+        try:
+            service = QueueServiceClient.from_connection_string(
+                connection_string.strip(), **_client_options())
+        except (ValueError, AzureError):
+            raise QueueAuthError(f"azure: {source} is not a valid storage connection "
+                                 "string") from None
+        return cls(service, source)
+
+    @classmethod
+    def from_url(cls, account_url: str, credential=None, *,
+                 source: str) -> "AzureAccount":
+        try:
+            service = QueueServiceClient(account_url, credential=credential,
+                                         **_client_options())
+        except (ValueError, AzureError):
+            raise QueueAuthError(f"azure: {source}: queue.account_url is not a usable "
+                                 "account URL") from None
+        return cls(service, source)
+
+    def queue(self, name: str) -> "AzureQueue":
+        return AzureQueue(self, name)
+
+    def close(self) -> None:
+        try:
+            self.service.close()
+        except Exception:  # closing must never fail a shutdown
+            pass
+
+    def error(self, err: Exception, what: str) -> QueueError:
+        """The PillowError for an SDK error *err* met while doing *what*."""
+        if isinstance(err, (ServiceRequestError, ServiceResponseError)):
+            return QueueUnavailable(f"azure: {what}: cannot reach {self.host}: "
+                                    f"{_network_reason(err)}")
+        if isinstance(err, HttpResponseError):
+            status, code = err.status_code, _code(err)
+            answer = " ".join(str(part) for part in (status, code) if part) or "no token"
+            if isinstance(err, ClientAuthenticationError) or status in (401, 403):
+                return QueueAuthError(f"azure: {self.source} was refused ({answer})")
+            if status in (408, 429) or (status or 0) >= 500:
+                return QueueUnavailable(f"azure: {what}: the service answered {answer}; "
+                                        "backing off")
+            return QueueError(f"azure: {what}: the service answered {answer}")
+        if isinstance(err, AzureError):
+            return QueueUnavailable(f"azure: {what}: {type(err).__name__}")
+        return QueueUnavailable(f"azure: {what}: {_network_reason(err)}")
+
+
+def _code(err: Exception) -> str | None:
+    """Azure's error code ("QueueNotFound"); the SDK gives an enum or a string."""
+    code = getattr(err, "error_code", None)
+    if code is None and getattr(err, "response", None) is not None:
+        code = err.response.headers.get("x-ms-error-code")
+    return str(getattr(code, "value", code)) if code else None
+
+
+class AzureQueue:
+    """A named Azure Storage Queue; made on first use when it does not exist yet."""
+
+    def __init__(self, account: AzureAccount, name: str):
+        self.account = account
+        self.name = name
+        self.client: QueueClient = account.service.get_queue_client(
+            name, message_encode_policy=None, message_decode_policy=None)
+
+    def _call(self, what: str, operation, *, gone_ok: bool = False):
+        """Run *operation*, making the queue once if it is missing."""
+        for attempt in (1, 2):
+            try:
+                return operation()
+            except (AzureError, OSError) as err:
+                code = _code(err)
+                if code == "QueueNotFound" and attempt == 1 and not gone_ok:
+                    self.create()
+                    continue
+                if gone_ok and code in ("MessageNotFound", "PopReceiptMismatch",
+                                        "QueueNotFound"):
+                    raise MessageGone(f"message is gone from {self.name!r} or was "
+                                      "received again") from None
+                raise self.account.error(err, f"{what} on queue {self.name!r}") from None
+
+    def create(self) -> None:
+        try:
+            self.client.create_queue()
+        except ResourceExistsError:
+            pass  # there already, with other metadata: still ours to use
+        except (AzureError, OSError) as err:
+            raise self.account.error(err, f"creating queue {self.name!r}") from None
+
+    def put(self, body: str, ttl: float | None = None) -> str:
+        lifetime = None if ttl is None else (-1 if ttl == -1 else max(1, math.ceil(ttl)))
+        sent = self._call("sending", lambda: self.client.send_message(
+            body, time_to_live=lifetime))
+        return sent.id
+
+    def receive(self, max_messages: int = 32,
+                visibility_timeout: float = 30) -> list[QueueMessage]:
+        def one_page():
+            # One request: iterating the pager itself would ask again after every
+            # non-empty page, doubling the requests a busy poll makes.
+            pages = self.client.receive_messages(
+                messages_per_page=max(1, min(32, max_messages)),
+                visibility_timeout=max(1, math.ceil(visibility_timeout))).by_page()
+            return list(next(pages, []))
+        return [self._message(m) for m in self._call("receiving", one_page)]
+
+    def delete(self, message: QueueMessage) -> None:
+        self._call("deleting", lambda: self.client.delete_message(
+            message.id, message.pop_receipt), gone_ok=True)
+
+    def release(self, message: QueueMessage, delay: float = 0) -> None:
+        # update_message hands back a new pop receipt; the old one is stale from
+        # now on, which is what a release means: whoever receives it next settles it.
+        self._call("releasing", lambda: self.client.update_message(
+            message.id, message.pop_receipt, visibility_timeout=max(0, math.ceil(delay))),
+            gone_ok=True)
+
+    def peek(self, max_messages: int = 32) -> list[QueueMessage]:
+        peeked = self._call("peeking", lambda: self.client.peek_messages(
+            max_messages=max(1, min(32, max_messages))))
+        return [self._message(m, receipt=False) for m in peeked]
+
+    def clear(self) -> None:
+        self._call("clearing", self.client.clear_messages)
+
+    def close(self) -> None:
+        pass  # the account owns the connections
+
+    @staticmethod
+    def _message(m, receipt: bool = True) -> QueueMessage:
+        return QueueMessage(id=m.id, body=m.content if m.content is not None else "",
+                            dequeue_count=m.dequeue_count or 0,
+                            inserted_on=_utc(m.inserted_on),
+                            pop_receipt=m.pop_receipt if receipt else None)

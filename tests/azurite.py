@@ -1,0 +1,129 @@
+"""Azurite, Microsoft's Azure Storage emulator, run from node_modules for the tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE = ROOT / "node_modules" / ".bin" / "azurite-queue"
+
+# Azurite's well-known development account, published by Microsoft; not a secret.
+ACCOUNT = "devstoreaccount1"
+KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+       "K1SZFPTOtr/KBHBeksoGMGw==")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class Azurite:
+    """One azurite-queue process; stop() and start() keep its port and its data."""
+
+    def __init__(self, location: Path, port: int | None = None):
+        self.location = Path(location)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+
+    def connection_string(self, endpoint: str | None = None, key: str = KEY) -> str:
+        """The connection string; *endpoint* points it elsewhere (a proxy in front)."""
+        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={key};"
+                f"QueueEndpoint={endpoint or self.endpoint};")
+
+    def sas_url(self, endpoint: str | None = None, hours: float = 1) -> str:
+        """The account URL with an account SAS good for queue work."""
+        from datetime import datetime, timedelta, timezone
+
+        from azure.storage.queue import (AccountSasPermissions, ResourceTypes,
+                                         generate_account_sas)
+        sas = generate_account_sas(
+            ACCOUNT, KEY, ResourceTypes(service=True, container=True, object=True),
+            AccountSasPermissions(read=True, write=True, delete=True, list=True,
+                                  add=True, create=True, update=True, process=True),
+            expiry=datetime.now(timezone.utc) + timedelta(hours=hours))
+        return f"{endpoint or self.endpoint}?{sas}"
+
+    def service(self):
+        from azure.storage.queue import QueueServiceClient
+        return QueueServiceClient.from_connection_string(self.connection_string())
+
+    def start(self, timeout: float = 30) -> "Azurite":
+        if not AZURITE.exists():
+            pytest.fail(f"{AZURITE} is missing: run `make test-deps`")
+        self.location.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [str(AZURITE), "--queueHost", "127.0.0.1", "--queuePort", str(self.port),
+             "--location", str(self.location), "--skipApiVersionCheck", "--silent"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while not answers(self.port):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace")
+                raise RuntimeError(f"azurite exited {self.proc.returncode}: {err}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"azurite did not answer on port {self.port}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stderr.close()
+        self.proc = None
+        deadline = time.monotonic() + 10
+        while answers(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """A running Azurite for the whole session (tests use their own queue names)."""
+    location = Path(tempfile.mkdtemp(prefix="azurite-"))
+    server = Azurite(location).start()
+    yield server
+    server.stop()
+    shutil.rmtree(location, ignore_errors=True)
+
+
+if __name__ == "__main__":  # handy by hand: python tests/azurite.py
+    server = Azurite(Path(tempfile.mkdtemp(prefix="azurite-"))).start()
+    print(server.connection_string(), flush=True)
+    try:
+        while server.running:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        server.stop()
+    os._exit(0)

@@ -1,0 +1,180 @@
+"""A loopback HTTP/1.1 proxy that counts requests and can answer them with faults instead.
+
+Put it between a client and a server (Azurite) to see what the client really sends,
+from outside the client, and to make the server seem to throttle or fail:
+
+    proxy = FaultProxy(azurite.port)          # listens on 127.0.0.1:proxy.port
+    proxy.fail(503, "ServerBusy")             # every request now gets a 503
+    proxy.fail(None)                          # back to passing requests through
+    proxy.refuse(True)                        # new and open connections are dropped
+    proxy.requests, proxy.times               # what was asked, and when (monotonic)
+    proxy.close()
+
+It understands just enough HTTP/1.1 to find where each request ends (headers, then
+Content-Length bytes; chunked request bodies are not supported), which is all the
+Azure SDK and requests need. Responses are relayed as raw bytes.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+_REASONS = {400: "Bad Request", 403: "Forbidden", 429: "Too Many Requests",
+            500: "Internal Server Error", 503: "Server Busy", 504: "Gateway Timeout"}
+
+
+class FaultProxy:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+        self.target = (target_host, target_port)
+        self.requests = 0
+        self.faulted = 0
+        self.times: list[float] = []
+        self.lines: list[str] = []       # "METHOD /path" of each request, no query
+        self._fault: tuple[int, str | None] | None = None
+        self._refuse = False
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._sockets: set[socket.socket] = set()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True, name="faultproxy").start()
+
+    def endpoint(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    # -- what the test controls ----------------------------------------------------
+
+    def fail(self, status: int | None, code: str | None = None) -> None:
+        """Answer every request with *status* (and x-ms-error-code *code*); None: pass."""
+        self._fault = None if status is None else (status, code)
+
+    def refuse(self, on: bool = True) -> None:
+        """Drop every connection, open or new, as a dead network would."""
+        self._refuse = on
+        if on:
+            self._drop_all()
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.requests = self.faulted = 0
+            self.times.clear()
+            self.lines.clear()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._server.close()
+        self._drop_all()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- the plumbing ------------------------------------------------------------------
+
+    def _track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.add(sock)
+
+    def _drop(self, *socks) -> None:
+        for sock in socks:
+            if sock is None:
+                continue
+            with self._lock:
+                self._sockets.discard(sock)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _drop_all(self) -> None:
+        with self._lock:
+            socks = list(self._sockets)
+        self._drop(*socks)
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self._refuse:
+                client.close()
+                continue
+            self._track(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = None
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip() or 0)
+                while len(rest) < length:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return
+                    rest += chunk
+                request, buffer = head + b"\r\n\r\n" + rest[:length], rest[length:]
+                method, _, target = head.split(b"\r\n", 1)[0].decode(
+                    "latin-1").partition(" ")
+                with self._lock:
+                    self.requests += 1
+                    self.times.append(time.monotonic())
+                    self.lines.append(f"{method} {target.split('?')[0].split(' ')[0]}")
+                if self._refuse:
+                    return
+                fault = self._fault
+                if fault is not None:
+                    with self._lock:
+                        self.faulted += 1
+                    client.sendall(self._answer(*fault))
+                    continue
+                if upstream is None:
+                    upstream = socket.create_connection(self.target, timeout=10)
+                    upstream.settimeout(None)
+                    self._track(upstream)
+                    threading.Thread(target=self._relay, args=(upstream, client),
+                                     daemon=True).start()
+                upstream.sendall(request)
+        except OSError:
+            pass
+        finally:
+            self._drop(client, upstream)
+
+    def _relay(self, upstream: socket.socket, client: socket.socket) -> None:
+        try:
+            while True:
+                chunk = upstream.recv(65536)
+                if not chunk:
+                    break
+                client.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            self._drop(client, upstream)
+
+    @staticmethod
+    def _answer(status: int, code: str | None) -> bytes:
+        body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code or status}'
+                f"</Code><Message>injected by faultproxy</Message></Error>").encode()
+        headers = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+                   "Content-Type: application/xml", f"Content-Length: {len(body)}",
+                   "x-ms-request-id: faultproxy", "x-ms-version: 2021-02-12"]
+        if code:
+            headers.append(f"x-ms-error-code: {code}")
+        return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
