@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from collections import Counter
 
-from conftest import BASE_CONFIG, PillowProcess, wait_for
+from conftest import BASE_CONFIG, PillowProcess, both_backends, wait_for
 
 import pillowd.queues.local as local
 
@@ -25,15 +25,36 @@ CRASH_CONFIG = BASE_CONFIG.replace(
 
 
 def message(i: int) -> str:
-    """Message *i*: mostly valid, every 25th one malformed (it must end up in poison)."""
-    if i % 25 == 7:
+    """Message *i*: mostly valid, every 40th one malformed (it must end up in poison)."""
+    if rejected(i):
         return json.dumps({"scene": "hug", "id": f"m{i}", "brightness": 7})
     return json.dumps({"scene": ("hug", "glow")[i % 2], "id": f"m{i}", "from": "crash",
                        "text": f"message {i}"})
 
 
+def rejected(i: int) -> bool:
+    return i % 40 == 7  # 25 of 1000: a peek (at most 32) sees the whole poison queue
+
+
+def queued(config, backend, queue_name, pillow_env) -> int:
+    """Messages still on the main queue, visible or not."""
+    if backend == "azure":
+        from azure.storage.queue import QueueClient
+        client = QueueClient.from_connection_string(
+            pillow_env["AZURE_STORAGE_CONNECTION_STRING"], queue_name)
+        with client:
+            return client.get_queue_properties().approximate_message_count
+    db = sqlite3.connect(config.parent / "state" / "queue.sqlite3", timeout=10)
+    try:
+        return db.execute("SELECT COUNT(*) FROM messages WHERE queue = ?",
+                          (queue_name,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+@both_backends
 def test_sigkill_at_random_moments_loses_nothing_and_plays_nothing_twice(
-        make_config, pillow_env):
+        make_config, pillow_env, queues, backend, queue_name):
     seed = int(os.environ.get("PILLOWD_CRASH_SEED", random.randrange(2 ** 32)))
     rng = random.Random(seed)
     print(f"crash test seed {seed} (PILLOWD_CRASH_SEED to repeat)")
@@ -41,20 +62,18 @@ def test_sigkill_at_random_moments_loses_nothing_and_plays_nothing_twice(
     state = config.parent / "state"
     process = PillowProcess(config, pillow_env).start()
 
-    # The sender is another writer on the same SQLite file, as `pillowd send` is.
     sent: dict[str, str] = {}  # queue message id -> the message's own id
     done = threading.Event()
 
+    queue = queues(config).main  # the sender: another writer, as `pillowd send` is
+
     def send():
-        store = local.LocalStore(state / "queue.sqlite3")
-        queue = store.queue("pillow")
         try:
             for i in range(MESSAGES):
                 sent[queue.put(message(i))] = f"m{i}"
                 if done.wait(rng.uniform(0, 0.04)):
                     break
         finally:
-            store.close()
             done.set()
 
     sender = threading.Thread(target=send, name="sender")
@@ -75,15 +94,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_plays_nothing_twice(
     assert kills >= KILLS
     # The last daemon drains the queue: taken-then-killed messages reappear after
     # the visibility timeout and are settled now.
-    db = sqlite3.connect(state / "queue.sqlite3", timeout=10)
-    try:
-        wait_for(lambda: db.execute("SELECT COUNT(*) FROM messages WHERE queue = 'pillow'"
-                                    ).fetchone()[0] == 0,
-                 timeout=60, message="the queue to drain")
-        poisoned = [json.loads(json.loads(body)["original"])["id"] for (body,) in db.execute(
-            "SELECT body FROM messages WHERE queue = 'pillow-poison'")]
-    finally:
-        db.close()
+    wait_for(lambda: queued(config, backend, queue_name, pillow_env) == 0, timeout=90,
+             message="the queue to drain")
+    poisoned = [json.loads(json.loads(m.body)["original"])["id"]
+                for m in queues(config).poison.peek(32)]
     served = process.state()
     process.stop()
 
@@ -98,7 +112,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_plays_nothing_twice(
     outcomes_per_id = Counter(i for i, _ in rows)
     applied_per_id = Counter(i for i, o in rows if o == "applied")
     by_outcome = Counter(o for _, o in rows)
-    print(f"{kills} kills; outcomes {dict(by_outcome)}; poison copies {len(poisoned)}")
+    print(f"{backend}: {kills} kills; outcomes {dict(by_outcome)}; "
+          f"poison copies {len(poisoned)}")
 
     lost = set(sent.values()) - set(outcomes_per_id)
     assert not lost, f"{len(lost)} messages lost: {sorted(lost)[:10]}"
@@ -108,11 +123,11 @@ def test_sigkill_at_random_moments_loses_nothing_and_plays_nothing_twice(
     repeated = {i: n for i, n in outcomes_per_id.items() if n > 1}
     assert not repeated, f"more than one outcome: {repeated}"
 
-    rejected = {i for i, o in rows if o == "rejected"}
-    assert rejected == {f"m{i}" for i in range(MESSAGES) if i % 25 == 7}
+    rejected_ids = {i for i, o in rows if o == "rejected"}
+    assert rejected_ids == {f"m{i}" for i in range(MESSAGES) if rejected(i)}
     # Every rejected message is kept in poison for a person to look at.
-    assert set(poisoned) == rejected
-    assert by_outcome["applied"] + by_outcome["superseded"] == MESSAGES - len(rejected)
+    assert set(poisoned) == rejected_ids
+    assert by_outcome["applied"] + by_outcome["superseded"] == MESSAGES - len(rejected_ids)
     assert by_outcome["applied"] > 0
     # What the page shows agrees with the file.
     assert {k: served["queue"][k] for k in by_outcome} == dict(by_outcome)
