@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from contextlib import contextmanager
+
+import pytest
 
 from conftest import wait_for
 
@@ -64,3 +67,37 @@ def test_queue_locked_reports_offline_with_reason_then_recovers(pillow):
     p.cli("send", "glow", "--from", "after")
     wait_for(lambda: (s := p.state())["queue"]["online"] and s["queue"]["applied"] == 2,
              timeout=30, message="online again, the glow played")
+
+
+# -- Azure: a server that takes requests and never answers -------------------------
+
+@pytest.mark.parametrize("backend", ["azure"], indirect=True)
+def test_azurite_hanging_is_offline_timed_out_and_loses_nothing(pillow, azurite, queue_name):
+    """Behind a live socket, no answer: each poll gives up after the backend's read
+    timeout; the page says so, /healthz stays 200, and what was sent during the hang
+    plays once the server answers again."""
+    from azure.storage.queue import QueueClient
+    from faultproxy import FaultProxy
+    with FaultProxy(azurite.port) as proxy, QueueClient.from_connection_string(
+            azurite.connection_string(), queue_name) as sender:  # the sender goes direct
+        p = pillow(env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string(
+            proxy.endpoint("/devstoreaccount1"))})
+        wait_for(lambda: p.state()["queue"]["online"], message="online")
+        sender.send_message(json.dumps({"scene": "hug", "id": "before", "from": "before"}))
+        wait_for(lambda: p.state()["queue"]["applied"] == 1, message="the first hug")
+        proxy.hang(True)
+        sent = [f"during-{n}" for n in range(3)]
+        for ident in sent:
+            sender.send_message(json.dumps({"scene": "glow", "id": ident, "from": ident}))
+        offline = wait_for(lambda: (s := p.state())["queue"]["online"] is False and s,
+                           timeout=60, message="offline while Azurite hangs")
+        assert "timed out" in offline["queue"]["reason"]
+        assert p.proc.poll() is None and p.get("/healthz").status_code == 200
+        assert offline["queue"]["applied"] == 1
+        proxy.hang(False)
+        wait_for(lambda: (s := p.state())["queue"]["online"] and
+                 s["queue"]["applied"] + s["queue"]["superseded"] == 4,
+                 timeout=60, message="the messages sent during the hang")
+        history = p.get("/api/history", params={"limit": 100}).json()["items"]
+        assert sorted(o["id"] for o in history) == sorted(["before", *sent])
+        assert "Traceback" not in "".join(p.output)
