@@ -8,6 +8,7 @@ import sqlite3
 from contextlib import contextmanager
 
 import pytest
+import requests
 
 from conftest import wait_for
 
@@ -32,7 +33,7 @@ def poll_interval(p) -> float:
 
 
 def test_history_locked_reports_offline_with_reason_then_recovers(pillow):
-    p = pillow()
+    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "t"})
     state = p.config.parent / "state"
     p.cli("send", "hug", "--from", "before")
     wait_for(lambda: p.state()["queue"]["applied"] == 1, message="the first hug")
@@ -46,6 +47,10 @@ def test_history_locked_reports_offline_with_reason_then_recovers(pillow):
         assert offline["queue"]["applied"] == 1
         assert p.get("/healthz").status_code == 200
         assert 0 < poll_interval(p) <= POLL_MAX
+        # A play from the page cannot be recorded either: refused, with the reason.
+        refused = requests.post(p.url + "api/scene", json={"scene": "hug"}, timeout=30,
+                                headers={"Authorization": "Bearer t"})
+        assert refused.status_code == 503 and "locked" in refused.json()["error"]
     back = wait_for(lambda: (s := p.state())["queue"]["online"] and
                     s["queue"]["applied"] == 2 and s, timeout=30,
                     message="the glow played after the lock")

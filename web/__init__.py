@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.serving import make_server
 
 from pillowd.errors import PillowError
+from pillowd.history import HistoryError
 from pillowd.messages import MAX_BODY, Rejection
 from pillowd.metrics import registry_for
 
@@ -108,6 +109,8 @@ class StatusPage:
                 outcome = pillow.play(data)
             except Rejection as err:
                 return _error(400, str(err))
+            except HistoryError as err:  # not recorded, so not played: try again later
+                return _error(503, str(err))
             return jsonify(outcome.as_json())
 
         @app.errorhandler(413)
