@@ -111,7 +111,7 @@ class Consumer:
             self.heartbeat = self._clock()
             try:
                 found = self.poll_once()
-            except QueueError as err:
+            except (QueueError, HistoryError) as err:
                 self._set_online(False, str(err))
                 delay = self.backoff.failed()
             except Exception as err:  # a bug must not stop the pillow listening
@@ -126,9 +126,11 @@ class Consumer:
         """One receive and the handling of what it brought; True if any message."""
         self.status.requests += 1
         batch = self.queue.receive(self.batch_size, self.visibility_timeout)
-        self._set_online(True, None)
         if batch:
             self.handle(batch)
+        # Online only once the batch is settled: a queue that answers is no use
+        # while the history cannot be written.
+        self._set_online(True, None)
         return bool(batch)
 
     def _set_online(self, online: bool, reason: str | None) -> None:
@@ -145,24 +147,34 @@ class Consumer:
     def handle(self, batch: list[QueueMessage]) -> None:
         """Give every message in *batch* its outcome; the newest valid one plays."""
         playable: list[tuple[QueueMessage, Command, str]] = []
-        for message in batch:
-            try:
+        unsettled = list(batch)
+        try:
+            for message in batch:
                 decided = self._decide(message)
-            except HistoryError as err:
-                log.error("%s; message %s will come back", err, message.id)
+                if decided is not None:
+                    playable.append(decided)
+                else:
+                    unsettled.remove(message)
+            if not playable:
+                return
+            *older, newest = playable
+            for message, command, message_id in older:
+                self._settle(message, self._outcome(
+                    message_id, "superseded", command, message,
+                    reason="a newer message played instead"))
+                unsettled.remove(message)
+            message, command, message_id = newest
+            self._settle(message, self._outcome(message_id, "applied", command, message),
+                         then=lambda: self.play(command, message_id))
+        except HistoryError as err:
+            # The history is out of reach (locked, disk full): no outcome can be
+            # kept, so nothing is settled. The rest of the batch comes back soon,
+            # instead of each message waiting out the lock in turn, and the loop
+            # reports the reason and backs off.
+            log.error("%s; %d message(s) will come back", err, len(unsettled))
+            for message in unsettled:
                 self._release(message)
-                continue
-            if decided is not None:
-                playable.append(decided)
-        if not playable:
-            return
-        *older, newest = playable
-        for message, command, message_id in older:
-            self._settle(message, self._outcome(message_id, "superseded", command, message,
-                                                reason="a newer message played instead"))
-        message, command, message_id = newest
-        self._settle(message, self._outcome(message_id, "applied", command, message),
-                     then=lambda: self.play(command, message_id))
+            raise
 
     def _decide(self, message: QueueMessage):
         prior = self.history.delivery(self.queue.name, message.id)
@@ -205,12 +217,7 @@ class Consumer:
                        queue_message_id=message.id)
 
     def _settle(self, message: QueueMessage, outcome: Outcome, then=None) -> None:
-        try:
-            recorded = self.history.record(outcome)
-        except HistoryError as err:
-            log.error("%s; message %s will come back", err, message.id)
-            self._release(message)
-            return
+        recorded = self.history.record(outcome)  # HistoryError: handle() releases
         if recorded is None:  # already settled by an earlier delivery
             self._delete(message)
             return

@@ -17,6 +17,7 @@ MAX_BODY = 64 * 1024
 MAX_FROM = 64
 MAX_TEXT = 280
 MAX_ID = 256
+MAX_REASON = 300  # a reason is shown on the page and kept in the history
 _FIELDS = {"scene", "color", "brightness", "duration", "from", "text", "id",
            "sent_at", "ttl", "vibration", "warmer"}
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -138,6 +139,26 @@ def decode(body: str | bytes, settings: Settings) -> Command:
 
 def command_from(data: dict, settings: Settings) -> Command:
     """The command in an already parsed JSON object (a queue body or a web request)."""
+    try:
+        # A lone surrogate ("\ud800" in JSON) parses, but no UTF-8 file or page can
+        # hold it: found here it is a rejection, found later it would fail the write
+        # of the outcome and bring the message back again and again.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise Rejection("body holds text that is not valid Unicode (a lone surrogate)"
+                        ) from None
+    except (ValueError, RecursionError, TypeError):
+        raise Rejection("body is not plain JSON data") from None
+    try:
+        return _command_from(data, settings)
+    except Rejection as err:
+        reason = str(err)
+        if len(reason) > MAX_REASON:  # e.g. a 60 KiB "colour" quoted back
+            raise Rejection(reason[:MAX_REASON - 1] + "…") from None
+        raise
+
+
+def _command_from(data: dict, settings: Settings) -> Command:
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         shown = ", ".join(repr(k[:40]) for k in unknown[:5])

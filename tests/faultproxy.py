@@ -7,6 +7,7 @@ from outside the client, and to make the server seem to throttle or fail:
     proxy.fail(503, "ServerBusy")             # every request now gets a 503
     proxy.fail(None)                          # back to passing requests through
     proxy.refuse(True)                        # new and open connections are dropped
+    proxy.hang(True)                          # requests are read, never answered
     proxy.requests, proxy.times               # what was asked, and when (monotonic)
     proxy.close()
 
@@ -34,6 +35,7 @@ class FaultProxy:
         self.lines: list[str] = []       # "METHOD /path" of each request, no query
         self._fault: tuple[int, str | None] | None = None
         self._refuse = False
+        self._hanging = threading.Event()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._sockets: set[socket.socket] = set()
@@ -55,6 +57,14 @@ class FaultProxy:
         self._refuse = on
         if on:
             self._drop_all()
+
+    def hang(self, on: bool = True) -> None:
+        """Take requests and answer none, as a server stuck behind a live socket would;
+        held requests are passed on once the hang ends (if their client still waits)."""
+        if on:
+            self._hanging.set()
+        else:
+            self._hanging.clear()
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -138,6 +148,8 @@ class FaultProxy:
                     self.lines.append(f"{method} {target.split('?')[0].split(' ')[0]}")
                 if self._refuse:
                     return
+                while self._hanging.is_set() and not self._closed.wait(0.05):
+                    pass
                 fault = self._fault
                 if fault is not None:
                     with self._lock:

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.serving import make_server
 
 from pillowd.errors import PillowError
+from pillowd.history import HistoryError
 from pillowd.messages import MAX_BODY, Rejection
 from pillowd.metrics import registry_for
 
@@ -112,6 +113,8 @@ class StatusPage:
                 outcome = pillow.play(data)
             except Rejection as err:
                 return _error(400, str(err))
+            except HistoryError as err:  # not recorded, so not played: try again later
+                return _error(503, str(err))
             return jsonify(outcome.as_json())
 
         @app.post("/api/brightness")
@@ -165,9 +168,12 @@ class StatusPage:
         def connect(auth=None):
             self._sids[request.sid] = sio.server.manager.eio_sid_from_sid(
                 request.sid, NAMESPACE)
-            sio.emit("state", pillow.snapshot(), to=request.sid, namespace=NAMESPACE)
-            sio.emit("frame", pillow.renderer.last_frame, to=request.sid,
-                     namespace=NAMESPACE)
+            # Under the emit lock: a binary event goes out as two websocket messages,
+            # and one interleaved with the frame pusher's corrupts the client's stream.
+            with self._emit_lock:
+                sio.emit("state", pillow.snapshot(), to=request.sid, namespace=NAMESPACE)
+                sio.emit("frame", pillow.renderer.last_frame, to=request.sid,
+                         namespace=NAMESPACE)
 
         @sio.on("disconnect", namespace=NAMESPACE)
         def disconnect(reason=None):
