@@ -48,17 +48,18 @@ class Backoff:
         elif now - self._last_message < self.linger:
             self.interval = self.minimum
         else:
-            self._misses += 1
-            grown = self.minimum * (2 ** min(self._misses, 30)) * self._rng.uniform(0.8, 1.2)
-            self.interval = min(self.maximum, max(self.minimum, grown))
+            self._grow()
         return self.interval
 
     def failed(self) -> float:
         """Seconds to wait after the queue could not be reached."""
+        self._grow()
+        return self.interval
+
+    def _grow(self) -> None:
         self._misses += 1
         grown = self.minimum * (2 ** min(self._misses, 30)) * self._rng.uniform(0.8, 1.2)
         self.interval = min(self.maximum, max(self.minimum, grown))
-        return self.interval
 
 
 @dataclass
@@ -157,6 +158,8 @@ class Consumer:
                     unsettled.remove(message)
             if not playable:
                 return
+            # Newest by when it was sent: a queue need not deliver in order.
+            playable.sort(key=lambda p: p[1].sent_at or p[0].inserted_on)
             *older, newest = playable
             for message, command, message_id in older:
                 self._settle(message, self._outcome(
@@ -193,6 +196,11 @@ class Consumer:
         except Rejection as err:
             self._reject(message, None, str(err))
             return None
+        except Exception as err:  # a bug in decoding: poison keeps it for a requeue
+            log.exception("could not decode message %s", message.id)
+            self._reject(message, None, f"could not be read (internal error: "
+                                        f"{type(err).__name__})")
+            return None
         message_id = command.id or message.id
         age = (self._wall() - (command.sent_at or message.inserted_on)).total_seconds()
         max_age = min(self.max_age, command.ttl or self.max_age)
@@ -221,10 +229,11 @@ class Consumer:
         if recorded is None:  # already settled by an earlier delivery
             self._delete(message)
             return
+        # Counted before it plays, so no snapshot shows the scene without its outcome.
+        self._announce(recorded)
         if then is not None:
             then()
         self._delete(message)
-        self._announce(recorded)
 
     def _reject(self, message: QueueMessage, command, reason: str) -> None:
         recorded = self.history.record(self._outcome(message.id, "rejected", command,
@@ -273,6 +282,6 @@ class Consumer:
         outcome = Outcome(id=message_id, outcome="applied", scene=command.scene.name,
                           sender=command.sender, reason=None, at=iso_now(), queue=source)
         recorded = self.history.record(outcome)
-        self.play(command, message_id)
         self._announce(recorded)
+        self.play(command, message_id)
         return recorded

@@ -298,8 +298,7 @@ class Daemon:
                                      status=self.pillow.status_line)
             self.watchdog.start()
         elif self.notifier.enabled:
-            self.pillow.on_state(lambda snapshot: self.notifier.status(
-                self.pillow.status_line()))
+            self.pillow.on_state(lambda: self.notifier.status(self.pillow.status_line()))
         log.info("pillowd %s: %r ready, %s queue %r, status page at %s", __version__,
                  self.settings.pillow.name, self.settings.queue.backend,
                  self.settings.queue.name, self.url)

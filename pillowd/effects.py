@@ -37,8 +37,9 @@ def parse_color(text: str) -> Color:
     """Return *text* ("#rrggbb", "rrggbb" or "#rgb") as an (r, g, b) tuple in 0..1."""
     match = _HEX.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
-        raise ValueError(
-            f"{text!r} is not a colour: expected '#rrggbb', 'rrggbb' or '#rgb'")
+        shown = repr(text if not isinstance(text, str) or len(text) <= 40
+                     else text[:40] + "…")
+        raise ValueError(f"{shown} is not a colour: expected '#rrggbb', 'rrggbb' or '#rgb'")
     digits = match.group(1)
     if len(digits) == 3:
         digits = "".join(c * 2 for c in digits)

@@ -83,7 +83,11 @@ def _text(value, name: str, limit: int) -> str:
 def _number(value, name: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Rejection(f"{name} must be a number, not {type(value).__name__}")
-    if not math.isfinite(value) or not lo <= value <= hi:
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite or not lo <= value <= hi:
         raise Rejection(f"{name} must be between {lo} and {hi}, not {value}")
     return float(value)
 

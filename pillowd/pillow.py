@@ -47,13 +47,13 @@ class Pillow:
 
     # -- listening ---------------------------------------------------------------
 
-    def on_state(self, listener: Callable[[dict], None]) -> None:
+    def on_state(self, listener: Callable[[], None]) -> None:
+        """Call *listener* whenever the snapshot changes; it reads what it needs."""
         self._listeners.append(listener)
 
     def changed(self) -> None:
-        snapshot = self.snapshot()
         for listener in self._listeners:
-            listener(snapshot)
+            listener()
 
     def _scene_changed(self, playing: Playing) -> None:
         self.changed()

@@ -8,7 +8,7 @@ import pytest
 
 from pillowd.config import parse
 from pillowd.consumer import Backoff, Consumer
-from pillowd.history import History
+from pillowd.history import History, HistoryError
 from pillowd.messages import decode
 from pillowd.queues.local import LocalStore
 
@@ -127,7 +127,8 @@ def test_history_failure_leaves_the_message_on_the_queue(world, tmp_path):
     world.history = History(tmp_path / "h2.sqlite3")
     world.history.close()
     consumer = world.make()
-    assert consumer.poll_once()  # the loop goes on
+    with pytest.raises(HistoryError):  # run() shows it as the queue's offline reason
+        consumer.poll_once()
     assert world.played == [] and world.outcomes == []
     world.wall_now += timedelta(seconds=5)  # released for a short while, then back
     (back,) = world.queue.receive()
@@ -149,3 +150,28 @@ def test_backoff_grows_to_the_ceiling_and_resets():
     assert b.next(True) == 0.1
     assert min(b.failed() for _ in range(10)) >= 0.1
     assert b.failed() == 5.0
+
+
+def test_newest_by_sent_at_plays_whatever_order_the_queue_gives(world):
+    later = world.wall_now - timedelta(seconds=5)
+    earlier = world.wall_now - timedelta(seconds=50)
+    world.send(id="sent-later", sent_at=later.isoformat())
+    world.send(id="sent-earlier", sent_at=earlier.isoformat())
+    world.consumer.poll_once()
+    assert world.played == ["sent-later"]
+    assert world.outcome_of("sent-earlier") == ["superseded"]
+
+
+def test_a_bug_in_decoding_one_message_does_not_hold_up_the_batch(world):
+    def decode_or_fail(body):
+        if "boom" in body:
+            raise KeyError("a bug")
+        return decode(body, SETTINGS)
+    consumer = world.make()
+    consumer.decode = decode_or_fail
+    world.send(id="boom")
+    world.send(id="fine")
+    consumer.poll_once()
+    assert world.played == ["fine"]
+    (poisoned,) = world.poison.peek()
+    assert "internal error: KeyError" in json.loads(poisoned.body)["reason"]

@@ -91,3 +91,9 @@ def test_size_limits():
     assert "larger than" in reason(json.dumps({"scene": "hug", "pad": "x" * MAX_BODY}))
     assert "not UTF-8" in reason(b"\xff\xfe{}")
     assert decode(b'{"scene": "hug"}', SETTINGS).scene.name == "hug"
+
+
+def test_an_integer_too_large_for_a_float_is_rejected_not_a_crash():
+    huge = "1" + "0" * 400
+    assert "duration must be between" in reason('{"scene": "hug", "duration": %s}' % huge)
+    assert "brightness must be between" in reason('{"scene": "hug", "brightness": -%s}' % huge)

@@ -56,7 +56,7 @@ class StatusPage:
                                  engineio_logger=False)
         self._metrics = registry_for(pillow, lambda: self.clients)
         self._routes()
-        pillow.on_state(lambda snapshot: self._dirty.set())
+        pillow.on_state(self._dirty.set)
 
     # -- HTTP ----------------------------------------------------------------------
 
