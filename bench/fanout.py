@@ -7,7 +7,6 @@ import multiprocessing as mp
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 
 import requests
+from running import RunningPillowd  # bench/ is on the path
 
 TOKEN = "bench-token"
 CONFIG = """
@@ -115,25 +115,9 @@ def main() -> int:
         config = Path(tmp) / "config.toml"
         config.write_text(CONFIG.format(state=Path(tmp) / "state", leds=args.leds,
                                         fps=args.fps))
-        env = {**os.environ, "PILLOWD_CONTROL_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-        daemon = subprocess.Popen([sys.executable, "-m", "pillowd", "run", "--config",
-                                   str(config)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, env=env)
-        url = None
-        for line in daemon.stdout:
-            m = re.match(r"pillowd: status page at (http://\S+/)", line)
-            if m:
-                url = m.group(1)
-                break
-        if url is None:
-            print("pillowd did not start", file=sys.stderr)
-            return 1
-        threading.Thread(target=lambda: [None for _ in daemon.stdout], daemon=True).start()
-        try:
-            return measure(url, args)
-        finally:
-            daemon.terminate()
-            daemon.wait(10)
+        env = {**os.environ, "PILLOWD_CONTROL_TOKEN": TOKEN}
+        with RunningPillowd(config, env) as daemon:
+            return measure(daemon.start(), args)
 
 
 def measure(url: str, args) -> int:

@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +35,7 @@ from azure.storage.queue import QueueClient  # noqa: E402
 
 from azurite import Azurite  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
+from running import RunningPillowd  # noqa: E402  (bench/ is on the path)
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", 200))
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", 150))
@@ -117,22 +116,10 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "PILLOWD_"))}
     env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string(
         proxy.endpoint("/devstoreaccount1"))
-    env["PYTHONUNBUFFERED"] = "1"
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "pillowd", "run", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    daemon = RunningPillowd(config, env)
     sender = QueueClient.from_connection_string(azurite.connection_string(), QUEUE)
     try:
-        url = None
-        for line in daemon.stdout:
-            m = re.search(r"^pillowd: status page at (http://\S+/)", line)
-            if m:
-                url = m.group(1)
-                break
-        if url is None:
-            print("queue_latency: pillowd did not start", file=sys.stderr)
-            return 1
-        threading.Thread(target=lambda: [None for _ in daemon.stdout], daemon=True).start()
+        url = daemon.start()
         arrivals = Arrivals(url)
         rng = random.Random(1)
 
@@ -189,11 +176,7 @@ def main() -> int:
         arrivals.client.disconnect()
     finally:
         sender.close()
-        daemon.terminate()
-        try:
-            daemon.wait(10)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        daemon.stop()
         proxy.close()
         azurite.stop()
     return 0

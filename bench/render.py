@@ -4,7 +4,6 @@ import math
 import operator
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ import numpy as np  # noqa: E402
 from pillowd.effects import EFFECTS  # noqa: E402
 from pillowd.hardware.pio import PioStrip  # noqa: E402
 from pillowd.light import LightOutput, Transition  # noqa: E402
+from running import RunningPillowd  # noqa: E402  (bench/ is on the path)
 
 COUNT = 300
 FPS = 50
@@ -175,15 +175,10 @@ port = 0
 effect = "{effect}"
 color = "#302060"
 """)
-        proc = subprocess.Popen([sys.executable, "-m", "pillowd", "run", "--config",
-                                 str(config)], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
-        try:
-            for line in proc.stdout:
-                if "status page at" in line:
-                    break
+        with RunningPillowd(config) as daemon:
+            daemon.start()
             time.sleep(3)  # past start-up work
-            stat = Path(f"/proc/{proc.pid}/stat")
+            stat = Path(f"/proc/{daemon.pid}/stat")
             ticks = os.sysconf("SC_CLK_TCK")
 
             def cpu():
@@ -192,9 +187,6 @@ color = "#302060"
             start_cpu, start = cpu(), time.monotonic()
             time.sleep(seconds)
             return 100 * (cpu() - start_cpu) / (time.monotonic() - start)
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def static_scene_cpu(seconds=60):

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pillowd.queues.local import LocalStore  # noqa: E402
+from running import RunningPillowd  # noqa: E402  (bench/ is on the path)
 
 CONFIG = """
 [pillow]
@@ -109,25 +109,11 @@ def main(argv=None) -> int:
         config = Path(tmp) / "config.toml"
         config.write_text(CONFIG.format(state=state))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PILLOWD_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        daemon = subprocess.Popen([sys.executable, "-m", "pillowd", "run", "--config",
-                                   str(config)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+        daemon = RunningPillowd(config, env)
         clients: list[Client] = []
         stop = threading.Event()
         try:
-            url = None
-            for line in daemon.stdout:
-                m = re.search(r"status page at (http://\S+/)", line)
-                if m and line.startswith("pillowd:"):
-                    url = m.group(1)
-                    break
-            if url is None:
-                print("pillowd did not start", file=sys.stderr)
-                return 1
-            # Keep draining its output so a full pipe never blocks the daemon.
-            threading.Thread(target=lambda: [None for _ in daemon.stdout],
-                             daemon=True).start()
+            url = daemon.start()
             clients = [Client(url) for _ in range(args.clients)]
             sent = [0]
 
@@ -166,12 +152,7 @@ def main(argv=None) -> int:
             stop.set()
             for client in clients:
                 client.sio.disconnect()
-            daemon.terminate()
-            try:
-                daemon.wait(10)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            daemon.stop()
 
     growth = last["rss_kb"] - first["rss_kb"]
     counts = {k: snapshot["queue"][k] for k in
