@@ -217,8 +217,9 @@ class Daemon:
         self.hardware.closers.append(self.actuators.close)
         self.pillow.actuators = dict(self.actuators.values)
         self.pillow.checks.append(self.actuators.trouble)
+        # No actuators fitted: nothing to tick 50 times a second.
         self.part_loops = {"actuators": self.actuators.run,
-                           "watchdog": self.actuators.watch}
+                           "watchdog": self.actuators.watch} if parts else {}
 
         self.outbox = None
         if self.queues.outbound is not None:
@@ -333,6 +334,8 @@ class Daemon:
         if getattr(self, "_threads", None):
             self.notifier.stopping()
         self.stop.set()
+        if getattr(self, "renderer", None) is not None:
+            self.renderer.wake()  # it may be sleeping on a static frame
         if getattr(self, "watchdog", None) is not None:
             self.watchdog.stop()
         deadline = time.monotonic() + SHUTDOWN_GRACE

@@ -17,6 +17,9 @@ from .scenes import Playing, Timeline
 log = logging.getLogger(__name__)
 
 
+IDLE_TICK = 0.5  # seconds: the longest a settled static frame sleeps between checks
+
+
 class Renderer:
     """Draws the timeline's scene on the strip, dropping frames rather than queueing.
 
@@ -44,6 +47,10 @@ class Renderer:
         self._source: Callable[[float], Frame] | None = None
         self._settled = False      # a static frame is on the strip already
         self._last_pixels: np.ndarray | None = None
+        # Set on anything that may change a settled static frame, so the loop can
+        # sleep instead of ticking; the timeline's changes included.
+        self._wake = threading.Event()
+        timeline.on_change(lambda playing: self._wake.set())
 
     @property
     def brightness(self) -> float:
@@ -54,6 +61,7 @@ class Renderer:
         """Dim (or restore) the LEDs; never above the configured ceiling."""
         self._level = min(max(float(level), 0.0), self.output.brightness)
         self._settled = False
+        self._wake.set()
 
     @property
     def milliamps(self) -> float:
@@ -63,6 +71,7 @@ class Renderer:
         """Cap everything shown at *cap* (0..1) of the configured brightness."""
         self._cap = min(max(cap, 0.0), 1.0)
         self._settled = False
+        self._wake.set()
 
     def _scene_source(self, playing: Playing) -> Callable[[float], Frame]:
         effect, count, params = playing.effect, self.strip.count, playing.params
@@ -72,6 +81,12 @@ class Renderer:
             frame = effect(t - started, count, params)
             return frame if level == 1.0 else frame * np.float32(level)
         return source
+
+    def _idle_wait(self) -> float:
+        playing = self._playing
+        if playing is not None and playing.ends is not None:
+            return max(0.0, min(IDLE_TICK, playing.ends - self._clock()))
+        return IDLE_TICK
 
     def render_once(self, now: float | None = None) -> None:
         """Compute, limit and show the frame for *now*, unless nothing changed."""
@@ -100,13 +115,23 @@ class Renderer:
             self._last_pixels = pixels
             self.last_frame = pixels.tobytes()  # the page's frame pusher reads this
 
+    def wake(self) -> None:
+        """Stop sleeping on a settled static frame now (something changed, or stop)."""
+        self._wake.set()
+
     def run(self, stop: threading.Event) -> None:
-        """Render at a drift-free fixed rate until *stop* is set, then go dark."""
+        """Render at a drift-free fixed rate until *stop* is set, then go dark.
+
+        A settled static frame is not redrawn: the loop sleeps until woken by a
+        change, or for at most IDLE_TICK (so the heartbeat and a scene's end are
+        never missed). *stop* must be followed by wake() to end such a sleep.
+        """
         period = 1 / self.fps
         next_tick = self._clock()
         window_start, window_frames = next_tick, 0
         try:
             while not stop.is_set():
+                self._wake.clear()  # before drawing: a change from now on wakes us
                 started = self._clock()
                 self.render_once(started)
                 self.heartbeat = self._clock()
@@ -116,6 +141,10 @@ class Renderer:
                 if self.heartbeat - window_start >= 1:
                     self.achieved_fps = window_frames / (self.heartbeat - window_start)
                     window_start, window_frames = self.heartbeat, 0
+                if self._settled:
+                    self._wake.wait(self._idle_wait())
+                    next_tick = self._clock()
+                    continue
                 next_tick += period
                 late = self._clock() - next_tick
                 if late > 0:

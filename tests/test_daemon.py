@@ -208,3 +208,13 @@ def test_send_puts_base64_when_asked(make_config, pillow_env, queues):
     decoded = json.loads(base64.b64decode(message.body))
     assert decoded["scene"] == "hug" and decoded["text"] == "hé"
     assert decoded["id"] and decoded["sent_at"].endswith("Z")
+
+
+def test_demo_feeds_scenes_through_the_queue(pillow, watch):
+    p = pillow(args=["--demo"])
+    watcher = watch(p.url)
+    played = watcher.wait_state(lambda s: s["queue"]["applied"] >= 1, timeout=20,
+                                message="a demo scene")
+    demo = played["recent"][0]
+    assert demo["outcome"] == "applied" and demo["scene"] in ("hug", "glow")
+    assert demo["from"] in ("Alice", "Bob", "Grandma", "Sam")

@@ -72,7 +72,7 @@ def test_watchdog_pings_stop_when_the_render_loop_freezes(make_config, notify_so
         render_once(now)
 
     daemon.renderer.render_once = render_or_hang
-    daemon.pillow._render_stall = 0.5
+    daemon.pillow._render_stall = 1.5  # above the idle sleep on a static frame (0.5 s)
     daemon.start()
     try:
         def pings():

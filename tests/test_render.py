@@ -1,0 +1,89 @@
+"""The render loop: fades, a static frame that costs nothing, and dark at the end."""
+
+import threading
+
+import numpy as np
+
+from conftest import wait_for
+from pillowd.config import parse
+from pillowd.hardware import MockStrip
+from pillowd.light import LightOutput
+from pillowd.messages import decode
+from pillowd.render import Renderer
+from pillowd.scenes import Timeline
+
+SETTINGS = parse('''
+[scenes.idle]
+effect = "solid"
+color = "#000040"
+transition_seconds = 0
+[scenes.hug]
+effect = "solid"
+color = "#ff0000"
+transition_seconds = 0
+[scenes.glow]
+effect = "breathe"
+color = "#00ff00"
+period = 1
+''')
+
+
+def renderer():
+    timeline = Timeline(SETTINGS.scenes["idle"])
+    strip = MockStrip(10)
+    output = LightOutput(10, brightness=1.0, max_milliamps=10_000, gamma=1.0)
+    return timeline, strip, Renderer(timeline, strip, output, fps=50)
+
+
+def test_a_static_scene_is_drawn_once_and_a_change_wakes_the_loop():
+    timeline, strip, r = renderer()
+    stop = threading.Event()
+    loop = threading.Thread(target=r.run, args=(stop,))
+    loop.start()
+    try:
+        wait_for(lambda: strip.frames >= 1, message="the idle frame")
+        drawn = r.frames
+        # Half a second of a static scene: at most the IDLE_TICK checks, not 25 frames.
+        threading.Event().wait(0.6)
+        assert r.frames - drawn <= 3
+        assert strip.frames == 1
+        timeline.play(decode("hug", SETTINGS))
+        wait_for(lambda: strip.pixels[0].tolist() == [255, 0, 0], timeout=0.3,
+                 message="the hug drawn at once, not after the idle sleep")
+        timeline.play(decode("glow", SETTINGS))  # animated: drawn every tick
+        before = r.frames
+        wait_for(lambda: r.frames - before >= 10, message="an animated scene ticking")
+    finally:
+        stop.set()
+        r.wake()
+        loop.join(2)
+    assert not loop.is_alive()
+    assert not strip.pixels.any()  # dark at the end
+
+
+def test_a_fade_starts_and_ends_exactly():
+    fading = parse('''
+[scenes.idle]
+effect = "solid"
+color = "#000040"
+[scenes.hug]
+effect = "solid"
+color = "#ff0000"
+transition_seconds = 1.0
+''')
+    now = [100.0]
+    timeline = Timeline(fading.scenes["idle"], clock=lambda: now[0])
+    strip = MockStrip(10)
+    r = Renderer(timeline, strip, LightOutput(10, brightness=1.0, max_milliamps=10_000,
+                                              gamma=1.0), clock=lambda: now[0])
+    r.render_once()
+    idle = strip.pixels.copy()
+    timeline.play(decode("hug", fading))
+    r.render_once()
+    assert np.array_equal(strip.pixels, idle)  # t = start: the old frame exactly
+    now[0] += 0.5
+    r.render_once()
+    assert 0 < strip.pixels[0][0] < 255  # on the way
+    now[0] += 0.5
+    r.render_once()
+    assert strip.pixels[0].tolist() == [255, 0, 0]  # t = end: the new one exactly
