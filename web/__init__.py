@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -98,16 +99,10 @@ class StatusPage:
             return Response(generate_latest(self._metrics), mimetype=CONTENT_TYPE_LATEST)
 
         @app.post("/api/scene")
+        @self._control
         def scene():
-            denied = self._check_token()
-            if denied:
-                return denied
-            raw = request.get_data()  # 413 past MAX_CONTENT_LENGTH, before parsing
-            try:
-                data = json.loads(raw)
-            except (ValueError, RecursionError):
-                data = None
-            if not isinstance(data, dict):
+            data = _json_object()
+            if data is None:
                 return _error(400, "body must be a JSON object like {\"scene\": \"hug\"}")
             try:
                 outcome = pillow.play(data)
@@ -118,10 +113,8 @@ class StatusPage:
             return jsonify(outcome.as_json())
 
         @app.post("/api/brightness")
+        @self._control
         def brightness():
-            denied = self._check_token()
-            if denied:
-                return denied
             data = _json_object()
             value = data.get("brightness") if data else None
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -131,18 +124,14 @@ class StatusPage:
             return jsonify({"brightness": pillow.renderer.brightness})
 
         @app.post("/api/off")
+        @self._control
         def off():
-            denied = self._check_token()
-            if denied:
-                return denied
             pillow.off()
             return jsonify({"brightness": pillow.renderer.brightness})
 
         @app.post("/api/quiet")
+        @self._control
         def quiet():
-            denied = self._check_token()
-            if denied:
-                return denied
             data = _json_object()
             value = data.get("quiet", True) if data is not None else None
             if not isinstance(value, bool):
@@ -183,6 +172,13 @@ class StatusPage:
     def clients(self) -> int:
         """Pages connected now (one dict entry each: no counter to drift)."""
         return len(self._sids)
+
+    def _control(self, view):
+        """*view* as a control endpoint: the token and the origin are checked first."""
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            return self._check_token() or view(*args, **kwargs)
+        return guarded
 
     def _check_token(self):
         foreign = _foreign_origin()
@@ -269,6 +265,7 @@ class StatusPage:
 
 
 def _json_object() -> dict | None:
+    """The request's JSON object (an empty body is {}), or None; 413 past the limit."""
     try:
         data = json.loads(request.get_data() or b"{}")
     except (ValueError, RecursionError):
