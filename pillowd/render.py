@@ -17,6 +17,20 @@ from .scenes import Playing, Timeline
 log = logging.getLogger(__name__)
 
 
+def _unfinished(source, now: float):
+    """*source* with the fades that are over by *now* cut out of it.
+
+    Scenes arriving faster than they fade nest one Transition in the next; without
+    this the chain, and the memory it holds, would grow for as long as they do.
+    """
+    if not isinstance(source, Transition):
+        return source
+    if source.done(now):
+        return _unfinished(source.new, now)
+    source.old = _unfinished(source.old, now)
+    return source
+
+
 IDLE_TICK = 0.5  # seconds: the longest a settled static frame sleeps between checks
 
 
@@ -96,7 +110,7 @@ class Renderer:
             new = self._scene_source(playing)
             seconds = playing.scene.transition_seconds
             # Fade from whatever shows now, even a fade still under way.
-            self._source = (Transition(self._source, new, now, seconds)
+            self._source = (Transition(_unfinished(self._source, now), new, now, seconds)
                             if self._source is not None and seconds > 0 else new)
             self._playing = playing
             self._settled = False

@@ -87,3 +87,21 @@ transition_seconds = 1.0
     now[0] += 0.5
     r.render_once()
     assert strip.pixels[0].tolist() == [255, 0, 0]  # t = end: the new one exactly
+
+
+def test_scenes_faster_than_their_fades_keep_a_bounded_chain():
+    from pillowd.light import Transition
+    fading = parse('[scenes.idle]\neffect = "solid"\n'
+                   '[scenes.hug]\neffect = "solid"\ncolor = "#ff0000"\n'
+                   'transition_seconds = 0.5\n')
+    now = [0.0]
+    timeline = Timeline(fading.scenes["idle"], clock=lambda: now[0])
+    r = Renderer(timeline, MockStrip(4), LightOutput(4), clock=lambda: now[0])
+    for _ in range(1000):  # ten a second, each fade lasting half a second
+        timeline.play(decode("hug", fading))
+        r.render_once()
+        now[0] += 0.1
+    depth, source = 0, r._source
+    while isinstance(source, Transition):
+        depth, source = depth + 1, source.old
+    assert 1 <= depth <= 6
