@@ -60,14 +60,16 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds before the message expires unplayed")
     send.add_argument("--base64", action="store_true",
                       help="encode the body as Azure Functions and the portal do")
-    send.add_argument("--state-dir", metavar="DIR", help=argparse.SUPPRESS)
+    send.add_argument("--state-dir", metavar="DIR",
+                      help="the local queue's state_dir, as given to run --state-dir")
 
     command("check-config", "validate the config file")
 
     poison = command("poison", "inspect and empty the poison queue")
     poison.add_argument("action", choices=["list", "requeue", "purge"])
     poison.add_argument("id", nargs="?", help="with requeue: only this message")
-    poison.add_argument("--state-dir", metavar="DIR", help=argparse.SUPPRESS)
+    poison.add_argument("--state-dir", metavar="DIR",
+                        help="the local queue's state_dir, as given to run --state-dir")
     return parser
 
 
