@@ -12,7 +12,7 @@ import socketio
 import websocket
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import BASE_CONFIG, wait_for
+from conftest import BASE_CONFIG, Watcher, wait_for
 
 import pillowd.queues.local as local
 from pillowd.config import parse
@@ -32,14 +32,11 @@ def healthy(p) -> None:
     """The daemon is alive and well, and still plays what it is sent."""
     assert p.proc.poll() is None, "the daemon died"
     assert p.get("/healthz").status_code == 200
-    watcher = socketio.Client(reconnection=False)
-    states = []
-    watcher.on("state", states.append, namespace="/pillow")
-    watcher.connect(p.url, namespaces=["/pillow"], transports=["websocket"], wait_timeout=10)
+    watcher = Watcher(p.url)
     try:
-        wait_for(lambda: states, message="the state on connect after the junk")
+        watcher.wait_state(lambda s: True, message="the state on connect after the junk")
     finally:
-        watcher.disconnect()
+        watcher.close()
 
 
 # -- POST /api/scene -------------------------------------------------------------
