@@ -247,7 +247,7 @@ for info in pathlib.Path(sys.prefix).glob("lib/python3*/site-packages/pillowd-*.
     lines = record.read_text().splitlines(keepends=True)
     record.write_text("".join(l for l in lines if not l.startswith(info.name + "/direct_url.json,")))
 import pillowd.web
-vendored = pathlib.Path(pillowd.web.__file__).parent / sys.argv[1].removeprefix("web/")
+vendored = pillowd.web.page_files() / sys.argv[1].removeprefix("web/")
 sys.exit(not vendored.is_file())
 EOF
 }

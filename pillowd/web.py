@@ -15,17 +15,22 @@ from flask_socketio import SocketIO
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.serving import make_server
 
-from pillowd.errors import PillowError
-from pillowd.history import HistoryError
-from pillowd.messages import MAX_BODY, Rejection
-from pillowd.metrics import registry_for
+from .errors import PillowError
+from .history import HistoryError
+from .messages import MAX_BODY, Rejection
+from .metrics import registry_for
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/pillow"
 # Packets a client may have waiting before it is sent no more frames: a slow phone
 # skips frames instead of growing an unbounded queue in the server's memory.
 FRAME_BACKLOG = 4
-HERE = Path(__file__).parent
+
+
+def page_files() -> Path:
+    """The page's templates and static files: web/ in a checkout, pillowd/_page installed."""
+    installed = Path(__file__).with_name("_page")
+    return installed if installed.is_dir() else Path(__file__).parent.parent / "web"
 
 
 class PortInUse(PillowError, OSError):
@@ -47,8 +52,9 @@ class StatusPage:
         self._server = None
         self.url = None
 
-        app = Flask(__name__, static_folder=str(HERE / "static"),
-                    template_folder=str(HERE / "templates"))
+        files = page_files()
+        app = Flask(__name__, static_folder=str(files / "static"),
+                    template_folder=str(files / "templates"))
         app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
         self.app = app
         # threading: never eventlet/gevent even when installed; the default
