@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import requests
-from running import RunningPillowd  # bench/ is on the path
+
+from pillowd.testing import PillowProcess
 
 TOKEN = "bench-token"
 CONFIG = """
@@ -116,8 +117,8 @@ def main() -> int:
         config.write_text(CONFIG.format(state=Path(tmp) / "state", leds=args.leds,
                                         fps=args.fps))
         env = {**os.environ, "PILLOWD_CONTROL_TOKEN": TOKEN}
-        with RunningPillowd(config, env) as daemon:
-            return measure(daemon.start(), args)
+        with PillowProcess(config, env) as daemon:
+            return measure(daemon.start().url, args)
 
 
 def measure(url: str, args) -> int:

@@ -1,7 +1,7 @@
 """Pickup latency and idle cost of the Azure queue consumer, measured against Azurite.
 
 Runs a real `pillowd run` on the Azure backend (Azurite from node_modules, with a
-counting proxy from tests/faultproxy.py between the daemon and Azurite) and prints:
+counting proxy from pillowd.testing.faultproxy between the daemon and Azurite) and prints:
 
 - pickup latency: from `send_message` returning to a python-socketio client receiving
   the `state` event for that message; BENCH_MESSAGES (200) messages at random
@@ -27,15 +27,12 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+import socketio
+from azure.storage.queue import QueueClient
 
-import socketio  # noqa: E402
-from azure.storage.queue import QueueClient  # noqa: E402
-
-from azurite import Azurite  # noqa: E402
-from faultproxy import FaultProxy  # noqa: E402
-from running import RunningPillowd  # noqa: E402  (bench/ is on the path)
+from pillowd.testing import PillowProcess
+from pillowd.testing.azurite import Azurite
+from pillowd.testing.faultproxy import FaultProxy
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", 200))
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", 150))
@@ -116,10 +113,10 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "PILLOWD_"))}
     env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string(
         proxy.endpoint("/devstoreaccount1"))
-    daemon = RunningPillowd(config, env)
+    daemon = PillowProcess(config, env)
     sender = QueueClient.from_connection_string(azurite.connection_string(), QUEUE)
     try:
-        url = daemon.start()
+        url = daemon.start().url
         arrivals = Arrivals(url)
         rng = random.Random(1)
 

@@ -9,14 +9,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from pillowd.effects import EFFECTS  # noqa: E402
-from pillowd.hardware.pio import PioStrip  # noqa: E402
-from pillowd.light import LightOutput, Transition  # noqa: E402
-from running import RunningPillowd  # noqa: E402  (bench/ is on the path)
+from pillowd.effects import EFFECTS
+from pillowd.hardware.pio import PioStrip
+from pillowd.light import LightOutput, Transition
+from pillowd.testing import PillowProcess
 
 COUNT = 300
 FPS = 50
@@ -175,7 +173,7 @@ port = 0
 effect = "{effect}"
 color = "#302060"
 """)
-        with RunningPillowd(config) as daemon:
+        with PillowProcess(config) as daemon:
             daemon.start()
             time.sleep(3)  # past start-up work
             stat = Path(f"/proc/{daemon.pid}/stat")

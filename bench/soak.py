@@ -24,11 +24,8 @@ from pathlib import Path
 import requests
 import socketio
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pillowd.queues.local import LocalStore  # noqa: E402
-from running import RunningPillowd  # noqa: E402  (bench/ is on the path)
+from pillowd.queues.local import LocalStore
+from pillowd.testing import PillowProcess
 
 CONFIG = """
 [pillow]
@@ -109,11 +106,11 @@ def main(argv=None) -> int:
         config = Path(tmp) / "config.toml"
         config.write_text(CONFIG.format(state=state))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PILLOWD_")}
-        daemon = RunningPillowd(config, env)
+        daemon = PillowProcess(config, env)
         clients: list[Client] = []
         stop = threading.Event()
         try:
-            url = daemon.start()
+            url = daemon.start().url
             clients = [Client(url) for _ in range(args.clients)]
             sent = [0]
 

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
+import shutil
 import subprocess
-import sys
+import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import requests
 import socketio
 
-from azurite import azurite  # noqa: F401  (the session's Azurite, started on first use)
+from pillowd.testing import PillowProcess  # noqa: F401  (tests import it from here)
+from pillowd.testing import run_cli as _run_cli
+from pillowd.testing.azurite import Azurite
 
 ROOT = Path(__file__).resolve().parent.parent
-PILLOWD = [sys.executable, "-m", "pillowd"]
 
 BASE_CONFIG = """
 [pillow]
@@ -73,83 +71,8 @@ def wait_for(predicate, timeout=10.0, interval=0.02, message="condition"):
         time.sleep(interval)
 
 
-class PillowProcess:
-    """A `pillowd run` subprocess on a temp config, with helpers to talk to it."""
-
-    def __init__(self, config: Path, env: dict, args=()):
-        self.config = config
-        self.env = env
-        self.args = list(args)
-        self.proc: subprocess.Popen | None = None
-        self.url: str | None = None
-        self.output: list[str] = []
-        self._url_seen = threading.Event()
-
-    def start(self, timeout: float = 20) -> "PillowProcess":
-        self._url_seen.clear()
-        self.proc = subprocess.Popen(
-            [*PILLOWD, "run", "--config", str(self.config), *self.args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
-            cwd=ROOT)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if not self._url_seen.wait(timeout):
-            self.stop()
-            raise AssertionError("pillowd did not start:\n" + "".join(self.output))
-        return self
-
-    def _read(self, proc) -> None:
-        for line in proc.stdout:
-            self.output.append(line)
-            m = re.search(r"status page at (http://\S+/)", line)
-            if m and line.startswith("pillowd:"):
-                self.url = m.group(1)
-                self._url_seen.set()
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self.proc = None
-        return code
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self, timeout: float = 20) -> "PillowProcess":
-        """Stop and start again on the same port, as after a crash or an upgrade:
-        a page left open must find the daemon where it was."""
-        port = int(self.url.rstrip("/").rsplit(":", 1)[1])
-        self.stop()
-        text = self.config.read_text()
-        self.config.write_text(re.sub(r"(?m)^port = \d+$", f"port = {port}", text))
-        return self.start(timeout)
-
-    def get(self, path: str, **kw) -> requests.Response:
-        return requests.get(self.url + path.lstrip("/"), timeout=5, **kw)
-
-    def post(self, path: str, **kw) -> requests.Response:
-        return requests.post(self.url + path.lstrip("/"), timeout=5, **kw)
-
-    def state(self) -> dict:
-        return self.get("/api/state").json()
-
-    def cli(self, *args, check=True) -> subprocess.CompletedProcess:
-        return run_cli(*args, "--config", str(self.config), env=self.env, check=check)
-
-
 def run_cli(*args, env=None, check=True, input=None) -> subprocess.CompletedProcess:
-    result = subprocess.run([*PILLOWD, *args], capture_output=True, text=True,
-                            env=env, cwd=ROOT, timeout=60, input=input)
-    if check and result.returncode != 0:
-        raise AssertionError(f"pillowd {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stdout}\n{result.stderr}")
-    return result
+    return _run_cli(*args, env=env, check=check, input=input, cwd=ROOT)
 
 
 @pytest.fixture
@@ -176,6 +99,19 @@ def make_config(tmp_path, backend, queue_name):
         path.write_text(text + textwrap.dedent(extra))
         return path
     return make
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """A running Azurite for the whole session (tests use their own queue names)."""
+    location = Path(tempfile.mkdtemp(prefix="azurite-"))
+    try:
+        server = Azurite(location).start()
+    except FileNotFoundError as e:
+        pytest.fail(str(e))
+    yield server
+    server.stop()
+    shutil.rmtree(location, ignore_errors=True)
 
 
 # -- queue backends ------------------------------------------------------------
@@ -221,7 +157,8 @@ def pillow(make_config, pillow_env):
     started = []
 
     def start(extra: str = "", args=(), env=None) -> PillowProcess:
-        process = PillowProcess(make_config(extra), {**pillow_env, **(env or {})}, args)
+        process = PillowProcess(make_config(extra), {**pillow_env, **(env or {})}, args,
+                                cwd=ROOT)
         started.append(process)
         return process.start()
 

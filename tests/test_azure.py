@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from azurite import KEY, Azurite, free_port
 from conftest import run_cli, wait_for
-from faultproxy import FaultProxy
+from pillowd.testing.azurite import KEY, Azurite, free_port
+from pillowd.testing.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.parametrize("backend", ["azure"], indirect=True)
 
@@ -188,7 +188,7 @@ def test_too_many_deliveries_go_to_poison_copied_then_deleted(
 
 def test_expiry_counts_from_sent_at_else_from_insertion(make_config, pillow_env, queues,
                                                         watch, request_stop):
-    from conftest import PillowProcess
+    from conftest import ROOT, PillowProcess
     config = make_config("")
     config.write_text(config.read_text().replace(
         "max_dequeue_count = 3", "max_dequeue_count = 3\nmessage_max_age_seconds = 2"))
@@ -200,7 +200,7 @@ def test_expiry_counts_from_sent_at_else_from_insertion(make_config, pillow_env,
     found.main.put(json.dumps({"scene": "hug", "id": "by-insertion"}))
     for message in found.main.receive(32, 30):
         found.main.release(message, 0 if "sent-at" in message.body else 3)
-    p = PillowProcess(config, pillow_env).start()  # not pillow(): it rewrites the config
+    p = PillowProcess(config, pillow_env, cwd=ROOT).start()  # not pillow(): it rewrites the config
     request_stop.append(p.stop)
     state = wait_for(lambda: (s := p.state())["queue"]["expired"] == 2 and s,
                      timeout=15, message="both expired")

@@ -82,7 +82,7 @@ def test_azurite_hanging_is_offline_timed_out_and_loses_nothing(pillow, azurite,
     timeout; the page says so, /healthz stays 200, and what was sent during the hang
     plays once the server answers again."""
     from azure.storage.queue import QueueClient
-    from faultproxy import FaultProxy
+    from pillowd.testing.faultproxy import FaultProxy
     with FaultProxy(azurite.port) as proxy, QueueClient.from_connection_string(
             azurite.connection_string(), queue_name) as sender:  # the sender goes direct
         p = pillow(env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string(

@@ -1,19 +1,26 @@
-"""Azurite, Microsoft's Azure Storage emulator, run from node_modules for the tests."""
+"""Azurite, Microsoft's Azure Storage emulator, run from node_modules for tests and benchmarks."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import pytest
+# Azurite is a Node tool installed by `make test-deps` into the checkout's node_modules;
+# it is looked for there (this package imported from a checkout) and under the current
+# directory (the package installed, run from a checkout).
+_CHECKOUT = Path(__file__).resolve().parents[2]
+_BIN = Path("node_modules") / ".bin" / "azurite-queue"
 
-ROOT = Path(__file__).resolve().parent.parent
-AZURITE = ROOT / "node_modules" / ".bin" / "azurite-queue"
+
+def find_azurite() -> Path | None:
+    for base in (_CHECKOUT, Path.cwd()):
+        if (base / _BIN).exists():
+            return base / _BIN
+    return None
 
 # Azurite's well-known development account, published by Microsoft; not a secret.
 ACCOUNT = "devstoreaccount1"
@@ -38,8 +45,9 @@ def answers(port: int, timeout: float = 0.2) -> bool:
 class Azurite:
     """One azurite-queue process; stop() and start() keep its port and its data."""
 
-    def __init__(self, location: Path, port: int | None = None):
+    def __init__(self, location: Path, port: int | None = None, binary: Path | None = None):
         self.location = Path(location)
+        self.binary = binary or find_azurite()
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -70,13 +78,14 @@ class Azurite:
         return QueueServiceClient.from_connection_string(self.connection_string())
 
     def start(self, timeout: float = 30) -> "Azurite":
-        if not AZURITE.exists():
-            pytest.fail(f"{AZURITE} is missing: run `make test-deps`")
+        if self.binary is None or not Path(self.binary).exists():
+            raise FileNotFoundError(f"azurite-queue is not in {_BIN.parent.parent}: "
+                                    "run `make test-deps`")
         self.location.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [str(AZURITE), "--queueHost", "127.0.0.1", "--queuePort", str(self.port),
+            [str(self.binary), "--queueHost", "127.0.0.1", "--queuePort", str(self.port),
              "--location", str(self.location), "--skipApiVersionCheck", "--silent"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while not answers(self.port):
             if self.proc.poll() is not None:
@@ -108,17 +117,7 @@ class Azurite:
         return self.proc is not None and self.proc.poll() is None
 
 
-@pytest.fixture(scope="session")
-def azurite():
-    """A running Azurite for the whole session (tests use their own queue names)."""
-    location = Path(tempfile.mkdtemp(prefix="azurite-"))
-    server = Azurite(location).start()
-    yield server
-    server.stop()
-    shutil.rmtree(location, ignore_errors=True)
-
-
-if __name__ == "__main__":  # handy by hand: python tests/azurite.py
+if __name__ == "__main__":  # handy by hand: python -m pillowd.testing.azurite
     server = Azurite(Path(tempfile.mkdtemp(prefix="azurite-"))).start()
     print(server.connection_string(), flush=True)
     try:
