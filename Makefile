@@ -11,16 +11,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run demo test test-deps bench clean vendor
 
-run: $(BIN)/pillowd $(VENDOR)
+run: $(VENDOR) $(BIN)/pillowd
 	$(BIN)/pillowd run --config config.toml --state-dir .state
 
-demo: $(BIN)/pillowd $(VENDOR)
+demo: $(VENDOR) $(BIN)/pillowd
 	$(BIN)/pillowd run --config config.toml --state-dir .state --demo
 
 test: test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-deps: $(VENV)/.test-deps $(VENDOR) node_modules/.bin/azurite-queue
+test-deps: $(VENDOR) $(VENV)/.test-deps node_modules/.bin/azurite-queue
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "installing python3-venv"; \
@@ -28,7 +28,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(BIN)/pillowd: pyproject.toml | $(VENV)/bin/python
+$(BIN)/pillowd: pyproject.toml setup.py | $(VENV)/bin/python
 	$(BIN)/pip install -q -e .
 	@touch $@
 
@@ -40,22 +40,19 @@ $(VENV)/.apt:
 	fi
 	@mkdir -p $(VENV) && touch $@
 
-$(VENV)/.test-deps: pyproject.toml $(VENV)/.apt | $(VENV)/bin/python
+$(VENV)/.test-deps: pyproject.toml setup.py $(VENV)/.apt | $(VENV)/bin/python
 	$(BIN)/pip install -q -e ".[test,systemd]"
 	@touch $(BIN)/pillowd $@
 
-# `make run` needs only the browser's socket.io client; the tests add Azurite.
-node_modules/socket.io-client/dist/socket.io.min.js: package-lock.json
-	npm ci --omit=dev --no-audit --no-fund --loglevel=error
+# The page's socket.io client: the npm archive pinned in package-lock.json, fetched
+# and checked by Python (no Node). npm is for the tests' Azurite only.
+$(VENDOR): package-lock.json tools/socketio_client.py
+	$(PYTHON) tools/socketio_client.py
 	@touch $@
 
 node_modules/.bin/azurite-queue: package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
-
-$(VENDOR): node_modules/socket.io-client/dist/socket.io.min.js
-	mkdir -p $(dir $@)
-	cp $< $@
 
 vendor: $(VENDOR)
 

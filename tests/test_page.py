@@ -237,3 +237,24 @@ def test_show_older_pages_through_history_without_live_updates_wiping_it(pillow,
     page.wait_for_function(
         "document.querySelector('#recent li .what').textContent === 'hug from late'")
     assert page.locator("#older-list li").count() == 10
+
+
+def test_a_page_without_its_socketio_client_says_so(pillow, browser):
+    # The client script as if the install lacked it (a 404 from the real daemon's
+    # route is what a build without web/static/vendor/ serves).
+    p = pillow()
+    assert p.get("/static/vendor/socket.io.min.js").status_code == 200
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.route("**/static/vendor/socket.io.min.js",
+                   lambda route: route.fulfill(status=404, body="not found"))
+        page.goto(p.url)
+        page.wait_for_selector("#connection.bad")
+        assert page.text_content("#connection") == "no live updates"
+        assert page.is_visible("#stale")
+        assert "Socket.IO client" in page.text_content("#stale")
+        assert "missing" in page.text_content("#stale")
+    finally:
+        context.close()

@@ -137,6 +137,16 @@ window.pillowPage = {
 
 // -- live state ---------------------------------------------------------------------
 
+// The socket.io client is its own file (static/vendor/, fetched when pillowd is built):
+// without it the page can never connect, so it says so instead of "connecting…".
+if (typeof io === "undefined") {
+  setBadge($("connection"), "no live updates", "bad");
+  $("stale").textContent = "This page cannot show the pillow: its Socket.IO client " +
+    "(static/vendor/socket.io.min.js) is missing from the pillow's install. " +
+    "Reinstall pillowd (see its README, Installing).";
+  $("stale").hidden = false;
+  throw new Error("socket.io client script missing: static/vendor/socket.io.min.js");
+}
 const socket = io("/pillow", { transports: ["websocket", "polling"] });
 let current = null;
 let lastSeen = null;
