@@ -2,13 +2,20 @@
 # install.sh: install pillowd on Raspberry Pi OS (or any Debian with systemd).
 #
 #   sudo ./install.sh              install or upgrade, enable and (re)start
-#   sudo ./install.sh --pwm-root   also install the root drop-in for ws281x PWM
+#   sudo ./install.sh --pwm-root   force the root drop-in for ws281x PWM (applied
+#                                  anyway when the config asks for a PWM/PCM pin)
 #   sudo ./install.sh --uninstall  remove all but /etc/pillowd and /var/lib/pillowd
 #   ./install.sh --root DIR        stage the same tree under DIR, touching nothing else
 #   ./install.sh --dry-run ...     print what would be done
 #
 # Run again, it upgrades in place: the venv and unit are refreshed, the config
 # (/etc/pillowd/config.toml) is never overwritten. See docs/raspberry-pi.md.
+#
+# No Node: the status page's Socket.IO client is fetched from its npm archive and
+# checked against package-lock.json by tools/socketio_client.py (Python only).
+# What Debian and Raspberry Pi OS ship as packages (python3-systemd,
+# python3-lgpio, python3-numpy) comes from apt, into a venv with
+# --system-site-packages; pip builds only rpi-ws281x (gcc, python3-dev).
 
 set -euo pipefail
 umask 022
@@ -19,6 +26,7 @@ readonly VENDOR_JS=web/static/vendor/socket.io.min.js
 
 ROOT=""
 DRY_RUN=0
+SYSTEMD_RUNNING=1
 UNINSTALL=0
 PWM_ROOT=0
 START=1
@@ -36,11 +44,16 @@ usage: $0 [--root DIR] [--dry-run] [--uninstall] [--pwm-root] [--no-start] [--ex
                   there, not when copied elsewhere.
   --dry-run       print each step instead of doing it
   --uninstall     remove the venv, the unit and its drop-in; keep config and state
-  --pwm-root      install systemd/pillowd-pwm-root.conf: run as root for the
-                  rpi_ws281x PWM/PCM LED driver (not needed for SPI or Pi 5 PIO)
+  --pwm-root      install systemd/pillowd-pwm-root.conf (root, for the rpi_ws281x
+                  PWM/PCM LED driver) even if the config asks for no PWM/PCM pin;
+                  it is applied anyway when the config does
   --no-start      enable the service but do not (re)start it
-  --extras LIST   pip extras, e.g. "pi,systemd" (default: pi,systemd on a
-                  Raspberry Pi, systemd elsewhere)
+  --extras LIST   extras, e.g. "pi,systemd" (default: pi,systemd on a Raspberry
+                  Pi, systemd elsewhere); apt provides what it has of them
+                  (python3-systemd, python3-lgpio), pip the rest
+
+The page's Socket.IO client comes from the npm registry in \$npm_config_registry,
+else "registry=" in /etc/npmrc or ~/.npmrc (npm itself is not needed).
 EOF
 }
 
@@ -87,6 +100,7 @@ readonly STATE_DIR=$ROOT/var/lib/pillowd
 readonly UNIT_DIR=$ROOT/etc/systemd/system
 readonly UNIT=$UNIT_DIR/pillowd.service
 readonly DROPIN=$UNIT_DIR/pillowd.service.d/pwm-root.conf
+readonly UDEV_RULE=$ROOT/etc/udev/rules.d/60-pillowd-leds.rules
 readonly DOC_DIR=$PREFIX/share/doc/pillowd
 
 is_raspberry_pi() {
@@ -103,9 +117,32 @@ check_system() {
         [[ -r /etc/os-release ]] && { id=$(. /etc/os-release; echo "${ID:-}"); id_like=$(. /etc/os-release; echo "${ID_LIKE:-}"); }
         [[ " $id $id_like " == *" debian "* || $id == raspbian ]] \
             || die "unsupported OS '${id:-unknown}': this script needs Raspberry Pi OS or Debian (apt, systemd); see docs/raspberry-pi.md to install by hand"
-        [[ -d /run/systemd/system ]] || die "systemd is not running (PID 1 is $(ps -p 1 -o comm= 2>/dev/null || echo unknown)): cannot install a service; use --root DIR to stage"
         ((DRY_RUN)) || [[ $EUID -eq 0 ]] || die "must run as root: sudo $0 ${ARGS[*]}"
+        if [[ ! -d /run/systemd/system ]]; then
+            # An image being prepared, a container or a chroot: install it all,
+            # start nothing; the unit runs once the system boots with systemd.
+            SYSTEMD_RUNNING=0
+            warn "systemd is not running here (PID 1 is $(cat /proc/1/comm 2>/dev/null || echo unknown)): installing, but not enabling or starting the service"
+        fi
     fi
+}
+
+resolve_extras() {
+    if [[ $EXTRAS == auto ]]; then
+        if is_raspberry_pi; then EXTRAS=pi,systemd; else
+            EXTRAS=systemd
+            say "not a Raspberry Pi: installing without the [pi] extra (LED drivers); hardware backend 'auto' will use the mock"
+        fi
+    fi
+}
+
+has_extra() { [[ ,$EXTRAS, == *,$1,* ]]; }
+
+# Whether apt can install package $1 (after apt-get update).
+apt_has() {
+    local candidate
+    candidate=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+    [[ -n $candidate && $candidate != "(none)" ]]
 }
 
 check_python() {
@@ -115,15 +152,29 @@ check_python() {
         || die "$PYTHON cannot create virtual environments: apt-get install python3-venv"
 }
 
-# Debian packages: the venv module, and what pip needs to build systemd-python
-# (and, on a Pi without piwheels, rpi-ws281x and lgpio).
+# Debian packages, following the extras, all with --no-install-recommends (a Pi
+# Zero's SD card and apt time are small). numpy from apt too: PyPI has no armhf
+# build, and compiling it on a Pi takes hours.
 apt_packages() {
-    local wanted=(python3-venv python3-dev gcc pkg-config libsystemd-dev)
-    if is_raspberry_pi; then
-        wanted+=(swig liblgpio-dev)
-    fi
-    if [[ ! -f $SRC/$VENDOR_JS ]] && ! command -v npm >/dev/null; then
-        wanted+=(nodejs npm)
+    local wanted=(python3-venv ca-certificates python3-numpy)
+    # Trixie's minimal images have no passwd (useradd, groupadd, usermod).
+    command -v useradd >/dev/null || wanted+=(passwd)
+    # The journal fields: Debian's python3-systemd instead of building
+    # systemd-python (libsystemd-dev, pkg-config, gcc).
+    ! has_extra systemd || wanted+=(python3-systemd)
+    # rpi-ws281x has no Pi wheel on PyPI: pip builds it.
+    ! has_extra pi || wanted+=(gcc python3-dev)
+    say "updating apt's package lists"
+    run apt-get update -qq || die "apt-get update failed: no network? (needed for ${wanted[*]})"
+    if has_extra pi; then
+        # lgpio, gpiozero's pin factory, is a Raspberry Pi OS package: PyPI has
+        # no build for Python 3.13 (and a 0.0.0.2 stub), and building it needs
+        # liblgpio-dev, which plain Debian lacks.
+        if apt_has python3-lgpio; then
+            wanted+=(python3-lgpio)
+        else
+            warn "python3-lgpio is not in this system's apt sources (a Raspberry Pi OS package): installing without lgpio; the LED drivers do not need it, the button and actuators do"
+        fi
     fi
     local missing=() package
     for package in "${wanted[@]}"; do
@@ -132,8 +183,7 @@ apt_packages() {
     done
     ((${#missing[@]})) || return 0
     say "installing Debian packages: ${missing[*]}"
-    run apt-get update -qq || die "apt-get update failed: no network? (needed to download ${missing[*]})"
-    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
         || die "apt-get install ${missing[*]} failed"
 }
 
@@ -145,7 +195,8 @@ ensure_user() {
     fi
     # The unit names both groups; systemd refuses to start a unit whose
     # SupplementaryGroups= do not exist, so create them where the OS did not
-    # (Raspberry Pi OS has both, with udev rules giving them the devices).
+    # (Raspberry Pi OS has both, with udev rules giving them the devices; gpio
+    # also gets the Pi 5's /dev/leds0 from our rule).
     local group
     for group in gpio spi; do
         if ! getent group "$group" >/dev/null; then
@@ -158,45 +209,26 @@ ensure_user() {
     done
 }
 
-# The source tree as installed: a copy (so neither pip's build/ nor npm's
-# node_modules land in the checkout as root), with the Socket.IO client that
-# `make vendor` would have fetched.
+# The source tree as installed: a copy (so pip's build/ never lands in the
+# checkout as root), with the Socket.IO client fetched and verified (a client
+# already in the checkout is used when the lock's hash still names it).
 prepare_source() {
     BUILD=$(mktemp -d "${TMPDIR:-/tmp}/pillowd-install.XXXXXX")
-    trap 'rm -rf -- "$BUILD" "$BUILD.npm"' EXIT
+    trap 'rm -rf -- "$BUILD"' EXIT
     tar -C "$SRC" --exclude=./.git --exclude=./.venv --exclude=./node_modules \
         --exclude=./build --exclude=./dist --exclude=./.state --exclude=./bench/out \
         --exclude=./.pytest_cache --exclude=./.hypothesis \
         --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -C "$BUILD" -xf -
-    if [[ ! -f $BUILD/$VENDOR_JS ]]; then
-        command -v npm >/dev/null \
-            || die "$VENDOR_JS is missing and npm is not installed: install npm (apt-get install npm) or run 'make vendor' first"
-        local version
-        version=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["dependencies"]["socket.io-client"])' \
-            "$SRC/package.json" 2>/dev/null) || version=4
-        say "fetching socket.io-client@$version with npm"
-        # A package of its own, so npm neither walks up to the project's
-        # package.json nor installs its test tools (Azurite) on the Pi.
-        local npm_dir=$BUILD.npm
-        mkdir -p "$npm_dir"
-        echo '{"private": true}' >"$npm_dir/package.json"
-        if ! (cd "$npm_dir" && npm install --no-save --no-audit --no-fund --loglevel=error \
-                "socket.io-client@$version" >/dev/null); then
-            rm -rf -- "$npm_dir"
-            die "npm could not fetch socket.io-client: no network? (or run 'make vendor' and retry)"
-        fi
-        mkdir -p "$BUILD/web/static/vendor"
-        cp "$npm_dir/node_modules/socket.io-client/dist/socket.io.min.js" "$BUILD/$VENDOR_JS"
-        rm -rf -- "$npm_dir"
-    fi
+    "$PYTHON" "$BUILD/tools/socketio_client.py" "$BUILD" \
+        || die "cannot install the status page without its Socket.IO client (above)"
 }
 
 pip_install() {
-    local spec=$1 log
+    local log
     log=$(mktemp "${TMPDIR:-/tmp}/pillowd-pip.XXXXXX")
-    say "pip install $spec"
+    say "pip install $*"
     if "$PREFIX/bin/pip" install --upgrade --upgrade-strategy only-if-needed \
-            --disable-pip-version-check --no-input "$spec" >"$log" 2>&1; then
+            --disable-pip-version-check --no-input "$@" >"$log" 2>&1; then
         rm -f "$log"
         return 0
     fi
@@ -209,30 +241,53 @@ pip_install() {
     return 1
 }
 
+# The pip requirements of the extras, one a line, from pyproject.toml, less what
+# apt provided on a live install (lgpio, systemd-python): pip would try to build
+# them. lgpio never comes from PyPI (no build for every Python; a 0.0.0.2 stub).
+pip_extras() {
+    "$PYTHON" - "$SRC/pyproject.toml" "$1" "$STAGING" <<'EOF'
+import re, sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    extras = tomllib.load(f)["project"]["optional-dependencies"]
+from_apt = {"lgpio"} if sys.argv[3] == "1" else {"lgpio", "systemd-python"}
+for extra in filter(None, sys.argv[2].split(",")):
+    if extra not in extras:
+        sys.exit(f"install.sh: error: unknown extra {extra!r}: pyproject.toml has "
+                 f"{', '.join(sorted(extras))}")
+    for requirement in extras[extra]:
+        if re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower() not in from_apt:
+            print(requirement)
+EOF
+}
+
 install_venv() {
-    if [[ -x $PREFIX/bin/python ]] && "$PREFIX/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    # The [pi] extra (rpi-ws281x, built by pip) apart from the rest, so that
+    # a failed build still leaves a working install without it.
+    local requirements extra_specs=() base_specs=()
+    requirements=$(pip_extras "$EXTRAS") || exit 1
+    [[ -z $requirements ]] || mapfile -t extra_specs <<<"$requirements"
+    local others=,$EXTRAS,
+    requirements=$(pip_extras "${others//,pi,/,}") || exit 1
+    [[ -z $requirements ]] || mapfile -t base_specs <<<"$requirements"
+    # A live install sees apt's python3-systemd, -lgpio and -numpy through the
+    # system site packages; a staged tree (no apt) gets everything from pip.
+    local site=false venv_args=(--clear)
+    ((STAGING)) || { site=true; venv_args+=(--system-site-packages); }
+    if [[ -x $PREFIX/bin/python ]] && "$PREFIX/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+            && grep -qx "include-system-site-packages = $site" "$PREFIX/pyvenv.cfg" 2>/dev/null; then
         say "upgrading the virtual environment in $PREFIX"
     else
-        say "creating a virtual environment in $PREFIX"
-        run "$PYTHON" -m venv --clear "$PREFIX"
-    fi
-    local extras=$EXTRAS
-    if [[ $extras == auto ]]; then
-        if is_raspberry_pi; then extras=pi,systemd; else
-            extras=systemd
-            say "not a Raspberry Pi: installing without the [pi] extra (LED drivers); hardware backend 'auto' will use the mock"
-        fi
+        say "creating a virtual environment in $PREFIX (system site packages: $site)"
+        run "$PYTHON" -m venv "${venv_args[@]}" "$PREFIX"
     fi
     if ((DRY_RUN)); then
-        printf '+ %s\n' "$PREFIX/bin/pip install --upgrade <copy of $SRC with $VENDOR_JS>[$extras]"
+        printf '+ %s\n' "$PREFIX/bin/pip install --upgrade <copy of $SRC with $VENDOR_JS> ${extra_specs[*]}"
         return
     fi
     prepare_source
-    if pip_install "${BUILD}[$extras]"; then :
-    elif [[ ,$extras, == *,pi,* ]] && pip_install "${BUILD}[systemd]"; then
-        warn "the [pi] extra (rpi-ws281x, lgpio) failed to build: installed without it; the LEDs will not light until it does (see the pip output above)"
-    elif pip_install "$BUILD"; then
-        warn "the [$extras] extras failed to build: installed without them; no journal fields or LED drivers (see the pip output above)"
+    if pip_install "$BUILD" "${extra_specs[@]}"; then :
+    elif has_extra pi && pip_install "$BUILD" "${base_specs[@]}"; then
+        warn "the [pi] extra (rpi-ws281x) failed to build: installed without it; the LEDs will not light until it does (see the pip output above)"
     else
         die "pip could not install pillowd (see the output above)"
     fi
@@ -252,6 +307,26 @@ sys.exit(not vendored.is_file())
 EOF
 }
 
+# Whether the installed config drives the LEDs with rpi_ws281x's PWM or PCM
+# (GPIO 12, 13, 18, 19, 21): DMA through /dev/mem, which only root may open.
+# Asked of pillowd itself, so a key left out gets pillowd's own default. Driver
+# "auto" is pio on a Pi 5 (no root) and otherwise taken as ws281x, even off a
+# Pi: a tree staged elsewhere is for a Pi.
+config_needs_root() {
+    "$PREFIX/bin/python" -I - "$CONF_DIR/config.toml" <<'EOF'
+import sys
+from pillowd.config import load
+from pillowd.hardware.base import led_driver_for, read_pi_model
+settings = load(sys.argv[1])
+driver = settings.leds.driver
+if driver == "auto":
+    driver = "pio" if led_driver_for(read_pi_model()) == "pio" else "ws281x"
+pwm = (settings.hardware.backend != "mock" and driver == "ws281x"
+       and settings.leds.pin in (12, 13, 18, 19, 21))
+print(f"GPIO {settings.leds.pin}" if pwm else "")
+EOF
+}
+
 install_files() {
     run install -d -m 0755 "$CONF_DIR" "$UNIT_DIR" "$DOC_DIR"
     if [[ -e $CONF_DIR/config.toml ]]; then
@@ -263,19 +338,50 @@ install_files() {
     run install -d -m 0750 "$STATE_DIR"
     ((STAGING)) || run chown pillowd:pillowd "$STATE_DIR"
     run install -m 0644 "$SRC/systemd/pillowd.service" "$UNIT"
-    if ((PWM_ROOT)); then
-        say "installing the root drop-in for the ws281x PWM driver as $DROPIN"
+    # The Pi 5's /dev/leds0 (ws2812-pio overlay) is root's alone without this rule.
+    run install -D -m 0644 "$SRC/systemd/60-pillowd-leds.rules" "$UDEV_RULE"
+    if ((!STAGING)) && command -v udevadm >/dev/null && [[ -d /run/udev ]]; then
+        run udevadm control --reload || true
+        [[ ! -e /dev/leds0 ]] || run udevadm trigger --name-match=/dev/leds0 || true
+    fi
+    install_root_dropin
+    [[ ! -f $SRC/docs/raspberry-pi.md ]] || run install -m 0644 "$SRC/docs/raspberry-pi.md" "$DOC_DIR/"
+}
+
+# Root only where the config needs it: the drop-in is there when the config asks
+# for a PWM/PCM pin (or --pwm-root), and removed when it no longer does.
+install_root_dropin() {
+    local pwm=""
+    if ((DRY_RUN)); then
+        ((PWM_ROOT)) && run install -D -m 0644 "$SRC/systemd/pillowd-pwm-root.conf" "$DROPIN"
+        return 0
+    fi
+    if ! "$PREFIX/bin/pillowd" check-config --config "$CONF_DIR/config.toml"; then
+        warn "$CONF_DIR/config.toml has errors (above): pillowd will not start until they are fixed"
+        [[ ! -e $DROPIN ]] || run install -m 0644 "$SRC/systemd/pillowd-pwm-root.conf" "$DROPIN"
+        return 0
+    fi
+    pwm=$(config_needs_root) || die "could not read the LED settings of $CONF_DIR/config.toml"
+    if [[ -n $pwm ]]; then
+        say "the config drives the LEDs by PWM/PCM on $pwm, which needs root: installing the root drop-in $DROPIN (GPIO 10, SPI, runs without root)"
+        run install -D -m 0644 "$SRC/systemd/pillowd-pwm-root.conf" "$DROPIN"
+    elif ((PWM_ROOT)); then
+        say "installing the root drop-in $DROPIN (--pwm-root)"
         run install -D -m 0644 "$SRC/systemd/pillowd-pwm-root.conf" "$DROPIN"
     elif [[ -e $DROPIN ]]; then
-        run install -m 0644 "$SRC/systemd/pillowd-pwm-root.conf" "$DROPIN"  # refresh what was asked for before
-    fi
-    [[ ! -f $SRC/docs/raspberry-pi.md ]] || run install -m 0644 "$SRC/docs/raspberry-pi.md" "$DOC_DIR/"
-    if ((!DRY_RUN)) && ! "$PREFIX/bin/pillowd" check-config --config "$CONF_DIR/config.toml"; then
-        warn "$CONF_DIR/config.toml has errors (above): pillowd will not start until they are fixed"
+        say "the config needs no root (no PWM/PCM LED pin): removing the root drop-in $DROPIN"
+        run rm -f -- "$DROPIN"
+        run rmdir --ignore-fail-on-non-empty -- "${DROPIN%/*}"
+    else
+        say "pillowd runs as the unprivileged pillowd user (no PWM/PCM LED pin in the config)"
     fi
 }
 
 start_service() {
+    if ((!SYSTEMD_RUNNING)); then
+        say "installed; no systemd here: run it with 'runuser -u pillowd -- /opt/pillowd/bin/pillowd run --config /etc/pillowd/config.toml', or boot this system and 'systemctl enable --now pillowd'"
+        return
+    fi
     run systemctl daemon-reload
     run systemctl enable pillowd.service
     ((START)) || { say "enabled; not started (--no-start)"; return; }
@@ -288,15 +394,15 @@ start_service() {
 }
 
 uninstall() {
-    if ((!STAGING)) && systemctl list-unit-files pillowd.service >/dev/null 2>&1; then
+    if ((!STAGING && SYSTEMD_RUNNING)) && systemctl list-unit-files pillowd.service >/dev/null 2>&1; then
         run systemctl disable --now pillowd.service || true
     fi
     local path
-    for path in "$DROPIN" "$UNIT" ; do
+    for path in "$DROPIN" "$UNIT" "$UDEV_RULE"; do
         [[ ! -e $path ]] || run rm -f -- "$path"
     done
     [[ ! -d ${DROPIN%/*} ]] || run rmdir --ignore-fail-on-non-empty -- "${DROPIN%/*}"
-    ((STAGING)) || run systemctl daemon-reload
+    ((STAGING || !SYSTEMD_RUNNING)) || run systemctl daemon-reload
     [[ ! -e $PREFIX ]] || run rm -rf -- "$PREFIX"
     say "removed pillowd; kept $CONF_DIR and $STATE_DIR"
     ((STAGING)) || say "to remove those too: sudo rm -rf /etc/pillowd /var/lib/pillowd && sudo userdel pillowd"
@@ -309,6 +415,7 @@ main() {
         return
     fi
     ((DRY_RUN && STAGING)) || check_python
+    resolve_extras
     if ((!STAGING)); then
         apt_packages
         ensure_user

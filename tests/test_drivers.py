@@ -1,8 +1,12 @@
 """Each real LED driver writes exactly the bytes its kernel driver or C library expects."""
 
 import ctypes
+import shutil
+import subprocess
 import sys
+import tempfile
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,3 +254,37 @@ def test_led_strip_off_shows_black():
     with Recorder() as strip:
         strip.off()
     assert strip.shown.tolist() == [[0, 0, 0]] * 3
+
+
+def test_pio_without_the_overlay_names_the_line_to_add(tmp_path):
+    with pytest.raises(HardwareError) as info:
+        PioStrip(60, device=str(tmp_path / "leds0"), pin=10)
+    message = str(info.value)
+    assert "ws2812-pio overlay is not loaded" in message
+    assert "'dtoverlay=ws2812-pio,gpio=10,num_leds=60' to /boot/firmware/config.txt" in message
+    assert "\n" not in message
+
+
+def test_pio_device_not_writable_names_the_group_and_the_udev_rule(tmp_path):
+    # The tests run as root, who may write anything: open the device as nobody,
+    # in a real process, as the unprivileged service user would. The kernel makes
+    # /dev/leds0 root:root 0600 until the udev rule gives it to gpio.
+    shared = Path(tempfile.mkdtemp(prefix="pillowd-leds-"))
+    try:
+        shared.chmod(0o755)
+        device = shared / "leds0"
+        device.write_bytes(b"")
+        device.chmod(0o600)
+        code = ("from pillowd.hardware.pio import PioStrip\n"
+                f"PioStrip(60, device={str(device)!r})\n")
+        result = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+             sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+            cwd="/")
+    finally:
+        shutil.rmtree(shared)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("pillowd.hardware.base.HardwareError: cannot write ")
+    assert "(root:root mode 0600) as nobody (groups: nogroup)" in last
+    assert "group gpio" in last and "/etc/udev/rules.d/60-pillowd-leds.rules" in last

@@ -378,3 +378,21 @@ def test_security_exposure(tmp_path, with_pwm_root, record_property):
     assert 0 <= exposure <= 10
     if not with_pwm_root:
         assert exposure <= 3.5 and verdict == "OK"  # issue 7's target
+
+
+def test_the_unit_pins_gpiozero_to_lgpio_so_nothing_falls_back_to_sysfs():
+    # Left to choose, gpiozero tries lgpio, RPi.GPIO, pigpio, then its native
+    # factory, which exports pins through /sys/class/gpio: read-only in this unit.
+    environment = dict(line.split("=", 2)[1:] for line in UNIT.read_text().splitlines()
+                       if line.startswith("Environment=GPIOZERO_"))
+    assert environment == {"GPIOZERO_PIN_FACTORY": "lgpio"}
+    code = "from gpiozero import Device; Device._default_pin_factory()"
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, **environment}, timeout=60)
+    free = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items()
+                               if k != "GPIOZERO_PIN_FACTORY"}, timeout=60)
+    # Not a Pi here: both fail, but only the free choice went on to the others.
+    assert "Falling back from lgpio" in free.stderr and "native" in free.stderr
+    assert chosen.returncode != 0
+    assert "Falling back" not in chosen.stderr and "native" not in chosen.stderr

@@ -66,7 +66,7 @@ def open_hardware(backend: str, leds) -> Hardware:
                             invert=leds.invert, strip_type=leds.strip_type)
     elif driver == "pio":
         from .pio import PioStrip
-        strip = PioStrip(leds.count, device=leds.device)
+        strip = PioStrip(leds.count, device=leds.device, pin=leds.pin)
     else:
         strip = MockStrip(leds.count)
     try:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
+import stat
 
 import numpy as np
 
@@ -48,14 +51,38 @@ def _undo_kernel_gamma() -> np.ndarray:
 _INVERSE = _undo_kernel_gamma()
 
 
+def _not_writable(device: str) -> str:
+    """Why this process may not write *device*, and the fix, in one line."""
+    def name(lookup, number):
+        try:
+            return lookup(number)[0]
+        except KeyError:
+            return str(number)
+    try:
+        st = os.stat(device)
+        owner = (f"{name(pwd.getpwuid, st.st_uid)}:{name(grp.getgrgid, st.st_gid)} "
+                 f"mode {stat.S_IMODE(st.st_mode):04o}")
+    except OSError as exc:
+        owner = exc.strerror
+    user = name(pwd.getpwuid, os.geteuid())
+    groups = sorted(name(grp.getgrgid, g) for g in {os.getegid(), *os.getgroups()})
+    # The kernel creates the device root-only; install.sh's udev rule gives it to
+    # gpio, and pillowd.service runs with SupplementaryGroups=gpio.
+    return (f"cannot write {device} ({owner}) as {user} (groups: {', '.join(groups)}): "
+            f"give it to group gpio with install.sh's udev rule "
+            f"/etc/udev/rules.d/60-pillowd-leds.rules (then 'sudo udevadm trigger'), "
+            f"with {user} in group gpio")
+
+
 class PioStrip(LedStrip):
     """A WS2812 strip on the Pi 5's RP1 PIO, written as a character device.
 
-    Needs ``dtoverlay=ws2812-pio,gpio=N,num_leds=COUNT`` in config.txt and
+    Needs ``dtoverlay=ws2812-pio,gpio=PIN,num_leds=COUNT`` in config.txt and
     write access to *device* (root, or a udev rule giving it to a group).
+    *pin* only goes into the error that names the overlay line.
     """
 
-    def __init__(self, count: int, *, device: str = "/dev/leds0"):
+    def __init__(self, count: int, *, device: str = "/dev/leds0", pin: int = 10):
         self.count = count
         self.device = device
         self._buffer = np.zeros((count, 4), dtype=np.uint8)
@@ -66,12 +93,11 @@ class PioStrip(LedStrip):
             self._fd = os.open(device, os.O_WRONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise HardwareError(
-                f"no {device}: add dtoverlay=ws2812-pio,gpio=N,num_leds={count} "
-                f"to /boot/firmware/config.txt and reboot") from None
+                f"no {device}: the ws2812-pio overlay is not loaded; add "
+                f"'dtoverlay=ws2812-pio,gpio={pin},num_leds={count}' to "
+                f"/boot/firmware/config.txt and reboot") from None
         except PermissionError:
-            raise HardwareError(
-                f"no permission to write {device}: run as root or give the "
-                f"device to pillowd's group with a udev rule") from None
+            raise HardwareError(_not_writable(device)) from None
         except OSError as exc:
             raise HardwareError(f"opening {device}: {exc.strerror}") from None
         # Brightness 255 makes the kernel pass each byte straight to its gamma
