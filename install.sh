@@ -146,8 +146,14 @@ apt_has() {
 }
 
 check_python() {
+    command -v "$PYTHON" >/dev/null \
+        || die "no $PYTHON: install Python 3.11 or newer (apt-get install python3)"
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || die "$PYTHON is $("$PYTHON" -V 2>&1); pillowd needs Python 3.11 or newer"
+}
+
+# After apt_packages, which installs python3-venv on a live install.
+check_venv() {
     "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null \
         || die "$PYTHON cannot create virtual environments: apt-get install python3-venv"
 }
@@ -183,8 +189,21 @@ apt_packages() {
     done
     ((${#missing[@]})) || return 0
     say "installing Debian packages: ${missing[*]}"
-    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-        || die "apt-get install ${missing[*]} failed"
+    local apt_install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+                       --no-install-recommends "${missing[@]}")
+    if ((DRY_RUN)); then
+        run "${apt_install[@]}"
+        return
+    fi
+    # dpkg's unpacking lines are noise unless it fails.
+    local log
+    log=$(mktemp "${TMPDIR:-/tmp}/pillowd-apt.XXXXXX")
+    if ! "${apt_install[@]}" >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        rm -f "$log"
+        die "apt-get install ${missing[*]} failed"
+    fi
+    rm -f "$log"
 }
 
 ensure_user() {
@@ -420,6 +439,7 @@ main() {
         apt_packages
         ensure_user
     fi
+    ((DRY_RUN)) || check_venv
     install_venv
     install_files
     if ((STAGING)); then
