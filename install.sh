@@ -382,7 +382,7 @@ install_root_dropin() {
     fi
     pwm=$(config_needs_root) || die "could not read the LED settings of $CONF_DIR/config.toml"
     if [[ -n $pwm ]]; then
-        say "the config drives the LEDs by PWM/PCM on $pwm, which needs root: installing the root drop-in $DROPIN (GPIO 10, SPI, runs without root)"
+        say "the config drives the LEDs by PWM/PCM on $pwm, which needs root: installing the root drop-in $DROPIN (SPI on GPIO 10 would not)"
         run install -D -m 0644 "$SRC/systemd/pillowd-pwm-root.conf" "$DROPIN"
     elif ((PWM_ROOT)); then
         say "installing the root drop-in $DROPIN (--pwm-root)"

@@ -98,6 +98,13 @@ build_root() {
     say "$release: root built in $(since "$start") s ($(du -sh "$root" | cut -f1))"
 }
 
+# Installed-Size of every installed package in root $1, in MB, read from dpkg's
+# status file on the host (no emulation needed).
+installed_mb() {
+    awk '/^Status:/ { ok = ($4 == "installed") } /^Installed-Size:/ { if (ok) s += $2 }
+         END { printf "%d\n", s / 1024 }' "$1/var/lib/dpkg/status"
+}
+
 MOUNTED=()
 cleanup() {
     local i
@@ -139,6 +146,8 @@ check_release() {
     python_version=$(chroot "$dir" python3 -c 'import platform; print(platform.python_version())')
     say "$release: $(chroot "$dir" uname -m), Python $python_version"
 
+    local debs_before
+    debs_before=$(installed_mb "$dir")
     local start
     start=$(date +%s.%N)
     if ! chroot "$dir" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
@@ -154,16 +163,22 @@ check_release() {
     say "$release: install.sh took $install_time s"
     local venv_size debs
     venv_size=$(du -sh "$dir/opt/pillowd" | cut -f1)
-    # shellcheck disable=SC2016  # dpkg-query's format, not the shell's
-    debs=$(chroot "$dir" dpkg-query -W -f='${Installed-Size}\n' | awk '{ s += $1 } END { printf "%d MB", s / 1024 }')
-    say "$release: /opt/pillowd is $venv_size; all Debian packages in the root: $debs"
+    # apt keeps what it downloaded in the root's cache (the root started empty).
+    local fetched
+    fetched=$(find "$dir/var/cache/apt/archives" -name '*.deb' -printf '%s\n' \
+        | awk '{ n++; s += $1 } END { printf "%d packages, %d MB of .debs", n, s / 1048576 }')
+    debs="$(($(installed_mb "$dir") - debs_before)) MB installed ($fetched)"
+    say "$release: /opt/pillowd is $venv_size; Debian packages install.sh added: $debs ($(installed_mb "$dir") MB in the root)"
 
     # A free port on this machine (the chroot shares its network).
     local port
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     sed -i "s/^port = .*/port = $port/; s/^host = .*/host = \"127.0.0.1\"/" "$dir/etc/pillowd/config.toml"
     start=$(date +%s.%N)
-    chroot "$dir" /usr/sbin/runuser -u pillowd -- /usr/bin/env -i HOME=/var/lib/pillowd \
+    # setpriv execs pillowd itself, so the SIGTERM below reaches it (runuser would
+    # keep a session process in between that kills it instead).
+    chroot "$dir" /usr/bin/setpriv --reuid=pillowd --regid=pillowd --init-groups \
+        /usr/bin/env -i HOME=/var/lib/pillowd \
         PATH=/usr/bin:/bin PYTHONUNBUFFERED=1 GPIOZERO_PIN_FACTORY=lgpio \
         /opt/pillowd/bin/pillowd run --config /etc/pillowd/config.toml \
         >"$dir.daemon.log" 2>&1 &
@@ -185,7 +200,7 @@ def get(path):
     with urllib.request.urlopen(url + path, timeout=30) as r:
         return r.status, r.read()
 status, body = get("/healthz")
-print(f"    /healthz {status} {body.decode()}")
+print(f"    /healthz {status} {body.decode().strip()}")
 status, body = get("/api/state")
 state = json.loads(body)
 print(f"    /api/state {status}: scene {state['scene']}, {state['leds']['count']} LEDs, queue {state['queue']['backend']}")
@@ -207,7 +222,7 @@ EOF
     sed 's/^/    daemon: /' "$dir.daemon.log" | head -n 20
     cleanup
     rm -rf -- "$dir"
-    SUMMARY+=("$release arm64, Python $python_version: install.sh $install_time s, pillowd serving after $ready_time s, /opt/pillowd $venv_size, Debian packages $debs: healthz, state, page and scripts OK")
+    SUMMARY+=("$release arm64, Python $python_version: install.sh $install_time s, pillowd serving after $ready_time s, /opt/pillowd $venv_size, Debian packages added $debs: healthz, state, page and scripts OK")
 }
 
 tools
