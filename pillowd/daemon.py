@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .actuators import Actuators, build_parts
-from .config import QuietSettings, Settings
 from .consumer import Backoff, Consumer
 from .errors import PillowError
 from .hardware import HardwareError, open_hardware
@@ -28,6 +27,7 @@ from .queues.local import LocalStore
 from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Timeline
+from .settings import QuietSettings, Settings
 from .systemd import SystemdNotifier, Watchdog
 
 log = logging.getLogger("pillowd")

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .config import SceneSettings, Settings
+from .settings import SceneSettings, Settings
 from .effects import parse_color
 
 MAX_BODY = 64 * 1024

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from .config import SceneSettings
+from .settings import SceneSettings
 from .effects import EFFECTS, Effect
 from .history import iso
 from .messages import Command
