@@ -117,25 +117,20 @@ class _Lines:
         return self.keys.get((table, key), self.tables.get(table))
 
 
+# Each TOML type a key may need: the Python types it reads as, and its name for a
+# person. A bool is an int to Python, never a number to a user.
+_KINDS: dict[type, tuple[tuple[type, ...], str]] = {
+    float: ((int, float), "a number"),
+    int: ((int,), "a whole number"),
+    bool: ((bool,), "true or false"),
+    str: ((str,), "a string"),
+    list: ((list,), "a list"),
+}
+
+
 def _type_problem(value, kind) -> str | None:
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        name = "a number"
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        name = "a whole number"
-    elif kind is bool:
-        ok = isinstance(value, bool)
-        name = "true or false"
-    elif kind is str:
-        ok = isinstance(value, str)
-        name = "a string"
-    elif kind is list:
-        ok = isinstance(value, list)
-        name = "a list"
-    else:  # pragma: no cover - a schema mistake, not a user's
-        raise TypeError(kind)
-    if ok:
+    types, name = _KINDS[kind]
+    if isinstance(value, types) and (kind is bool or not isinstance(value, bool)):
         return None
     return f"must be {name}, not {type(value).__name__} {value!r}"
 
