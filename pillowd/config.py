@@ -1,4 +1,4 @@
-"""Loads config.toml into Settings, naming each bad key and its line; resolves scenes' effects."""
+"""Loads config.toml into Settings; resolves scene effects here, where each bad key's line is known."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The settings config.toml describes: frozen dataclasses, their defaults and checks; stdlib only."""
+"""The settings config.toml describes: frozen dataclasses with defaults and checks; stdlib only."""
 
 from __future__ import annotations
 
