@@ -14,55 +14,10 @@ from typing import Callable
 from gpiozero import AngularServo, OutputDevice, PWMOutputDevice
 
 from .errors import PillowError
+from .patterns import PATTERNS
+from .settings import Limits
 
 log = logging.getLogger(__name__)
-
-# -- vibration patterns: pure functions from seconds since the scene began to 0..1 --
-
-
-def _phase(t: float, period: float) -> float:
-    # Rounded so 1.2 % 1.0 is 0.2 and not 0.19999999999999996, which would move an
-    # edge by a whole tick.
-    return round(t % period, 6)
-
-
-def steady(t: float) -> float:
-    """On all the time (the limits still cut it off)."""
-    return 1.0
-
-
-def pulse(t: float) -> float:
-    """Half a second on, half a second off."""
-    return 1.0 if _phase(t, 1.0) < 0.5 else 0.0
-
-
-def heartbeat(t: float) -> float:
-    """Lub-dub at 60 beats a minute: a strong 0.1 s beat, a pause, a softer one."""
-    phase = _phase(t, 1.0)
-    if phase < 0.1:
-        return 1.0
-    if 0.2 <= phase < 0.3:
-        return 0.7
-    return 0.0
-
-
-def purr(t: float) -> float:
-    """A soft swell for 0.8 s, then 0.4 s of rest, like breathing while purring."""
-    phase = _phase(t, 1.2)
-    if phase >= 0.8:
-        return 0.0
-    return 0.4 + 0.6 * math.sin(math.pi * phase / 0.8)
-
-
-def nudge(t: float) -> float:
-    """One 0.3 s buzz when the scene starts, then still."""
-    return 1.0 if t < 0.3 else 0.0
-
-
-PATTERNS: dict[str, Callable[[float], float]] = {
-    "steady": steady, "pulse": pulse, "heartbeat": heartbeat, "purr": purr,
-    "nudge": nudge,
-}
 
 
 class ActuatorError(PillowError, RuntimeError):
@@ -70,16 +25,6 @@ class ActuatorError(PillowError, RuntimeError):
 
 
 # -- limits -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LimitSettings:
-    """How long and how often one actuator may run; see [actuators.*] in config.toml."""
-
-    max_on_seconds: float
-    duty_cap: float           # 0..1 share of any window it may be on
-    window_seconds: float
-    cooldown_seconds: float   # rest after a limit cut it off
 
 
 class Limit:
@@ -90,8 +35,8 @@ class Limit:
     limit, never after it; the watchdog cuts it at ``deadline()`` if ticks stop.
     """
 
-    def __init__(self, settings: LimitSettings, horizon: float = 0.0):
-        self.settings = settings
+    def __init__(self, limits: Limits, horizon: float = 0.0):
+        self.limits = limits
         self.horizon = horizon
         self.on_since: float | None = None
         self.rest_until = -math.inf
@@ -100,7 +45,7 @@ class Limit:
 
     def _used(self, now: float) -> float:
         """Seconds on within the window ending *now*."""
-        start = now - self.settings.window_seconds
+        start = now - self.limits.window_seconds
         while self._spans and self._spans[0][1] < start:
             self._spans.popleft()
         used = sum(min(end, now) - max(begin, start) for begin, end in self._spans
@@ -113,7 +58,7 @@ class Limit:
         """When the output must be off at the latest, if it is on; inf if off."""
         if self.on_since is None:
             return math.inf
-        s = self.settings
+        s = self.limits
         budget = s.duty_cap * s.window_seconds - self._used(now)
         return min(self.on_since + s.max_on_seconds, now + budget)
 
@@ -133,7 +78,7 @@ class Limit:
         """Off because a limit is reached within *ahead* seconds; rest from now."""
         if self.on_since is None:
             return
-        s = self.settings
+        s = self.limits
         self.tripped = ("max_on" if now + ahead >= self.on_since + s.max_on_seconds
                         else "duty_cap")
         self._stop(now)
@@ -508,22 +453,18 @@ class Actuators:
 def build_parts(settings, pin_factory, horizon: float) -> list[Part]:
     """The parts *settings* (an ActuatorSettings) declares; none when none are."""
     parts: list[Part] = []
-
-    def limit(s) -> Limit:
-        return Limit(LimitSettings(s.max_on_seconds, s.duty_cap, s.window_seconds,
-                                   s.cooldown_seconds), horizon)
     try:
         if (v := settings.vibration) is not None:
-            parts.append(Vibration(v.pin, max_level=v.max_level, limit=limit(v),
-                                   pin_factory=pin_factory))
+            parts.append(Vibration(v.pin, max_level=v.max_level,
+                                   limit=Limit(v.limits, horizon), pin_factory=pin_factory))
         if (s := settings.servo) is not None:
             parts.append(Servo(s.pin, min_angle=s.min_angle, max_angle=s.max_angle,
                                min_pulse_width=s.min_pulse_ms / 1000,
                                max_pulse_width=s.max_pulse_ms / 1000,
-                               limit=limit(s), pin_factory=pin_factory))
+                               limit=Limit(s.limits, horizon), pin_factory=pin_factory))
         if (w := settings.warmer) is not None:
-            parts.append(Warmer(w.pin, active_high=w.active_high, limit=limit(w),
-                                pin_factory=pin_factory))
+            parts.append(Warmer(w.pin, active_high=w.active_high,
+                                limit=Limit(w.limits, horizon), pin_factory=pin_factory))
     except Exception as err:
         for part in parts:
             part.close()

@@ -12,10 +12,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, Settings, load, with_state_dir
+from .config import ConfigError, load, with_state_dir
 from .errors import PillowError
 from .history import iso
 from .messages import Rejection, command_from, encode
+from .settings import Settings
 
 SYSTEM_CONFIG = "/etc/pillowd/config.toml"
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from . import __version__, threads
 from .actuators import ActuatorError, Actuators, build_parts
-from .config import QuietSettings, Settings
+from .settings import QuietSettings, Settings
 from .consumer import Backoff, Consumer
 from .errors import PillowError
 from .hardware import Hardware, HardwareError, open_hardware, open_mock
@@ -31,6 +31,7 @@ from .queues.local import LocalStore
 from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Timeline
+from .settings import QuietSettings, Settings
 from .systemd import SystemdNotifier, Watchdog
 
 log = logging.getLogger("pillowd")
