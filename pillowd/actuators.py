@@ -296,6 +296,8 @@ class Actuators:
         self._wake = threading.Event()        # the driving loop: a change, or stop
         self._watch_wake = threading.Event()  # the watchdog: the loop left its rest
         timeline.on_change(lambda playing: self._wake.set())
+        if on_values is not None:  # the parts fitted, all off, from the start
+            on_values(dict(self.values))
         # Whatever else happens, the interpreter does not exit with a motor running.
         atexit.register(self.all_off)
 

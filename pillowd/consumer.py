@@ -171,8 +171,14 @@ class Consumer:
         batch = self.queue.receive(self.batch_size, self.visibility_timeout)
         if batch:
             # Remembered until settled: after a crash, _give_back() finds them.
-            self.history.hold(self.queue.name,
-                              [(m.id, m.pop_receipt) for m in batch])
+            try:
+                self.history.hold(self.queue.name,
+                                  [(m.id, m.pop_receipt) for m in batch])
+            except HistoryError as err:
+                log.error("%s; %d message(s) will come back", err, len(batch))
+                for message in batch:
+                    self._release(message)
+                raise
             self.handle(batch)
             self.history.unhold(self.queue.name, [m.id for m in batch])
         # Online only once the batch is settled: a queue that answers is no use

@@ -196,7 +196,8 @@ class Daemon:
     def __init__(self, settings: Settings, *, demo: bool = False, environ=os.environ):
         self.settings = settings
         self._stack = ExitStack()
-        self._loops: list[tuple[str, object]] = []  # (thread name, part with run/stop)
+        # (what a person calls it, its thread's name, the part with run() and stop())
+        self._loops: list[tuple[str, str, object]] = []
         self._threads: list[threading.Thread] = []
         self.watchdog: Watchdog | None = None
         try:
@@ -241,7 +242,8 @@ class Daemon:
             max_age=q.message_max_age_seconds, batch_size=q.batch_size,
             visibility_timeout=q.visibility_timeout_seconds,
             on_status=self.pillow.queue_status)
-        self._loops += [("pillowd-render", self.renderer), ("pillowd-queue", self.consumer)]
+        self._loops += [("render", "pillowd-render", self.renderer),
+                        ("queue", "pillowd-queue", self.consumer)]
 
         self.actuators = Actuators(self._open_parts(trouble), self.timeline,
                                    period=ACTUATOR_PERIOD,
@@ -249,25 +251,25 @@ class Daemon:
                                    on_values=self.pillow.actuators_changed)
         closing(self.actuators.close)
         if self.actuators.parts:  # none fitted: no loop at all
-            self._loops += [("pillowd-actuate", self.actuators),
-                            ("pillowd-act-dog", _Watch(self.actuators))]
+            self._loops += [("actuators", "pillowd-actuate", self.actuators),
+                            ("watchdog", "pillowd-act-dog", _Watch(self.actuators))]
 
         # Always there: without [quiet] hours, quiet can still be asked for by hand.
         quiet = settings.quiet
-        self.quiet = QuietHours(quiet and quiet.start, quiet and quiet.end,
+        self.quiet_hours = QuietHours(quiet and quiet.start, quiet and quiet.end,
                                 on_change=self._quiet_changed)
-        self.quiet.check()  # before any loop runs: no bright first second
+        self.quiet_hours.check()  # before any loop runs: no bright first second
         if quiet is not None:
-            self._loops.append(("pillowd-quiet", self.quiet))
+            self._loops.append(("quiet", "pillowd-quiet", self.quiet_hours))
 
         self.outbox = None
         if self.queues.outbound is not None:
             self.outbox = Outbox(state_dir / "outbox.sqlite3", self.queues.outbound)
             closing(self.outbox.close)
-            self._loops.append(("pillowd-outbox", self.outbox))
+            self._loops.append(("outbox", "pillowd-outbox", self.outbox))
         self.controls = Controls(settings=settings, player=self.player,
                                  renderer=self.renderer, timeline=self.timeline,
-                                 quiet=self.quiet, on_change=self.pillow.changed)
+                                 quiet=self.quiet_hours, on_change=self.pillow.changed)
         self.hugs = self.button = None
         if settings.button is not None:
             self.hugs = Hugs(settings.pillow.name, settings.button.scene,
@@ -279,17 +281,18 @@ class Daemon:
 
         if demo:
             local = q.backend == "local"
-            self._loops.append(("pillowd-demo", Demo(
+            self._loops.append(("demo", "pillowd-demo", Demo(
                 settings, put=self.queues.main.put if local else None,
                 play=None if local else self.controls.play)))
 
-        self._threads = [threading.Thread(target=self._guarded(name, part.run), name=name,
-                                          daemon=True) for name, part in self._loops]
-        by_name = dict(zip((name for name, _ in self._loops), self._threads))
-        loops = [Loop("render", by_name["pillowd-render"],
+        self._threads = [threading.Thread(target=self._guarded(label, part.run),
+                                          name=name, daemon=True)
+                         for label, name, part in self._loops]
+        by_label = dict(zip((label for label, _, _ in self._loops), self._threads))
+        loops = [Loop("render", by_label["render"],
                       heartbeat=lambda: self.renderer.heartbeat, stall_seconds=2.0,
                       resting=lambda: self.renderer.resting),
-                 Loop("queue", by_name["pillowd-queue"],
+                 Loop("queue", by_label["queue"],
                       heartbeat=lambda: self.consumer.heartbeat,
                       stall_seconds=q.poll_max_seconds + q.visibility_timeout_seconds + 30)]
         self.health = Health(loops, {
@@ -390,7 +393,7 @@ class Daemon:
         self._stopping = True
         if self.watchdog is not None:
             self.watchdog.stop()
-        for _, part in self._loops:
+        for _, _, part in self._loops:
             part.stop()
         deadline = time.monotonic() + SHUTDOWN_GRACE
         for thread in self._threads:

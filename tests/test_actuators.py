@@ -273,6 +273,9 @@ class Stuck:
         self.release = threading.Event()
         self.fail = False
 
+    def on_change(self, listener):
+        self.timeline.on_change(listener)
+
     def current(self):
         if self.fail:
             raise RuntimeError("injected fault")
@@ -282,12 +285,11 @@ class Stuck:
 
 
 def start_loops(actuators):
-    stop = threading.Event()
-    threads = [threading.Thread(target=actuators.run, args=(stop,), daemon=True),
-               threading.Thread(target=actuators.watch, args=(stop,), daemon=True)]
+    threads = [threading.Thread(target=actuators.run, daemon=True),
+               threading.Thread(target=actuators.watch, daemon=True)]
     for t in threads:
         t.start()
-    return stop, threads
+    return actuators, threads
 
 
 def test_a_stalled_loop_is_turned_off_by_the_watchdog_within_half_a_second(factory):
@@ -312,7 +314,7 @@ def test_a_stalled_loop_is_turned_off_by_the_watchdog_within_half_a_second(facto
         assert pin.state == 0 and warmer.state == 0
     finally:
         stuck.release.set()
-        stop.set()
+        stop.stop()
         for t in threads:
             t.join(2)
     assert pin.state == 0
@@ -338,7 +340,7 @@ def test_a_crash_in_the_loop_turns_everything_off_and_keeps_it_off(factory):
         time.sleep(0.2)
         assert pin.state == 0 and len(pin.states) == marks
     finally:
-        stop.set()
+        stop.stop()
         for t in threads:
             t.join(2)
 
