@@ -63,8 +63,13 @@ class Cycle:
         frames = round(seconds * fps)
         return frames <= CYCLE_MAX_FRAMES and frames * count * 3 <= CYCLE_MAX_BYTES
 
+    def _tick(self, now: float) -> int:
+        # A hair past the boundary: a tick due exactly on frame k is frame k, not
+        # k - 1 by float rounding (0.06 * 50 = 2.9999999999999996).
+        return int((now - self.started) * self.fps + 1e-6)
+
     def index(self, now: float) -> int:
-        return int((now - self.started) * self.fps) % self.size
+        return self._tick(now) % self.size
 
     def frame(self, k: int, render: Callable[[float], tuple[np.ndarray, float]]):
         """Frame *k* and its milliamps, rendered by *render(t)* the first time."""
@@ -75,6 +80,14 @@ class Cycle:
             if not self._missing:
                 self._steps = self._count_steps()
         return self.frames[k], self.milliamps[k]
+
+    def fill_one(self, render: Callable[[float], tuple[np.ndarray, float]]) -> bool:
+        """Compute one frame not yet known; False when none is left. A loop that
+        drops frames would otherwise never see some of them, and never finish."""
+        if not self._missing:
+            return False
+        self.frame(int(np.argmin(self._known)), render)
+        return True
 
     def _count_steps(self) -> np.ndarray:
         flat = self.frames.reshape(self.size, -1)
@@ -93,7 +106,7 @@ class Cycle:
         the whole cycle is known."""
         if self._steps is None:
             return None
-        tick = int((now - self.started) * self.fps)
+        tick = self._tick(now)
         return self.started + (tick + self._steps[tick % self.size]) / self.fps
 
 
@@ -129,6 +142,7 @@ class Renderer:
         self._cycle: Cycle | None = None
         self._cycle_key = None
         self._due: float | None = None  # when a replayed cycle next changes the strip
+        self._fill = None               # renders a frame of the cycle being learnt
         self._milliamps = 0.0
         self._frame_listeners: list[Callable[[bytes], None]] = []
         # Counts changes that may alter a settled frame: a frame drawn while one
@@ -196,6 +210,7 @@ class Renderer:
                             if self._source is not None and seconds > 0 else new)
             self._playing = playing
             self._settled = False
+            self._cycle = self._cycle_key = None
         if isinstance(self._source, Transition) and self._source.done(now):
             self._source = self._source.new
         fading = isinstance(self._source, Transition)
@@ -206,9 +221,9 @@ class Renderer:
         factor = self._level / ceiling * self._cap if ceiling else 0.0
         cycle = None if fading or static else self._cycle_of(playing, factor)
         if cycle is not None:
-            pixels, milliamps = cycle.frame(
-                cycle.index(now),
-                lambda t: self.output.render(self._source(t), factor))
+            source = self._source
+            self._fill = lambda t: self.output.render(source(t), factor)
+            pixels, milliamps = cycle.frame(cycle.index(now), self._fill)
             self._due = cycle.next_change(now)
         else:
             pixels, milliamps = self.output.render(self._source(now), factor)
@@ -275,6 +290,9 @@ class Renderer:
                     window_frames = 0
                     continue
                 next_tick += period
+                if self._cycle is not None and next_tick - now > 2 * self.frame_seconds:
+                    self._cycle.fill_one(self._fill)  # spare time: learn the cycle
+                    now = self._clock()
                 late = now - next_tick
                 if late > 0:
                     # Behind: skip the frames we missed instead of rushing to catch up.
