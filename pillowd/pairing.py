@@ -8,12 +8,17 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-
-from azure.core.exceptions import AzureError, ResourceExistsError
-from azure.storage.queue import AccessPolicy, QueueSasPermissions, generate_queue_sas
+from typing import TYPE_CHECKING
 
 from .errors import PillowError
-from .queues.azure import AzureAccount, error_code
+
+if TYPE_CHECKING:
+    from azure.storage.queue import AccessPolicy
+
+    from .queues.azure import AzureAccount
+
+# The Azure SDK is imported by the functions that talk to Azure: the command line
+# reads this module's defaults for its help, and a pillow's start must not pay for it.
 
 DEFAULT_PREFIX = "pillow-"
 # Azure keeps at most five stored access policies per queue (the SDK checks only 15).
@@ -114,6 +119,7 @@ def _expiry(days: float) -> datetime:
 
 
 def _permission(text: str | None) -> str:
+    from azure.storage.queue import QueueSasPermissions
     return str(QueueSasPermissions.from_string(text or ""))
 
 
@@ -127,6 +133,9 @@ class _Policies:
         self.granted: list[str] = []  # only these are created or changed
 
     def read(self, queue: str) -> dict[str, AccessPolicy] | None:
+        from azure.core.exceptions import AzureError
+
+        from .queues.azure import error_code
         if queue not in self.before:
             client = self.account.service.get_queue_client(queue)
             try:
@@ -144,6 +153,7 @@ class _Policies:
               default_days: float) -> None:
         """Gives *holder* *permission* on *queue*. A policy already there keeps its
         expiry unless *days* is given (then it is renewed to now + days)."""
+        from azure.storage.queue import AccessPolicy
         self.read(queue)
         if queue not in self.granted:
             self.granted.append(queue)
@@ -176,6 +186,7 @@ class _Policies:
 
     def apply(self) -> list[str]:
         """Creates missing queues and writes changed policy sets; returns those queues."""
+        from azure.core.exceptions import AzureError, ResourceExistsError
         changed = []
         for queue, policies in self._granted():
             before = self.before[queue]
@@ -223,6 +234,7 @@ def pair(account: AzureAccount, names: list[str], *, prefix: str = DEFAULT_PREFI
         raise PairingError("pair needs at least two pillows")
     queues = {n: (queue_name(prefix, n), queue_name(prefix, n, "-poison")) for n in pillows}
     account_name, key = _account_key(account)
+    from azure.storage.queue import generate_queue_sas
 
     policies = _Policies(account)
     for name in pillows:
@@ -269,6 +281,7 @@ def _queue_toml(name, account_url, own, poison, partners) -> str:
 
 def pillow_queues(account: AzureAccount, prefix: str = DEFAULT_PREFIX) -> list[str]:
     """The pillows' main queues under *prefix*: those holding their owner's policy."""
+    from azure.core.exceptions import AzureError
     try:
         names = [q.name for q in account.service.list_queues(name_starts_with=prefix.lower())]
     except AzureError as err:
@@ -288,6 +301,7 @@ def invite(account: AzureAccount, name: str, *, to: list[str] | None = None,
     """Lets *name* add messages to the pillows *to* (default: every pillow under
     *prefix*); returns {queue: URL with its SAS}. A second run changes nothing, and
     *days* renews the invite."""
+    from azure.storage.queue import generate_queue_sas
     guest = pillow_name(name)
     account_name, key = _account_key(account)
     policies = _Policies(account)
@@ -321,6 +335,9 @@ def invite(account: AzureAccount, name: str, *, to: list[str] | None = None,
 def revoke(account: AzureAccount, name: str) -> list[str]:
     """Deletes every stored access policy named *name* on every queue of the account;
     returns the queues it was on. Azure may honour old tokens for up to 30 s more."""
+    from azure.core.exceptions import AzureError
+
+    from .queues.azure import error_code
     holder = pillow_name(name)
     try:
         queues = [q.name for q in account.service.list_queues()]

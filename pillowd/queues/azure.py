@@ -356,3 +356,21 @@ def open_account(*, connection_string_env: str, account_url: str, sas_file: str 
     raise PillowError(f"azure: no credentials: ${env_name or '(none)'} is not set, no "
                       f"systemd credential {CONNECTION_STRING_CREDENTIAL}, and "
                       "queue.account_url is empty")
+
+
+def queue_from_url(url: str) -> AzureQueue:
+    """The queue an invite URL (https://ACCOUNT.queue.core.windows.net/QUEUE?SAS) names,
+    with its token; the URL is never quoted back, as it holds the token."""
+    source = "the --queue-url"
+    parts = urlsplit(url.strip())
+    path = parts.path.rstrip("/").removesuffix("/messages")  # curl's URL works too
+    account_path, _, queue = path.rpartition("/")
+    if parts.scheme not in ("http", "https") or not parts.netloc or not queue:
+        raise PillowError(f"azure: {source} is not a queue URL "
+                          "(https://ACCOUNT.queue.core.windows.net/QUEUE?SAS)")
+    if not parts.query:
+        raise PillowError(f"azure: {source} has no SAS token (the part after '?'): use "
+                          "a URL printed by pillowd invite")
+    account_url = f"{parts.scheme}://{parts.netloc}{account_path}"
+    return AzureAccount.from_tokens(account_url, {queue: parts.query},
+                                    source=source).queue(queue)
