@@ -219,6 +219,7 @@ def _send(settings: Settings | None, options) -> int:
     # a queue-side time-to-live would make it vanish with no outcome at all.
     if settings is None:
         from .queues.azure import queue_from_url
+        logging.getLogger("azure").setLevel(logging.WARNING)  # as the daemon does
         queue = queue_from_url(options.queue_url)
         try:
             queue.put(body)

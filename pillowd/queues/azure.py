@@ -85,11 +85,12 @@ class AzureAccount:
     $AZURE_STORAGE_CONNECTION_STRING") so a refusal can say which one failed.
     """
 
-    def __init__(self, service: QueueServiceClient, source: str,
-                 tokens: dict[str, str] | None = None):
-        self.service = service
+    def __init__(self, service: QueueServiceClient | None, source: str,
+                 tokens: dict[str, str] | None = None, url: str | None = None):
+        self.service = service  # None with per-queue tokens: no account-wide credential
         self.source = source
-        self.host = service.primary_hostname
+        self.url = url if service is None else service.url
+        self.host = urlsplit(self.url).netloc if service is None else service.primary_hostname
         # {queue: SAS token} when each queue has its own (pillowd pair's); then no
         # queue is ever created: the tokens cannot, and pair made them.
         self.tokens = tokens
@@ -123,12 +124,11 @@ class AzureAccount:
     @classmethod
     def from_tokens(cls, account_url: str, tokens: dict[str, str], *,
                     source: str) -> "AzureAccount":
-        try:
-            service = QueueServiceClient(account_url, **_client_options())
-        except (ValueError, AzureError):
-            raise QueueAuthError(f"azure: {source}: queue.account_url is not a usable "
-                                 "account URL") from None
-        return cls(service, source, tokens)
+        parts = urlsplit(account_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise QueueAuthError(f"azure: {source}: the account URL must be "
+                                 "https://ACCOUNT.queue.core.windows.net, without a SAS")
+        return cls(None, source, tokens, url=account_url.rstrip("/") + "/")
 
     def queue(self, name: str) -> "AzureQueue":
         if self.tokens is not None and name not in self.tokens:
@@ -140,13 +140,17 @@ class AzureAccount:
         if self.tokens is None:
             return self.service.get_queue_client(
                 name, message_encode_policy=None, message_decode_policy=None)
-        client = QueueClient(self.service.url, name, credential=self.tokens[name],
-                             **_client_options())
+        try:
+            client = QueueClient(self.url, name, credential=self.tokens[name],
+                                 **_client_options())
+        except ValueError:
+            raise QueueAuthError(f"azure: {self.source}: the token for queue {name!r} "
+                                 "is not usable") from None
         self._clients.append(client)  # each has its own connections to close
         return client
 
     def close(self) -> None:
-        for client in [*self._clients, self.service]:
+        for client in [*self._clients, *([self.service] if self.service else [])]:
             try:
                 client.close()
             except Exception:  # closing must never fail a shutdown
