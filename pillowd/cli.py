@@ -229,6 +229,13 @@ def _send(settings: Settings | None, options) -> int:
         from .daemon import open_queues
         queues = open_queues(settings)
         try:
+            if getattr(getattr(queues.main, "account", None), "per_queue_tokens", False):
+                # A pillow's own tokens may not add to its own queue (pillowd pair).
+                raise QueueAuthError(
+                    f"this pillow's SAS tokens may not add to its own queue "
+                    f"{queues.main.name!r}: send with the account's connection string in "
+                    f"${settings.queue.connection_string_env or OWNER_KEY_ENV}, or with "
+                    "--queue-url and an invite URL")
             queues.main.put(body)
         finally:
             queues.close()

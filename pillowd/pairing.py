@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -108,6 +109,13 @@ def _account_key(account: AzureAccount) -> tuple[str, str]:
     if not key:
         raise PairingError(f"azure: {account.source} holds no account key (AccountKey=...): "
                            "stored access policies and their tokens need it")
+    try:
+        base64.b64decode(key, validate=True)
+    except ValueError:
+        # The SDK would fail later with no word about why; the key is never quoted.
+        raise PairingError(f"azure: the AccountKey in {account.source} is not base64: "
+                           "copy it again (portal: the storage account, Access keys)"
+                           ) from None
     return credential.account_name, key
 
 

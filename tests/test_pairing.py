@@ -237,6 +237,10 @@ def test_bad_names_and_keys_are_one_line_each(azurite, owner, prefix, tmp_path):
         assert WRONG_KEY not in line
     one_line_error(pillowd(sas_only, "pair", "alice", "bob", *out, check=False),
                    "holds no account key")
+    not_base64 = {**owner, "AZURE_STORAGE_CONNECTION_STRING":
+                  azurite.connection_string(key="abc!")}
+    one_line_error(pillowd(not_base64, "pair", "alice", "bob", *out, check=False),
+                   "AccountKey", "is not base64")
     assert not (tmp_path / "alice").exists()
 
 
@@ -347,7 +351,10 @@ def test_a_paired_pillow_runs_on_its_tokens_and_shows_the_sent_id(
         wait_for(lambda: alice.state()["queue"]["rejected"] == 1, message="the rejection")
         listed = pillowd(bare_env, "poison", "list", "--config", str(config)).stdout
         assert "no-such-scene" in listed
-        # Putting it back needs add on alice's own queue: the owner's job.
+        # Sending to, or putting back on, alice's own queue needs add there: the
+        # owner's job, and each says so.
+        one_line_error(pillowd(bare_env, "send", "hug", "--config", str(config),
+                               check=False), "may not add to its own queue", "--queue-url")
         one_line_error(pillowd(bare_env, "poison", "requeue", "--config", str(config),
                                check=False), "run it with the account's connection string")
         owner_run = pillowd(owner, "poison", "requeue", "--config", str(config))
