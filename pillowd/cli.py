@@ -295,11 +295,9 @@ def _owner_command(options) -> int:
             for queue in queues:
                 print(queue)
             if queues:
-                # Tokens are signatures over queue and policy name: a new policy of
-                # the same name would bring the revoked ones back to life.
                 print(f"revoked {name!r} on {len(queues)} queue(s); Azure may accept "
-                      "its tokens for up to 30 s more. Never pair or invite that name "
-                      "again: its old tokens would work again", file=sys.stderr)
+                      "its tokens for up to 30 s more. The name is not used again on "
+                      "those queues (docs/pairing.md)", file=sys.stderr)
         return 0
     finally:
         account.close()

@@ -33,6 +33,11 @@ OWN_QUEUE = "rp"        # receive, peek and delete its hugs
 OWN_POISON = "rap"      # move a bad message there, list it, take it back out
 PARTNER_QUEUE = "a"     # send a hug; never read it back
 
+# Queue metadata listing the names revoked on that queue. A token is a signature
+# over the queue and the policy's name, so a new policy of a revoked name would
+# make the revoked tokens work again: pair and invite refuse such a name.
+REVOKED_KEY = "pillowd_revoked"
+
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
 SAS_FILE = "queue-sas.toml"
 
@@ -139,6 +144,7 @@ class _Policies:
         self.before: dict[str, dict[str, AccessPolicy] | None] = {}  # None: no queue yet
         self.after: dict[str, dict[str, AccessPolicy]] = {}
         self.granted: list[str] = []  # only these are created or changed
+        self.revoked: dict[str, set[str]] = {}
 
     def read(self, queue: str) -> dict[str, AccessPolicy] | None:
         from azure.core.exceptions import AzureError
@@ -148,9 +154,11 @@ class _Policies:
             client = self.account.service.get_queue_client(queue)
             try:
                 self.before[queue] = client.get_queue_access_policy()
+                self.revoked[queue] = _revoked(client.get_queue_properties().metadata)
             except AzureError as err:
                 if error_code(err) == "QueueNotFound":
                     self.before[queue] = None
+                    self.revoked[queue] = set()
                 else:
                     raise self.account.error(err, f"reading the policies of {queue!r}") \
                         from None
@@ -163,6 +171,10 @@ class _Policies:
         expiry unless *days* is given (then it is renewed to now + days)."""
         from azure.storage.queue import AccessPolicy
         self.read(queue)
+        if holder in self.revoked[queue]:
+            raise PairingError(f"{holder!r} was revoked on queue {queue!r}: a new policy "
+                               "of that name would make its old tokens work again; "
+                               "choose another name")
         if queue not in self.granted:
             self.granted.append(queue)
         policies = self.after[queue]
@@ -340,23 +352,34 @@ def invite(account: AzureAccount, name: str, *, to: list[str] | None = None,
             for t in targets}
 
 
+def _revoked(metadata: dict | None) -> set[str]:
+    return {n for n in (metadata or {}).get(REVOKED_KEY, "").split(",") if n}
+
+
 def revoke(account: AzureAccount, name: str) -> list[str]:
-    """Deletes every stored access policy named *name* on every queue of the account;
-    returns the queues it was on. Azure may honour old tokens for up to 30 s more."""
+    """Deletes every stored access policy named *name* on every queue of the account
+    and notes *name* on those queues (so that it is never re-made); returns them.
+    Azure may honour old tokens for up to 30 s more."""
     from azure.core.exceptions import AzureError
 
     from .queues.azure import error_code
     holder = pillow_name(name)
     try:
-        queues = [q.name for q in account.service.list_queues()]
+        queues = list(account.service.list_queues(include_metadata=True))
     except AzureError as err:
         raise account.error(err, "listing queues") from None
     revoked = []
-    for queue in queues:
+    for found in queues:
+        queue = found.name
         client = account.service.get_queue_client(queue)
         try:
             policies = client.get_queue_access_policy()
             if holder in policies:
+                # Noted first: a failure in between leaves the name refused, not
+                # the policy deleted and the name free to be made again.
+                metadata = dict(found.metadata or {})
+                metadata[REVOKED_KEY] = ",".join(sorted(_revoked(metadata) | {holder}))
+                client.set_queue_metadata(metadata)
                 del policies[holder]
                 client.set_queue_access_policy(policies)
                 revoked.append(queue)

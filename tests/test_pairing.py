@@ -296,6 +296,10 @@ def test_an_invite_sends_with_pillowd_and_curl_until_revoked(azurite, owner, pre
                          ).status_code == 403
     # Revoking again finds nothing, and says so.
     assert pillowd(owner, "revoke", "carol").stdout == ""
+    # A new policy "carol" would bring the revoked URL back: the name is refused.
+    one_line_error(pillowd(owner, "invite", "carol", "--prefix", prefix, check=False),
+                   "'carol' was revoked on queue", "choose another name")
+    assert "carol" not in policies(azurite, f"{prefix}alice")
     # dave's invite is untouched by carol's revocation.
     assert pillowd(owner, "send", "hug", "--queue-url", everywhere[1]).returncode == 0
 
