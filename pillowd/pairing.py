@@ -126,7 +126,7 @@ def _account_key(account: AzureAccount) -> tuple[str, str]:
 
 def _expiry(days: float) -> datetime:
     if not 0 < days <= 36500:
-        raise PairingError(f"--days must be between 1 and 36500, not {days:g}")
+        raise PairingError(f"days must be between 1 and 36500, not {days:g}")
     # Whole seconds: Azure keeps no more, and a rerun compares what it sent with it.
     return (datetime.now(timezone.utc) + timedelta(days=days)).replace(microsecond=0)
 
@@ -325,7 +325,8 @@ def invite(account: AzureAccount, name: str, *, to: list[str] | None = None,
     guest = pillow_name(name)
     account_name, key = _account_key(account)
     policies = _Policies(account)
-    if policies.holder_permission(queue_name(prefix, guest), guest) is not None:
+    own = f"{prefix.lower()}{guest}"  # its queue, were the guest a pillow
+    if _QUEUE_NAME.match(own) and policies.holder_permission(own, guest) is not None:
         raise PairingError(f"{guest!r} is a pillow: an invite needs a name of its own, "
                            "or revoking it would cut the pillow off too")
     if to:
