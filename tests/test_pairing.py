@@ -363,6 +363,15 @@ def test_a_paired_pillow_runs_on_its_tokens_and_shows_the_sent_id(
                                check=False), "run it with the account's connection string")
         owner_run = pillowd(owner, "poison", "requeue", "--config", str(config))
         assert "1 message(s) put back" in owner_run.stderr
+        for page in ("/api/state", "/", "/metrics", "/api/history"):
+            assert "sig=" not in alice.get(page).text, page
+
+        # A lost pillow, revoked: its queue goes offline, saying why, never the token.
+        pillowd(owner, "revoke", "alice")
+        offline = wait_for(lambda: (s := alice.state())["queue"]["online"] is False and s,
+                           timeout=40, message="alice's queue refused after revoke")
+        assert "was refused (403" in json.dumps(offline["queue"])
+        assert "sig=" not in json.dumps(offline)
     finally:
         assert alice.stop() == 0
     # No queue was made or tried (the tokens would have been refused at start).
@@ -370,6 +379,25 @@ def test_a_paired_pillow_runs_on_its_tokens_and_shows_the_sent_id(
     log = "".join(alice.output)
     for token in tokens_of(out / "alice").values():
         assert token.split("sig=")[1] not in log
+
+
+def test_outbound_name_is_a_queue_name_or_a_list_of_them():
+    from pillowd.config import ConfigError, parse
+    base = '[queue]\nname = "pillow-ann"\nsas_file = "queue-sas.toml"\n'
+    one = parse(base + 'outbound_name = "pillow-ben"\n')
+    assert one.outbound_names == ("pillow-ben",) and one.queue.sas_file == "queue-sas.toml"
+    assert parse(base + 'outbound_name = ["pillow-ben", "pillow-cat"]\n').outbound_names \
+        == ("pillow-ben", "pillow-cat")
+    assert parse(base).outbound_names == ()
+    for bad, why in (('["pillow-ben", "Cat!"]', "'Cat!' must be 3-63 lowercase"),
+                     ('[""]', "'' must be a queue name"),
+                     ('3', "must be a string or a list, not int 3"),
+                     ('["pillow-ann"]', "must differ from queue.name")):
+        with pytest.raises(ConfigError) as err:
+            parse(base + f"outbound_name = {bad}\n")
+        assert err.value.problems[0].key == "queue.outbound_name"
+        assert err.value.problems[0].line == 4
+        assert why in err.value.problems[0].why, err.value.problems[0]
 
 
 def test_the_systemd_credential_stands_in_for_the_sas_file(azurite, owner, prefix,
