@@ -422,10 +422,20 @@ def test_the_systemd_credential_stands_in_for_the_sas_file(azurite, owner, prefi
     # Without either: one line naming the file, and no secret anywhere.
     result = pillowd(bare_env, "send", "hug", "--config", str(config), check=False)
     one_line_error(result, "queue.sas_file", "queue-sas.toml")
-    # A refused token is named by its queue, never quoted.
-    (out / "alice" / "queue-sas.toml").write_text(
-        (creds / "azure-queue-sas").read_text().replace("sig=", "sig=A"))
-    result = pillowd(bare_env, "poison", "list", "--config", str(config), check=False)
-    line = one_line_error(result, f"the token for queue '{prefix}alice-poison' was "
-                                  "refused (403")
-    assert "sig" not in line
+    # A refused token is named by its queue, never quoted; it stops a start, as a
+    # refused connection string does (the queues are checked, not created).
+    tokens = (creds / "azure-queue-sas").read_text()
+    (out / "alice" / "queue-sas.toml").write_text(tokens.replace(
+        f'"{prefix}alice-poison" = "sv', f'"{prefix}alice-poison" = "sig=A&sv'))
+    for command in (["poison", "list"], ["run"]):
+        result = pillowd(bare_env, *command, "--config", str(config), check=False)
+        line = one_line_error(result, f"the token for queue '{prefix}alice-poison' was "
+                                      "refused (403 AuthenticationFailed)")
+        assert "sig" not in line
+    # Its queue gone (deleted by hand, its policies with it): refused the same way,
+    # and not made again.
+    (out / "alice" / "queue-sas.toml").write_text(tokens)
+    azurite.service().delete_queue(f"{prefix}alice-poison")
+    one_line_error(pillowd(bare_env, "run", "--config", str(config), check=False),
+                   f"the token for queue '{prefix}alice-poison' was refused (403")
+    assert f"{prefix}alice-poison" not in [q.name for q in azurite.service().list_queues()]

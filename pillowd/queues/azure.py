@@ -218,13 +218,28 @@ class AzureQueue:
 
     def create(self) -> None:
         if self.account.per_queue_tokens:
-            return  # pillowd pair made it; these tokens may not (and would be refused)
+            self._check_token()
+            return
         try:
             self.client.create_queue()
         except ResourceExistsError:
             pass  # there already, with other metadata: still ours to use
         except (AzureError, OSError) as err:
             raise self.account.error(err, f"creating queue {self.name!r}") from None
+
+    def _check_token(self) -> None:
+        """With per-queue tokens the queue is pillowd pair's to make, not ours: ask
+        for its properties instead, so that a wrong or revoked token stops the start
+        (AuthenticationFailed; so does a deleted queue, whose policies went with it)
+        while one that only lacks read (a partner's queue, add only) passes."""
+        try:
+            self.client.get_queue_properties()
+        except (AzureError, OSError) as err:
+            code = error_code(err)
+            if code == "AuthorizationPermissionMismatch":
+                return
+            raise self.account.error(err, f"checking queue {self.name!r}",
+                                     self._source) from None
 
     def put(self, body: str, ttl: float | None = None) -> str:
         lifetime = None if ttl is None else (-1 if ttl == -1 else max(1, math.ceil(ttl)))
