@@ -23,7 +23,7 @@ from .history import History
 from .hugs import HugButton, Hugs, Outbox
 from .light import LightOutput
 from .messages import decode, encode
-from .metrics import registry_for
+from .metrics import Metrics
 from .pillow import Controls, Health, Loop, Pillow
 from .player import Player
 from .queues.local import LocalStore
@@ -285,8 +285,8 @@ class Daemon:
         self.page = StatusPage(
             self.pillow, controls=self.controls, health=self.health,
             renderer=self.renderer, token=control_token(settings, environ),
-            metrics=lambda clients: registry_for(self.pillow, self.consumer,
-                                                 self.renderer, clients))
+            metrics=lambda clients: Metrics(self.pillow, self.consumer,
+                                            self.renderer, clients))
         self.url = self.page.bind(settings.web.host, settings.web.port)
         closing(self.page.close)
         self.notifier = SystemdNotifier(environ)
@@ -307,10 +307,12 @@ class Daemon:
             return open_mock(settings.leds.count)
 
     def _open_parts(self, trouble: list[str]):
+        fitted = self.settings.actuators
+        if fitted.vibration is None and fitted.servo is None and fitted.warmer is None:
+            return []  # LEDs only: no GPIO opened at all
         try:
-            return build_parts(self.settings.actuators, self.hardware.pin_factory,
-                               horizon=ACTUATOR_PERIOD)
-        except ActuatorError as err:
+            return build_parts(fitted, self.hardware.pin_factory, horizon=ACTUATOR_PERIOD)
+        except (ActuatorError, HardwareError) as err:
             log.error("%s; running without the actuators", err)
             trouble.append(f"actuators: {err}")
             return []
