@@ -15,7 +15,6 @@ from pathlib import Path
 
 from . import __version__, threads
 from .actuators import ActuatorError, Actuators, build_parts
-from .settings import QuietSettings, Settings
 from .consumer import Backoff, Consumer
 from .errors import PillowError
 from .hardware import Hardware, HardwareError, open_hardware, open_mock
@@ -30,6 +29,7 @@ from .queues.local import LocalStore
 from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Timeline
+from .settings import QuietSettings, Settings
 from .systemd import SystemdNotifier, Watchdog
 
 log = logging.getLogger("pillowd")
@@ -408,7 +408,7 @@ def run(settings: Settings, *, demo: bool = False, environ=os.environ) -> int:
         try:
             daemon.start()
             url = daemon.url
-            token = control_token(settings, environ)
+            token = daemon.page.token  # read from the environment once, at build
             if token and sys.stdout.isatty():
                 url += f"?token={token}"  # a person at a terminal, never a log file
             print(f"pillowd: status page at {url}", flush=True)
