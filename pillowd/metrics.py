@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from .history import OUTCOMES
+
+# prometheus_client is imported on the first scrape, not at start: a pillow that is
+# never scraped never pays for it (~40 ms of a start on this machine, more on a Pi).
 
 
 class PillowCollector:
     """Reads counters the loops already keep; costs nothing between scrapes."""
 
-    def __init__(self, pillow, clients: Callable[[], int]):
+    def __init__(self, pillow, consumer, renderer, clients: Callable[[], int]):
         self.pillow = pillow
+        self.consumer = consumer
+        self.renderer = renderer
         self.clients = clients
 
     def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         p = self.pillow
         messages = CounterMetricFamily("pillowd_messages", "Messages by outcome",
                                        labels=["outcome"])
@@ -26,17 +30,19 @@ class PillowCollector:
         yield messages
         yield CounterMetricFamily("pillowd_queue_requests",
                                   "Receive requests made to the queue",
-                                  value=p.consumer.status.requests)
+                                  value=self.consumer.status.requests)
         yield GaugeMetricFamily("pillowd_queue_online", "1 while the queue answers",
-                                value=int(p.consumer.status.online))
+                                value=int(self.consumer.status.online))
         yield GaugeMetricFamily("pillowd_poll_interval_seconds",
                                 "Current wait between queue polls",
-                                value=p.consumer.backoff.interval)
-        r = p.renderer
+                                value=self.consumer.backoff.interval)
+        r = self.renderer
         yield GaugeMetricFamily("pillowd_render_fps", "Frames rendered per second",
                                 value=r.achieved_fps)
         yield GaugeMetricFamily("pillowd_render_frame_seconds",
                                 "Time spent on the last frame", value=r.frame_seconds)
+        yield CounterMetricFamily("pillowd_render_frames", "Frames rendered",
+                                  value=r.frames)
         yield CounterMetricFamily("pillowd_render_dropped_frames",
                                   "Frames skipped because rendering fell behind",
                                   value=r.dropped)
@@ -46,7 +52,18 @@ class PillowCollector:
                                 value=self.clients())
 
 
-def registry_for(pillow, clients: Callable[[], int]) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(PillowCollector(pillow, clients))
-    return registry
+class Metrics:
+    """The pillow's figures in Prometheus' text format, read at each scrape."""
+
+    def __init__(self, pillow, consumer, renderer, clients: Callable[[], int]):
+        self._collector = PillowCollector(pillow, consumer, renderer, clients)
+        self._registry = None
+
+    def exposition(self) -> tuple[bytes, str]:
+        """(the body, its content type) for GET /metrics."""
+        from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry,
+                                       generate_latest)
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(self._collector)
+        return generate_latest(self._registry), CONTENT_TYPE_LATEST
