@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -142,6 +143,16 @@ def _open_azure_queues(settings: Settings, environ) -> Queues:
     return Queues(main, poison, outbound, [account.close])
 
 
+def page_url_for_others(host: str, url: str) -> str:
+    """The status page's address as another machine (Home Assistant) can open it:
+    a wildcard bind is reached by the Pi's mDNS name, as raspberrypi.local."""
+    if host not in ("0.0.0.0", "::", ""):
+        return url
+    name = socket.gethostname()
+    port = urlsplit(url).port
+    return f"http://{name if '.' in name else name + '.local'}:{port}/"
+
+
 def control_token(settings: Settings, environ=os.environ) -> str | None:
     token = environ.get(settings.web.control_token_env, "").strip()
     return token or None
@@ -197,6 +208,7 @@ class Daemon:
             self.page = StatusPage(self.pillow, token=control_token(settings, environ))
             self.url = self.page.bind(settings.web.host, settings.web.port)
             self._closers.append(self.page.close)
+            self.mqtt = self._build_mqtt(settings, state_dir, environ)
         except BaseException:
             self.close()
             raise
@@ -251,6 +263,51 @@ class Daemon:
         if q is not None:
             self.part_loops["quiet"] = self.quiet_hours.run
 
+    def _build_mqtt(self, settings: Settings, state_dir: Path, environ):
+        """Home Assistant over MQTT when [mqtt] is there; None otherwise."""
+        from . import mqtt
+
+        from .config import MqttSettings
+
+        self._mqtt_marker = state_dir / "mqtt-entities.json"
+        m = settings.mqtt
+        # Without [mqtt], what an earlier run published (the marker) is emptied with
+        # the login from the default names (PILLOWD_MQTT_*, mqtt-password).
+        self._mqtt_login = (None, None)
+        if m is None:
+            if self._mqtt_marker.exists():
+                d = MqttSettings()
+                try:
+                    self._mqtt_login = mqtt.login_from(d.username_env, d.password_env,
+                                                       environ)
+                except PillowError as err:  # a clean-up must not stop the pillow
+                    log.warning("%s", err)
+            return None
+        username, password = mqtt.login_from(m.username_env, m.password_env, environ)
+        ha = mqtt.HomeAssistant(
+            host=m.host, port=m.port, username=username, password=password, tls=m.tls,
+            ca_file=m.ca_file, discovery_prefix=m.discovery_prefix, topic=m.topic,
+            pillow_name=settings.pillow.name, version=__version__,
+            page_url=page_url_for_others(settings.web.host, self.url),
+            scenes=list(settings.scenes), controls=self.pillow,
+            snapshot=self.pillow.snapshot, on_status=lambda status: self.pillow.changed(),
+            marker=self._mqtt_marker)
+        self.pillow.mqtt = ha
+        self.pillow.on_state(ha.state_changed)
+        self._closers.append(ha.close)
+        return ha
+
+    def _remove_mqtt_entities(self) -> None:
+        """[mqtt] was removed: empty what an earlier run published, in the background."""
+        from . import mqtt
+
+        username, password = self._mqtt_login
+
+        def remove() -> None:
+            mqtt.name_thread("pillowd-mqtt")
+            mqtt.remove_entities(self._mqtt_marker, username=username, password=password)
+        threading.Thread(target=remove, name="pillowd-mqtt", daemon=True).start()
+
     def _actuators_changed(self, values: dict) -> None:
         self.pillow.actuators = values
         self.pillow.changed()
@@ -291,6 +348,10 @@ class Daemon:
             if name != "demo":
                 self.pillow.threads[name] = thread
         self.page.start()
+        if self.mqtt is not None:
+            self.mqtt.start()
+        elif self._mqtt_marker.exists():
+            self._remove_mqtt_entities()
         # Only now can the pillow really serve: config, hardware, queue and web are up.
         self.notifier.ready(self.pillow.status_line())
         interval = self.notifier.watchdog_interval()

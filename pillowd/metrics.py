@@ -44,6 +44,16 @@ class PillowCollector:
                                 "Estimated current drawn by the LEDs", value=r.milliamps)
         yield GaugeMetricFamily("pillowd_web_clients", "Connected status page clients",
                                 value=self.clients())
+        mqtt = getattr(p, "mqtt", None)
+        if mqtt is not None:
+            yield GaugeMetricFamily("pillowd_mqtt_online", "1 while the MQTT broker is connected",
+                                    value=int(mqtt.status["online"]))
+            yield CounterMetricFamily("pillowd_mqtt_connects",
+                                      "Successful connections to the MQTT broker",
+                                      value=mqtt.connects)
+            yield CounterMetricFamily("pillowd_mqtt_publishes",
+                                      "Messages published to the MQTT broker",
+                                      value=mqtt.publishes)
 
 
 def registry_for(pillow, clients: Callable[[], int]) -> CollectorRegistry:

@@ -40,6 +40,7 @@ class Pillow:
         self.actuators: dict[str, float] = {}
         self.quiet = False
         self.on_quiet: Callable[[bool], object] | None = None  # the daemon applies quiet
+        self.mqtt = None  # Home Assistant over MQTT (pillowd.mqtt), when configured
         self.threads: dict[str, threading.Thread] = {}
         # Other checks of health: each returns why the pillow is unwell, or None.
         self.checks: list[Callable[[], str | None]] = []
@@ -92,6 +93,7 @@ class Pillow:
             "recent_before": older,
             "quiet": self.quiet,
             "scenes": list(getattr(self._settings, "scenes", {})),
+            **({"mqtt": self.mqtt.status} if self.mqtt is not None else {}),
         }
 
     def history_page(self, limit: int, before: int | None) -> dict:
