@@ -596,3 +596,18 @@ def test_check_config_validates_the_mqtt_table(tmp_path):
     result = run_cli("check-config", "--config", str(path), check=False)
     assert result.returncode == 1
     assert "bad.toml:2: mqtt.port: must be a whole number" in result.stderr
+
+
+def test_the_shipped_config_documents_every_mqtt_key():
+    from dataclasses import fields
+
+    from conftest import ROOT
+    from pillowd.config import MqttSettings
+    text = (ROOT / "config.toml").read_text()
+    block = text.split("# [mqtt]\n")[1].split("\n\n")[0]
+    # Uncommented, the documented block is a valid config with the defaults.
+    table = "\n".join(line[2:] for line in block.splitlines() if not line.startswith("# #"))
+    settings = parse("[mqtt]\n" + table)
+    assert settings.mqtt == MqttSettings()
+    for f in fields(MqttSettings):
+        assert f"\n# {f.name} = " in "\n" + block, f"mqtt.{f.name} is not in config.toml"
