@@ -66,6 +66,7 @@ bench: test-deps
 	$(BIN)/python bench/queue_latency.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/actuators.py
+	$(BIN)/python bench/mqtt.py
 
 clean:
 	rm -rf $(VENV) node_modules web/static/vendor .state .pytest_cache
