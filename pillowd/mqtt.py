@@ -265,7 +265,13 @@ class HomeAssistant:
             except (RuntimeError, ValueError):  # the connection went meanwhile
                 pass
         client.disconnect()
-        client.loop_stop()
+        # Paho's thread may be stuck in a connect to a host that does not answer
+        # (or in a DNS lookup) for seconds; the daemon's shutdown must not wait
+        # for it. The thread is a daemon thread: it ends with the process.
+        stopping = threading.Thread(target=client.loop_stop, name="pillowd-mqtt-stop",
+                                    daemon=True)
+        stopping.start()
+        stopping.join(timeout)
         self._set_status(False, "stopped")
 
     # -- connection (paho's network thread) --------------------------------------
