@@ -54,6 +54,9 @@ class PillowCollector:
             yield CounterMetricFamily("pillowd_mqtt_publishes",
                                       "Messages published to the MQTT broker",
                                       value=mqtt.publishes)
+            yield CounterMetricFamily("pillowd_mqtt_commands_ignored",
+                                      "Malformed or refused commands from MQTT",
+                                      value=mqtt.ignored)
 
 
 def registry_for(pillow, clients: Callable[[], int]) -> CollectorRegistry:

@@ -322,6 +322,7 @@ def test_a_thousand_junk_commands_change_nothing(mqtt_pillow, home_assistant):
     logged = [line for line in proc.output if "ignored a command" in line]
     assert 1 <= len(logged) <= 3, logged  # rate-limited, not 1000 lines
     assert not any("Traceback" in line for line in proc.output)
+    assert "pillowd_mqtt_commands_ignored_total 1000.0" in proc.get("/metrics").text
 
 
 # -- outages --------------------------------------------------------------------
