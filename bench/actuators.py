@@ -33,6 +33,9 @@ class Hangable:
     def __init__(self, timeline):
         self.timeline, self.hang, self.release = timeline, threading.Event(), threading.Event()
 
+    def on_change(self, listener):
+        self.timeline.on_change(listener)
+
     def current(self):
         if self.hang.is_set():
             self.release.wait()
@@ -60,8 +63,8 @@ def rig(settings=SETTINGS):
     loop_view = Hangable(timeline)
     actuators = Actuators(build_parts(settings.actuators, factory, PERIOD), loop_view,
                           period=PERIOD, stall_seconds=STALL)
-    stop = threading.Event()
-    threads = [threading.Thread(target=f, args=(stop,), daemon=True)
+    stop = actuators  # stop() ends both loops
+    threads = [threading.Thread(target=f, name=f"bench-{f.__name__}", daemon=True)
                for f in (actuators.run, actuators.watch)]
     for t in threads:
         t.start()
@@ -80,7 +83,7 @@ def stall_latency():
     off_at = time.monotonic()
     last_tick = actuators.heartbeat   # the tick that hung
     view.release.set()
-    stop.set()
+    stop.stop()
     for t in threads:
         t.join()
     actuators.close()
@@ -93,7 +96,7 @@ def on_spans(seconds=3.0):
     pin = factory.pin(23)
     timeline.play(decode("buzz", SETTINGS))
     time.sleep(seconds)
-    stop.set()
+    stop.stop()
     for t in threads:
         t.join()
     spans, on = [], None

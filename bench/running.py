@@ -1,63 +1,226 @@
-"""Starts a real `pillowd run` for a benchmark and finds its status page."""
+"""The daemon at rest: CPU, wake-ups, frames pushed and cost per frame, against the goals.
+
+    .venv/bin/python bench/running.py [--seconds 30] [--leds 60]
+
+Runs a real `pillowd run` (default config but mock hardware, local queue, no
+message) twice: with the breathing idle scene and with a static one. For each it
+measures, over --seconds and after a warm-up, with no page open and then with one
+python-socketio client on /pillow:
+
+- CPU: the sum of every thread's run time from /proc/PID/task/*/schedstat
+  (nanoseconds, not the 10 ms ticks of /proc/PID/stat), as % of one core;
+- wake-ups: context switches of all threads (voluntary + involuntary, from
+  /proc/PID/task/*/status) per second;
+- frames pushed to the client per second (Socket.IO `frame` events);
+- the render thread's CPU per rendered frame, against the LED pipeline's own time
+  (effect + LightOutput, the same work without the loop) measured in this run.
+
+It also prints every thread's name as `ps -L -o comm` shows it.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import requests
+import socketio
+
+from pillowd.effects import EFFECTS
+from pillowd.light import LightOutput
+
+CONFIG = """
+[pillow]
+name = "bench-pillow"
+state_dir = "{state}"
+[queue]
+backend = "local"
+[hardware]
+backend = "mock"
+[leds]
+count = {leds}
+[web]
+host = "127.0.0.1"
+port = 0
+[scenes.idle]
+effect = "{effect}"
+color = "#202040"
+[scenes.hug]
+effect = "breathe"
+color = "#ff6ec7"
+duration = 10
+"""
+
+GOALS = {  # issue 16, on this machine
+    ("breathe", False): {"cpu": 0.5},
+    ("solid", False): {"cpu": 0.05, "wakeups": 5},
+    ("breathe", True): {"cpu": 0.5, "frames": 20},
+    ("solid", True): {"cpu": 0.05, "wakeups": 5, "frames": 0},
+}
 
 
-class NotStarted(RuntimeError):
-    """pillowd exited before it printed its status page's address."""
+class Daemon:
+    """`pillowd run` on *config*; its page URL once it printed it."""
 
-
-class RunningPillowd:
-    """A `pillowd run` subprocess: start() returns its page's URL, stop() ends it."""
-
-    def __init__(self, config: Path, env: dict | None = None):
-        self.config = config
-        self.env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
-        self.process: subprocess.Popen | None = None
+    def __init__(self, config: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pillowd", "run", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.url = None
+        for line in self.proc.stdout:
+            m = re.match(r"pillowd: status page at (http://\S+/)", line)
+            if m:
+                self.url = m.group(1)
+                break
+        if self.url is None:
+            raise SystemExit("pillowd did not start")
+        # Keep reading so a full pipe never blocks the daemon.
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout],
+                         name="bench-drain", daemon=True).start()
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        return self.proc.pid
 
-    def start(self) -> str:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pillowd", "run", "--config", str(self.config)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
-            cwd=ROOT)
-        seen = []
-        for line in self.process.stdout:
-            seen.append(line)
-            m = re.match(r"pillowd: status page at (http://\S+/)", line)
-            if m:
-                # Keep draining its output so a full pipe never blocks the daemon.
-                threading.Thread(target=lambda: [None for _ in self.process.stdout],
-                                 daemon=True).start()
-                return m.group(1)
-        self.stop()
-        raise NotStarted("pillowd did not start:\n" + "".join(seen[-20:]))
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(15)
 
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
+
+def tasks(pid: int) -> dict[int, dict]:
+    """Per thread: name, ns of CPU and context switches so far."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+            comm = (task / "comm").read_text().strip()
+            ns = int((task / "schedstat").read_text().split()[0])
+            status = (task / "status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+        switches = sum(int(m) for m in re.findall(
+            r"^(?:non)?voluntary_ctxt_switches:\s+(\d+)", status, re.M))
+        found[int(task.name)] = {"comm": comm, "ns": ns, "switches": switches}
+    return found
 
-    def __enter__(self) -> "RunningPillowd":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def frames_rendered(url: str) -> float:
+    text = requests.get(url + "metrics", timeout=5).text
+    m = re.search(r"^pillowd_render_frames_total (\S+)", text, re.M)
+    return float(m.group(1)) if m else float("nan")
+
+
+def measure(daemon: Daemon, seconds: float) -> dict:
+    before, frames0, t0 = tasks(daemon.pid), frames_rendered(daemon.url), time.monotonic()
+    time.sleep(seconds)
+    after, frames1, t1 = tasks(daemon.pid), frames_rendered(daemon.url), time.monotonic()
+    elapsed = t1 - t0
+    both = [tid for tid in after if tid in before]
+    cpu_ns = sum(after[t]["ns"] - before[t]["ns"] for t in both)
+    switches = sum(after[t]["switches"] - before[t]["switches"] for t in both)
+    render = [t for t in both if after[t]["comm"] == "pillowd-render"]
+    render_ns = sum(after[t]["ns"] - before[t]["ns"] for t in render)
+    frames = frames1 - frames0
+    return {"cpu": 100 * cpu_ns / 1e9 / elapsed, "wakeups": switches / elapsed,
+            "frame_us": render_ns / 1e3 / frames if render and frames > 0 else None,
+            "rendered": frames / elapsed,
+            "busiest": sorted(((after[t]["ns"] - before[t]["ns"]) / 1e6 / elapsed,
+                               after[t]["comm"]) for t in both)[-3:][::-1]}
+
+
+def pipeline_us(effect_name: str, count: int, frames: int = 2000) -> float:
+    """The LED pipeline's own time per frame: effect + brightness, gamma, power limit."""
+    effect = EFFECTS[effect_name]
+    params = effect.resolve({"color": "#202040"})
+    light = LightOutput(count, brightness=0.6, max_milliamps=2000)
+    runs = []
+    for r in range(5):
+        t, start = 1000.0 + r, time.perf_counter()
+        for _ in range(frames):
+            light.render(effect(t, count, params), 1.0)
+            t += 0.02
+        runs.append((time.perf_counter() - start) / frames * 1e6)
+    return statistics.median(runs)
+
+
+def page_client(url: str) -> tuple[socketio.Client, list]:
+    frames: list[float] = []
+    client = socketio.Client(reconnection=False)
+    client.on("frame", lambda data: frames.append(time.monotonic()), namespace="/pillow")
+    client.connect(url, namespaces=["/pillow"], transports=["websocket"])
+    return client, frames
+
+
+def verdict(value, goal, lower_is_better=True) -> str:
+    if goal is None or value is None:
+        return ""
+    ok = value <= goal if lower_is_better else value >= goal
+    return f"(goal ≤ {goal}: {'met' if ok else 'MISSED'})"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--leds", type=int, default=60)
+    parser.add_argument("--warmup", type=float, default=4)
+    options = parser.parse_args(argv)
+    print(f"pillowd at rest: {options.leds} LEDs, mock hardware, local queue, "
+          f"{options.seconds:.0f} s per figure, Python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cores\n")
+    for effect in ("breathe", "solid"):
+        own = pipeline_us(effect, options.leds)
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "config.toml"
+            config.write_text(CONFIG.format(state=f"{tmp}/state", leds=options.leds,
+                                            effect=effect))
+            daemon = Daemon(config)
+            try:
+                time.sleep(options.warmup)
+                if effect == "breathe":
+                    names = sorted(t["comm"] for t in tasks(daemon.pid).values())
+                    print("threads (ps -L -o comm):", ", ".join(names), "\n")
+                for watched in (False, True):
+                    client = frames = None
+                    if watched:
+                        client, frames = page_client(daemon.url)
+                        time.sleep(options.warmup / 2)
+                        frames.clear()
+                    m = measure(daemon, options.seconds)
+                    pushed = len(frames) / options.seconds if watched else None
+                    if client is not None:
+                        client.disconnect()
+                    goal = GOALS[(effect, watched)]
+                    label = f"{'idle breathing' if effect == 'breathe' else 'static'} scene, " \
+                            f"{'one page open' if watched else 'no page'}"
+                    print(label)
+                    print(f"  CPU        {m['cpu']:7.3f} % of one core "
+                          f"{verdict(round(m['cpu'], 3), goal.get('cpu'))}")
+                    print(f"  wake-ups   {m['wakeups']:7.1f} /s "
+                          f"{verdict(round(m['wakeups'], 1), goal.get('wakeups'))}")
+                    if watched:
+                        print(f"  frames     {pushed:7.1f} /s pushed "
+                              f"{verdict(round(pushed, 1), goal.get('frames'))}")
+                    print(f"  rendered   {m['rendered']:7.1f} frames/s")
+                    if m["frame_us"] is not None:
+                        ratio = m["frame_us"] / own
+                        print(f"  per frame  {m['frame_us']:7.1f} µs of render-thread CPU, "
+                              f"pipeline alone {own:.1f} µs: {ratio:.2f}× "
+                              f"{verdict(round(ratio, 2), 2.0 if effect == 'breathe' else None)}")
+                    print("  busiest    " + ", ".join(f"{name} {ms:.2f} ms/s"
+                                                     for ms, name in m["busiest"]))
+                    print()
+            finally:
+                daemon.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,55 +14,10 @@ from typing import Callable
 from gpiozero import AngularServo, OutputDevice, PWMOutputDevice
 
 from .errors import PillowError
+from .patterns import PATTERNS
+from .settings import Limits
 
 log = logging.getLogger(__name__)
-
-# -- vibration patterns: pure functions from seconds since the scene began to 0..1 --
-
-
-def _phase(t: float, period: float) -> float:
-    # Rounded so 1.2 % 1.0 is 0.2 and not 0.19999999999999996, which would move an
-    # edge by a whole tick.
-    return round(t % period, 6)
-
-
-def steady(t: float) -> float:
-    """On all the time (the limits still cut it off)."""
-    return 1.0
-
-
-def pulse(t: float) -> float:
-    """Half a second on, half a second off."""
-    return 1.0 if _phase(t, 1.0) < 0.5 else 0.0
-
-
-def heartbeat(t: float) -> float:
-    """Lub-dub at 60 beats a minute: a strong 0.1 s beat, a pause, a softer one."""
-    phase = _phase(t, 1.0)
-    if phase < 0.1:
-        return 1.0
-    if 0.2 <= phase < 0.3:
-        return 0.7
-    return 0.0
-
-
-def purr(t: float) -> float:
-    """A soft swell for 0.8 s, then 0.4 s of rest, like breathing while purring."""
-    phase = _phase(t, 1.2)
-    if phase >= 0.8:
-        return 0.0
-    return 0.4 + 0.6 * math.sin(math.pi * phase / 0.8)
-
-
-def nudge(t: float) -> float:
-    """One 0.3 s buzz when the scene starts, then still."""
-    return 1.0 if t < 0.3 else 0.0
-
-
-PATTERNS: dict[str, Callable[[float], float]] = {
-    "steady": steady, "pulse": pulse, "heartbeat": heartbeat, "purr": purr,
-    "nudge": nudge,
-}
 
 
 class ActuatorError(PillowError, RuntimeError):
@@ -70,16 +25,6 @@ class ActuatorError(PillowError, RuntimeError):
 
 
 # -- limits -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LimitSettings:
-    """How long and how often one actuator may run; see [actuators.*] in config.toml."""
-
-    max_on_seconds: float
-    duty_cap: float           # 0..1 share of any window it may be on
-    window_seconds: float
-    cooldown_seconds: float   # rest after a limit cut it off
 
 
 class Limit:
@@ -90,8 +35,8 @@ class Limit:
     limit, never after it; the watchdog cuts it at ``deadline()`` if ticks stop.
     """
 
-    def __init__(self, settings: LimitSettings, horizon: float = 0.0):
-        self.settings = settings
+    def __init__(self, limits: Limits, horizon: float = 0.0):
+        self.limits = limits
         self.horizon = horizon
         self.on_since: float | None = None
         self.rest_until = -math.inf
@@ -100,7 +45,7 @@ class Limit:
 
     def _used(self, now: float) -> float:
         """Seconds on within the window ending *now*."""
-        start = now - self.settings.window_seconds
+        start = now - self.limits.window_seconds
         while self._spans and self._spans[0][1] < start:
             self._spans.popleft()
         used = sum(min(end, now) - max(begin, start) for begin, end in self._spans
@@ -113,7 +58,7 @@ class Limit:
         """When the output must be off at the latest, if it is on; inf if off."""
         if self.on_since is None:
             return math.inf
-        s = self.settings
+        s = self.limits
         budget = s.duty_cap * s.window_seconds - self._used(now)
         return min(self.on_since + s.max_on_seconds, now + budget)
 
@@ -133,7 +78,7 @@ class Limit:
         """Off because a limit is reached within *ahead* seconds; rest from now."""
         if self.on_since is None:
             return
-        s = self.settings
+        s = self.limits
         self.tripped = ("max_on" if now + ahead >= self.on_since + s.max_on_seconds
                         else "duty_cap")
         self._stop(now)
@@ -183,6 +128,12 @@ class Part:
 
     def _bounded(self, value):
         return value
+
+    def deadline(self, now: float) -> float:
+        """When the output must be off at the latest (inf while off); under the lock
+        the driving loop holds while it changes the limit's spans."""
+        with self._lock:
+            return self.limit.deadline(now)
 
     def enforce(self, now: float, margin: float = 0.0) -> None:
         """Cut the output if a limit's deadline is within *margin* (the watchdog's)."""
@@ -304,12 +255,21 @@ def wants_of(playing, now: float) -> Wants:
     return Wants(vibration=vibration, servo=scene.servo_angle, warmer=warmer)
 
 
+def _still(playing) -> bool:
+    """Whether *playing* asks nothing of any actuator at any moment."""
+    scene = playing.scene
+    moves = scene.vibration in PATTERNS and scene.vibration_level > 0
+    return not moves and scene.servo_angle is None and not scene.warmer
+
+
 class Actuators:
     """Drives the parts from the playing scene, and keeps them safe when anything fails.
 
-    The driving loop ticks every *period*; a watchdog thread turns every part off if
-    the loop has not ticked for *stall_seconds*, and cuts each part at its limit's
-    deadline between ticks. ``muted`` (quiet hours) and ``fault`` keep parts off.
+    While the scene moves a part, the driving loop ticks every *period* and a
+    watchdog thread turns every part off if the loop has not ticked for
+    *stall_seconds*, and cuts each part at its limit's deadline between ticks.
+    While every part is off and the scene asks for none, both sleep until the
+    scene changes. ``muted`` (quiet hours) and ``fault`` keep parts off.
     """
 
     def __init__(self, parts: list[Part], timeline, *, period: float = 0.02,
@@ -323,23 +283,48 @@ class Actuators:
         self._clock = clock
         self.on_values = on_values
         self.publish_seconds = publish_seconds
-        self.muted = False
-        self.fault: str | None = None
+        self._muted = False
+        self._fault: str | None = None
         self.stalled = False
+        self.resting = False
         self.heartbeat = clock()
         self.values: dict = {name: part.value for name, part in self.parts.items()}
         self._published = dict(self.values)
         self._last_publish = -math.inf
         self._closed = False
+        self._stopping = False
+        self._wake = threading.Event()        # the driving loop: a change, or stop
+        self._watch_wake = threading.Event()  # the watchdog: the loop left its rest
+        timeline.on_change(lambda playing: self._wake.set())
+        if on_values is not None:  # the parts fitted, all off, from the start
+            on_values(dict(self.values))
         # Whatever else happens, the interpreter does not exit with a motor running.
         atexit.register(self.all_off)
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
+
+    @muted.setter
+    def muted(self, muted: bool) -> None:
+        self._muted = bool(muted)
+        self._wake.set()
+
+    @property
+    def fault(self) -> str | None:
+        return self._fault
+
+    @fault.setter
+    def fault(self, why: str | None) -> None:
+        self._fault = why
+        self._wake.set()
 
     def tick(self, now: float | None = None) -> None:
         """Apply what the playing scene asks now, through the limits."""
         now = self._clock() if now is None else now
         self.heartbeat = now
         self.stalled = False
-        if self.muted or self.fault or self._closed:
+        if self._muted or self._fault or self._closed:
             wants = Wants()
         else:
             wants = wants_of(self.timeline.current(), now)
@@ -348,10 +333,22 @@ class Actuators:
             self.values[name] = part.value
         self._publish(now)
 
+    def _rest_seconds(self) -> float | None | bool:
+        """False while anything moves; else how long all stays still (None: until
+        the scene changes)."""
+        if any(part._is_on(part.value) for part in self.parts.values()):
+            return False
+        if self._muted or self._fault or self._closed:
+            return None
+        playing = self.timeline.current()
+        if not _still(playing):
+            return False
+        return None if playing.ends is None else max(0.0, playing.ends - self._clock())
+
     def trouble(self) -> str | None:
         """Why the actuators are held off against the scene's wishes, or None."""
-        if self.fault:
-            return f"actuators off: {self.fault}"
+        if self._fault:
+            return f"actuators off: {self._fault}"
         if self.stalled:
             return "actuators off: the actuator loop has stalled"
         return None
@@ -380,33 +377,56 @@ class Actuators:
             self.values[name] = part.value
         self._publish(self._clock(), force=True)
 
-    def run(self, stop: threading.Event) -> None:
-        """Tick at a fixed rate until *stop*; any error turns everything off first."""
+    def stop(self) -> None:
+        """End run() and watch() now, whatever they wait for."""
+        self._stopping = True
+        self._wake.set()
+        self._watch_wake.set()
+
+    def run(self) -> None:
+        """Tick at a fixed rate while anything moves, else sleep until the scene
+        changes; until stop(). Any error turns everything off first."""
         next_tick = self._clock()
         try:
-            while not stop.is_set():
+            while not self._stopping:
+                self._wake.clear()
                 try:
                     self.tick()
+                    rest = self._rest_seconds()
                 except Exception as err:
                     # A bug must never leave a motor running: off, and stay off.
                     log.exception("actuator loop failed")
                     self.fault = f"actuator loop failed: {err}"
                     self.all_off()
+                    rest = None
+                if rest is not False:
+                    self.resting = True
+                    self._wake.wait(rest)
+                    self.heartbeat = next_tick = self._clock()
+                    self.resting = False
+                    self._watch_wake.set()  # the watchdog watches again
+                    continue
                 next_tick += self.period
                 if next_tick < self._clock():
                     next_tick = self._clock()
-                stop.wait(max(0.0, next_tick - self._clock()))
+                self._wake.wait(max(0.0, next_tick - self._clock()))
         finally:
             self.all_off()
 
-    def watch(self, stop: threading.Event, margin: float = 0.01) -> None:
+    def watch(self, margin: float = 0.01) -> None:
         """The watchdog: off when the loop stalls, and at each limit's deadline.
 
         It wakes *margin* early for a limit, so a thread woken a few ms late still
-        cuts the output in time.
+        cuts the output in time. While the loop rests (everything off), so does it.
         """
         try:
-            while not stop.is_set():
+            while not self._stopping:
+                if self.resting:
+                    self._watch_wake.clear()
+                    if self.resting and not self._stopping:  # not missed in between
+                        self._watch_wake.wait()
+                    continue
+                self._watch_wake.clear()  # stop() after this still ends the wait below
                 now = self._clock()
                 if now - self.heartbeat >= self.stall_seconds and not self.stalled:
                     self.stalled = True
@@ -418,8 +438,8 @@ class Actuators:
                            else self.heartbeat + self.stall_seconds)
                 for part in self.parts.values():
                     part.enforce(now, margin)
-                    wake = min(wake, part.limit.deadline(now) - margin)
-                stop.wait(max(0.001, wake - self._clock()))
+                    wake = min(wake, part.deadline(now) - margin)
+                self._watch_wake.wait(max(0.001, wake - self._clock()))
         finally:
             self.all_off()
 
@@ -435,22 +455,18 @@ class Actuators:
 def build_parts(settings, pin_factory, horizon: float) -> list[Part]:
     """The parts *settings* (an ActuatorSettings) declares; none when none are."""
     parts: list[Part] = []
-
-    def limit(s) -> Limit:
-        return Limit(LimitSettings(s.max_on_seconds, s.duty_cap, s.window_seconds,
-                                   s.cooldown_seconds), horizon)
     try:
         if (v := settings.vibration) is not None:
-            parts.append(Vibration(v.pin, max_level=v.max_level, limit=limit(v),
-                                   pin_factory=pin_factory))
+            parts.append(Vibration(v.pin, max_level=v.max_level,
+                                   limit=Limit(v.limits, horizon), pin_factory=pin_factory))
         if (s := settings.servo) is not None:
             parts.append(Servo(s.pin, min_angle=s.min_angle, max_angle=s.max_angle,
                                min_pulse_width=s.min_pulse_ms / 1000,
                                max_pulse_width=s.max_pulse_ms / 1000,
-                               limit=limit(s), pin_factory=pin_factory))
+                               limit=Limit(s.limits, horizon), pin_factory=pin_factory))
         if (w := settings.warmer) is not None:
-            parts.append(Warmer(w.pin, active_high=w.active_high, limit=limit(w),
-                                pin_factory=pin_factory))
+            parts.append(Warmer(w.pin, active_high=w.active_high,
+                                limit=Limit(w.limits, horizon), pin_factory=pin_factory))
     except Exception as err:
         for part in parts:
             part.close()

@@ -11,11 +11,17 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__
-from .config import ConfigError, Settings, load, with_state_dir
+# NumPy's OpenBLAS starts a worker thread per core when imported, for matrix work a
+# pillow never does: idle, unnamed threads on a small Pi. One is enough.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from . import __version__  # noqa: E402
+from .config import ConfigError, load, with_state_dir
 from .errors import PillowError
 from .history import iso
 from .messages import Rejection, command_from, encode
+from .queues import QueueError
+from .settings import Settings
 
 SYSTEM_CONFIG = "/etc/pillowd/config.toml"
 
@@ -200,24 +206,33 @@ def _poison_list(queues) -> int:
 
 def _poison_requeue(queues, wanted: str | None) -> int:
     moved = 0
+    passed_over = []  # received on the way to *wanted*: shown again right after
     seen = set()
-    while True:
-        batch = [m for m in queues.poison.receive(32, visibility_timeout=30)
-                 if m.id not in seen]
-        if not batch:
-            break
-        for message in batch:
-            seen.add(message.id)
-            if wanted and message.id != wanted:
-                # Hidden a while, so the next receive reaches the messages behind it.
-                queues.poison.release(message, delay=30)
-                continue
-            queues.main.put(_wrapper(message.body)["original"])
-            queues.poison.delete(message)  # after the put: never lost in between
-            moved += 1
-            print(message.id)
-        if wanted and moved:
-            break
+    try:
+        while True:
+            # Hidden only while this command looks (released at the end), so a
+            # `poison list` right after still shows every message.
+            batch = [m for m in queues.poison.receive(32, visibility_timeout=30)
+                     if m.id not in seen]
+            if not batch:
+                break
+            for message in batch:
+                seen.add(message.id)
+                if wanted and message.id != wanted:
+                    passed_over.append(message)
+                    continue
+                queues.main.put(_wrapper(message.body)["original"])
+                queues.poison.delete(message)  # after the put: never lost in between
+                moved += 1
+                print(message.id)
+            if wanted and moved:
+                break
+    finally:
+        for message in passed_over:
+            try:
+                queues.poison.release(message, delay=0)
+            except QueueError:
+                pass  # visible again by itself after the 30 s
     if wanted and not moved:
         print(f"pillowd: no message {wanted!r} in the poison queue", file=sys.stderr)
         return 1

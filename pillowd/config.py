@@ -1,18 +1,26 @@
-"""Reads config.toml into typed, validated settings, naming each bad key and its line."""
+"""Loads config.toml into Settings; resolves scene effects here, where each bad key's line is known."""
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .actuators import PATTERNS
 from .effects import EFFECTS, EffectParamError
 from .errors import PillowError
+from .patterns import PATTERNS
+from .pinout import STRIP_TYPES, WS281X_PINS
+from .settings import (DEFAULT_SCENES, ActuatorSettings, ButtonSettings, Check,
+                       HardwareSettings, LedSettings, MqttSettings, PillowSettings,
+                       QueueSettings,
+                       QuietSettings, SceneSettings, ServoSettings, Settings,
+                       VibrationSettings, WarmerSettings, WebSettings)
+
+__all__ = ["ConfigError", "Problem", "load", "parse", "with_state_dir"]
 
 
 @dataclass(frozen=True)
@@ -38,55 +46,17 @@ class ConfigError(PillowError, ValueError):
             f"{self.path}: " + "; ".join(str(p) for p in problems))
 
 
-# Checks return the reason a value is bad, or None.
-Check = Callable[[Any], "str | None"]
-
-
-def _range(lo: float | None = None, hi: float | None = None) -> Check:
-    def check(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return "must be a finite number"
-        if lo is not None and value < lo:
-            return f"must be at least {lo}, not {value}"
-        if hi is not None and value > hi:
-            return f"must be at most {hi}, not {value}"
+def _ws281x_pin(value) -> str | None:
+    if value in WS281X_PINS:
         return None
-    return check
+    return (f"GPIO {value} cannot drive LEDs with rpi_ws281x: use one of "
+            f"{', '.join(map(str, sorted(WS281X_PINS)))}")
 
 
-def _one_of(*choices: str) -> Check:
-    def check(value):
-        if value not in choices:
-            return f"must be one of {', '.join(map(repr, choices))}, not {value!r}"
+def _strip_type(value) -> str | None:
+    if value.upper() in STRIP_TYPES:
         return None
-    return check
-
-
-def _non_empty(value) -> str | None:
-    return None if value.strip() else "must not be empty"
-
-
-_QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
-
-
-def _queue_name(value) -> str | None:
-    # Azure's rule, applied to the local backend too so a config moves between them.
-    if value == "" or _QUEUE_NAME.match(value):
-        return None
-    return ("must be 3-63 lowercase letters, digits and single hyphens, "
-            "starting and ending with a letter or digit")
-
-
-def _gpio(value) -> str | None:
-    # BCM numbers of the 40-pin header; -1 is "not given", reported as missing.
-    return None if 0 <= value <= 27 else f"must be a GPIO number 0..27, not {value}"
-
-
-_HH_MM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
-
-
-def _clock_time(value) -> str | None:
-    return None if _HH_MM.match(value) else f"must be a time like \"22:30\", not {value!r}"
+    return f"must be one of {', '.join(STRIP_TYPES)}, not {value!r}"
 
 
 def _pattern(value) -> str | None:
@@ -95,247 +65,12 @@ def _pattern(value) -> str | None:
     return f"unknown pattern {value!r} (known: {', '.join(PATTERNS)})"
 
 
-def _key(default, check: Check | None = None):
-    return field(default=default, metadata={"check": check})
-
-
-@dataclass(frozen=True)
-class PillowSettings:
-    name: str = _key("cloud-pillow", _non_empty)
-    state_dir: str = _key("/var/lib/pillowd", _non_empty)
-
-
-@dataclass(frozen=True)
-class QueueSettings:
-    backend: str = _key("local", _one_of("local", "azure"))
-    name: str = _key("pillow", _queue_name)
-    poison_name: str = _key("", _queue_name)      # "" means "<name>-poison"
-    outbound_name: str = _key("", _queue_name)
-    connection_string_env: str = _key("AZURE_STORAGE_CONNECTION_STRING")
-    account_url: str = _key("")
-    poll_min_seconds: float = _key(0.1, _range(0.01, 60))
-    poll_max_seconds: float = _key(5.0, _range(0.01, 600))
-    max_dequeue_count: int = _key(5, _range(1, 1000))
-    message_max_age_seconds: float = _key(900, _range(1, 7 * 24 * 3600))
-    visibility_timeout_seconds: int = _key(30, _range(1, 3600))
-    batch_size: int = _key(32, _range(1, 32))
-
-
-@dataclass(frozen=True)
-class HardwareSettings:
-    backend: str = _key("auto", _one_of("auto", "mock", "pi"))
-
-
-def _ws281x_pin(value) -> str | None:
-    from .hardware.ws281x import WS281X_PINS
-    if value in WS281X_PINS:
-        return None
-    return (f"GPIO {value} cannot drive LEDs with rpi_ws281x: use one of "
-            f"{', '.join(map(str, sorted(WS281X_PINS)))}")
-
-
-def _strip_type(value) -> str | None:
-    from .hardware.ws281x import STRIP_TYPES
-    if value.upper() in STRIP_TYPES:
-        return None
-    return f"must be one of {', '.join(STRIP_TYPES)}, not {value!r}"
-
-
-@dataclass(frozen=True)
-class LedSettings:
-    count: int = _key(60, _range(1, 2000))
-    brightness: float = _key(0.6, _range(0, 1))
-    max_milliamps: int = _key(2000, _range(0, 100_000))
-    fps: int = _key(50, _range(1, 120))
-    driver: str = _key("auto", _one_of("auto", "mock", "ws281x", "pio"))
-    gamma: float = _key(2.2, _range(1, 4))
-    milliamps_per_led: float = _key(55.0, _range(1, 200))
-    idle_milliamps_per_led: float = _key(1.0, _range(0, 20))
-    # ws281x only
-    pin: int = _key(18, _ws281x_pin)
-    strip_type: str = _key("GRB", _strip_type)
-    dma: int = _key(10, _range(0, 14))
-    freq: int = _key(800_000, _range(400_000, 800_000))
-    invert: bool = _key(False)
-    # pio (Raspberry Pi 5) only
-    device: str = _key("/dev/leds0", _non_empty)
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    host: str = _key("0.0.0.0", _non_empty)
-    port: int = _key(8080, _range(0, 65535))
-    control_token_env: str = _key("PILLOWD_CONTROL_TOKEN")
-
-
-@dataclass(frozen=True)
-class VibrationSettings:
-    """A vibration motor on a PWM pin (through a transistor/driver, never directly)."""
-
-    pin: int = _key(-1, _gpio)
-    max_level: float = _key(0.8, _range(0, 1))
-    max_on_seconds: float = _key(5.0, _range(0.05, 3600))
-    duty_cap: float = _key(0.5, _range(0.01, 1))
-    window_seconds: float = _key(60.0, _range(1, 86400))
-    cooldown_seconds: float = _key(10.0, _range(0, 86400))
-
-
-@dataclass(frozen=True)
-class ServoSettings:
-    """A hobby servo; it may only move between min_angle and max_angle."""
-
-    pin: int = _key(-1, _gpio)
-    min_angle: float = _key(-45.0, _range(-90, 90))
-    max_angle: float = _key(45.0, _range(-90, 90))
-    min_pulse_ms: float = _key(1.0, _range(0.5, 2.5))
-    max_pulse_ms: float = _key(2.0, _range(0.5, 2.5))
-    max_on_seconds: float = _key(30.0, _range(0.05, 3600))
-    duty_cap: float = _key(0.5, _range(0.01, 1))
-    window_seconds: float = _key(120.0, _range(1, 86400))
-    cooldown_seconds: float = _key(10.0, _range(0, 86400))
-
-
-@dataclass(frozen=True)
-class WarmerSettings:
-    """A heating pad switched by a relay."""
-
-    pin: int = _key(-1, _gpio)
-    active_high: bool = _key(True)
-    max_on_seconds: float = _key(600.0, _range(1, 7200))
-    duty_cap: float = _key(0.5, _range(0.01, 1))
-    window_seconds: float = _key(3600.0, _range(1, 86400))
-    cooldown_seconds: float = _key(300.0, _range(0, 86400))
-
-
-@dataclass(frozen=True)
-class ActuatorSettings:
-    """The actuators fitted; None where a part is not (a pillow may have only LEDs)."""
-
-    vibration: VibrationSettings | None = None
-    servo: ServoSettings | None = None
-    warmer: WarmerSettings | None = None
-
-
-_ACTUATORS = {"vibration": VibrationSettings, "servo": ServoSettings,
-              "warmer": WarmerSettings}
-
-
-@dataclass(frozen=True)
-class ButtonSettings:
-    """The hug button: a press plays *scene* and tells the sender the hug was felt."""
-
-    pin: int = _key(-1, _gpio)
-    pull_up: bool = _key(True)
-    bounce_seconds: float = _key(0.05, _range(0, 2))
-    scene: str = _key("hugged", _non_empty)
-
-
-@dataclass(frozen=True)
-class QuietSettings:
-    """Hours (local time) when the LEDs are dimmed and the actuators still."""
-
-    start: str = _key("22:30", _clock_time)
-    end: str = _key("07:00", _clock_time)
-    max_brightness: float = _key(0.1, _range(0, 1))
-    actuators: bool = _key(False)
-
-
-def _topic(value) -> str | None:
-    # A topic (or its start) the pillow publishes under: no wildcards, no empty ends.
-    if any(c in value for c in "+#\0"):
-        return "must not contain +, # or NUL (MQTT wildcards)"
-    if value.startswith("/") or value.endswith("/"):
-        return "must not start or end with /"
-    return None
-
-
-def _absolute(value) -> str | None:
-    return None if value == "" or value.startswith("/") else \
-        f"must be an absolute path, not {value!r}"
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """Home Assistant over MQTT; the login comes from the environment, never this file."""
-
-    host: str = _key("homeassistant.local", _non_empty)
-    port: int = _key(1883, _range(1, 65535))
-    username_env: str = _key("PILLOWD_MQTT_USERNAME")
-    password_env: str = _key("PILLOWD_MQTT_PASSWORD")
-    tls: bool = _key(False)
-    ca_file: str = _key("", _absolute)
-    discovery_prefix: str = _key("homeassistant", lambda v: _non_empty(v) or _topic(v))
-    topic: str = _key("", _topic)      # "" means "pillowd/<pillow name>"
-
-
-@dataclass(frozen=True)
-class SceneSettings:
-    """A named way for the pillow to look, which messages ask for by name."""
-
-    name: str
-    effect: str
-    params: dict           # the effect's parameters, validated, defaults filled
-    duration: float = 0.0  # 0 = until the next message
-    max_duration: float = 600.0
-    brightness: float = 1.0
-    transition_seconds: float = 0.5
-    aliases: tuple[str, ...] = ()
-    vibration: str = ""              # a pattern name; "" = still
-    vibration_level: float = 0.5     # 0..1, capped by [actuators.vibration] max_level
-    servo_angle: float | None = None  # None = the servo goes limp
-    warmer: bool = False
-
-
-# Keys of a [scenes.NAME] table that belong to the scene, not to its effect.
-_SCENE_KEYS: dict[str, tuple[type, Check | None]] = {
-    "effect": (str, None),
-    "duration": (float, _range(0, 86400)),
-    "max_duration": (float, _range(1, 86400)),
-    "brightness": (float, _range(0, 1)),
-    "transition_seconds": (float, _range(0, 60)),
-    "aliases": (list, None),
-    "vibration": (str, _pattern),
-    "vibration_level": (float, _range(0, 1)),
-    "servo_angle": (float, _range(-90, 90)),
-    "warmer": (bool, None),
+# Checks against name tables, which the schema (stdlib only) does not import.
+_NAME_CHECKS: dict[tuple[type, str], Check] = {
+    (LedSettings, "pin"): _ws281x_pin,
+    (LedSettings, "strip_type"): _strip_type,
+    (SceneSettings, "vibration"): _pattern,
 }
-
-DEFAULT_SCENES = {
-    "idle": {"effect": "breathe", "color": "#202040"},
-    "hug": {"effect": "breathe", "color": "#ff6ec7", "duration": 10},
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    pillow: PillowSettings = field(default_factory=PillowSettings)
-    queue: QueueSettings = field(default_factory=QueueSettings)
-    hardware: HardwareSettings = field(default_factory=HardwareSettings)
-    leds: LedSettings = field(default_factory=LedSettings)
-    web: WebSettings = field(default_factory=WebSettings)
-    actuators: ActuatorSettings = field(default_factory=ActuatorSettings)
-    button: ButtonSettings | None = None
-    quiet: QuietSettings | None = None
-    mqtt: MqttSettings | None = None
-    scenes: dict[str, SceneSettings] = field(default_factory=dict)
-    source: str = "<defaults>"
-
-    @property
-    def poison_name(self) -> str:
-        return self.queue.poison_name or f"{self.queue.name}-poison"
-
-    def scene_named(self, word: str) -> SceneSettings | None:
-        """The scene called *word*, or listing it as an alias (any case)."""
-        word = word.strip()
-        if word in self.scenes:
-            return self.scenes[word]
-        folded = word.casefold()
-        for scene in self.scenes.values():
-            if scene.name.casefold() == folded or folded in (
-                    a.casefold() for a in scene.aliases):
-                return scene
-        return None
-
 
 _SECTIONS = {
     "pillow": PillowSettings,
@@ -347,6 +82,14 @@ _SECTIONS = {
     "quiet": QuietSettings,
     "mqtt": MqttSettings,
 }
+
+_ACTUATORS = {"vibration": VibrationSettings, "servo": ServoSettings,
+              "warmer": WarmerSettings}
+
+# Keys of a [scenes.NAME] table that belong to the scene, besides "effect"; every
+# other key is a parameter of its effect.
+_SCENE_KEYS = {f.name: f for f in fields(SceneSettings)
+               if f.name not in ("name", "effect", "params")}
 
 
 class _Lines:
@@ -376,47 +119,84 @@ class _Lines:
         return self.keys.get((table, key), self.tables.get(table))
 
 
+# Each TOML type a key may need: the Python types it reads as, and its name for a
+# person. A bool is an int to Python, never a number to a user.
+_KINDS: dict[type, tuple[tuple[type, ...], str]] = {
+    float: ((int, float), "a number"),
+    int: ((int,), "a whole number"),
+    bool: ((bool,), "true or false"),
+    str: ((str,), "a string"),
+    list: ((list,), "a list"),
+}
+
+
 def _type_problem(value, kind) -> str | None:
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        name = "a number"
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        name = "a whole number"
-    elif kind is bool:
-        ok = isinstance(value, bool)
-        name = "true or false"
-    elif kind is str:
-        ok = isinstance(value, str)
-        name = "a string"
-    elif kind is list:
-        ok = isinstance(value, list)
-        name = "a list"
-    else:  # pragma: no cover - a schema mistake, not a user's
-        raise TypeError(kind)
-    if ok:
+    types, name = _KINDS[kind]
+    if isinstance(value, types) and (kind is bool or not isinstance(value, bool)):
         return None
     return f"must be {name}, not {type(value).__name__} {value!r}"
 
 
+@cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _toml_kind(hint) -> type:
+    """The TOML type a field is written as: a tuple as a list, an optional as its type."""
+    if typing.get_origin(hint) is tuple:
+        return list
+    return next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+
+
+def _checked(cls, key: str, check: Check | None, value) -> tuple[Any, str | None]:
+    """*value* as field *key* of *cls* holds it, and why it is bad (None when it is not)."""
+    kind = _toml_kind(_hints(cls)[key])
+    why = _type_problem(value, kind)
+    for rule in (check, _NAME_CHECKS.get((cls, key))):
+        if why is None and rule is not None:
+            why = rule(value)
+    if why:
+        return value, why
+    return float(value) if kind is float else tuple(value) if kind is list else value, None
+
+
+@cache
+def _table_keys(cls) -> dict[str, tuple[type, Check | None, str | None]]:
+    """Each key of *cls*'s TOML table: (its class, its check, the field it fills).
+
+    A field that is itself settings (a part's Limits) is written as flat keys in the
+    same table, with the checks its field gives, else its own.
+    """
+    keys = {}
+    for f in fields(cls):
+        inner = _hints(cls)[f.name]
+        if is_dataclass(inner):
+            for g in fields(inner):
+                keys[g.name] = (inner, f.metadata["check"].get(g.name, g.metadata["check"]),
+                                f.name)
+        else:
+            keys[f.name] = (cls, f.metadata.get("check"), None)
+    return keys
+
+
 def _section(cls, table: str, raw: dict, lines: _Lines, problems: list[Problem]):
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    values = {}
+    keys = _table_keys(cls)
+    values: dict[str, Any] = {}
+    inner: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
-        if key not in known:
+        if key not in keys:
             problems.append(Problem(f"{table}.{key}", lines.of(table, key),
-                                    f"unknown key (known: {', '.join(known)})"))
+                                    f"unknown key (known: {', '.join(keys)})"))
             continue
-        kind = hints[key]
-        why = _type_problem(value, kind)
-        if why is None:
-            check = known[key].metadata.get("check")
-            why = check(value) if check else None
+        owner, check, into = keys[key]
+        value, why = _checked(owner, key, check, value)
         if why:
             problems.append(Problem(f"{table}.{key}", lines.of(table, key), why))
         else:
-            values[key] = float(value) if kind is float else value
+            (inner.setdefault(into, {}) if into else values)[key] = value
+    defaults = {f.name: f.default for f in fields(cls)}
+    values.update({into: replace(defaults[into], **given) for into, given in inner.items()})
     return cls(**values)
 
 
@@ -437,27 +217,19 @@ def _scene(name: str, raw: dict, lines: _Lines, problems: list[Problem]):
     values: dict[str, Any] = {}
     effect_raw: dict[str, Any] = {}
     for key, value in raw.items():
-        if key == "effect":
-            continue
         if key in _SCENE_KEYS:
-            kind, check = _SCENE_KEYS[key]
-            why = _type_problem(value, kind)
-            if why is None and check:
-                why = check(value)
-            if why is None and key == "aliases":
-                if not all(isinstance(a, str) and a.strip() for a in value):
-                    why = "must be a list of non-empty strings"
+            value, why = _checked(SceneSettings, key, _SCENE_KEYS[key].metadata["check"],
+                                  value)
             if why:
                 problems.append(Problem(f"{table}.{key}", lines.of(table, key), why))
             else:
-                values[key] = (tuple(value) if key == "aliases" else
-                               float(value) if kind is float else value)
-        else:
+                values[key] = value
+        elif key != "effect":
             effect_raw[key] = value
     try:
         params = effect.resolve(effect_raw)
     except EffectParamError as err:
-        known = sorted(set(_SCENE_KEYS) | set(effect.params))
+        known = sorted({"effect", *_SCENE_KEYS, *effect.params})
         why = err.why
         if err.key not in effect.params:
             why = f"unknown key for effect {effect_name!r} (known: {', '.join(known)})"
@@ -497,7 +269,16 @@ def parse(text: str, source: str = "<text>") -> Settings:
             if table == "button":
                 _require_pin(table, value, lines, problems)
 
-    raw_scenes = data.get("scenes", DEFAULT_SCENES)
+    scenes = _scenes(data.get("scenes", DEFAULT_SCENES), lines, problems)
+    settings = Settings(**sections, scenes=scenes, source=source)
+    _check_queue(settings, lines, problems)
+    _check_parts(settings, lines, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return settings
+
+
+def _scenes(raw_scenes, lines: _Lines, problems: list[Problem]) -> dict[str, SceneSettings]:
     scenes: dict[str, SceneSettings] = {}
     if not isinstance(raw_scenes, dict):
         problems.append(Problem("scenes", lines.of("", "scenes"), "must be a table"))
@@ -519,8 +300,11 @@ def parse(text: str, source: str = "<text>") -> Settings:
                     f"scenes.{scene.name}.aliases",
                     lines.of(f"scenes.{scene.name}", "aliases"),
                     f"{word!r} already names scene {other!r}"))
+    return scenes
 
-    settings = Settings(**sections, scenes=scenes, source=source)
+
+def _check_queue(settings: Settings, lines: _Lines, problems: list[Problem]) -> None:
+    """Checks across the queue names and poll intervals."""
     q = settings.queue
     if q.poll_min_seconds > q.poll_max_seconds:
         problems.append(Problem("queue.poll_min_seconds",
@@ -534,10 +318,6 @@ def parse(text: str, source: str = "<text>") -> Settings:
         problems.append(Problem("queue.outbound_name",
                                 lines.of("queue", "outbound_name"),
                                 "must differ from queue.name and the poison queue"))
-    _check_parts(settings, lines, problems)
-    if problems:
-        raise ConfigError(source, problems)
-    return settings
 
 
 def _require_pin(table: str, raw: dict, lines: _Lines, problems: list[Problem]) -> None:

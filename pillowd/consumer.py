@@ -7,13 +7,13 @@ import logging
 import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from .history import History, HistoryError, Outcome, iso, iso_now
+from .history import History, HistoryError, Outcome, iso
 from .messages import Command, Rejection
+from .player import Player
 from .queues import MessageGone, MessageQueue, QueueError, QueueMessage
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Backoff:
         self._clock = clock
         self._misses = 0
         self._last_message = -float("inf")
+        self._fast_until = -float("inf")
         self.interval = minimum
 
     def next(self, found: bool) -> float:
@@ -45,11 +46,17 @@ class Backoff:
             self._misses = 0
             self._last_message = now
             self.interval = self.minimum
-        elif now - self._last_message < self.linger:
+        elif now - self._last_message < self.linger or now < self._fast_until:
             self.interval = self.minimum
         else:
             self._grow()
         return self.interval
+
+    def hurry(self, seconds: float) -> None:
+        """Poll at the minimum for *seconds* from now: an answer is on its way."""
+        self._fast_until = max(self._fast_until, self._clock() + seconds)
+        self._misses = 0
+        self.interval = self.minimum
 
     def failed(self) -> float:
         """Seconds to wait after the queue could not be reached."""
@@ -78,37 +85,39 @@ class Consumer:
     after a crash is recognised by its queue id and only deleted.
     """
 
-    def __init__(self, queue: MessageQueue, poison: MessageQueue, history: History, *,
-                 decode: Callable[[str], Command],
-                 play: Callable[[Command, str], None],
+    def __init__(self, queue: MessageQueue, poison: MessageQueue, history: History,
+                 player: Player, *, decode: Callable[[str], Command],
                  backoff: Backoff, backend: str,
                  max_dequeue_count: int = 5, max_age: float = 900,
                  batch_size: int = 32, visibility_timeout: float = 30,
-                 on_outcome: Callable[[Outcome], None] = lambda o: None,
                  on_status: Callable[[QueueStatus], None] = lambda s: None,
                  wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  clock=time.monotonic):
         self.queue = queue
         self.poison = poison
         self.history = history
+        self.player = player
         self.decode = decode
-        self.play = play
         self.backoff = backoff
         self.max_dequeue_count = max_dequeue_count
         self.max_age = max_age
         self.batch_size = batch_size
         self.visibility_timeout = visibility_timeout
-        self.on_outcome = on_outcome
         self.on_status = on_status
         self._wall = wall
         self._clock = clock
         self.status = QueueStatus(backend)
         self.heartbeat = clock()
+        # Set by stop() and hurry(): the wait between polls ends at once.
+        self._wake = threading.Event()
+        self._stopping = False
 
     # -- the loop --------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
+    def run(self) -> None:
+        """Poll until stop(), first giving back what a killed run was handling."""
+        self._give_back()
+        while not self._stopping:
             self.heartbeat = self._clock()
             try:
                 found = self.poll_once()
@@ -121,14 +130,57 @@ class Consumer:
                 delay = self.backoff.failed()
             else:
                 delay = self.backoff.next(found)
-            stop.wait(delay)
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def hurry(self, seconds: float) -> None:
+        """Poll fast for *seconds* from now (an answer is expected), starting now."""
+        self.backoff.hurry(seconds)
+        self._wake.set()
+
+    def _give_back(self) -> None:
+        """Make the messages a killed run had taken visible again, instead of hidden
+        for the rest of their visibility timeout: they play seconds after a restart."""
+        try:
+            held = self.history.held(self.queue.name)
+        except HistoryError as err:
+            log.warning("%s; messages taken before a crash come back on their own", err)
+            return
+        for message_id, pop_receipt in held:
+            try:
+                self.queue.release(QueueMessage(message_id, "", 0, self._wall(),
+                                                pop_receipt), delay=0)
+            except MessageGone:
+                pass  # settled after all, or already back and taken again
+            except QueueError as err:
+                log.warning("message %s comes back on its own: %s", message_id, err)
+        if held:
+            log.info("%d message(s) taken before a crash are back on the queue", len(held))
+        try:
+            self.history.unhold(self.queue.name, [m for m, _ in held])
+        except HistoryError:
+            pass
 
     def poll_once(self) -> bool:
         """One receive and the handling of what it brought; True if any message."""
         self.status.requests += 1
         batch = self.queue.receive(self.batch_size, self.visibility_timeout)
         if batch:
+            # Remembered until settled: after a crash, _give_back() finds them.
+            try:
+                self.history.hold(self.queue.name,
+                                  [(m.id, m.pop_receipt) for m in batch])
+            except HistoryError as err:
+                log.error("%s; %d message(s) will come back", err, len(batch))
+                for message in batch:
+                    self._release(message)
+                raise
             self.handle(batch)
+            self.history.unhold(self.queue.name, [m.id for m in batch])
         # Online only once the batch is settled: a queue that answers is no use
         # while the history cannot be written.
         self._set_online(True, None)
@@ -159,7 +211,7 @@ class Consumer:
             if not playable:
                 return
             # Newest by when it was sent: a queue need not deliver in order.
-            playable.sort(key=lambda p: p[1].sent_at or p[0].inserted_on)
+            playable.sort(key=lambda p: _sent(p[1], p[0]))
             *older, newest = playable
             for message, command, message_id in older:
                 self._settle(message, self._outcome(
@@ -168,7 +220,7 @@ class Consumer:
                 unsettled.remove(message)
             message, command, message_id = newest
             self._settle(message, self._outcome(message_id, "applied", command, message),
-                         then=lambda: self.play(command, message_id))
+                         command)
         except HistoryError as err:
             # The history is out of reach (locked, disk full): no outcome can be
             # kept, so nothing is settled. The rest of the batch comes back soon,
@@ -202,7 +254,7 @@ class Consumer:
                                         f"{type(err).__name__})")
             return None
         message_id = command.id or message.id
-        age = (self._wall() - (command.sent_at or message.inserted_on)).total_seconds()
+        age = (self._wall() - _sent(command, message)).total_seconds()
         max_age = min(self.max_age, command.ttl or self.max_age)
         if age > max_age:
             self._settle(message, self._outcome(
@@ -224,23 +276,20 @@ class Consumer:
                        reason=reason, at=iso(self._wall()), queue=self.queue.name,
                        queue_message_id=message.id)
 
-    def _settle(self, message: QueueMessage, outcome: Outcome, then=None) -> None:
-        recorded = self.history.record(outcome)  # HistoryError: handle() releases
-        if recorded is None:  # already settled by an earlier delivery
-            self._delete(message)
-            return
-        # Counted before it plays, so no snapshot shows the scene without its outcome.
-        self._announce(recorded)
-        if then is not None:
-            then()
+    def _settle(self, message: QueueMessage, outcome: Outcome,
+                command: Command | None = None) -> None:
+        # HistoryError: handle() releases. None back: an earlier delivery settled it.
+        if command is not None:
+            self.player.play(command, outcome)
+        else:
+            self.player.record(outcome)
         self._delete(message)
 
     def _reject(self, message: QueueMessage, command, reason: str) -> None:
-        recorded = self.history.record(self._outcome(message.id, "rejected", command,
-                                                     message, reason=reason))
+        outcome = self._outcome(message.id, "rejected", command, message, reason=reason)
+        recorded = self.player.record(outcome)
         if recorded is not None:
             self._poison(message, recorded)
-            self._announce(recorded)
         self._delete(message)
 
     def _poison(self, message: QueueMessage, outcome: Outcome) -> None:
@@ -266,22 +315,10 @@ class Consumer:
         except QueueError as err:
             log.warning("could not release message %s: %s", message.id, err)
 
-    def _announce(self, outcome: Outcome) -> None:
-        log.info("message %s %s%s", outcome.id, outcome.outcome,
-                 f": {outcome.reason}" if outcome.reason else "",
-                 extra={"PILLOW_OUTCOME": outcome.outcome,
-                        "PILLOW_SCENE": outcome.scene or "",
-                        "PILLOW_MESSAGE_ID": outcome.id})
-        self.on_outcome(outcome)
 
-    # -- plays that do not come from the queue ---------------------------------
-
-    def play_now(self, command: Command, source: str) -> Outcome:
-        """Play *command* at once (web control, demo) and record it as applied."""
-        message_id = command.id or f"{source}-{uuid.uuid4()}"
-        outcome = Outcome(id=message_id, outcome="applied", scene=command.scene.name,
-                          sender=command.sender, reason=None, at=iso_now(), queue=source)
-        recorded = self.history.record(outcome)
-        self._announce(recorded)
-        self.play(command, message_id)
-        return recorded
+def _sent(command: Command, message: QueueMessage) -> datetime:
+    """When a message was sent: its sent_at, but never later than the queue got it
+    (a clock that runs ahead must not make a message immortal, or always newest)."""
+    if command.sent_at is None:
+        return message.inserted_on
+    return min(command.sent_at, message.inserted_on)

@@ -11,20 +11,23 @@ import socket
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import __version__
-from .actuators import Actuators, build_parts
-from .config import QuietSettings, Settings
+from . import __version__, threads
+from .actuators import ActuatorError, Actuators, build_parts
+from .settings import MqttSettings, QuietSettings, Settings
 from .consumer import Backoff, Consumer
 from .errors import PillowError
-from .hardware import HardwareError, open_hardware
+from .hardware import Hardware, HardwareError, open_hardware, open_mock
 from .history import History
-from .light import LightOutput
 from .hugs import HugButton, Hugs, Outbox
+from .light import LightOutput
 from .messages import decode, encode
-from .pillow import Pillow
+from .metrics import registry_for
+from .pillow import Controls, Health, Loop, Pillow
+from .player import Player
 from .queues.local import LocalStore
 from .quiet import QuietHours
 from .render import Renderer
@@ -158,121 +161,215 @@ def control_token(settings: Settings, environ=os.environ) -> str | None:
     return token or None
 
 
+class Demo:
+    """Feeds a scene every few seconds through the real path, for newcomers."""
+
+    def __init__(self, settings: Settings, *, put=None, play=None, every: float = 6):
+        self._scenes = {name: "color" in scene.params
+                        for name, scene in settings.scenes.items() if name != "idle"}
+        self._put = put     # the local queue's put: the whole path, queue included
+        self._play = play   # never fill somebody's real cloud queue with demo messages
+        self._every = every
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        rng = random.Random()
+        senders = ["Alice", "Bob", "Grandma", "Sam"]
+        notes = ["thinking of you", "sleep well", "hug!", "see you soon"]
+        colors = ["#ff6ec7", "#ffb347", "#7ec8e3", "#b19cd9", "#77dd77"]
+        scenes = list(self._scenes) or ["idle"]
+        while not self._stopped.wait(self._every):
+            scene = rng.choice(scenes)
+            fields = {"scene": scene, "from": rng.choice(senders),
+                      "text": rng.choice(notes), "duration": 4}
+            if self._scenes.get(scene):
+                fields["color"] = rng.choice(colors)
+            try:
+                if self._put is not None:
+                    self._put(encode(fields))
+                else:
+                    self._play(fields, source="demo")
+            except Exception as err:  # the demo must never take the pillow down
+                log.warning("demo message not sent: %s", err)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 class Daemon:
-    """Everything that runs while the pillow is on, started and stopped together."""
+    """Everything that runs while the pillow is on: built in order, closed in reverse.
+
+    The constructor builds every part from *settings*, handing each its
+    collaborators and callbacks; start() starts the loops; close() stops them and
+    closes the parts in the reverse of the order they were built.
+    """
 
     def __init__(self, settings: Settings, *, demo: bool = False, environ=os.environ):
-        from .web import StatusPage
-
         self.settings = settings
-        self.stop = threading.Event()
-        self._closers = []
+        self._stack = ExitStack()
+        # (what a person calls it, its thread's name, the part with run() and stop())
+        self._loops: list[tuple[str, str, object]] = []
+        self._threads: list[threading.Thread] = []
+        self.watchdog: Watchdog | None = None
+        try:
+            self._build(settings, demo, environ)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _build(self, settings: Settings, demo: bool, environ) -> None:
+        closing = self._stack.callback
         state_dir = Path(settings.pillow.state_dir)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise PillowError(f"cannot create state_dir {state_dir}: "
                               f"{err.strerror or err}") from None
-        try:
-            self.history = History(state_dir / "history.sqlite3")
-            self._closers.append(self.history.close)
-            self.queues = open_queues(settings, environ)
-            self._closers.append(self.queues.close)
-            self.hardware = open_hardware(settings.hardware.backend, settings.leds)
-            self._closers.append(self.hardware.close)
+        q, leds = settings.queue, settings.leds
+        self.history = History(state_dir / "history.sqlite3")
+        closing(self.history.close)
+        self.queues = open_queues(settings, environ)
+        closing(self.queues.close)
+        trouble: list[str] = []   # hardware that could not start: the pillow runs on
+        self.hardware = self._open_hardware(state_dir, trouble)
+        closing(self.hardware.close)
 
-            leds, q = settings.leds, settings.queue
-            self.timeline = Timeline(settings.scenes["idle"])
-            output = LightOutput(leds.count, brightness=leds.brightness,
-                                 max_milliamps=leds.max_milliamps, gamma=leds.gamma,
-                                 milliamps_per_channel=leds.milliamps_per_led / 3,
-                                 idle_milliamps_per_led=leds.idle_milliamps_per_led)
-            self.renderer = Renderer(self.timeline, self.hardware.strip, output,
-                                     fps=leds.fps)
-            self.consumer = Consumer(
-                self.queues.main, self.queues.poison, self.history,
-                decode=lambda body: decode(body, settings),
-                play=self.timeline.play,
-                backoff=Backoff(q.poll_min_seconds, q.poll_max_seconds),
-                backend=q.backend, max_dequeue_count=q.max_dequeue_count,
-                max_age=q.message_max_age_seconds, batch_size=q.batch_size,
-                visibility_timeout=q.visibility_timeout_seconds)
-            self.pillow = Pillow(
-                settings.pillow.name, timeline=self.timeline, renderer=self.renderer,
-                consumer=self.consumer, history=self.history,
-                settings_for_commands=settings,
-                queue_stall_seconds=q.poll_max_seconds + q.visibility_timeout_seconds + 30)
-            self.consumer.on_outcome = self.pillow.outcome
-            self.consumer.on_status = self.pillow.queue_status
-            self._wire_parts(settings, state_dir)
-            self.page = StatusPage(self.pillow, token=control_token(settings, environ))
-            self.url = self.page.bind(settings.web.host, settings.web.port)
-            self._closers.append(self.page.close)
-            self.mqtt = self._build_mqtt(settings, state_dir, environ)
-        except BaseException:
-            self.close()
-            raise
-        self.demo = demo
-        self._threads: list[threading.Thread] = []
-        self.notifier = SystemdNotifier(environ)
-        self.watchdog: Watchdog | None = None
+        self.timeline = Timeline(settings.scenes["idle"])
+        output = LightOutput(leds.count, brightness=leds.brightness,
+                             max_milliamps=leds.max_milliamps, gamma=leds.gamma,
+                             milliamps_per_channel=leds.milliamps_per_led / 3,
+                             idle_milliamps_per_led=leds.idle_milliamps_per_led)
+        self.renderer = Renderer(self.timeline, self.hardware.strip, output, fps=leds.fps)
+        self.pillow = Pillow(settings.pillow.name, timeline=self.timeline,
+                             renderer=self.renderer, history=self.history,
+                             scenes=list(settings.scenes), backend=q.backend,
+                             hardware_trouble=trouble)
+        self.player = Player(self.history, self.timeline, on_outcome=self.pillow.outcome)
+        self.consumer = Consumer(
+            self.queues.main, self.queues.poison, self.history, self.player,
+            decode=lambda body: decode(body, settings),
+            backoff=Backoff(q.poll_min_seconds, q.poll_max_seconds),
+            backend=q.backend, max_dequeue_count=q.max_dequeue_count,
+            max_age=q.message_max_age_seconds, batch_size=q.batch_size,
+            visibility_timeout=q.visibility_timeout_seconds,
+            on_status=self.pillow.queue_status)
+        self._loops += [("render", "pillowd-render", self.renderer),
+                        ("queue", "pillowd-queue", self.consumer)]
 
-    def _wire_parts(self, settings: Settings, state_dir: Path) -> None:
-        """Actuators, hug button and quiet hours; each optional, all off by default."""
-        if self.hardware.mock:  # written at close, after every device is off
-            self.hardware.record_to = state_dir / "mock-hardware.json"
-        parts = build_parts(settings.actuators, self.hardware.pin_factory,
-                            horizon=ACTUATOR_PERIOD)
-        self.actuators = Actuators(parts, self.timeline, period=ACTUATOR_PERIOD,
+        self.actuators = Actuators(self._open_parts(trouble), self.timeline,
+                                   period=ACTUATOR_PERIOD,
                                    stall_seconds=ACTUATOR_STALL_SECONDS,
-                                   on_values=self._actuators_changed)
-        self.hardware.closers.append(self.actuators.close)
-        self.pillow.actuators = dict(self.actuators.values)
-        self.pillow.checks.append(self.actuators.trouble)
-        # No actuators fitted: nothing to tick 50 times a second.
-        self.part_loops = {"actuators": self.actuators.run,
-                           "watchdog": self.actuators.watch} if parts else {}
+                                   on_values=self.pillow.actuators_changed)
+        closing(self.actuators.close)
+        if self.actuators.parts:  # none fitted: no loop at all
+            self._loops += [("actuators", "pillowd-actuate", self.actuators),
+                            ("watchdog", "pillowd-act-dog", _Watch(self.actuators))]
+
+        # Always there: without [quiet] hours, quiet can still be asked for by hand.
+        quiet = settings.quiet
+        self.quiet_hours = QuietHours(quiet and quiet.start, quiet and quiet.end,
+                                on_change=self._quiet_changed)
+        self.quiet_hours.check()  # before any loop runs: no bright first second
+        if quiet is not None:
+            self._loops.append(("quiet", "pillowd-quiet", self.quiet_hours))
 
         self.outbox = None
         if self.queues.outbound is not None:
             self.outbox = Outbox(state_dir / "outbox.sqlite3", self.queues.outbound)
-            self._closers.append(self.outbox.close)
-            self.part_loops["outbox"] = self.outbox.run
+            closing(self.outbox.close)
+            self._loops.append(("outbox", "pillowd-outbox", self.outbox))
+        self.controls = Controls(settings=settings, player=self.player,
+                                 renderer=self.renderer, timeline=self.timeline,
+                                 quiet=self.quiet_hours, on_change=self.pillow.changed)
         self.hugs = self.button = None
         if settings.button is not None:
-            b = settings.button
-            self.hugs = Hugs(settings.pillow.name, b.scene, outbox=self.outbox,
-                             play=lambda data: self.pillow.play(data, source="button"))
-            self.timeline.on_change(self.hugs.seen)
-            try:
-                self.button = HugButton(b.pin, pull_up=b.pull_up,
-                                        bounce_seconds=b.bounce_seconds,
-                                        on_press=self.hugs.pressed,
-                                        pin_factory=self.hardware.pin_factory)
-            except Exception as err:  # gpiozero's errors: pin busy, no such pin, ...
-                raise HardwareError(f"cannot use GPIO{b.pin} for the hug button: "
-                                    f"{err}") from None
-            self.hardware.closers.append(self.button.close)
+            self.hugs = Hugs(settings.pillow.name, settings.button.scene,
+                             timeline=self.timeline, outbox=self.outbox,
+                             play=lambda data: self.controls.play(data, source="button"))
+            self.button = self._open_button(trouble)
+            if self.button is not None:
+                closing(self.button.close)
 
-        # Always there: without [quiet] hours, quiet can still be asked for by hand.
-        q = settings.quiet
-        self.quiet_hours = QuietHours(q and q.start, q and q.end)
-        self.quiet_hours.on_change(self._quiet_changed)
-        self.quiet_hours.check()  # before any loop runs: no bright first second
-        self.pillow.on_quiet = self.quiet_hours.override
-        if q is not None:
-            self.part_loops["quiet"] = self.quiet_hours.run
+        if demo:
+            local = q.backend == "local"
+            self._loops.append(("demo", "pillowd-demo", Demo(
+                settings, put=self.queues.main.put if local else None,
+                play=None if local else self.controls.play)))
 
-    def _build_mqtt(self, settings: Settings, state_dir: Path, environ):
+        self._threads = [threading.Thread(target=self._guarded(label, part.run),
+                                          name=name, daemon=True)
+                         for label, name, part in self._loops]
+        by_label = dict(zip((label for label, _, _ in self._loops), self._threads))
+        loops = [Loop("render", by_label["render"],
+                      heartbeat=lambda: self.renderer.heartbeat, stall_seconds=2.0,
+                      resting=lambda: self.renderer.resting),
+                 Loop("queue", by_label["queue"],
+                      heartbeat=lambda: self.consumer.heartbeat,
+                      stall_seconds=q.poll_max_seconds + q.visibility_timeout_seconds + 30)]
+        self.health = Health(loops, {
+            "hardware": lambda: "; ".join(trouble) or None,
+            "actuators": self.actuators.trouble})
+
+        from .web import StatusPage  # Flask only once everything before it stands
+
+        self.mqtt = None  # read by the metrics at scrape time
+        self.page = StatusPage(
+            self.pillow, controls=self.controls, health=self.health,
+            renderer=self.renderer, token=control_token(settings, environ),
+            metrics=lambda clients: registry_for(self.pillow, self.consumer,
+                                                 self.renderer, clients,
+                                                 mqtt=lambda: self.mqtt))
+        self.url = self.page.bind(settings.web.host, settings.web.port)
+        closing(self.page.close)
+        self.mqtt = self._build_mqtt(state_dir, environ)  # needs the page's address
+        if self.mqtt is not None:
+            closing(self.mqtt.close)
+        self.notifier = SystemdNotifier(environ)
+        # Last in, so first out: the loops stop before anything they use is closed.
+        closing(self._stop_loops)
+
+    def _open_hardware(self, state_dir: Path, trouble: list[str]) -> Hardware:
+        """The configured hardware; mock parts, and the reason, when it cannot start."""
+        settings = self.settings
+        record_to = state_dir / "mock-hardware.json"  # written at close, all off
+        try:
+            return open_hardware(settings.hardware.backend, settings.leds, record_to)
+        except HardwareError as err:
+            # Restarting would not fix it: keep the queue, page and history going,
+            # and say why the LEDs are dark (page, snapshot, /healthz, journal).
+            log.error("%s; running without the LEDs and GPIO until that is fixed", err)
+            trouble.append(f"LEDs: {err}")
+            return open_mock(settings.leds.count)
+
+    def _open_parts(self, trouble: list[str]):
+        try:
+            return build_parts(self.settings.actuators, self.hardware.pin_factory,
+                               horizon=ACTUATOR_PERIOD)
+        except ActuatorError as err:
+            log.error("%s; running without the actuators", err)
+            trouble.append(f"actuators: {err}")
+            return []
+
+    def _open_button(self, trouble: list[str]) -> HugButton | None:
+        b = self.settings.button
+        try:
+            return HugButton(b.pin, pull_up=b.pull_up, bounce_seconds=b.bounce_seconds,
+                             on_press=self.hugs.pressed,
+                             pin_factory=self.hardware.pin_factory)
+        except Exception as err:  # gpiozero's errors: pin busy, no such pin, ...
+            why = f"cannot use GPIO{b.pin} for the hug button: {err}"
+            log.error("%s; running without the button (/api/hug still works)", why)
+            trouble.append(why)
+            return None
+
+    def _build_mqtt(self, state_dir: Path, environ):
         """Home Assistant over MQTT when [mqtt] is there; None otherwise."""
         from . import mqtt
 
-        from .config import MqttSettings
-
+        settings, m = self.settings, self.settings.mqtt
+        # What was published, so that removing [mqtt] can remove it too; without
+        # [mqtt], the login is looked for under the default names.
         self._mqtt_marker = state_dir / "mqtt-entities.json"
-        m = settings.mqtt
-        # Without [mqtt], what an earlier run published (the marker) is emptied with
-        # the login from the default names (PILLOWD_MQTT_*, mqtt-password).
         self._mqtt_login = (None, None)
         if m is None:
             if self._mqtt_marker.exists():
@@ -289,28 +386,13 @@ class Daemon:
             ca_file=m.ca_file, discovery_prefix=m.discovery_prefix, topic=m.topic,
             pillow_name=settings.pillow.name, version=__version__,
             page_url=page_url_for_others(settings.web.host, self.url),
-            scenes=list(settings.scenes), controls=self.pillow,
-            snapshot=self.pillow.snapshot, on_status=lambda status: self.pillow.changed(),
+            scenes=list(settings.scenes), controls=self.controls,
+            snapshot=self.pillow.snapshot,
+            on_status=lambda status: self.pillow.section_changed("mqtt", status),
             marker=self._mqtt_marker)
-        self.pillow.mqtt = ha
+        self.pillow.section_changed("mqtt", ha.status)
         self.pillow.on_state(ha.state_changed)
-        self._closers.append(ha.close)
         return ha
-
-    def _remove_mqtt_entities(self) -> None:
-        """[mqtt] was removed: empty what an earlier run published, in the background."""
-        from . import mqtt
-
-        username, password = self._mqtt_login
-
-        def remove() -> None:
-            mqtt.name_thread("pillowd-mqtt")
-            mqtt.remove_entities(self._mqtt_marker, username=username, password=password)
-        threading.Thread(target=remove, name="pillowd-mqtt", daemon=True).start()
-
-    def _actuators_changed(self, values: dict) -> None:
-        self.pillow.actuators = values
-        self.pillow.changed()
 
     def _quiet_changed(self, quiet: bool) -> None:
         q = self.settings.quiet or QuietSettings()
@@ -321,43 +403,38 @@ class Daemon:
         self.actuators.muted = quiet and not q.actuators
         if quiet or self.pillow.quiet:  # not "over" at a daytime start
             log.info("quiet hours %s", "begin" if quiet else "are over")
-        self.pillow.quiet = quiet
-        self.pillow.changed()
+        self.pillow.quiet_changed(quiet)
 
-    def _guarded(self, name: str, target):
-        """*target* as a thread body that turns the actuators off if it ever fails."""
-        def run(stop: threading.Event) -> None:
+    def _guarded(self, name: str, run):
+        """*run* as a thread body that turns the actuators off if it ever fails."""
+        def guarded() -> None:
             try:
-                target(stop)
+                run()
             finally:
-                if not stop.is_set():  # ended while the pillow should be running
+                if not self._stopping:  # ended while the pillow should be running
                     self.actuators.fault = f"the {name} loop stopped"
                     self.actuators.all_off(self.actuators.fault)
-        return run
+        return guarded
+
+    _stopping = False
 
     def start(self) -> None:
-        loops = {"render": self.renderer.run, "queue": self.consumer.run,
-                 **self.part_loops}
-        if self.demo:
-            loops["demo"] = self._demo
-        for name, target in loops.items():
-            thread = threading.Thread(target=self._guarded(name, target),
-                                      args=(self.stop,), name=name, daemon=True)
+        for thread in self._threads:
             thread.start()
-            self._threads.append(thread)
-            if name != "demo":
-                self.pillow.threads[name] = thread
         self.page.start()
         if self.mqtt is not None:
             self.mqtt.start()
-        elif self._mqtt_marker.exists():
-            self._remove_mqtt_entities()
+        elif self._mqtt_marker.exists():  # [mqtt] was removed: remove the device too
+            from .mqtt import remove_entities
+            username, password = self._mqtt_login
+            threads.start("pillowd-mqtt-rm", lambda: remove_entities(
+                self._mqtt_marker, username=username, password=password))
         # Only now can the pillow really serve: config, hardware, queue and web are up.
         self.notifier.ready(self.pillow.status_line())
         interval = self.notifier.watchdog_interval()
         if interval:
-            self.watchdog = Watchdog(self.notifier, self.pillow.loop_checks(), interval,
-                                     status=self.pillow.status_line)
+            self.watchdog = Watchdog(self.notifier, self.health.watchdog_checks(),
+                                     interval, status=self.pillow.status_line)
             self.watchdog.start()
         elif self.notifier.enabled:
             self.pillow.on_state(lambda: self.notifier.status(self.pillow.status_line()))
@@ -365,70 +442,52 @@ class Daemon:
                  self.settings.pillow.name, self.settings.queue.backend,
                  self.settings.queue.name, self.url)
 
-    def _demo(self, stop: threading.Event) -> None:
-        """Feeds a scene every few seconds through the real path, for newcomers."""
-        rng = random.Random()
-        senders = ["Alice", "Bob", "Grandma", "Sam"]
-        notes = ["thinking of you", "sleep well", "hug!", "see you soon"]
-        colors = ["#ff6ec7", "#ffb347", "#7ec8e3", "#b19cd9", "#77dd77"]
-        scenes = [s for s in self.settings.scenes if s != "idle"] or ["idle"]
-        while not stop.wait(6):
-            scene = rng.choice(scenes)
-            fields = {"scene": scene, "from": rng.choice(senders),
-                      "text": rng.choice(notes), "duration": 4}
-            if "color" in self.settings.scenes[scene].params:
-                fields["color"] = rng.choice(colors)
-            try:
-                if self.settings.queue.backend == "local":
-                    self.queues.main.put(encode(fields))
-                else:  # never fill somebody's real cloud queue with demo messages
-                    self.pillow.play(fields, source="demo")
-            except Exception as err:  # the demo must never take the pillow down
-                log.warning("demo message not sent: %s", err)
-
-    def wait(self) -> None:
-        while not self.stop.wait(1):
-            pass
+    def _stop_loops(self) -> None:
+        if any(thread.is_alive() for thread in self._threads):
+            self.notifier.stopping()
+        self._stopping = True
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        for _, _, part in self._loops:
+            part.stop()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Stop every loop, leave the LEDs dark and the outputs off; safe twice."""
-        if getattr(self, "_threads", None):
-            self.notifier.stopping()
-        self.stop.set()
-        if getattr(self, "renderer", None) is not None:
-            self.renderer.wake()  # it may be sleeping on a static frame
-        if getattr(self, "watchdog", None) is not None:
-            self.watchdog.stop()
-        deadline = time.monotonic() + SHUTDOWN_GRACE
-        for thread in getattr(self, "_threads", []):
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads = []
-        for close in reversed(self._closers):
-            try:
-                close()
-            except Exception:
-                log.exception("while shutting down")
-        self._closers.clear()
+        self._stack.close()
+
+
+class _Watch:
+    """The actuators' watchdog as a loop of its own."""
+
+    def __init__(self, actuators: Actuators):
+        self.run, self.stop = actuators.watch, actuators.stop
 
 
 def run(settings: Settings, *, demo: bool = False, environ=os.environ) -> int:
     """Runs the daemon in the foreground until SIGTERM or SIGINT."""
-    daemon = Daemon(settings, demo=demo, environ=environ)
-
-    def stop(signum, frame):  # only sets a flag: the main thread does the work
-        daemon.stop.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # Before anything is opened or any thread starts (threads inherit the mask):
+    # the signals wait, blocked, for sigwait() below. No handler runs, so none
+    # can take a lock a thread holds (an Event.set() in a handler can deadlock).
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    threads.name_threads("pillowd")
     try:
-        daemon.start()
-        url = daemon.url
-        token = control_token(settings, environ)
-        if token and sys.stdout.isatty():
-            url += f"?token={token}"  # a person at a terminal, never a log file
-        print(f"pillowd: status page at {url}", flush=True)
-        daemon.wait()
-        log.info("stopping")
+        daemon = Daemon(settings, demo=demo, environ=environ)
+        try:
+            daemon.start()
+            url = daemon.url
+            token = control_token(settings, environ)
+            if token and sys.stdout.isatty():
+                url += f"?token={token}"  # a person at a terminal, never a log file
+            print(f"pillowd: status page at {url}", flush=True)
+            signum = signal.sigwait(signals)
+            log.info("stopping (%s)", signal.Signals(signum).name)
+        finally:
+            daemon.close()
     finally:
-        daemon.close()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
     return 0

@@ -99,6 +99,10 @@ class Effect:
     # re-rendering (and re-sending) an unchanged frame
     animated: bool = True
     doc: str = field(default="", compare=False)
+    # Seconds after which the frames repeat exactly, from the parameters; None
+    # when they never do. The render loop then computes one cycle and replays it.
+    cycle: Callable[[Mapping[str, object]], float] | None = field(default=None,
+                                                                    compare=False)
 
     def resolve(self, raw: Mapping[str, object]) -> dict:
         """Return *raw* validated, converted and completed with defaults."""
@@ -419,6 +423,15 @@ _BACKGROUND = Param("color", "#000000", doc="colour of unlit LEDs")
 _SEED = Param("number", 0, min=0, max=2**31 - 1, doc="chooses the random pattern")
 
 
+def _by_period(p: Mapping) -> float:
+    return p["period"]
+
+
+def _by_speed(p: Mapping) -> float:
+    # One cycle per 1/speed seconds; standing still, every frame is the same.
+    return 1 / abs(p["speed"]) if p["speed"] else 1.0
+
+
 def _effects(*effects: Effect) -> dict[str, Effect]:
     return {e.name: e for e in effects}
 
@@ -430,32 +443,33 @@ EFFECTS: dict[str, Effect] = _effects(
         "color": _color(),
         "period": _period(4.0),
         "low": Param("number", 0.0, min=0, max=1, doc="level at the bottom of a breath"),
-    }, doc="fades smoothly up and down"),
+    }, doc="fades smoothly up and down", cycle=_by_period),
     Effect("pulse", pulse, {
         "color": _color(),
         "period": _period(1.0),
         "decay": Param("number", 5.0, min=0.1, max=100, doc="how fast each pulse fades"),
-    }, doc="flashes on and fades, once a period"),
+    }, doc="flashes on and fades, once a period", cycle=_by_period),
     Effect("heartbeat", heartbeat, {
         "color": _color(),
         "period": _period(1.0, doc="seconds per heartbeat (60/bpm)"),
-    }, doc="a double beat, lub-dub"),
+    }, doc="a double beat, lub-dub", cycle=_by_period),
     Effect("rainbow", rainbow, {
         "speed": Param("number", 0.2, min=-10, max=10, doc="hue cycles per second"),
         "spread": Param("number", 1.0, min=0, max=20, doc="rainbows along the strip"),
         "saturation": Param("number", 1.0, min=0, max=1, doc="0 white .. 1 vivid"),
-    }, doc="moving rainbow along the strip"),
+    }, doc="moving rainbow along the strip", cycle=_by_speed),
     Effect("wipe", wipe, {
         "color": _color(),
         "background": _BACKGROUND,
         "period": _period(2.0, doc="seconds to fill the strip"),
-    }, doc="fills the strip LED by LED"),
+    }, doc="fills the strip LED by LED", cycle=_by_period),
     Effect("chase", chase, {
         "color": _color(),
         "background": _BACKGROUND,
         "speed": Param("number", 10.0, min=-1000, max=1000, doc="LEDs per second"),
         "spacing": Param("number", 3, min=2, max=100, doc="one LED lit in this many"),
-    }, doc="theatre-marquee chase"),
+    }, doc="theatre-marquee chase",
+       cycle=lambda p: p["spacing"] / abs(p["speed"]) if p["speed"] else 1.0),
     Effect("twinkle", twinkle, {
         "color": _color(),
         "background": _BACKGROUND,
@@ -473,6 +487,7 @@ EFFECTS: dict[str, Effect] = _effects(
     Effect("gradient", gradient, {
         "colors": Param("colors", ["#ff6ec7", "#6ec7ff"], doc="colours along the strip"),
         "speed": Param("number", 0.0, min=-10, max=10, doc="scrolls per second, 0 still"),
-    }, doc="colours blended along the strip"),
+    }, doc="colours blended along the strip", cycle=_by_speed),
 )
-EFFECTS["fire"] = Effect("fire", candle, EFFECTS["candle"].params, doc="alias of candle")
+EFFECTS["fire"] = Effect("fire", candle, EFFECTS["candle"].params, doc="alias of candle",
+                         cycle=EFFECTS["candle"].cycle)

@@ -60,6 +60,12 @@ CREATE TABLE IF NOT EXISTS outcomes (
 CREATE UNIQUE INDEX IF NOT EXISTS outcomes_delivery ON outcomes (queue, queue_message_id)
     WHERE queue_message_id != '';
 CREATE INDEX IF NOT EXISTS outcomes_applied ON outcomes (id) WHERE outcome = 'applied';
+CREATE TABLE IF NOT EXISTS held (
+    queue TEXT NOT NULL,
+    queue_message_id TEXT NOT NULL,
+    pop_receipt TEXT NOT NULL,
+    PRIMARY KEY (queue, queue_message_id)
+);
 """
 
 _COLUMNS = "id, outcome, scene, sender, reason, at, queue, queue_message_id, poisoned, seq"
@@ -122,10 +128,35 @@ class History:
                          " LIMIT 1" % _COLUMNS, (message_id,)) is not None
 
     def mark_poisoned(self, seq: int) -> None:
+        self._write("UPDATE outcomes SET poisoned = 1 WHERE seq = ?", [(seq,)])
+
+    # -- messages taken off a queue and not settled yet ------------------------
+
+    def hold(self, queue: str, messages: list[tuple[str, str]]) -> None:
+        """Remember (queue message id, pop receipt) pairs taken and being handled."""
+        self._write("INSERT OR REPLACE INTO held (queue, queue_message_id, pop_receipt)"
+                    " VALUES (?, ?, ?)", [(queue, m, r) for m, r in messages if r])
+
+    def unhold(self, queue: str, message_ids: list[str]) -> None:
+        self._write("DELETE FROM held WHERE queue = ? AND queue_message_id = ?",
+                    [(queue, m) for m in message_ids])
+
+    def held(self, queue: str) -> list[tuple[str, str]]:
+        """What a run that ended without settling had taken off *queue*."""
+        with self._lock:
+            try:
+                return self._db.execute("SELECT queue_message_id, pop_receipt FROM held"
+                                        " WHERE queue = ?", (queue,)).fetchall()
+            except sqlite3.Error as err:
+                raise HistoryError(f"cannot read the history {self.path}: {err}") from None
+
+    def _write(self, sql: str, rows: list) -> None:
+        if not rows:
+            return
         with self._lock:
             try:
                 with self._db:
-                    self._db.execute("UPDATE outcomes SET poisoned = 1 WHERE seq = ?", (seq,))
+                    self._db.executemany(sql, rows)
             except sqlite3.Error as err:
                 raise HistoryError(f"cannot write the history {self.path}: {err}") from None
 

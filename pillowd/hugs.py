@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -33,7 +31,8 @@ class Outbox:
         self.queue = queue
         self.retry_min, self.retry_max = retry_min, retry_max
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = threading.Event()     # an event was added, or stop()
+        self._stopped = threading.Event()
         self.online: bool | None = None
         self.sent = 0
         self._db = sqlite3.connect(str(path), timeout=10, check_same_thread=False,
@@ -75,24 +74,28 @@ class Outbox:
             self.online = True
             self.sent += 1
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self) -> None:
         """Send events as they come, retrying with back-off while the queue is away."""
         delay = self.retry_min
-        while not stop.is_set():
+        while not self._stopped.is_set():
             self._wake.clear()
             try:
                 ok = self.flush()
             except Exception:  # a bug must not stop the outbox for good
                 log.exception("unexpected error in the outbox")
                 ok = False
-            if ok:   # wait for the next event
-                delay, until = self.retry_min, math.inf
-            else:    # wait out the back-off, whatever comes meanwhile
-                delay, until = min(delay * 2, self.retry_max), time.monotonic() + delay
-            # Short waits so a stop is seen at once.
-            while not stop.is_set() and time.monotonic() < until:
-                if self._wake.wait(0.1) and ok:
-                    break
+            if ok:
+                delay = self.retry_min
+                self._wake.wait()  # the next add(), or stop()
+            else:
+                # The back-off is waited out whatever is added meanwhile: the new
+                # event goes with the others at the next try (only stop() ends it).
+                self._stopped.wait(delay)
+                delay = min(delay * 2, self.retry_max)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
 
     def close(self) -> None:
         with self._lock:
@@ -102,14 +105,15 @@ class Outbox:
 class Hugs:
     """Plays *scene* on a press and, with an outbox, sends the hug event."""
 
-    def __init__(self, pillow_name: str, scene: str, *, play: Callable[[dict], object],
-                 outbox: Outbox | None = None):
+    def __init__(self, pillow_name: str, scene: str, *, timeline,
+                 play: Callable[[dict], object], outbox: Outbox | None = None):
         self.pillow_name = pillow_name
         self.scene = scene
         self._play = play
         self.outbox = outbox
         self.last_message: dict | None = None
         self.presses = 0
+        timeline.on_change(self.seen)
 
     def seen(self, playing) -> None:
         """Timeline listener: remember who last sent something, to reply to them."""

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .config import SceneSettings, Settings
 from .effects import parse_color
+from .settings import SceneSettings, Settings
 
 MAX_BODY = 64 * 1024
 MAX_FROM = 64

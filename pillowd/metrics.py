@@ -13,9 +13,15 @@ from .history import OUTCOMES
 class PillowCollector:
     """Reads counters the loops already keep; costs nothing between scrapes."""
 
-    def __init__(self, pillow, clients: Callable[[], int]):
+    def __init__(self, pillow, consumer, renderer, clients: Callable[[], int],
+                 mqtt: Callable[[], object] | None = None):
         self.pillow = pillow
+        self.consumer = consumer
+        self.renderer = renderer
         self.clients = clients
+        # () -> pillowd.mqtt.HomeAssistant or None: it is built after the page that
+        # serves these metrics, since it needs the page's address.
+        self.mqtt = mqtt or (lambda: None)
 
     def collect(self):
         p = self.pillow
@@ -26,17 +32,19 @@ class PillowCollector:
         yield messages
         yield CounterMetricFamily("pillowd_queue_requests",
                                   "Receive requests made to the queue",
-                                  value=p.consumer.status.requests)
+                                  value=self.consumer.status.requests)
         yield GaugeMetricFamily("pillowd_queue_online", "1 while the queue answers",
-                                value=int(p.consumer.status.online))
+                                value=int(self.consumer.status.online))
         yield GaugeMetricFamily("pillowd_poll_interval_seconds",
                                 "Current wait between queue polls",
-                                value=p.consumer.backoff.interval)
-        r = p.renderer
+                                value=self.consumer.backoff.interval)
+        r = self.renderer
         yield GaugeMetricFamily("pillowd_render_fps", "Frames rendered per second",
                                 value=r.achieved_fps)
         yield GaugeMetricFamily("pillowd_render_frame_seconds",
                                 "Time spent on the last frame", value=r.frame_seconds)
+        yield CounterMetricFamily("pillowd_render_frames", "Frames rendered",
+                                  value=r.frames)
         yield CounterMetricFamily("pillowd_render_dropped_frames",
                                   "Frames skipped because rendering fell behind",
                                   value=r.dropped)
@@ -44,7 +52,7 @@ class PillowCollector:
                                 "Estimated current drawn by the LEDs", value=r.milliamps)
         yield GaugeMetricFamily("pillowd_web_clients", "Connected status page clients",
                                 value=self.clients())
-        mqtt = getattr(p, "mqtt", None)
+        mqtt = self.mqtt()
         if mqtt is not None:
             yield GaugeMetricFamily("pillowd_mqtt_online", "1 while the MQTT broker is connected",
                                     value=int(mqtt.status["online"]))
@@ -59,7 +67,8 @@ class PillowCollector:
                                       value=mqtt.ignored)
 
 
-def registry_for(pillow, clients: Callable[[], int]) -> CollectorRegistry:
+def registry_for(pillow, consumer, renderer, clients: Callable[[], int],
+                 mqtt: Callable[[], object] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PillowCollector(pillow, clients))
+    registry.register(PillowCollector(pillow, consumer, renderer, clients, mqtt))
     return registry

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from typing import Callable
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from . import threads
 from .errors import PillowError
 from .messages import Rejection
 
@@ -61,16 +61,6 @@ def login_from(username_env: str, password_env: str,
                         "connecting without a login", username_env)
         return None, None
     return username, password or None
-
-
-def name_thread(name: str) -> None:
-    """Name the calling thread for Python and for `ps -L`/`top -H` (15 bytes on Linux)."""
-    threading.current_thread().name = name
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):  # not Linux: the Python name is all there is
-        pass
 
 
 def slug(text: str) -> str:
@@ -227,7 +217,6 @@ class HomeAssistant:
             client.username_pw_set(self._username, self._password)
         client.will_set(self.availability_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(*self._reconnect)
-        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -242,9 +231,8 @@ class HomeAssistant:
                                  f"{getattr(err, 'strerror', None) or err}")
                 return
         client.connect_async(self.host, self.port, keepalive=KEEPALIVE)
-        client.loop_start()
-        self._thread = threading.Thread(target=self._run, name="pillowd-mqtt", daemon=True)
-        self._thread.start()
+        client.loop_start()  # paho's network thread: "pillowd-mqtt" (pillowd.threads)
+        self._thread = threads.start("pillowd-mqtt-tx", self._run)
 
     def close(self, timeout: float = 1.0) -> None:
         """Say offline (a clean stop is not a crash), disconnect; safe twice."""
@@ -268,10 +256,7 @@ class HomeAssistant:
         # Paho's thread may be stuck in a connect to a host that does not answer
         # (or in a DNS lookup) for seconds; the daemon's shutdown must not wait
         # for it. The thread is a daemon thread: it ends with the process.
-        stopping = threading.Thread(target=client.loop_stop, name="pillowd-mqtt-stop",
-                                    daemon=True)
-        stopping.start()
-        stopping.join(timeout)
+        threads.start("pillowd-mqtt-end", client.loop_stop).join(timeout)
         self._set_status(False, "stopped")
 
     # -- connection (paho's network thread) --------------------------------------
@@ -291,11 +276,6 @@ class HomeAssistant:
                 self.on_status(self.status)
             except Exception:
                 log.exception("mqtt: the status listener failed")
-
-    def _on_pre_connect(self, client, userdata) -> None:
-        # Paho's network thread is the one that connects: name it for ps -L.
-        if threading.current_thread() is not threading.main_thread():
-            name_thread("pillowd-mqtt-io")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -385,7 +365,6 @@ class HomeAssistant:
     # -- publishing (this class's thread) -----------------------------------------
 
     def _run(self) -> None:
-        name_thread("pillowd-mqtt")
         while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()

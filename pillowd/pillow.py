@@ -1,4 +1,4 @@
-"""The pillow as the outside sees it: its state snapshot, history, health and controls."""
+"""The pillow as the outside sees it: its state snapshot, health, and the controls."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from collections import deque
 from typing import Callable
 
 from . import __version__
-from .consumer import Consumer, QueueStatus
 from .history import OUTCOMES, History, Outcome
 from .messages import Command, command_from
+from .player import Player
+from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Playing, Timeline
 
@@ -18,33 +19,31 @@ RECENT = 50
 
 
 class Pillow:
-    """Gathers what the loops know into one snapshot and tells listeners of changes."""
+    """Gathers what the loops report into one snapshot and tells listeners of changes.
+
+    Everything below reports up into it through the callbacks it offers (outcome,
+    queue_status, actuators_changed, quiet_changed, …); it reads the timeline and
+    the renderer, and never calls down into them.
+    """
 
     def __init__(self, name: str, *, timeline: Timeline, renderer: Renderer,
-                 consumer: Consumer, history: History, settings_for_commands,
-                 queue_stall_seconds: float, render_stall_seconds: float = 2.0,
-                 clock=time.monotonic):
+                 history: History, scenes: list[str], backend: str,
+                 hardware_trouble: list[str]):
         self.name = name
         self.timeline = timeline
         self.renderer = renderer
-        self.consumer = consumer
         self.history = history
-        self._settings = settings_for_commands
-        self._queue_stall = queue_stall_seconds
-        self._render_stall = render_stall_seconds
-        self._clock = clock
+        self.scenes = list(scenes)
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[dict], None]] = []
+        self._listeners: list[Callable[[], None]] = []
         self.counts = history.counts()
         self.recent: deque[Outcome] = deque(history.page(RECENT), maxlen=RECENT)
+        self.queue = {"backend": backend, "online": False, "reason": None}
         self.actuators: dict[str, float] = {}
         self.quiet = False
-        self.on_quiet: Callable[[bool], object] | None = None  # the daemon applies quiet
-        self.mqtt = None  # Home Assistant over MQTT (pillowd.mqtt), when configured
-        self.threads: dict[str, threading.Thread] = {}
-        # Other checks of health: each returns why the pillow is unwell, or None.
-        self.checks: list[Callable[[], str | None]] = []
-        timeline.on_change(self._scene_changed)
+        self.hardware_trouble = list(hardware_trouble)
+        self.extra: dict[str, dict] = {}  # more sections of the snapshot, e.g. "mqtt"
+        timeline.on_change(lambda playing: self.changed())
 
     # -- listening ---------------------------------------------------------------
 
@@ -56,8 +55,7 @@ class Pillow:
         for listener in self._listeners:
             listener()
 
-    def _scene_changed(self, playing: Playing) -> None:
-        self.changed()
+    # -- what the parts report -------------------------------------------------
 
     def outcome(self, outcome: Outcome) -> None:
         with self._lock:
@@ -65,14 +63,28 @@ class Pillow:
             self.recent.appendleft(outcome)
         self.changed()
 
-    def queue_status(self, status: QueueStatus) -> None:
+    def queue_status(self, status) -> None:
+        self.queue = {"backend": status.backend, "online": status.online,
+                      "reason": status.reason}
+        self.changed()
+
+    def actuators_changed(self, values: dict) -> None:
+        self.actuators = dict(values)
+        self.changed()
+
+    def quiet_changed(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.changed()
+
+    def section_changed(self, name: str, value: dict) -> None:
+        """Another part's own section of the snapshot (``"mqtt"``) is now *value*."""
+        self.extra[name] = dict(value)
         self.changed()
 
     # -- what the page and scripts read ------------------------------------------
 
     def snapshot(self) -> dict:
         playing = self.timeline.current()
-        status = self.consumer.status
         with self._lock:
             counts = {k: self.counts.get(k, 0) for k in OUTCOMES}
             recent = [o.as_json() for o in self.recent]
@@ -87,13 +99,14 @@ class Pillow:
                      "brightness": self.renderer.brightness,
                      "milliamps": self.renderer.milliamps},
             "actuators": dict(self.actuators),
-            "queue": {"backend": status.backend, "online": status.online,
-                      "reason": status.reason, **counts},
+            "queue": {**self.queue, **counts},
             "recent": recent,
             "recent_before": older,
             "quiet": self.quiet,
-            "scenes": list(getattr(self._settings, "scenes", {})),
-            **({"mqtt": self.mqtt.status} if self.mqtt is not None else {}),
+            "scenes": self.scenes,
+            "hardware": {"ok": not self.hardware_trouble,
+                         "error": "; ".join(self.hardware_trouble) or None},
+            **self.extra,
         }
 
     def history_page(self, limit: int, before: int | None) -> dict:
@@ -103,62 +116,99 @@ class Pillow:
         return {"items": [o.as_json() for o in rows],
                 "next": str(rows[-1].seq) if more and rows else None}
 
-    def _stalled(self, name: str, heartbeat: float, limit: float) -> str | None:
-        thread = self.threads.get(name)
-        if thread is not None and not thread.is_alive():
-            return f"the {name} loop has stopped"
-        late = self._clock() - heartbeat
-        if late > limit:
-            return f"the {name} loop has made no progress for {late:.1f} s"
-        return None
-
-    def _render_problem(self) -> str | None:
-        return self._stalled("render", self.renderer.heartbeat, self._render_stall)
-
-    def _queue_problem(self) -> str | None:
-        return self._stalled("queue", self.consumer.heartbeat, self._queue_stall)
-
-    def health(self) -> list[str]:
-        """Why the pillow is unwell; empty while both loops make progress."""
-        reasons = [p for p in (self._render_problem(), self._queue_problem()) if p]
-        return reasons + [why for check in self.checks if (why := check())]
-
-    def loop_checks(self) -> dict[str, Callable[[], bool]]:
-        """Liveness of each loop, for systemd's watchdog."""
-        return {"render loop": lambda: self._render_problem() is None,
-                "queue loop": lambda: self._queue_problem() is None,
-                "actuators": lambda: not any(check() for check in self.checks)}
-
     def status_line(self) -> str:
         """One line for `systemctl status`."""
         playing = self.timeline.current()
-        status = self.consumer.status
         who = playing.message.get("from") if playing.message else None
-        queue = "online" if status.online else f"offline ({status.reason})"
+        q = self.queue
+        queue = "online" if q["online"] else f"offline ({q['reason']})"
+        trouble = f"; {'; '.join(self.hardware_trouble)}" if self.hardware_trouble else ""
         return (f"{playing.scene.name}{f' from {who}' if who else ''}; "
-                f"{status.backend} queue {queue}; {self.counts.get('applied', 0)} applied")
+                f"{q['backend']} queue {queue}; {self.counts.get('applied', 0)} applied"
+                f"{trouble}")
 
-    # -- controls ------------------------------------------------------------------
+
+class Loop:
+    """One of the daemon's loops as health sees it: its thread, and its progress."""
+
+    def __init__(self, name: str, thread: threading.Thread, *,
+                 heartbeat: Callable[[], float], stall_seconds: float,
+                 resting: Callable[[], bool] = lambda: False, clock=time.monotonic):
+        self.name = name
+        self.thread = thread
+        self._heartbeat = heartbeat
+        self._stall = stall_seconds
+        self._resting = resting
+        self._clock = clock
+
+    def problem(self) -> str | None:
+        if not self.thread.is_alive():
+            return f"the {self.name} loop has stopped"
+        if self._resting():  # asleep on purpose until something changes
+            return None
+        late = self._clock() - self._heartbeat()
+        if late > self._stall:
+            return f"the {self.name} loop has made no progress for {late:.1f} s"
+        return None
+
+
+class Health:
+    """Why the pillow is unwell, for /healthz and systemd's watchdog; empty when well."""
+
+    def __init__(self, loops: list[Loop], checks: dict[str, Callable[[], str | None]]):
+        self.loops = list(loops)
+        self.checks = dict(checks)
+
+    def reasons(self) -> list[str]:
+        found = [loop.problem() for loop in self.loops]
+        found += [check() for check in self.checks.values()]
+        return [why for why in found if why]
+
+    def watchdog_checks(self) -> dict[str, Callable[[], bool]]:
+        """Liveness of each part, for systemd's watchdog (hardware trouble is not
+        a hang: restarting would not fix it)."""
+        checks = {f"{loop.name} loop": (lambda loop=loop: loop.problem() is None)
+                  for loop in self.loops}
+        if "actuators" in self.checks:
+            checks["actuators"] = lambda: self.checks["actuators"]() is None
+        return checks
+
+
+class Controls:
+    """What a person may do to the pillow from the page, a script or Home Assistant."""
+
+    def __init__(self, *, settings, player: Player, renderer: Renderer,
+                 timeline: Timeline, quiet: QuietHours, on_change: Callable[[], None]):
+        self._settings = settings  # the scenes and limits a command is checked against
+        self._player = player
+        self._renderer = renderer
+        self._timeline = timeline
+        self._quiet = quiet
+        self._on_change = on_change
 
     def play(self, data: dict, source: str = "web") -> Outcome:
         """Play a message-shaped *data* now; raises Rejection when it is not valid."""
         command: Command = command_from(data, self._settings)
-        return self.consumer.play_now(command, source)
+        return self._player.play_now(command, source)
+
+    @property
+    def brightness(self) -> float:
+        return self._renderer.brightness
 
     def set_brightness(self, brightness: float) -> None:
         """Dim the LEDs (0..1, within [leds] brightness) until the daemon restarts."""
-        self.renderer.set_brightness(brightness)
-        self.changed()
+        self._renderer.set_brightness(brightness)
+        self._on_change()
 
     def off(self) -> None:
         """End what plays and darken the LEDs; a brightness above 0 lights them again."""
-        self.renderer.set_brightness(0.0)
-        self.timeline.idle()  # notifies: the snapshot shows both changes
+        self._renderer.set_brightness(0.0)
+        self._timeline.idle()  # tells the snapshot's listeners of both changes
+
+    @property
+    def quiet(self) -> bool:
+        return bool(self._quiet.quiet)
 
     def set_quiet(self, quiet: bool) -> None:
         """Quiet now (True) or not, by hand, until quiet hours next begin or end."""
-        if self.on_quiet is not None:
-            self.on_quiet(bool(quiet))   # calls back changed() when it changes
-        else:
-            self.quiet = bool(quiet)
-            self.changed()
+        self._quiet.override(bool(quiet))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Callable
@@ -31,14 +32,90 @@ def _unfinished(source, now: float):
     return source
 
 
-IDLE_TICK = 0.5  # seconds: the longest a settled static frame sleeps between checks
+# A cycle is kept only up to this many frames and bytes; longer ones render live.
+CYCLE_MAX_FRAMES = 3000
+CYCLE_MAX_BYTES = 4 << 20
+
+
+class Cycle:
+    """One cycle of a periodic scene's frames: each computed once, then replayed.
+
+    Frame *k* is the scene at ``started + k / fps``; a scene whose period is not a
+    whole number of frames repeats after the nearest whole number (within half a
+    frame). Once every frame is known, ``next_change`` says when the strip must
+    next change, so the loop sleeps through the frames that would show the same.
+    """
+
+    def __init__(self, started: float, seconds: float, fps: int, count: int):
+        self.started = started
+        self.fps = fps
+        self.size = max(1, round(seconds * fps))
+        self.frames = np.zeros((self.size, count, 3), np.uint8)
+        self.milliamps = np.zeros(self.size)
+        self._known = np.zeros(self.size, bool)
+        self._missing = self.size
+        self._steps: np.ndarray | None = None  # frames until the next different one
+
+    @classmethod
+    def fits(cls, seconds: float | None, fps: int, count: int) -> bool:
+        if not seconds or seconds <= 0:
+            return False
+        frames = round(seconds * fps)
+        return frames <= CYCLE_MAX_FRAMES and frames * count * 3 <= CYCLE_MAX_BYTES
+
+    def _tick(self, now: float) -> int:
+        # A hair past the boundary: a tick due exactly on frame k is frame k, not
+        # k - 1 by float rounding (0.06 * 50 = 2.9999999999999996).
+        return int((now - self.started) * self.fps + 1e-6)
+
+    def index(self, now: float) -> int:
+        return self._tick(now) % self.size
+
+    def frame(self, k: int, render: Callable[[float], tuple[np.ndarray, float]]):
+        """Frame *k* and its milliamps, rendered by *render(t)* the first time."""
+        if not self._known[k]:
+            self.frames[k], self.milliamps[k] = render(self.started + k / self.fps)
+            self._known[k] = True
+            self._missing -= 1
+            if not self._missing:
+                self._steps = self._count_steps()
+        return self.frames[k], self.milliamps[k]
+
+    def fill_one(self, render: Callable[[float], tuple[np.ndarray, float]]) -> bool:
+        """Compute one frame not yet known; False when none is left. A loop that
+        drops frames would otherwise never see some of them, and never finish."""
+        if not self._missing:
+            return False
+        self.frame(int(np.argmin(self._known)), render)
+        return True
+
+    def _count_steps(self) -> np.ndarray:
+        flat = self.frames.reshape(self.size, -1)
+        # differs[k]: frame k is not the same as frame k - 1 (cyclically)
+        differs = np.any(flat != np.roll(flat, 1, axis=0), axis=1)
+        steps = np.full(self.size, np.inf)
+        if differs.any():
+            changes = np.flatnonzero(differs)
+            for k in range(self.size):
+                after = changes[changes > k]
+                steps[k] = (after[0] if after.size else changes[0] + self.size) - k
+        return steps
+
+    def next_change(self, now: float) -> float | None:
+        """When the frame shown at *now* next changes (inf: never); None until
+        the whole cycle is known."""
+        if self._steps is None:
+            return None
+        tick = self._tick(now)
+        return self.started + (tick + self._steps[tick % self.size]) / self.fps
 
 
 class Renderer:
     """Draws the timeline's scene on the strip, dropping frames rather than queueing.
 
     Scenes cross-fade over their ``transition_seconds``; a frame that has not
-    changed is neither recomputed (static effects) nor sent again.
+    changed is neither recomputed (static effects) nor sent again. While a static
+    frame stands, the loop sleeps until something changes or the scene ends.
     """
 
     def __init__(self, timeline: Timeline, strip: LedStrip, output: LightOutput, *,
@@ -54,6 +131,7 @@ class Renderer:
         self.dropped = 0
         self.frame_seconds = 0.0
         self.achieved_fps = 0.0
+        self.resting = False       # asleep on a settled static frame
         self.last_frame = bytes(3 * strip.count)
         self._level = output.brightness  # the person's dimmer, within the ceiling
         self._cap = 1.0            # a further brightness limit (quiet hours)
@@ -61,10 +139,28 @@ class Renderer:
         self._source: Callable[[float], Frame] | None = None
         self._settled = False      # a static frame is on the strip already
         self._last_pixels: np.ndarray | None = None
-        # Set on anything that may change a settled static frame, so the loop can
-        # sleep instead of ticking; the timeline's changes included.
+        self._cycle: Cycle | None = None
+        self._cycle_key = None
+        self._due: float | None = None  # when a replayed cycle next changes the strip
+        self._fill = None               # renders a frame of the cycle being learnt
+        self._milliamps = 0.0
+        self._frame_listeners: list[Callable[[bytes], None]] = []
+        # Counts changes that may alter a settled frame: a frame drawn while one
+        # arrives is not settled, so the change is drawn next (never lost).
+        self._changes = 0
+        # Set on every such change and by stop(): ends a sleep at once.
         self._wake = threading.Event()
-        timeline.on_change(lambda playing: self._wake.set())
+        self._stopping = False
+        timeline.on_change(self._changed)
+
+    def on_frame(self, listener: Callable[[bytes], None]) -> None:
+        """Call *listener* (in the render thread) with each new frame's bytes."""
+        self._frame_listeners.append(listener)
+
+    def _changed(self, *_) -> None:
+        self._changes += 1
+        self._settled = False
+        self._wake.set()
 
     @property
     def brightness(self) -> float:
@@ -74,18 +170,16 @@ class Renderer:
     def set_brightness(self, level: float) -> None:
         """Dim (or restore) the LEDs; never above the configured ceiling."""
         self._level = min(max(float(level), 0.0), self.output.brightness)
-        self._settled = False
-        self._wake.set()
+        self._changed()
 
     @property
     def milliamps(self) -> float:
-        return round(self.output.milliamps, 1)
+        return round(self._milliamps, 1)
 
     def limit(self, cap: float) -> None:
         """Cap everything shown at *cap* (0..1) of the configured brightness."""
         self._cap = min(max(cap, 0.0), 1.0)
-        self._settled = False
-        self._wake.set()
+        self._changed()
 
     def _scene_source(self, playing: Playing) -> Callable[[float], Frame]:
         effect, count, params = playing.effect, self.strip.count, playing.params
@@ -96,15 +190,17 @@ class Renderer:
             return frame if level == 1.0 else frame * np.float32(level)
         return source
 
-    def _idle_wait(self) -> float:
+    def _rest_seconds(self) -> float | None:
+        """How long a settled frame may stand: until its scene ends, else for good."""
         playing = self._playing
         if playing is not None and playing.ends is not None:
-            return max(0.0, min(IDLE_TICK, playing.ends - self._clock()))
-        return IDLE_TICK
+            return max(0.0, playing.ends - self._clock())
+        return None
 
     def render_once(self, now: float | None = None) -> None:
         """Compute, limit and show the frame for *now*, unless nothing changed."""
         now = self._clock() if now is None else now
+        changes = self._changes
         playing = self.timeline.current()
         if playing is not self._playing:
             new = self._scene_source(playing)
@@ -114,59 +210,96 @@ class Renderer:
                             if self._source is not None and seconds > 0 else new)
             self._playing = playing
             self._settled = False
+            self._cycle = self._cycle_key = None
         if isinstance(self._source, Transition) and self._source.done(now):
             self._source = self._source.new
-        static = (not playing.effect.animated
-                  and not isinstance(self._source, Transition))
+        fading = isinstance(self._source, Transition)
+        static = not playing.effect.animated and not fading
         if static and self._settled:
             return
         ceiling = self.output.brightness
         factor = self._level / ceiling * self._cap if ceiling else 0.0
-        pixels, _ = self.output.render(self._source(now), factor)
-        self._settled = static
+        cycle = None if fading or static else self._cycle_of(playing, factor)
+        if cycle is not None:
+            source = self._source
+            self._fill = lambda t: self.output.render(source(t), factor)
+            pixels, milliamps = cycle.frame(cycle.index(now), self._fill)
+            self._due = cycle.next_change(now)
+        else:
+            pixels, milliamps = self.output.render(self._source(now), factor)
+            self._due = None
+        self._milliamps = milliamps
+        # Settled only if nothing changed while it was drawn (that change is next).
+        self._settled = static and changes == self._changes
         if self._last_pixels is None or not np.array_equal(pixels, self._last_pixels):
             self.strip.show(pixels)
             self._last_pixels = pixels
-            self.last_frame = pixels.tobytes()  # the page's frame pusher reads this
+            self.last_frame = frame = pixels.tobytes()
+            for listener in self._frame_listeners:
+                listener(frame)
 
-    def wake(self) -> None:
-        """Stop sleeping on a settled static frame now (something changed, or stop)."""
+    def _cycle_of(self, playing: Playing, factor: float) -> Cycle | None:
+        """The replayable cycle of *playing* at *factor*; None if it has none."""
+        key = (playing, factor)
+        if key != self._cycle_key:
+            cycle = playing.effect.cycle
+            seconds = cycle(playing.params) if cycle is not None else None
+            self._cycle_key = key
+            self._cycle = (Cycle(playing.started, seconds, self.fps, self.strip.count)
+                           if Cycle.fits(seconds, self.fps, self.strip.count) else None)
+        return self._cycle
+
+    def stop(self) -> None:
+        """End run() now, even from a sleep on a settled frame."""
+        self._stopping = True
         self._wake.set()
 
-    def run(self, stop: threading.Event) -> None:
-        """Render at a drift-free fixed rate until *stop* is set, then go dark.
+    def run(self) -> None:
+        """Render at a drift-free fixed rate until stop(), then go dark.
 
-        A settled static frame is not redrawn: the loop sleeps until woken by a
-        change, or for at most IDLE_TICK (so the heartbeat and a scene's end are
-        never missed). *stop* must be followed by wake() to end such a sleep.
+        A settled static frame is not redrawn: the loop sleeps until a change
+        (scene, brightness, limit, stop) wakes it, or the scene ends.
         """
         period = 1 / self.fps
         next_tick = self._clock()
         window_start, window_frames = next_tick, 0
         try:
-            while not stop.is_set():
+            while not self._stopping:
                 self._wake.clear()  # before drawing: a change from now on wakes us
                 started = self._clock()
                 self.render_once(started)
-                self.heartbeat = self._clock()
-                self.frame_seconds = self.heartbeat - started
+                self.heartbeat = now = self._clock()
+                self.frame_seconds = now - started
                 self.frames += 1
                 window_frames += 1
-                if self.heartbeat - window_start >= 1:
-                    self.achieved_fps = window_frames / (self.heartbeat - window_start)
-                    window_start, window_frames = self.heartbeat, 0
+                if now - window_start >= 1:
+                    self.achieved_fps = window_frames / (now - window_start)
+                    window_start, window_frames = now, 0
                 if self._settled:
-                    self._wake.wait(self._idle_wait())
-                    next_tick = self._clock()
+                    self.resting = True
+                    self._wake.wait(self._rest_seconds())
+                    self.resting = False
+                    next_tick = window_start = self._clock()
+                    window_frames = 0
+                    continue
+                if self._due is not None:  # a known cycle: sleep to its next change
+                    self.resting = self._due == math.inf
+                    self._wake.wait(None if self.resting else max(0.0, self._due - now))
+                    self.resting = False
+                    next_tick = window_start = self._clock()
+                    window_frames = 0
                     continue
                 next_tick += period
-                late = self._clock() - next_tick
+                if self._cycle is not None and next_tick - now > 2 * self.frame_seconds:
+                    self._cycle.fill_one(self._fill)  # spare time: learn the cycle
+                    now = self._clock()
+                late = now - next_tick
                 if late > 0:
                     # Behind: skip the frames we missed instead of rushing to catch up.
                     skipped = int(late // period) + 1
                     self.dropped += skipped
                     next_tick += skipped * period
-                stop.wait(max(0.0, next_tick - self._clock()))
+                self._wake.wait(next_tick - now)
         finally:
             self.strip.off()
             self.last_frame = bytes(3 * self.strip.count)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from .config import SceneSettings
 from .effects import EFFECTS, Effect
 from .history import iso
 from .messages import Command
+from .settings import SceneSettings
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ from pathlib import Path
 from flask import Flask, Response, jsonify, render_template, request
 from flask_socketio import SocketIO
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
 from .errors import PillowError
 from .history import HistoryError
 from .messages import MAX_BODY, Rejection
-from .metrics import registry_for
+from . import threads
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/pillow"
@@ -40,13 +41,18 @@ class PortInUse(PillowError, OSError):
 class StatusPage:
     """The web view of one pillow: pushes state on change and frames while watched."""
 
-    def __init__(self, pillow, *, token: str | None, frames_per_second: float = 20):
+    def __init__(self, pillow, *, controls, health, renderer, metrics,
+                 token: str | None, frames_per_second: float = 20):
         self.pillow = pillow
+        self.controls = controls
+        self.health = health
+        self.renderer = renderer
         self.token = token
         self.frame_interval = 1 / frames_per_second
         self._sids: dict[str, str] = {}  # Socket.IO sid -> Engine.IO sid
         self._emit_lock = threading.Lock()
-        self._dirty = threading.Event()
+        self._dirty = threading.Event()        # the snapshot changed, or close()
+        self._frame_ready = threading.Event()  # a new frame while pages watch, or close()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = None
@@ -61,14 +67,15 @@ class StatusPage:
         # cors_allowed_origins only admits the page's own origin.
         self.socketio = SocketIO(app, async_mode="threading", logger=False,
                                  engineio_logger=False)
-        self._metrics = registry_for(pillow, lambda: self.clients)
+        self._metrics = metrics(lambda: self.clients)
         self._routes()
         pillow.on_state(self._dirty.set)
+        renderer.on_frame(self._new_frame)
 
     # -- HTTP ----------------------------------------------------------------------
 
     def _routes(self) -> None:
-        app, pillow = self.app, self.pillow
+        app, pillow, controls = self.app, self.pillow, self.controls
 
         @app.get("/")
         def index():
@@ -95,7 +102,7 @@ class StatusPage:
 
         @app.get("/healthz")
         def healthz():
-            reasons = pillow.health()
+            reasons = self.health.reasons()
             if reasons:
                 return jsonify({"status": "unhealthy", "reasons": reasons}), 503
             return jsonify({"status": "ok"})
@@ -111,7 +118,7 @@ class StatusPage:
             if data is None:
                 return _error(400, "body must be a JSON object like {\"scene\": \"hug\"}")
             try:
-                outcome = pillow.play(data)
+                outcome = controls.play(data)
             except Rejection as err:
                 return _error(400, str(err))
             except HistoryError as err:  # not recorded, so not played: try again later
@@ -126,14 +133,14 @@ class StatusPage:
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not 0 <= value <= 1:
                 return _error(400, 'body must be like {"brightness": 0.5} (0..1)')
-            pillow.set_brightness(value)
-            return jsonify({"brightness": pillow.renderer.brightness})
+            controls.set_brightness(value)
+            return jsonify({"brightness": controls.brightness})
 
         @app.post("/api/off")
         @self._control
         def off():
-            pillow.off()
-            return jsonify({"brightness": pillow.renderer.brightness})
+            controls.off()
+            return jsonify({"brightness": controls.brightness})
 
         @app.post("/api/quiet")
         @self._control
@@ -142,8 +149,8 @@ class StatusPage:
             value = data.get("quiet", True) if data is not None else None
             if not isinstance(value, bool):
                 return _error(400, 'body must be like {"quiet": true}')
-            pillow.set_quiet(value)
-            return jsonify({"quiet": pillow.quiet})
+            controls.set_quiet(value)
+            return jsonify({"quiet": controls.quiet})
 
         @app.errorhandler(413)
         def too_large(err):
@@ -157,6 +164,15 @@ class StatusPage:
         def not_allowed(err):
             return _error(405, "method not allowed here")
 
+        @app.errorhandler(Exception)
+        def unexpected(err):
+            if isinstance(err, HTTPException):  # 400s and the like: their own words
+                return _error(err.code or 500, err.description or err.name)
+            # A bug: logged with its traceback, answered in JSON like every other
+            # error (never werkzeug's HTML page, never the exception's text).
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return _error(500, "internal error; the pillow's log has the details")
+
         sio = self.socketio
 
         @sio.on("connect", namespace=NAMESPACE)
@@ -167,7 +183,7 @@ class StatusPage:
             # and one interleaved with the frame pusher's corrupts the client's stream.
             with self._emit_lock:
                 sio.emit("state", pillow.snapshot(), to=request.sid, namespace=NAMESPACE)
-                sio.emit("frame", pillow.renderer.last_frame, to=request.sid,
+                sio.emit("frame", self.renderer.last_frame, to=request.sid,
                          namespace=NAMESPACE)
 
         @sio.on("disconnect", namespace=NAMESPACE)
@@ -215,24 +231,37 @@ class StatusPage:
                 behind.append(sid)
         return behind
 
+    def _new_frame(self, frame: bytes) -> None:
+        # In the render thread: only a flag, and only while someone watches.
+        if self._sids:
+            self._frame_ready.set()
+
     def _push_state(self) -> None:
         # One snapshot per wake-up: a burst of changes costs one emit, not one each.
-        while not self._stop.is_set():
-            if not self._dirty.wait(0.5):
-                continue
+        while True:
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
             self._dirty.clear()
             if self.clients:
                 self._emit("state", self.pillow.snapshot())
 
     def _push_frames(self) -> None:
         last = None
-        while not self._stop.wait(self.frame_interval):
-            frame = self.pillow.renderer.last_frame
+        while True:
+            self._frame_ready.wait()
+            if self._stop.is_set():
+                return
+            self._frame_ready.clear()
+            frame = self.renderer.last_frame
             if self.clients and frame is not last:
                 # Sending only queues per client (engineio's writer threads do the
                 # rest), so neither the render loop nor other clients wait on a slow one.
                 self._emit("frame", frame, skip=self._behind() or None)
                 last = frame
+            # At most frames_per_second: frames shown meanwhile are skipped.
+            if self._stop.wait(self.frame_interval):
+                return
 
     # -- serving -------------------------------------------------------------------
 
@@ -255,19 +284,30 @@ class StatusPage:
         return self.url
 
     def start(self) -> None:
-        for target in (self._server.serve_forever, self._push_state, self._push_frames):
-            thread = threading.Thread(target=target, name=f"web-{target.__name__}",
-                                      daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        # serve_forever's select() sleeps until a request comes (no 0.5 s poll):
+        # close() wakes it with a connection of its own.
+        for name, target, args in (("pillowd-web", self._server.serve_forever, (None,)),
+                                   ("pillowd-state", self._push_state, ()),
+                                   ("pillowd-frames", self._push_frames, ())):
+            self._threads.append(threads.start(name, target, *args))
 
     def close(self) -> None:
         self._stop.set()
-        if self._server is not None:
-            if self._threads:  # shutdown() waits for serve_forever, so only if it runs
-                self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._dirty.set()
+        self._frame_ready.set()
+        server, self._server = self._server, None
+        if server is None:
+            return
+        if self._threads:  # shutdown() waits for serve_forever, so only if it runs
+            stopper = threads.start("pillowd-web-end", server.shutdown)
+            address = server.socket.getsockname()[:2]
+            while stopper.is_alive():
+                try:  # wake select(); after the shutdown flag it serves no request
+                    socket.create_connection(address, timeout=0.2).close()
+                except OSError:
+                    pass
+                stopper.join(0.05)
+        server.server_close()
 
 
 def _json_object() -> dict | None:

@@ -9,10 +9,10 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from conftest import wait_for
 from pillowd import config
-from pillowd.actuators import (Actuators, Limit, LimitSettings, Vibration,
-                               Warmer, build_parts)
+from pillowd.actuators import Actuators, Limit, Vibration, Warmer, build_parts
 from pillowd.messages import decode, encode
 from pillowd.scenes import Timeline
+from pillowd.settings import Limits
 
 TICK = 0.02
 
@@ -200,8 +200,8 @@ def test_servo_angles_are_clamped_to_the_allowed_travel(clock, factory):
 
 
 def test_limit_cuts_a_steady_motor_and_rests_it(clock, factory):
-    limit = Limit(LimitSettings(max_on_seconds=0.3, duty_cap=1.0, window_seconds=10,
-                                cooldown_seconds=0.2), horizon=TICK)
+    limit = Limit(Limits(max_on_seconds=0.3, duty_cap=1.0, window_seconds=10,
+                         cooldown_seconds=0.2), horizon=TICK)
     motor = Vibration(23, max_level=0.8, limit=limit, pin_factory=factory)
     pin = factory.pin(23)
     start = clock.now
@@ -230,22 +230,23 @@ def test_a_flood_of_1000_messages_never_keeps_the_motor_on_past_its_limits(
     run_for(clock, actuators, 40.0, deliver)   # 20 s of flood, then 20 s of the last
 
     v = SETTINGS.actuators.vibration
+    limits = v.limits
     spans = on_spans(pin, created, clock.now)
     assert spans, "the motor never ran: this test would prove nothing"
     longest = max(e - s for s, e in spans)
-    assert longest <= v.max_on_seconds + 1e-9
-    assert worst_window(spans, v.window_seconds) <= (
-        v.duty_cap * v.window_seconds + 1e-9)
+    assert longest <= limits.max_on_seconds + 1e-9
+    assert worst_window(spans, limits.window_seconds) <= (
+        limits.duty_cap * limits.window_seconds + 1e-9)
     assert max(state for _, state in history(pin, created)) <= v.max_level
     # After each cut the motor rested at least cooldown_seconds.
     cut_by_limit = [(a, b) for a, b in zip(spans, spans[1:])
-                    if a[1] - a[0] >= v.max_on_seconds - TICK - 1e-9]
+                    if a[1] - a[0] >= limits.max_on_seconds - TICK - 1e-9]
     assert cut_by_limit
     for (_, stop), (again, _) in cut_by_limit:
-        assert again - stop >= v.cooldown_seconds - 1e-9
+        assert again - stop >= limits.cooldown_seconds - 1e-9
     w = SETTINGS.actuators.warmer
     warm = on_spans(warmer_pin, created, clock.now)
-    assert warm and max(e - s for s, e in warm) <= w.max_on_seconds
+    assert warm and max(e - s for s, e in warm) <= w.limits.max_on_seconds
 
 
 def test_the_watchdog_cuts_a_motor_at_its_limit_even_between_ticks(clock, factory):
@@ -272,6 +273,9 @@ class Stuck:
         self.release = threading.Event()
         self.fail = False
 
+    def on_change(self, listener):
+        self.timeline.on_change(listener)
+
     def current(self):
         if self.fail:
             raise RuntimeError("injected fault")
@@ -281,12 +285,11 @@ class Stuck:
 
 
 def start_loops(actuators):
-    stop = threading.Event()
-    threads = [threading.Thread(target=actuators.run, args=(stop,), daemon=True),
-               threading.Thread(target=actuators.watch, args=(stop,), daemon=True)]
+    threads = [threading.Thread(target=actuators.run, daemon=True),
+               threading.Thread(target=actuators.watch, daemon=True)]
     for t in threads:
         t.start()
-    return stop, threads
+    return actuators, threads
 
 
 def test_a_stalled_loop_is_turned_off_by_the_watchdog_within_half_a_second(factory):
@@ -311,7 +314,7 @@ def test_a_stalled_loop_is_turned_off_by_the_watchdog_within_half_a_second(facto
         assert pin.state == 0 and warmer.state == 0
     finally:
         stuck.release.set()
-        stop.set()
+        stop.stop()
         for t in threads:
             t.join(2)
     assert pin.state == 0
@@ -337,7 +340,7 @@ def test_a_crash_in_the_loop_turns_everything_off_and_keeps_it_off(factory):
         time.sleep(0.2)
         assert pin.state == 0 and len(pin.states) == marks
     finally:
-        stop.set()
+        stop.stop()
         for t in threads:
             t.join(2)
 
@@ -354,7 +357,7 @@ def test_parts_are_off_after_close_and_close_is_safe_twice(clock, factory):
 
 
 def test_a_relay_switching_on_low_is_off_high(clock, factory):
-    limit = Limit(LimitSettings(10, 1.0, 60, 0), horizon=TICK)
+    limit = Limit(Limits(10, 1.0, 60, 0), horizon=TICK)
     warmer = Warmer(25, active_high=False, limit=limit, pin_factory=factory)
     assert factory.pin(25).state == 1     # off, for an active-low relay
     warmer.set(True, clock.now)

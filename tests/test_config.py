@@ -119,3 +119,30 @@ def test_a_part_on_the_led_data_pin_is_refused():
     assert found[("actuators.vibration.pin", 5)] == "GPIO18 is already used by leds"
     parse('[leds]\ndriver = "pio"\n[actuators.vibration]\npin = 18\n'
           '[scenes.idle]\neffect = "solid"\n')  # the Pi 5 driver uses no such pin
+
+
+HARDWARE = ("gpiozero", "rpi_ws281x", "_rpi_ws281x", "lgpio")
+
+
+def imported_by(module: str) -> set[str]:
+    """The top-level modules a fresh interpreter holds after importing *module*."""
+    import json
+    import subprocess
+    import sys
+    code = (f"import json, sys, {module}; "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, check=True)
+    return set(json.loads(result.stdout))
+
+
+def test_the_schema_imports_only_the_standard_library():
+    import sys
+    outside = {m for m in imported_by("pillowd.settings")
+               if m not in sys.stdlib_module_names}
+    assert not outside & {*HARDWARE, "numpy"}
+    assert {m for m in outside if not m.startswith("_")} == {"pillowd"}, outside
+
+
+def test_the_loader_imports_no_hardware_library():
+    assert not imported_by("pillowd.config") & set(HARDWARE)

@@ -10,7 +10,9 @@ from pillowd.config import parse
 from pillowd.consumer import Backoff, Consumer
 from pillowd.history import History, HistoryError
 from pillowd.messages import decode
+from pillowd.player import Player
 from pillowd.queues.local import LocalStore
+from pillowd.scenes import Timeline
 
 SETTINGS = parse('''
 [scenes.idle]
@@ -33,15 +35,17 @@ class World:
         self.history = History(tmp_path / "h.sqlite3")
         self.played = []
         self.outcomes = []
+        timeline = Timeline(SETTINGS.scenes["idle"])
+        timeline.on_change(lambda playing: self.played.append(playing.message["id"]))
+        self.player = Player(self.history, timeline, on_outcome=self.outcomes.append)
         self.consumer = self.make()
 
     def make(self, **kw):
-        return Consumer(self.queue, self.poison, self.history,
+        return Consumer(self.queue, self.poison, self.history, self.player,
                         decode=lambda body: decode(body, SETTINGS),
-                        play=lambda command, mid: self.played.append(mid),
                         backoff=Backoff(0.1, 5), backend="local",
                         max_dequeue_count=2, max_age=900,
-                        on_outcome=self.outcomes.append, wall=lambda: self.wall_now, **kw)
+                        wall=lambda: self.wall_now, **kw)
 
     def send(self, **fields):
         return self.queue.put(json.dumps({"scene": "hug", **fields}))

@@ -72,20 +72,21 @@ def test_watchdog_pings_stop_when_the_render_loop_freezes(make_config, notify_so
         render_once(now)
 
     daemon.renderer.render_once = render_or_hang
-    daemon.pillow._render_stall = 1.5  # above the idle sleep on a static frame (0.5 s)
     daemon.start()
     try:
         def pings():
             return [t for t, d in received if "WATCHDOG=1" in d]
         wait_for(lambda: len(pings()) >= 3, message="regular watchdog pings")
         frozen.set()
+        # A resting loop is well; this wakes it to draw, and the draw hangs.
+        daemon.controls.play({"scene": "hug"})
         wait_for(lambda: any("STATUS=Stalled: render loop" in d for _, d in received),
                  timeout=5, message="the stall reported")
         silent_from = time.monotonic()
         count = len(pings())
         time.sleep(1.0)  # five ping intervals: none may come while frozen
         assert len(pings()) == count
-        assert daemon.pillow.health()  # /healthz would say 503 too
+        assert daemon.health.reasons()  # /healthz would say 503 too
         thaw.set()
         frozen.clear()
         wait_for(lambda: [t for t in pings() if t > silent_from], message="pings again")

@@ -2,6 +2,7 @@
 
 import json
 import math
+import threading
 import time
 from datetime import datetime, timedelta
 
@@ -86,7 +87,7 @@ def daemon(make_config, queue_backend):
 
 def test_a_press_plays_hugged_and_sends_exactly_one_event(daemon):
     d = daemon()
-    d.pillow.play({"scene": "glow", "from": "Alice", "id": "msg-1"}, source="web")
+    d.controls.play({"scene": "glow", "from": "Alice", "id": "msg-1"}, source="web")
     button = d.hardware.pin_factory.pin(17)
     assert button.state == 1          # pulled up, not pressed
     before = datetime.now().astimezone()
@@ -135,9 +136,7 @@ def test_events_wait_on_disk_while_the_queue_is_offline_and_go_on_reconnect(tmp_
 
     outbox = Outbox(tmp_path / "outbox.sqlite3", flaky, retry_min=0.05, retry_max=0.1)
     assert [e["id"] for e in outbox.pending()] == ["one"]
-    import threading
-    stop = threading.Event()
-    runner = threading.Thread(target=outbox.run, args=(stop,), daemon=True)
+    runner = threading.Thread(target=outbox.run, daemon=True)
     runner.start()
     try:
         outbox.add({"event": "hug", "id": "two"})
@@ -146,7 +145,7 @@ def test_events_wait_on_disk_while_the_queue_is_offline_and_go_on_reconnect(tmp_
         wait_for(lambda: len(queue.peek()) == 2, message="both events sent")
         wait_for(lambda: not outbox.pending(), message="the outbox emptied")
     finally:
-        stop.set()
+        outbox.stop()
         runner.join(2)
         outbox.close()
     assert [json.loads(m.body)["id"] for m in queue.peek()] == ["one", "two"]
@@ -175,7 +174,7 @@ def test_sigterm_leaves_every_pin_off(pillow):
 def test_a_crashed_render_loop_turns_every_actuator_off(daemon):
     d = daemon()
     f = d.hardware.pin_factory
-    d.pillow.play({"scene": "buzz"}, source="web")
+    d.controls.play({"scene": "buzz"}, source="web")
     wait_for(lambda: f.pin(23).state == 1.0 and f.pin(25).state == 1, message="on")
 
     def broken(now=None):
@@ -184,9 +183,9 @@ def test_a_crashed_render_loop_turns_every_actuator_off(daemon):
     wait_for(lambda: f.pin(23).state == 0 and f.pin(25).state == 0
              and f.pin(24).state == 0, message="everything off")
     assert "render loop stopped" in d.actuators.fault
-    wait_for(lambda: "the render loop has stopped" in d.pillow.health(),
+    wait_for(lambda: "the render loop has stopped" in d.health.reasons(),
              message="the render loop reported unwell")
-    assert "actuators off: the render loop stopped" in d.pillow.health()
+    assert "actuators off: the render loop stopped" in d.health.reasons()
     assert f.pin(23).state == 0
 
 
@@ -231,7 +230,7 @@ def test_quiet_hours_dim_the_leds_and_still_the_actuators(daemon):
     f = d.hardware.pin_factory
     d.quiet_hours.clock = lambda: local("12:00")
     d.quiet_hours.check()
-    d.pillow.play({"scene": "buzz"}, source="web")
+    d.controls.play({"scene": "buzz"}, source="web")
     wait_for(lambda: f.pin(23).state == 1.0, message="the motor on by day")
     assert d.pillow.snapshot()["quiet"] is False
 
@@ -247,9 +246,11 @@ def test_quiet_hours_dim_the_leds_and_still_the_actuators(daemon):
     wait_for(lambda: 0 < d.renderer.last_frame[2] <= 26 and
              d.renderer.last_frame[:2] == b"\0\0", message="a dimmed frame")
     marks = len(f.pin(23).states)
-    d.pillow.play({"scene": "buzz"}, source="web")   # asking again changes nothing
+    d.controls.play({"scene": "buzz"}, source="web")   # asking again changes nothing
     ticked = time.monotonic()
-    wait_for(lambda: d.actuators.heartbeat > ticked + 0.1, message="more ticks")
+    # The new scene wakes the loop for a tick; muted, it then sleeps until a change.
+    wait_for(lambda: d.actuators.heartbeat > ticked and d.actuators.resting,
+             message="a tick for the new scene, then rest")
     assert len(f.pin(23).states) == marks
 
     d.quiet_hours.clock = lambda: local("07:00", day=25)
@@ -265,16 +266,16 @@ def test_quiet_by_hand_lasts_until_quiet_hours_next_begin_or_end(daemon):
     f = d.hardware.pin_factory
     d.quiet_hours.clock = lambda: local("15:00")
     d.quiet_hours.check()
-    d.pillow.play({"scene": "buzz"}, source="web")
+    d.controls.play({"scene": "buzz"}, source="web")
     wait_for(lambda: f.pin(23).state == 1.0, message="the motor on")
-    d.pillow.set_quiet(True)          # the page's "quiet now"
+    d.controls.set_quiet(True)          # the page's "quiet now"
     wait_for(lambda: f.pin(23).state == 0, message="still, by hand")
     assert d.pillow.snapshot()["quiet"] is True
     d.quiet_hours.clock = lambda: local("22:00")
     assert d.quiet_hours.check() is True       # still the hand's choice
     d.quiet_hours.clock = lambda: local("23:00")
     assert d.quiet_hours.check() is True       # now quiet hours as well
-    d.pillow.set_quiet(False)         # a hand can also lift quiet hours...
+    d.controls.set_quiet(False)         # a hand can also lift quiet hours...
     wait_for(lambda: f.pin(23).state == 1.0, message="the motor back")
     d.quiet_hours.clock = lambda: local("07:00", day=25)
     assert d.quiet_hours.check() is False      # ...their end forgets the hand...
@@ -287,12 +288,12 @@ def test_quiet_by_hand_lasts_until_quiet_hours_next_begin_or_end(daemon):
 def test_quiet_by_hand_works_without_quiet_hours(daemon):
     d = daemon(PARTS)
     f = d.hardware.pin_factory
-    d.pillow.play({"scene": "buzz"}, source="web")
+    d.controls.play({"scene": "buzz"}, source="web")
     wait_for(lambda: f.pin(23).state == 1.0, message="the motor on")
-    d.pillow.set_quiet(True)
+    d.controls.set_quiet(True)
     wait_for(lambda: f.pin(23).state == 0 and d.pillow.snapshot()["quiet"],
              message="still")
-    d.pillow.set_quiet(False)
+    d.controls.set_quiet(False)
     wait_for(lambda: f.pin(23).state == 1.0, message="the motor back")
 
 

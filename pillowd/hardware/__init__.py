@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gpiozero.pins import Factory
 
@@ -13,7 +13,8 @@ from .mock import MockStrip
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Hardware", "HardwareError", "LedStrip", "MockStrip", "open_hardware"]
+__all__ = ["Hardware", "HardwareError", "LedStrip", "MockStrip", "open_hardware",
+           "open_mock"]
 
 
 @dataclass
@@ -24,17 +25,11 @@ class Hardware:
     pin_factory: Factory
     description: str
     mock: bool
-    closers: list = field(default_factory=list)
     record_to: Path | None = None  # mock only: where close() leaves the final state
 
     def close(self) -> None:
-        """Everything dark and still; safe twice."""
-        for close in reversed(self.closers):
-            try:
-                close()
-            except Exception:  # keep turning the rest off
-                log.exception("while closing hardware")
-        self.closers.clear()
+        """The strip dark and the pins let go; safe twice. The devices built on the
+        pins are closed first, by whoever built them."""
         self.strip.close()
         if self.mock and self.record_to is not None:
             from .mock import record
@@ -43,7 +38,14 @@ class Hardware:
         self.pin_factory.close()
 
 
-def open_hardware(backend: str, leds) -> Hardware:
+def open_mock(count: int, record_to: Path | None = None) -> Hardware:
+    """An in-memory strip and gpiozero's mock pins; *record_to* gets their final state."""
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+    return Hardware(MockStrip(count), MockFactory(pin_class=MockPWMPin),
+                    "mock hardware", mock=True, record_to=record_to)
+
+
+def open_hardware(backend: str, leds, record_to: Path | None = None) -> Hardware:
     """The hardware for *backend* ("auto", "mock" or "pi") and the [leds] settings."""
     model = read_pi_model()
     is_pi = led_driver_for(model) != "mock"
@@ -52,9 +54,7 @@ def open_hardware(backend: str, leds) -> Hardware:
         log.info("hardware backend auto: %s", f"real parts on {model}" if is_pi
                  else "mock hardware (this is not a Raspberry Pi)")
     if backend == "mock":
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
-        return Hardware(MockStrip(leds.count), MockFactory(pin_class=MockPWMPin),
-                        "mock hardware", mock=True)
+        return open_mock(leds.count, record_to)
     if not is_pi:
         raise HardwareError("hardware backend 'pi' needs a Raspberry Pi; "
                             "use backend = \"mock\" or \"auto\" elsewhere")

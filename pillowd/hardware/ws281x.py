@@ -6,18 +6,10 @@ import ctypes
 
 import numpy as np
 
+from ..pinout import STRIP_TYPES, WS281X_PINS
 from .base import HardwareError, LedStrip
 
-__all__ = ["Ws281xStrip", "WS281X_PINS", "STRIP_TYPES"]
-
-#: GPIO -> PWM channel; 21 uses PCM and 10 SPI, both on channel 0
-WS281X_PINS = {12: 0, 18: 0, 13: 1, 19: 1, 21: 0, 10: 0}
-
-#: colour orders the strip's chips expect; four letters for RGBW (SK6812) chips
-STRIP_TYPES = (
-    "RGB", "RBG", "GRB", "GBR", "BRG", "BGR",
-    "RGBW", "RBGW", "GRBW", "GBRW", "BRGW", "BGRW",
-)
+__all__ = ["Ws281xStrip"]
 
 
 def _binding():

@@ -1,0 +1,58 @@
+"""The one way anything plays on the pillow: record the outcome, announce it, then play."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Callable
+
+from .history import History, Outcome, iso_now
+from .messages import Command
+from .scenes import Timeline
+
+log = logging.getLogger("pillowd.player")
+
+
+class Player:
+    """Keeps every outcome in the history before anyone hears of it or sees it play.
+
+    The queue consumer, the status page's controls, the demo, the hug button and
+    Home Assistant all play through here, so each play is in the history (and so
+    deduplicated, counted and shown) exactly like a queue message's.
+    """
+
+    def __init__(self, history: History, timeline: Timeline, *,
+                 on_outcome: Callable[[Outcome], None]):
+        self._history = history
+        self._timeline = timeline
+        self._on_outcome = on_outcome
+
+    def record(self, outcome: Outcome) -> Outcome | None:
+        """Keep and announce *outcome*; None when its delivery had one already.
+
+        Raises HistoryError when it cannot be kept: then nothing is announced.
+        """
+        recorded = self._history.record(outcome)
+        if recorded is not None:
+            log.info("message %s %s%s", recorded.id, recorded.outcome,
+                     f": {recorded.reason}" if recorded.reason else "",
+                     extra={"PILLOW_OUTCOME": recorded.outcome,
+                            "PILLOW_SCENE": recorded.scene or "",
+                            "PILLOW_MESSAGE_ID": recorded.id})
+            # Announced before it plays, so no snapshot shows the scene without it.
+            self._on_outcome(recorded)
+        return recorded
+
+    def play(self, command: Command, outcome: Outcome) -> Outcome | None:
+        """Record *outcome* (applied) and play *command*; None if already settled."""
+        recorded = self.record(outcome)
+        if recorded is not None:
+            self._timeline.play(command, recorded.id)
+        return recorded
+
+    def play_now(self, command: Command, source: str) -> Outcome:
+        """Play *command* from *source* ("web", "button", "mqtt", "demo") at once."""
+        outcome = Outcome(id=command.id or f"{source}-{uuid.uuid4()}", outcome="applied",
+                          scene=command.scene.name, sender=command.sender, reason=None,
+                          at=iso_now(), queue=source)
+        return self.play(command, outcome)

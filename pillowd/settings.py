@@ -1,0 +1,288 @@
+"""The settings config.toml describes: frozen dataclasses with defaults and checks; stdlib only."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Checks return the reason a value is bad, or None. The loader (pillowd.config) runs
+# them on every key it reads, after checking the value's TOML type.
+Check = Callable[[Any], "str | None"]
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> Check:
+    def check(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if lo is not None and value < lo:
+            return f"must be at least {lo}, not {value}"
+        if hi is not None and value > hi:
+            return f"must be at most {hi}, not {value}"
+        return None
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value):
+        if value not in choices:
+            return f"must be one of {', '.join(map(repr, choices))}, not {value!r}"
+        return None
+    return check
+
+
+def _non_empty(value) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+
+
+def _queue_name(value) -> str | None:
+    # Azure's rule, applied to the local backend too so a config moves between them.
+    if value == "" or _QUEUE_NAME.match(value):
+        return None
+    return ("must be 3-63 lowercase letters, digits and single hyphens, "
+            "starting and ending with a letter or digit")
+
+
+def _gpio(value) -> str | None:
+    # BCM numbers of the 40-pin header; -1 is "not given", reported as missing.
+    return None if 0 <= value <= 27 else f"must be a GPIO number 0..27, not {value}"
+
+
+_HH_MM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _clock_time(value) -> str | None:
+    return None if _HH_MM.match(value) else f"must be a time like \"22:30\", not {value!r}"
+
+
+def _aliases(value) -> str | None:
+    if all(isinstance(a, str) and a.strip() for a in value):
+        return None
+    return "must be a list of non-empty strings"
+
+
+def _key(default, check: Check | None = None):
+    return field(default=default, metadata={"check": check})
+
+
+def _limits(defaults: Limits, **checks: Check):
+    """A part's Limits, written as flat keys in the part's own table: *defaults* are
+    the part's, *checks* replace Limits' own for the keys whose bounds differ."""
+    return field(default=defaults, metadata={"check": checks})
+
+
+@dataclass(frozen=True)
+class PillowSettings:
+    name: str = _key("cloud-pillow", _non_empty)
+    state_dir: str = _key("/var/lib/pillowd", _non_empty)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    backend: str = _key("local", _one_of("local", "azure"))
+    name: str = _key("pillow", _queue_name)
+    poison_name: str = _key("", _queue_name)      # "" means "<name>-poison"
+    outbound_name: str = _key("", _queue_name)
+    connection_string_env: str = _key("AZURE_STORAGE_CONNECTION_STRING")
+    account_url: str = _key("")
+    poll_min_seconds: float = _key(0.1, _range(0.01, 60))
+    poll_max_seconds: float = _key(5.0, _range(0.01, 600))
+    max_dequeue_count: int = _key(5, _range(1, 1000))
+    message_max_age_seconds: float = _key(900, _range(1, 7 * 24 * 3600))
+    visibility_timeout_seconds: int = _key(30, _range(1, 3600))
+    batch_size: int = _key(32, _range(1, 32))
+
+
+@dataclass(frozen=True)
+class HardwareSettings:
+    backend: str = _key("auto", _one_of("auto", "mock", "pi"))
+
+
+@dataclass(frozen=True)
+class LedSettings:
+    count: int = _key(60, _range(1, 2000))
+    brightness: float = _key(0.6, _range(0, 1))
+    max_milliamps: int = _key(2000, _range(0, 100_000))
+    fps: int = _key(50, _range(1, 120))
+    driver: str = _key("auto", _one_of("auto", "mock", "ws281x", "pio"))
+    gamma: float = _key(2.2, _range(1, 4))
+    milliamps_per_led: float = _key(55.0, _range(1, 200))
+    idle_milliamps_per_led: float = _key(1.0, _range(0, 20))
+    # ws281x only; pin and strip_type are checked by the loader against pillowd.pinout
+    pin: int = _key(18)
+    strip_type: str = _key("GRB")
+    dma: int = _key(10, _range(0, 14))
+    freq: int = _key(800_000, _range(400_000, 800_000))
+    invert: bool = _key(False)
+    # pio (Raspberry Pi 5) only
+    device: str = _key("/dev/leds0", _non_empty)
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = _key("0.0.0.0", _non_empty)
+    port: int = _key(8080, _range(0, 65535))
+    control_token_env: str = _key("PILLOWD_CONTROL_TOKEN")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long and how often one actuator may run: the same four keys in each
+    [actuators.*] table, whose defaults are the part's own."""
+
+    max_on_seconds: float = field(metadata={"check": _range(0.05, 3600)})
+    duty_cap: float = field(metadata={"check": _range(0.01, 1)})  # share of any window on
+    window_seconds: float = field(metadata={"check": _range(1, 86400)})
+    cooldown_seconds: float = field(metadata={"check": _range(0, 86400)})  # rest after a cut
+
+
+@dataclass(frozen=True)
+class VibrationSettings:
+    """A vibration motor on a PWM pin (through a transistor/driver, never directly)."""
+
+    pin: int = _key(-1, _gpio)
+    max_level: float = _key(0.8, _range(0, 1))
+    limits: Limits = _limits(Limits(5.0, 0.5, 60.0, 10.0))
+
+
+@dataclass(frozen=True)
+class ServoSettings:
+    """A hobby servo; it may only move between min_angle and max_angle."""
+
+    pin: int = _key(-1, _gpio)
+    min_angle: float = _key(-45.0, _range(-90, 90))
+    max_angle: float = _key(45.0, _range(-90, 90))
+    min_pulse_ms: float = _key(1.0, _range(0.5, 2.5))
+    max_pulse_ms: float = _key(2.0, _range(0.5, 2.5))
+    limits: Limits = _limits(Limits(30.0, 0.5, 120.0, 10.0))
+
+
+@dataclass(frozen=True)
+class WarmerSettings:
+    """A heating pad switched by a relay."""
+
+    pin: int = _key(-1, _gpio)
+    active_high: bool = _key(True)
+    # A pad warms over minutes: its on-time is 1 s to 2 h, not a motor's 0.05 s to 1 h.
+    limits: Limits = _limits(Limits(600.0, 0.5, 3600.0, 300.0),
+                             max_on_seconds=_range(1, 7200))
+
+
+@dataclass(frozen=True)
+class ActuatorSettings:
+    """The actuators fitted; None where a part is not (a pillow may have only LEDs)."""
+
+    vibration: VibrationSettings | None = None
+    servo: ServoSettings | None = None
+    warmer: WarmerSettings | None = None
+
+
+@dataclass(frozen=True)
+class ButtonSettings:
+    """The hug button: a press plays *scene* and tells the sender the hug was felt."""
+
+    pin: int = _key(-1, _gpio)
+    pull_up: bool = _key(True)
+    bounce_seconds: float = _key(0.05, _range(0, 2))
+    scene: str = _key("hugged", _non_empty)
+
+
+@dataclass(frozen=True)
+class QuietSettings:
+    """Hours (local time) when the LEDs are dimmed and the actuators still."""
+
+    start: str = _key("22:30", _clock_time)
+    end: str = _key("07:00", _clock_time)
+    max_brightness: float = _key(0.1, _range(0, 1))
+    actuators: bool = _key(False)
+
+
+def _topic(value) -> str | None:
+    # A topic (or its start) the pillow publishes under: no wildcards, no empty ends.
+    if any(c in value for c in "+#\0"):
+        return "must not contain +, # or NUL (MQTT wildcards)"
+    if value.startswith("/") or value.endswith("/"):
+        return "must not start or end with /"
+    return None
+
+
+def _absolute(value) -> str | None:
+    return None if value == "" or value.startswith("/") else \
+        f"must be an absolute path, not {value!r}"
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Home Assistant over MQTT; the login comes from the environment, never this file."""
+
+    host: str = _key("homeassistant.local", _non_empty)
+    port: int = _key(1883, _range(1, 65535))
+    username_env: str = _key("PILLOWD_MQTT_USERNAME")
+    password_env: str = _key("PILLOWD_MQTT_PASSWORD")
+    tls: bool = _key(False)
+    ca_file: str = _key("", _absolute)
+    discovery_prefix: str = _key("homeassistant", lambda v: _non_empty(v) or _topic(v))
+    topic: str = _key("", _topic)      # "" means "pillowd/<pillow name>"
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    """A named way for the pillow to look, which messages ask for by name.
+
+    The keys after *params* are the scene's own in a [scenes.NAME] table; every other
+    key there is a parameter of its effect.
+    """
+
+    name: str
+    effect: str
+    params: dict           # the effect's parameters, validated, defaults filled
+    duration: float = _key(0.0, _range(0, 86400))  # 0 = until the next message
+    max_duration: float = _key(600.0, _range(1, 86400))
+    brightness: float = _key(1.0, _range(0, 1))
+    transition_seconds: float = _key(0.5, _range(0, 60))
+    aliases: tuple[str, ...] = _key((), _aliases)
+    vibration: str = _key("")      # a pattern name (checked by the loader); "" = still
+    vibration_level: float = _key(0.5, _range(0, 1))  # capped by [actuators.vibration]
+    servo_angle: float | None = _key(None, _range(-90, 90))  # None = the servo goes limp
+    warmer: bool = _key(False)
+
+
+DEFAULT_SCENES = {
+    "idle": {"effect": "breathe", "color": "#202040"},
+    "hug": {"effect": "breathe", "color": "#ff6ec7", "duration": 10},
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    pillow: PillowSettings = field(default_factory=PillowSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    hardware: HardwareSettings = field(default_factory=HardwareSettings)
+    leds: LedSettings = field(default_factory=LedSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    actuators: ActuatorSettings = field(default_factory=ActuatorSettings)
+    button: ButtonSettings | None = None
+    quiet: QuietSettings | None = None
+    mqtt: MqttSettings | None = None
+    scenes: dict[str, SceneSettings] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+    @property
+    def poison_name(self) -> str:
+        return self.queue.poison_name or f"{self.queue.name}-poison"
+
+    def scene_named(self, word: str) -> SceneSettings | None:
+        """The scene called *word*, or listing it as an alias (any case)."""
+        word = word.strip()
+        if word in self.scenes:
+            return self.scenes[word]
+        folded = word.casefold()
+        for scene in self.scenes.values():
+            if scene.name.casefold() == folded or folded in (
+                    a.casefold() for a in scene.aliases):
+                return scene
+        return None
