@@ -8,8 +8,8 @@ Needs Debian's mosquitto (`make test-deps` installs it). Three figures:
 1. light command → LEDs changed: a paho client publishes a JSON light command
    (a new colour of a solid scene with no cross-fade) and times the first Socket.IO
    `frame` event (the real LED bytes, after brightness and power limiting) that
-   differs from the frame before. Includes the page's frame tick (at most 20 a
-   second, so up to 50 ms) and the render loop's next frame (50 fps).
+   differs from the frame before. Includes the render loop's next frame and the
+   page's frame pacing (at most 20 a second; rounds are spaced 60-150 ms apart).
 2. message applied → published: a message from a new sender is put on the local
    queue; the figure runs from its `at` in /api/history (written when the outcome
    is recorded, just before it plays) to the paho subscriber receiving the
@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import re
 import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -43,7 +46,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pillowd.messages import encode
 from pillowd.mqtt import HomeAssistant
 from pillowd.queues.local import LocalStore
-from running import RunningPillowd  # bench/ is on the path
 
 TOPIC = "pillowd/bench-pillow"
 CONFIG = """
@@ -107,6 +109,37 @@ def start_broker(directory: Path) -> tuple[subprocess.Popen, int]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("mosquitto did not start (apt-get install mosquitto)")
             time.sleep(0.02)
+
+
+class Pillowd:
+    """`pillowd run` on *config*; start() returns its status page's address."""
+
+    def __init__(self, config: Path):
+        self.config = config
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pillowd", "run", "--config", str(self.config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        seen = []
+        for line in self.proc.stdout:
+            seen.append(line)
+            m = re.match(r"pillowd: status page at (http://\S+/)", line)
+            if m:  # keep draining its output: a full pipe would block the daemon
+                threading.Thread(target=lambda: [None for _ in self.proc.stdout],
+                                 daemon=True).start()
+                return m.group(1)
+        raise SystemExit("pillowd did not start:\n" + "".join(seen[-20:]))
+
+    def __enter__(self) -> "Pillowd":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 class Subscriber:
@@ -282,7 +315,7 @@ def main() -> None:
         config.write_text(CONFIG.format(state=state, port=port))
         subscriber = Subscriber(port)
         try:
-            with RunningPillowd(config) as pillowd:
+            with Pillowd(config) as pillowd:
                 url = pillowd.start()
                 deadline = time.monotonic() + 10
                 while not (requests.get(url + "api/state", timeout=5).json()
