@@ -111,7 +111,7 @@ class _Hush:
         self.hushed = 0
         self._lock = threading.Lock()
 
-    def warn(self, message: str, *args) -> None:
+    def warn(self, message: str, *args, exc_info: bool = False) -> None:
         with self._lock:
             now = self.clock()
             if now - self.last < self.every:
@@ -119,7 +119,7 @@ class _Hush:
                 return
             hushed, self.hushed, self.last = self.hushed, 0, now
         more = f" ({hushed} more since the last one)" if hushed else ""
-        log.warning(message + more, *args)
+        log.warning(message + more, *args, exc_info=exc_info)
 
 
 class HomeAssistant:
@@ -209,9 +209,9 @@ class HomeAssistant:
                              client_id=f"pillowd-{self.node}",
                              protocol=paho.MQTTv311)
         # Paho swallows nothing by default: a bug in a callback would end its
-        # thread and with it the connection. Callbacks here catch their own errors.
-        # Paho's own log is left off: it says "not connected" at ERROR on every
-        # stop while the broker is away; the status here says why in words.
+        # thread and with it the connection. (Callbacks here catch their own.)
+        # Its own log stays off: it says "not connected" at ERROR on every stop
+        # while the broker is away, where the status here says why in words.
         client.suppress_exceptions = True
         if self._username:
             client.username_pw_set(self._username, self._password)
@@ -314,9 +314,9 @@ class HomeAssistant:
         except Rejection as why:
             self.ignored += 1
             self._hush.warn("mqtt: ignored a command on %s: %s", message.topic, why)
-        except Exception:  # a bug must not end the network thread
+        except Exception:  # a bug must not end the network thread, nor flood the log
             self.ignored += 1
-            log.exception("mqtt: a command on %s failed", message.topic)
+            self._hush.warn("mqtt: a command on %s failed", message.topic, exc_info=True)
 
     # -- commands ------------------------------------------------------------------
 
@@ -325,9 +325,9 @@ class HomeAssistant:
         state = command.get("state")
         if state not in ("ON", "OFF"):
             raise Rejection(f"state must be \"ON\" or \"OFF\", not {_short(state)}")
-        self.commands += 1
         if state == "OFF":
             self.controls.off()
+            self.commands += 1
             return
         level = None
         if "brightness" in command:
@@ -352,12 +352,13 @@ class HomeAssistant:
             if level > 0:
                 self._restore_level = level
             self.controls.set_brightness(level)
+        self.commands += 1
 
     def _quiet(self, payload: bytes) -> None:
         if payload not in (b"ON", b"OFF"):
             raise Rejection(f"the quiet switch takes ON or OFF, not {_short(payload)}")
-        self.commands += 1
         self.controls.set_quiet(payload == b"ON")
+        self.commands += 1
 
     def _current_brightness(self) -> float:
         return float((self.snapshot().get("leds") or {}).get("brightness") or 0.0)
@@ -507,41 +508,43 @@ def remove_entities(marker: str | Path, *, username: str | None, password: str |
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
     if username:
         client.username_pw_set(username, password)
-    where = f"{data['host']}:{data['port']}"
-    try:
-        if data.get("tls"):
-            client.tls_set(ca_certs=data.get("ca_file") or None)
-        connected = threading.Event()
+    host, port, tls = data["host"], data["port"], bool(data.get("tls"))
+    refused: list[str] = []
+    connected = threading.Event()
 
-        def on_connect(client, userdata, flags, reason_code, properties):
-            if reason_code.is_failure:
-                log.warning("mqtt: cannot remove the Home Assistant entities: %s",
-                            _refusal(reason_code))
-            else:
-                connected.set()
-        client.on_connect = on_connect
-        client.connect(data["host"], data["port"], keepalive=KEEPALIVE)
+    def on_connect(client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            refused.append(_refusal(reason_code))
+        connected.set()
+    client.on_connect = on_connect
+    why = None
+    try:
+        if tls:
+            client.tls_set(ca_certs=data.get("ca_file") or None)
+        client.connect(host, port, keepalive=KEEPALIVE)
         client.loop_start()
         try:
-            if not connected.wait(timeout):
-                return False
-            infos = [client.publish(t, "", qos=1, retain=True) for t in data["topics"]
-                     if isinstance(t, str)]
-            deadline = time.monotonic() + timeout
-            for info in infos:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            if not all(info.is_published() for info in infos):
-                return False
+            if not connected.wait(timeout) or refused:
+                why = refused[0] if refused else f"no answer from {host}:{port}"
+            else:
+                infos = [client.publish(t, "", qos=1, retain=True)
+                         for t in data["topics"] if isinstance(t, str)]
+                deadline = time.monotonic() + timeout
+                for info in infos:
+                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+                if not all(info.is_published() for info in infos):
+                    why = f"{host}:{port} did not take them all in {timeout:.0f} s"
         finally:
             client.disconnect()
             client.loop_stop()
-    except (OSError, ssl.SSLError, ValueError, RuntimeError) as err:
-        log.warning("mqtt: cannot remove the Home Assistant entities (kept in %s for "
-                    "the next start): %s", marker,
-                    describe_failure(err, data["host"], data["port"], bool(data.get("tls"))))
+    except (OSError, ValueError, RuntimeError) as err:  # ssl's errors are OSErrors
+        why = describe_failure(err, host, port, tls)
+    if why:
+        log.warning("mqtt: cannot remove the Home Assistant entities now (kept in %s "
+                    "for the next start): %s", marker, why)
         return False
     marker.unlink(missing_ok=True)
-    log.info("mqtt: removed the Home Assistant entities from %s", where)
+    log.info("mqtt: removed the Home Assistant entities from %s:%s", host, port)
     return True
 
 

@@ -612,3 +612,37 @@ def test_the_shipped_config_documents_every_mqtt_key():
     assert settings.mqtt == MqttSettings()
     for f in fields(MqttSettings):
         assert f"\n# {f.name} = " in "\n" + block, f"mqtt.{f.name} is not in config.toml"
+
+
+def test_a_removal_that_cannot_happen_now_waits_for_the_next_start(locked_broker, tmp_path,
+                                                                    caplog):
+    from pillowd.mqtt import remove_entities
+    marker = tmp_path / "mqtt-entities.json"
+    topic = f"{PREFIX}/switch/x/quiet/config"
+    publisher = HomeAssistantStandIn(locked_broker.port, topics=("unused",),
+                                     username="pillow", password="s3cret-pw")
+    publisher.publish(topic, "{}", retain=True).wait_for_publish(5)
+    publisher.close()
+
+    marker.write_text(json.dumps({"host": "127.0.0.1", "port": free_port(),
+                                  "topics": [topic]}))
+    assert remove_entities(marker, username=None, password=None) is False
+    assert marker.exists() and "refused the connection" in caplog.text
+
+    marker.write_text(json.dumps({"host": "127.0.0.1", "port": locked_broker.port,
+                                  "topics": [topic]}))
+    assert remove_entities(marker, username="pillow", password="wrong") is False
+    assert marker.exists() and "refused the login" in caplog.text
+    assert "wrong" not in caplog.text.replace("wrong user name", "")  # no secret
+
+    assert remove_entities(marker, username="pillow", password="s3cret-pw") is True
+    assert not marker.exists()
+    login = {"username": "pillow", "password": "s3cret-pw"}
+    standin = HomeAssistantStandIn(locked_broker.port, topics=(f"{PREFIX}/#",
+                                                               "test/sentinel"), **login)
+    try:  # nothing retained is left: the sentinel comes back alone
+        standin.publish("test/sentinel", "x").wait_for_publish(5)
+        standin.wait("test/sentinel")
+        assert standin.on(topic) == []
+    finally:
+        standin.close()
