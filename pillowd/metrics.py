@@ -54,7 +54,8 @@ class PillowCollector:
                                 value=self.clients())
         mqtt = self.mqtt()
         if mqtt is not None:
-            yield GaugeMetricFamily("pillowd_mqtt_online", "1 while the MQTT broker is connected",
+            yield GaugeMetricFamily("pillowd_mqtt_online",
+                                    "1 while the MQTT broker is connected",
                                     value=int(mqtt.status["online"]))
             yield CounterMetricFamily("pillowd_mqtt_connects",
                                       "Successful connections to the MQTT broker",

@@ -338,7 +338,8 @@ class HomeAssistant:
         play = {}
         if "effect" in command:
             if not isinstance(command["effect"], str):
-                raise Rejection(f"effect must be a scene name, not {_short(command['effect'])}")
+                raise Rejection(
+                    f"effect must be a scene name, not {_short(command['effect'])}")
             play["scene"] = command["effect"]
         if "color" in command:
             play["color"] = _hex_color(command["color"])

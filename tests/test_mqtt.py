@@ -4,12 +4,10 @@ Home Assistant, and a real `pillowd run`."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
