@@ -644,3 +644,24 @@ def test_a_removal_that_cannot_happen_now_waits_for_the_next_start(locked_broker
         assert standin.on(topic) == []
     finally:
         standin.close()
+
+
+def test_a_renamed_pillow_removes_the_entities_of_its_old_name(broker, home_assistant,
+                                                               tmp_path):
+    ha = home_assistant()
+    marker = tmp_path / "mqtt-entities.json"
+    old = make(broker.port, lambda: SNAPSHOT, pillow_name="Old name", marker=marker)
+    old.start()
+    old_configs = wait_for(lambda: len(ha.configs()) == 4 and set(ha.configs()),
+                           message="the old name's configs")
+    old.close()
+    new = make(broker.port, lambda: SNAPSHOT, pillow_name="New name", marker=marker)
+    new.start()
+    try:
+        for topic in old_configs:
+            ha.wait(topic, lambda p: p == b"")
+        assert {t.split("/")[2] for t in ha.configs()} == {"New_name"}
+        assert set(retained(broker.port, f"{PREFIX}/#")) == set(ha.configs())
+        assert json.loads(marker.read_text())["topics"][:4] == list(ha.configs())
+    finally:
+        new.close()
