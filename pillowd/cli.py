@@ -1,4 +1,4 @@
-"""The pillowd command line: run, send, check-config and poison."""
+"""The pillowd command line: run, send, check-config, poison, and pair, invite, revoke."""
 
 from __future__ import annotations
 
@@ -20,10 +20,13 @@ from .config import ConfigError, load, with_state_dir
 from .errors import PillowError
 from .history import iso
 from .messages import Rejection, command_from, encode
-from .queues import QueueError
+from .pairing import DEFAULT_PREFIX, INVITE_DAYS, PAIR_DAYS
+from .queues import QueueAuthError, QueueError
 from .settings import Settings
 
 SYSTEM_CONFIG = "/etc/pillowd/config.toml"
+# pair, invite and revoke take the account key from here, like the az CLI does.
+OWNER_KEY_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 
 
 def default_config(environ=os.environ) -> str:
@@ -55,7 +58,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep history and the local queue here instead of "
                           "[pillow] state_dir")
 
-    send = command("send", "put one message on the configured queue and print its id")
+    send = commands.add_parser(
+        "send", help="put one message on the configured queue and print its id",
+        description="put one message on the configured queue, or on the queue an "
+                    "invite URL names, and print the message's id")
+    target = send.add_mutually_exclusive_group()
+    target.add_argument("--config", metavar="PATH",
+                        help="config file (default: $PILLOWD_CONFIG, else "
+                             f"{SYSTEM_CONFIG} when it exists, else ./config.toml)")
+    target.add_argument("--queue-url", metavar="URL",
+                        help="send with a URL printed by pillowd invite instead")
     send.add_argument("scene")
     send.add_argument("--color", metavar="HEX")
     send.add_argument("--brightness", type=float, metavar="0..1")
@@ -64,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--text")
     send.add_argument("--ttl", type=float, metavar="S",
                       help="seconds before the message expires unplayed")
+    send.add_argument("--id", dest="message_id", metavar="ID",
+                      help="the message's id (default: a new UUID); printed on success")
     send.add_argument("--base64", action="store_true",
                       help="encode the body as Azure Functions and the portal do")
     send.add_argument("--state-dir", metavar="DIR",
@@ -76,7 +90,51 @@ def _parser() -> argparse.ArgumentParser:
     poison.add_argument("id", nargs="?", help="with requeue: only this message")
     poison.add_argument("--state-dir", metavar="DIR",
                         help="the local queue's state_dir, as given to run --state-dir")
+
+    # These run on the owner's computer with the account key, never on a pillow.
+    key_note = " (needs the account key in $AZURE_STORAGE_CONNECTION_STRING)"
+    pair = commands.add_parser(
+        "pair", help="set up pillows that hug each other on Azure Storage" + key_note,
+        description="Creates the queues PREFIX+NAME and PREFIX+NAME-poison, a stored "
+                    "access policy per pillow on each queue it may touch, and per "
+                    "pillow DIR/NAME/queue.toml and DIR/NAME/queue-sas.toml." + key_note)
+    pair.add_argument("names", nargs="+", metavar="NAME")
+    pair.add_argument("--out", metavar="DIR", default=".",
+                      help="where each pillow's folder is written (default: here)")
+    pair.add_argument("--days", type=_days, metavar="N",
+                      help=f"policies expire after N days (new ones: {PAIR_DAYS}); "
+                           "given again, renews existing ones")
+    pair.add_argument("--prefix", metavar="P", default=DEFAULT_PREFIX,
+                      help=f"queue name prefix (default: {DEFAULT_PREFIX})")
+    invite = commands.add_parser(
+        "invite", help="print send-only URLs for a friend's phone or script" + key_note,
+        description="Makes a stored access policy NAME that may only add messages to "
+                    "the pillows' queues, and prints one URL per queue." + key_note)
+    invite.add_argument("name", metavar="NAME")
+    invite.add_argument("--days", type=_days, metavar="N",
+                        help=f"the invite expires after N days (new ones: {INVITE_DAYS}); "
+                             "given again, renews it")
+    invite.add_argument("--to", nargs="+", metavar="NAME",
+                        help="only these pillows (default: every pillow under --prefix)")
+    invite.add_argument("--prefix", metavar="P", default=DEFAULT_PREFIX,
+                        help=f"queue name prefix (default: {DEFAULT_PREFIX})")
+    revoke = commands.add_parser(
+        "revoke", help="stop every token issued for pillow or invite NAME" + key_note,
+        description="Deletes the stored access policy NAME on every queue of the "
+                    "account; Azure takes up to 30 s to refuse its tokens." + key_note)
+    revoke.add_argument("name", metavar="NAME")
     return parser
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 36500:
+        raise argparse.ArgumentTypeError(f"must be a whole number of days, 1..36500, "
+                                         f"not {text!r}")
+    return days
 
 
 def main(args: list[str] | None = None) -> int:
@@ -85,6 +143,10 @@ def main(args: list[str] | None = None) -> int:
     debug = bool(os.environ.get("DEBUG"))
     _setup_logging(debug)
     try:
+        if options.command in ("pair", "invite", "revoke"):
+            return _owner_command(options)
+        if options.command == "send" and options.queue_url:
+            return _send(None, options)
         path = options.config or default_config()
         if options.command == "check-config":
             return _check_config(path)
@@ -133,44 +195,136 @@ def _check_config(path: str) -> int:
     return 0
 
 
-def _send(settings: Settings, options) -> int:
-    from .daemon import open_queues
-
+def _send(settings: Settings | None, options) -> int:
+    """Sends with the config's queues, or (*settings* None) with options.queue_url."""
     fields = {"scene": options.scene}
     for key, value in (("color", options.color), ("brightness", options.brightness),
                        ("duration", options.duration), ("from", options.sender),
                        ("text", options.text), ("ttl", options.ttl)):
         if value is not None:
             fields[key] = value
-    fields["id"] = str(uuid.uuid4())
+    # The id the history, the snapshot and the page show: the sender's, not the
+    # queue's (a message id the queue makes up is unknown until after the put).
+    fields["id"] = options.message_id if options.message_id is not None else str(uuid.uuid4())
     fields["sent_at"] = iso(datetime.now(timezone.utc))
     try:
-        command_from(fields, settings)  # refuse here what the pillow would reject
+        # Refuse here what the pillow would reject. Through an invite URL the
+        # receiving pillow's scenes are unknown: only the fields are checked.
+        command_from(fields, settings or _any_scene(options.scene))
     except Rejection as err:
         print(f"pillowd: not sent: {err}", file=sys.stderr)
         return 1
-    queues = open_queues(settings)
-    try:
-        # The message's ttl is enforced by the pillow, which records it as expired;
-        # a queue-side time-to-live would make it vanish with no outcome at all.
-        queue_message_id = queues.main.put(encode(fields, as_base64=options.base64))
-    finally:
-        queues.close()
-    print(queue_message_id)
+    body = encode(fields, as_base64=options.base64)
+    # The message's ttl is enforced by the pillow, which records it as expired;
+    # a queue-side time-to-live would make it vanish with no outcome at all.
+    if settings is None:
+        from .queues.azure import queue_from_url
+        logging.getLogger("azure").setLevel(logging.WARNING)  # as the daemon does
+        queue = queue_from_url(options.queue_url)
+        try:
+            queue.put(body)
+        finally:
+            queue.account.close()
+    else:
+        from .daemon import open_queues
+        queues = open_queues(settings)
+        try:
+            if getattr(getattr(queues.main, "account", None), "per_queue_tokens", False):
+                # A pillow's own tokens may not add to its own queue (pillowd pair).
+                raise QueueAuthError(
+                    f"this pillow's SAS tokens may not add to its own queue "
+                    f"{queues.main.name!r}: send with the account's connection string in "
+                    f"${settings.queue.connection_string_env or OWNER_KEY_ENV}, or with "
+                    "--queue-url and an invite URL")
+            queues.main.put(body)
+        finally:
+            queues.close()
+    print(fields["id"])
     return 0
+
+
+def _any_scene(scene) -> Settings:
+    """Settings in which *scene* (whatever its name) exists and takes a colour."""
+    from .config import parse
+    name = json.dumps(scene if isinstance(scene, str) else "")
+    return parse(f'[scenes.idle]\neffect = "solid"\n[scenes.{name}]\neffect = "solid"\n',
+                 "<send --queue-url>")
+
+
+def _owner_account(environ=os.environ):
+    from .queues.azure import AzureAccount
+
+    logging.getLogger("azure").setLevel(logging.WARNING)  # no request-by-request log
+    text = environ.get(OWNER_KEY_ENV, "").strip()
+    if not text:
+        raise PillowError(f"this needs the storage account's key: set ${OWNER_KEY_ENV} "
+                          "to its connection string (portal: the storage account, "
+                          "Access keys)")
+    return AzureAccount.from_connection_string(
+        text, f"the connection string in ${OWNER_KEY_ENV}")
+
+
+def _owner_command(options) -> int:
+    from . import pairing
+
+    account = _owner_account()
+    try:
+        if options.command == "pair":
+            files = pairing.pair(account, options.names, prefix=options.prefix,
+                                 days=options.days)
+            for name, pillow in files.items():
+                folder = pillow.write(options.out)
+                print(f"{name}: {folder / 'queue.toml'} and {folder / pairing.SAS_FILE}")
+            print("copy each folder's two files to its pillow (docs/pairing.md)",
+                  file=sys.stderr)
+        elif options.command == "invite":
+            urls = pairing.invite(account, options.name, to=options.to,
+                                  prefix=options.prefix, days=options.days)
+            for url in urls.values():
+                print(url)
+            print(f"send with: pillowd send hug --from {pairing.pillow_name(options.name)} "
+                  "--queue-url URL, or curl (docs/pairing.md); "
+                  f"stop with: pillowd revoke {pairing.pillow_name(options.name)}",
+                  file=sys.stderr)
+        else:
+            queues = pairing.revoke(account, options.name)
+            name = pairing.pillow_name(options.name)
+            if not queues:
+                print(f"no stored access policy named {name!r} on any queue: "
+                      "nothing to revoke", file=sys.stderr)
+            for queue in queues:
+                print(queue)
+            if queues:
+                print(f"revoked {name!r} on {len(queues)} queue(s); Azure may accept "
+                      "its tokens for up to 30 s more. The name is not used again on "
+                      "those queues (docs/pairing.md)", file=sys.stderr)
+        return 0
+    finally:
+        account.close()
 
 
 def _poison(settings: Settings, options) -> int:
     from .daemon import open_queues
 
     queues = open_queues(settings)
+    # A pillow's own tokens (pillowd pair's) may not add to its own queue, nor
+    # clear one: that is for the owner, with the account key.
+    key_hint = (f"run it with the account's connection string in "
+                f"${settings.queue.connection_string_env or OWNER_KEY_ENV} instead")
+    tokens = getattr(getattr(queues.main, "account", None), "per_queue_tokens", False)
     try:
         if options.action == "list":
             return _poison_list(queues)
         if options.action == "purge":
-            queues.poison.clear()
+            try:
+                queues.poison.clear()
+            except QueueAuthError as err:
+                raise QueueAuthError(f"{err}; {key_hint}" if tokens else str(err)) from None
             print(f"poison queue {queues.poison.name!r} emptied")
             return 0
+        if tokens:
+            raise QueueAuthError(f"poison requeue needs to add to {queues.main.name!r}, "
+                                 f"which this pillow's SAS tokens do not allow: {key_hint}")
         return _poison_requeue(queues, options.id)
     finally:
         queues.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, fields, is_dataclass, replace
 from functools import cache
@@ -131,6 +132,11 @@ _KINDS: dict[type, tuple[tuple[type, ...], str]] = {
 
 
 def _type_problem(value, kind) -> str | None:
+    if isinstance(kind, tuple):  # one of several, e.g. a name or a list of names
+        if any(_type_problem(value, k) is None for k in kind):
+            return None
+        return (f"must be {' or '.join(_KINDS[k][1] for k in kind)}, "
+                f"not {type(value).__name__} {value!r}")
     types, name = _KINDS[kind]
     if isinstance(value, types) and (kind is bool or not isinstance(value, bool)):
         return None
@@ -146,6 +152,10 @@ def _toml_kind(hint) -> type:
     """The TOML type a field is written as: a tuple as a list, an optional as its type."""
     if typing.get_origin(hint) is tuple:
         return list
+    if typing.get_origin(hint) is types.UnionType:  # a kind or another: both are read
+        kinds = tuple(_toml_kind(a) for a in typing.get_args(hint) if a is not type(None))
+        if len(kinds) > 1:
+            return kinds
     return next((a for a in typing.get_args(hint) if a is not type(None)), hint)
 
 
@@ -158,6 +168,8 @@ def _checked(cls, key: str, check: Check | None, value) -> tuple[Any, str | None
             why = rule(value)
     if why:
         return value, why
+    if isinstance(value, list) and isinstance(kind, tuple):
+        return tuple(value), None
     return float(value) if kind is float else tuple(value) if kind is list else value, None
 
 
@@ -314,7 +326,7 @@ def _check_queue(settings: Settings, lines: _Lines, problems: list[Problem]) -> 
     if settings.poison_name == q.name:
         problems.append(Problem("queue.poison_name", lines.of("queue", "poison_name"),
                                 "must differ from queue.name"))
-    if q.outbound_name and q.outbound_name in (q.name, settings.poison_name):
+    if set(settings.outbound_names) & {q.name, settings.poison_name}:
         problems.append(Problem("queue.outbound_name",
                                 lines.of("queue", "outbound_name"),
                                 "must differ from queue.name and the poison queue"))

@@ -13,7 +13,6 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from . import __version__, threads
 from .actuators import ActuatorError, Actuators, build_parts
@@ -59,13 +58,22 @@ class Queues:
         self._closers.clear()
 
 
+def _first_outbound(settings: Settings) -> str:
+    # Stand-in until the hug flow sends to every queue of a list (a family).
+    names = settings.outbound_names
+    if len(names) > 1:
+        log.warning("hug events go only to %r for now, not to %s", names[0],
+                    ", ".join(map(repr, names[1:])))
+    return names[0]
+
+
 def open_queues(settings: Settings, environ=os.environ) -> Queues:
     """The configured queues, created when missing."""
     q = settings.queue
     if q.backend == "local":
         store = LocalStore(Path(settings.pillow.state_dir) / "queue.sqlite3")
         main, poison = store.queue(q.name), store.queue(settings.poison_name)
-        outbound = store.queue(q.outbound_name) if q.outbound_name else None
+        outbound = store.queue(_first_outbound(settings)) if q.outbound_name else None
         for queue in (main, poison, outbound):
             if queue is not None:
                 queue.create()
@@ -75,49 +83,22 @@ def open_queues(settings: Settings, environ=os.environ) -> Queues:
     raise PillowError(f"queue backend {q.backend!r} is not available yet")
 
 
-# The systemd credential (LoadCredential=) holding the connection string.
+# The systemd credential (LoadCredential=) holding the connection string; the
+# Azure SDK is imported only when the azure backend is used.
 AZURE_CREDENTIAL = "azure-storage-connection-string"
 
 
 def azure_account(settings: Settings, environ=os.environ):
-    """The storage account from the first credential source that is there.
-
-    In order: the env var named by queue.connection_string_env, the systemd
-    credential, queue.account_url with a SAS, queue.account_url with the Azure
-    identity chain. Each error names the source, never the secret.
-    """
-    from .queues.azure import AzureAccount
+    """The storage account from the first credential source that is there
+    (pillowd.queues.azure.open_account says in which order)."""
+    from .queues.azure import open_account
 
     q = settings.queue
-    env_name = q.connection_string_env
-    if env_name and environ.get(env_name, "").strip():
-        return AzureAccount.from_connection_string(
-            environ[env_name], f"connection string from ${env_name}")
-    if environ.get("CREDENTIALS_DIRECTORY"):
-        path = Path(environ["CREDENTIALS_DIRECTORY"]) / AZURE_CREDENTIAL
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            text = ""
-        except (OSError, UnicodeDecodeError) as err:
-            raise PillowError(f"azure: cannot read the systemd credential {AZURE_CREDENTIAL}: "
-                              f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
-        if text:
-            return AzureAccount.from_connection_string(
-                text, f"connection string from the systemd credential {AZURE_CREDENTIAL}")
-    if q.account_url:
-        if urlsplit(q.account_url).query:
-            return AzureAccount.from_url(q.account_url, source="the SAS in queue.account_url")
-        try:
-            from azure.identity import DefaultAzureCredential
-        except ImportError:
-            raise PillowError("azure: queue.account_url has no SAS, and the Azure identity "
-                              "chain needs azure-identity: pip install 'pillowd[identity]'"
-                              ) from None
-        return AzureAccount.from_url(q.account_url, DefaultAzureCredential(),
-                                     source="the Azure identity chain for queue.account_url")
-    raise PillowError(f"azure: no credentials: ${env_name or '(none)'} is not set, no "
-                      f"systemd credential {AZURE_CREDENTIAL}, and queue.account_url is empty")
+    # sas_file is relative to the config file; "<defaults>" has none.
+    config_dir = Path(settings.source).parent if not settings.source.startswith("<") else "."
+    return open_account(connection_string_env=q.connection_string_env,
+                        account_url=q.account_url, sas_file=q.sas_file,
+                        config_dir=config_dir, environ=environ)
 
 
 def _open_azure_queues(settings: Settings, environ) -> Queues:
@@ -130,7 +111,7 @@ def _open_azure_queues(settings: Settings, environ) -> Queues:
     q = settings.queue
     account = azure_account(settings, environ)
     main, poison = account.queue(q.name), account.queue(settings.poison_name)
-    outbound = account.queue(q.outbound_name) if q.outbound_name else None
+    outbound = account.queue(_first_outbound(settings)) if q.outbound_name else None
     try:
         for queue in (main, poison, outbound):
             if queue is not None:

@@ -47,6 +47,18 @@ def _queue_name(value) -> str | None:
             "starting and ending with a letter or digit")
 
 
+def _queue_names(value) -> str | None:
+    # [queue] outbound_name: one partner's queue, or a list for a family of pillows.
+    if isinstance(value, str):
+        return _queue_name(value)
+    for name in value:
+        why = _queue_name(name) if isinstance(name, str) and name else (
+            "must be a queue name")
+        if why:
+            return f"{name!r} {why}"
+    return None
+
+
 def _gpio(value) -> str | None:
     # BCM numbers of the 40-pin header; -1 is "not given", reported as missing.
     return None if 0 <= value <= 27 else f"must be a GPIO number 0..27, not {value}"
@@ -86,7 +98,8 @@ class QueueSettings:
     backend: str = _key("local", _one_of("local", "azure"))
     name: str = _key("pillow", _queue_name)
     poison_name: str = _key("", _queue_name)      # "" means "<name>-poison"
-    outbound_name: str = _key("", _queue_name)
+    outbound_name: str | tuple[str, ...] = _key("", _queue_names)  # a name or a list
+    sas_file: str = _key("")  # per-queue SAS tokens; relative to the config file
     connection_string_env: str = _key("AZURE_STORAGE_CONNECTION_STRING")
     account_url: str = _key("")
     poll_min_seconds: float = _key(0.1, _range(0.01, 60))
@@ -274,6 +287,12 @@ class Settings:
     @property
     def poison_name(self) -> str:
         return self.queue.poison_name or f"{self.queue.name}-poison"
+
+    @property
+    def outbound_names(self) -> tuple[str, ...]:
+        """[queue] outbound_name as a tuple: empty, one partner's queue or several."""
+        names = self.queue.outbound_name
+        return tuple(n for n in ((names,) if isinstance(names, str) else names) if n)
 
     def scene_named(self, word: str) -> SceneSettings | None:
         """The scene called *word*, or listing it as an alias (any case)."""

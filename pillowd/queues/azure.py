@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import socket
+import tomllib
 from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from azure.core.exceptions import (AzureError, ClientAuthenticationError,
                                    HttpResponseError, ResourceExistsError,
                                    ServiceRequestError, ServiceResponseError)
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 
+from ..errors import PillowError
 from .base import (MessageGone, QueueAuthError, QueueError, QueueMessage,
                    QueueUnavailable)
 
@@ -80,10 +85,20 @@ class AzureAccount:
     $AZURE_STORAGE_CONNECTION_STRING") so a refusal can say which one failed.
     """
 
-    def __init__(self, service: QueueServiceClient, source: str):
-        self.service = service
+    def __init__(self, service: QueueServiceClient | None, source: str,
+                 tokens: dict[str, str] | None = None, url: str | None = None):
+        self.service = service  # None with per-queue tokens: no account-wide credential
         self.source = source
-        self.host = service.primary_hostname
+        self.url = url if service is None else service.url
+        self.host = urlsplit(self.url).netloc if service is None else service.primary_hostname
+        # {queue: SAS token} when each queue has its own (pillowd pair's); then no
+        # queue is ever created: the tokens cannot, and pair made them.
+        self.tokens = tokens
+        self._clients: list[QueueClient] = []
+
+    @property
+    def per_queue_tokens(self) -> bool:
+        return self.tokens is not None
 
     @classmethod
     def from_connection_string(cls, connection_string: str, source: str) -> "AzureAccount":
@@ -106,25 +121,54 @@ class AzureAccount:
                                  "account URL") from None
         return cls(service, source)
 
+    @classmethod
+    def from_tokens(cls, account_url: str, tokens: dict[str, str], *,
+                    source: str) -> "AzureAccount":
+        parts = urlsplit(account_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise QueueAuthError(f"azure: {source}: the account URL must be "
+                                 "https://ACCOUNT.queue.core.windows.net, without a SAS")
+        return cls(None, source, tokens, url=account_url.rstrip("/") + "/")
+
     def queue(self, name: str) -> "AzureQueue":
+        if self.tokens is not None and name not in self.tokens:
+            raise QueueAuthError(f"azure: {self.source} has no token for queue {name!r}")
         return AzureQueue(self, name)
 
-    def close(self) -> None:
+    def client(self, name: str) -> QueueClient:
+        """The SDK's client for queue *name*, with that queue's own token if any."""
+        if self.tokens is None:
+            return self.service.get_queue_client(
+                name, message_encode_policy=None, message_decode_policy=None)
         try:
-            self.service.close()
-        except Exception:  # closing must never fail a shutdown
-            pass
+            client = QueueClient(self.url, name, credential=self.tokens[name],
+                                 **_client_options())
+        except ValueError:
+            raise QueueAuthError(f"azure: {self.source}: the token for queue {name!r} "
+                                 "is not usable") from None
+        self._clients.append(client)  # each has its own connections to close
+        return client
 
-    def error(self, err: Exception, what: str) -> QueueError:
-        """The PillowError for an SDK error *err* met while doing *what*."""
+    def close(self) -> None:
+        for client in [*self._clients, *([self.service] if self.service else [])]:
+            try:
+                client.close()
+            except Exception:  # closing must never fail a shutdown
+                pass
+        self._clients.clear()
+
+    def error(self, err: Exception, what: str, source: str | None = None) -> QueueError:
+        """The PillowError for an SDK error *err* met while doing *what* (with the
+        credential *source*, default the account's)."""
         if isinstance(err, (ServiceRequestError, ServiceResponseError)):
             return QueueUnavailable(f"azure: {what}: cannot reach {self.host}: "
                                     f"{_network_reason(err)}")
         if isinstance(err, HttpResponseError):
-            status, code = err.status_code, _code(err)
+            status, code = err.status_code, error_code(err)
             answer = " ".join(str(part) for part in (status, code) if part) or "no token"
             if isinstance(err, ClientAuthenticationError) or status in (401, 403):
-                return QueueAuthError(f"azure: {self.source} was refused ({answer})")
+                return QueueAuthError(f"azure: {source or self.source} was refused "
+                                      f"({answer})")
             if status in (408, 429) or (status or 0) >= 500:
                 return QueueUnavailable(f"azure: {what}: the service answered {answer}; "
                                         "backing off")
@@ -134,7 +178,7 @@ class AzureAccount:
         return QueueUnavailable(f"azure: {what}: {_network_reason(err)}")
 
 
-def _code(err: Exception) -> str | None:
+def error_code(err: Exception) -> str | None:
     """Azure's error code ("QueueNotFound"); the SDK gives an enum or a string."""
     code = getattr(err, "error_code", None)
     if code is None and getattr(err, "response", None) is not None:
@@ -143,37 +187,59 @@ def _code(err: Exception) -> str | None:
 
 
 class AzureQueue:
-    """A named Azure Storage Queue; made on first use when it does not exist yet."""
+    """A named Azure Storage Queue; made on first use when it does not exist yet,
+    unless the account has per-queue tokens (those cannot make queues)."""
 
     def __init__(self, account: AzureAccount, name: str):
         self.account = account
         self.name = name
-        self.client: QueueClient = account.service.get_queue_client(
-            name, message_encode_policy=None, message_decode_policy=None)
+        self.client: QueueClient = account.client(name)
+        # A refused token is named by its queue: partners' tokens differ from ours.
+        self._source = (f"{account.source}: the token for queue {name!r}"
+                        if account.per_queue_tokens else None)
 
     def _call(self, what: str, operation, *, gone_ok: bool = False):
-        """Run *operation*, making the queue once if it is missing."""
+        """Run *operation*, making the queue once if it is missing (and may be made)."""
         for attempt in (1, 2):
             try:
                 return operation()
             except (AzureError, OSError) as err:
-                code = _code(err)
-                if code == "QueueNotFound" and attempt == 1 and not gone_ok:
+                code = error_code(err)
+                if code == "QueueNotFound" and attempt == 1 and not gone_ok \
+                        and not self.account.per_queue_tokens:
                     self.create()
                     continue
                 if gone_ok and code in ("MessageNotFound", "PopReceiptMismatch",
                                         "QueueNotFound"):
                     raise MessageGone(f"message is gone from {self.name!r} or was "
                                       "received again") from None
-                raise self.account.error(err, f"{what} on queue {self.name!r}") from None
+                raise self.account.error(err, f"{what} on queue {self.name!r}",
+                                         self._source) from None
 
     def create(self) -> None:
+        if self.account.per_queue_tokens:
+            self._check_token()
+            return
         try:
             self.client.create_queue()
         except ResourceExistsError:
             pass  # there already, with other metadata: still ours to use
         except (AzureError, OSError) as err:
             raise self.account.error(err, f"creating queue {self.name!r}") from None
+
+    def _check_token(self) -> None:
+        """With per-queue tokens the queue is pillowd pair's to make, not ours: ask
+        for its properties instead, so that a wrong or revoked token stops the start
+        (AuthenticationFailed; so does a deleted queue, whose policies went with it)
+        while one that only lacks read (a partner's queue, add only) passes."""
+        try:
+            self.client.get_queue_properties()
+        except (AzureError, OSError) as err:
+            code = error_code(err)
+            if code == "AuthorizationPermissionMismatch":
+                return
+            raise self.account.error(err, f"checking queue {self.name!r}",
+                                     self._source) from None
 
     def put(self, body: str, ttl: float | None = None) -> str:
         lifetime = None if ttl is None else (-1 if ttl == -1 else max(1, math.ceil(ttl)))
@@ -220,3 +286,110 @@ class AzureQueue:
                             dequeue_count=m.dequeue_count or 0,
                             inserted_on=_utc(m.inserted_on),
                             pop_receipt=m.pop_receipt if receipt else None)
+
+
+# systemd credentials (LoadCredential=) the daemon reads from $CREDENTIALS_DIRECTORY.
+CONNECTION_STRING_CREDENTIAL = "azure-storage-connection-string"
+SAS_CREDENTIAL = "azure-queue-sas"
+
+
+def _credential(environ, name: str) -> str:
+    """The systemd credential *name*, stripped; "" when absent or blank (the unit's
+    SetCredential= default is a lone newline, so a missing file is not fatal)."""
+    if not environ.get("CREDENTIALS_DIRECTORY"):
+        return ""
+    path = Path(environ["CREDENTIALS_DIRECTORY"]) / name
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as err:
+        raise PillowError(f"azure: cannot read the systemd credential {name}: "
+                          f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
+
+
+def read_tokens(text: str, source: str) -> dict[str, str]:
+    """{queue name: SAS token} from the TOML *text*; errors name *source*, never a token."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        # tomllib's message gives a position, never the text around it.
+        raise PillowError(f"azure: {source} is not valid TOML ({err})") from None
+    tokens = {}
+    for queue, token in data.items():
+        if not isinstance(token, str) or not token.strip():
+            raise PillowError(f"azure: {source}: {queue!r} must be a SAS token string")
+        tokens[queue] = token.strip().lstrip("?")
+    if not tokens:
+        raise PillowError(f"azure: {source} holds no tokens")
+    return tokens
+
+
+def open_account(*, connection_string_env: str, account_url: str, sas_file: str = "",
+                 config_dir: str | Path = ".", environ=os.environ) -> AzureAccount:
+    """The storage account from the first credential source that is there.
+
+    In order: the connection string in the env var *connection_string_env*, the
+    systemd credential azure-storage-connection-string, *account_url* with a SAS,
+    per-queue SAS tokens (the systemd credential azure-queue-sas, else *sas_file*,
+    relative to *config_dir*) with *account_url*, and last *account_url* with the
+    Azure identity chain. Each error names the source, never the secret.
+    """
+    env_name = connection_string_env
+    if env_name and environ.get(env_name, "").strip():
+        return AzureAccount.from_connection_string(
+            environ[env_name], f"connection string from ${env_name}")
+    text = _credential(environ, CONNECTION_STRING_CREDENTIAL)
+    if text:
+        return AzureAccount.from_connection_string(
+            text, f"connection string from the systemd credential "
+                  f"{CONNECTION_STRING_CREDENTIAL}")
+    if account_url and urlsplit(account_url).query:
+        return AzureAccount.from_url(account_url, source="the SAS in queue.account_url")
+    tokens_text, source = _credential(environ, SAS_CREDENTIAL), \
+        f"the SAS tokens in the systemd credential {SAS_CREDENTIAL}"
+    if not tokens_text and sas_file:
+        path = Path(config_dir) / sas_file
+        source = f"the SAS tokens in queue.sas_file ({path})"
+        try:
+            tokens_text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise PillowError(f"azure: cannot read {source}: "
+                              f"{getattr(err, 'strerror', None) or type(err).__name__}"
+                              ) from None
+    if tokens_text:
+        if not account_url:
+            raise PillowError(f"azure: {source} need queue.account_url "
+                              "(https://ACCOUNT.queue.core.windows.net)")
+        return AzureAccount.from_tokens(account_url, read_tokens(tokens_text, source),
+                                        source=source)
+    if account_url:
+        try:
+            from azure.identity import DefaultAzureCredential
+        except ImportError:
+            raise PillowError("azure: queue.account_url has no SAS, and the Azure identity "
+                              "chain needs azure-identity: pip install 'pillowd[identity]'"
+                              ) from None
+        return AzureAccount.from_url(account_url, DefaultAzureCredential(),
+                                     source="the Azure identity chain for queue.account_url")
+    raise PillowError(f"azure: no credentials: ${env_name or '(none)'} is not set, no "
+                      f"systemd credential {CONNECTION_STRING_CREDENTIAL}, and "
+                      "queue.account_url is empty")
+
+
+def queue_from_url(url: str) -> AzureQueue:
+    """The queue an invite URL (https://ACCOUNT.queue.core.windows.net/QUEUE?SAS) names,
+    with its token; the URL is never quoted back, as it holds the token."""
+    source = "the --queue-url"
+    parts = urlsplit(url.strip())
+    path = parts.path.rstrip("/").removesuffix("/messages")  # curl's URL works too
+    account_path, _, queue = path.rpartition("/")
+    if parts.scheme not in ("http", "https") or not parts.netloc or not queue:
+        raise PillowError(f"azure: {source} is not a queue URL "
+                          "(https://ACCOUNT.queue.core.windows.net/QUEUE?SAS)")
+    if not parts.query:
+        raise PillowError(f"azure: {source} has no SAS token (the part after '?'): use "
+                          "a URL printed by pillowd invite")
+    account_url = f"{parts.scheme}://{parts.netloc}{account_path}"
+    return AzureAccount.from_tokens(account_url, {queue: parts.query},
+                                    source=source).queue(queue)

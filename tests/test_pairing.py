@@ -1,0 +1,441 @@
+"""pillowd pair, invite and revoke on Azurite: each token may do what its pillow needs and
+nothing else, a second run changes nothing, a full queue is named, a paired pillow runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tomllib
+
+import pytest
+import requests
+from azure.core.exceptions import HttpResponseError
+from azure.storage.queue import AccessPolicy, QueueClient
+
+from conftest import BASE_CONFIG, PillowProcess, run_cli, wait_for
+
+WRONG_KEY = "bm90IHRoZSBhY2NvdW50IGtleSwgYnV0IHNoYXBlZCBsaWtlIG9uZQ=="
+
+
+@pytest.fixture
+def prefix(request):
+    # Azurite is shared by the session: every test pairs under a prefix of its own.
+    return "p" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10] + "-"
+
+
+@pytest.fixture
+def owner(azurite):
+    """The owner's environment: the account key, and nothing of the test runner's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "PILLOWD_"))}
+    env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string()
+    return env
+
+
+def pillowd(env, *args, check=True):
+    return run_cli(*args, env=env, check=check)
+
+
+def one_line_error(result, *words):
+    """The command failed with exit 1 and one line naming *words*, no traceback."""
+    assert result.returncode == 1, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pillowd: "), result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def tokens_of(folder):
+    return tomllib.loads((folder / "queue-sas.toml").read_text())
+
+
+def client(azurite, queue, token):
+    return QueueClient(azurite.endpoint, queue, credential=token)
+
+
+def policies(azurite, queue):
+    """{policy: (permission, expiry, start)} as Azure keeps them on *queue*."""
+    found = azurite.service().get_queue_client(queue).get_queue_access_policy()
+    return {name: (p.permission, p.expiry, p.start) for name, p in found.items()}
+
+
+def refused(operation):
+    with pytest.raises(HttpResponseError) as err:
+        operation()
+    assert err.value.status_code == 403, err.value
+    return True
+
+
+def check_least_privilege(azurite, owner_service, name, partners, prefix, tokens):
+    """Every operation a pillow's tokens should allow works; every other one is 403."""
+    own, poison = f"{prefix}{name}", f"{prefix}{name}-poison"
+    assert set(tokens) == {own, poison, *(f"{prefix}{p}" for p in partners)}
+
+    mine = client(azurite, own, tokens[own])
+    owner_service.get_queue_client(own).send_message(f"for {name}")
+    assert [m.content for m in mine.peek_messages()] == [f"for {name}"]      # read
+    assert mine.get_queue_properties().approximate_message_count == 1
+    (message,) = mine.receive_messages(visibility_timeout=30)                # process
+    refused(lambda: mine.update_message(message, visibility_timeout=0))      # no update
+    mine.delete_message(message)                                             # process
+    refused(lambda: mine.send_message("to myself"))                          # no add
+    refused(mine.clear_messages)
+    refused(mine.delete_queue)
+    refused(mine.create_queue)
+    refused(lambda: mine.set_queue_metadata({"a": "b"}))
+    refused(mine.get_queue_access_policy)
+    refused(lambda: mine.set_queue_access_policy({}))
+
+    dead_letters = client(azurite, poison, tokens[poison])
+    dead_letters.send_message("bad one")                                     # add
+    assert [m.content for m in dead_letters.peek_messages()] == ["bad one"]  # read
+    (bad,) = dead_letters.receive_messages()
+    dead_letters.delete_message(bad)                                         # process
+    refused(dead_letters.delete_queue)
+    refused(dead_letters.create_queue)
+
+    for partner in partners:
+        queue = f"{prefix}{partner}"
+        theirs = client(azurite, queue, tokens[queue])
+        theirs.send_message(f"hug from {name}")                              # add
+        refused(theirs.peek_messages)                  # cannot read a partner's hugs
+        refused(lambda: list(theirs.receive_messages()))
+        refused(theirs.get_queue_properties)
+        refused(theirs.clear_messages)
+        refused(theirs.delete_queue)
+        refused(theirs.create_queue)
+        # Taken back by the owner: the next pillow's check starts from an empty queue.
+        owner_service.get_queue_client(queue).clear_messages()
+    # A token is bound to its queue: used on another one, the signature fails.
+    refused(lambda: client(azurite, f"{prefix}{partners[0]}-poison",
+                           tokens[own]).peek_messages())
+
+
+def test_pair_two_writes_each_pillow_least_privilege_tokens(azurite, owner, prefix,
+                                                            tmp_path):
+    out = tmp_path / "out"
+    result = pillowd(owner, "pair", "Alice", "bob", "--out", str(out), "--prefix", prefix)
+    assert str(out / "alice" / "queue.toml") in result.stdout  # names lower-cased
+    assert "sig=" not in result.stdout + result.stderr
+
+    for name, partner in (("alice", "bob"), ("bob", "alice")):
+        folder = out / name
+        assert stat.S_IMODE((folder / "queue-sas.toml").stat().st_mode) == 0o600
+        config = tomllib.loads((folder / "queue.toml").read_text())
+        assert config == {
+            "pillow": {"name": name},
+            "queue": {"backend": "azure", "account_url": azurite.endpoint + "/",
+                      "name": f"{prefix}{name}", "poison_name": f"{prefix}{name}-poison",
+                      "outbound_name": f"{prefix}{partner}", "sas_file": "queue-sas.toml"}}
+        assert "sig=" not in (folder / "queue.toml").read_text()
+        check_least_privilege(azurite, azurite.service(), name, [partner], prefix,
+                              tokens_of(folder))
+
+    # One policy per pillow on each queue it may touch, and only those.
+    assert {q: sorted(policies(azurite, q)) for q in (
+        f"{prefix}alice", f"{prefix}alice-poison", f"{prefix}bob", f"{prefix}bob-poison")} \
+        == {f"{prefix}alice": ["alice", "bob"], f"{prefix}alice-poison": ["alice"],
+            f"{prefix}bob": ["alice", "bob"], f"{prefix}bob-poison": ["bob"]}
+    assert policies(azurite, f"{prefix}alice")["bob"][0] == "a"
+    assert policies(azurite, f"{prefix}alice")["alice"][0] == "rp"
+    assert policies(azurite, f"{prefix}alice-poison")["alice"][0] == "rap"
+
+
+def test_three_pillows_each_hug_all_the_others(azurite, owner, prefix, tmp_path):
+    pillowd(owner, "pair", "ann", "ben", "cat", "--out", str(tmp_path), "--prefix", prefix)
+    for name in ("ann", "ben", "cat"):
+        partners = [p for p in ("ann", "ben", "cat") if p != name]
+        config = tomllib.loads((tmp_path / name / "queue.toml").read_text())
+        assert config["queue"]["outbound_name"] == [f"{prefix}{p}" for p in partners]
+        assert sorted(policies(azurite, f"{prefix}{name}")) == ["ann", "ben", "cat"]
+        check_least_privilege(azurite, azurite.service(), name, partners, prefix,
+                              tokens_of(tmp_path / name))
+    # The written queue.toml is a valid config on its own (check-config agrees).
+    assert pillowd(owner, "check-config", "--config",
+                   str(tmp_path / "ann" / "queue.toml")).returncode == 0
+
+
+def test_a_second_run_changes_nothing_and_days_renews_with_the_same_tokens(
+        azurite, owner, prefix, tmp_path):
+    queues = [f"{prefix}{n}{s}" for n in ("alice", "bob") for s in ("", "-poison")]
+    pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path / "one"), "--prefix",
+            prefix, "--days", "30")
+    before = {q: policies(azurite, q) for q in queues}
+
+    pillowd(owner, "pair", "bob", "alice", "--out", str(tmp_path / "two"), "--prefix", prefix)
+    assert {q: policies(azurite, q) for q in queues} == before  # expiry kept too
+    for name in ("alice", "bob"):
+        for file in ("queue.toml", "queue-sas.toml"):
+            assert (tmp_path / "one" / name / file).read_text() == \
+                (tmp_path / "two" / name / file).read_text()
+
+    # --days again renews every policy; the tokens, bound to the policies, stay.
+    pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path / "three"), "--prefix",
+            prefix, "--days", "400")
+    after = {q: policies(azurite, q) for q in queues}
+    assert after != before
+    for queue in queues:
+        assert {n: p[0] for n, p in after[queue].items()} == \
+            {n: p[0] for n, p in before[queue].items()}
+        assert all(after[queue][n][1] > before[queue][n][1] for n in after[queue])
+    assert tokens_of(tmp_path / "three" / "alice") == tokens_of(tmp_path / "one" / "alice")
+
+
+def test_a_full_queue_is_named_and_nothing_is_changed(azurite, owner, prefix, tmp_path):
+    from datetime import datetime, timedelta, timezone
+    service = azurite.service()
+    full = service.get_queue_client(f"{prefix}bob")
+    full.create_queue()
+    year = datetime.now(timezone.utc) + timedelta(days=365)
+    full.set_queue_access_policy({f"other{n}": AccessPolicy(permission="a", expiry=year)
+                                  for n in range(5)})
+    before = policies(azurite, f"{prefix}bob")
+
+    result = pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path), "--prefix",
+                     prefix, check=False)
+    one_line_error(result, f"'{prefix}bob'", "5 stored access policies", "nothing was changed")
+    assert policies(azurite, f"{prefix}bob") == before
+    made = [q.name for q in service.list_queues(name_starts_with=prefix)]
+    assert made == [f"{prefix}bob"]  # alice's queues were not made either
+    assert not (tmp_path / "alice").exists()
+
+    # Revoking two frees room for alice's and bob's; then pairing goes through.
+    pillowd(owner, "revoke", "other0")
+    pillowd(owner, "revoke", "other1")
+    pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path), "--prefix", prefix)
+    assert sorted(policies(azurite, f"{prefix}bob")) == \
+        ["alice", "bob", "other2", "other3", "other4"]
+
+
+def test_bad_names_and_keys_are_one_line_each(azurite, owner, prefix, tmp_path):
+    out = ["--out", str(tmp_path), "--prefix", prefix]
+    one_line_error(pillowd(owner, "pair", "alice", "Alice", *out, check=False),
+                   "'alice' is named twice")
+    one_line_error(pillowd(owner, "pair", "alice", "b_b", *out, check=False),
+                   "bad name 'b_b'")
+    one_line_error(pillowd(owner, "pair", "alice", "x" * 60, *out, check=False),
+                   "bad queue name", "3-63")
+    one_line_error(pillowd(owner, "pair", "alice", "bob", "--prefix", "Bad_", check=False),
+                   "bad queue name")
+    one_line_error(pillowd(owner, "pair", "alice", *out, check=False), "at least two")
+    one_line_error(pillowd(owner, "invite", "c@rol", check=False), "bad name 'c@rol'")
+    assert pillowd(owner, "pair", "alice", "bob", "--days", "0", check=False).returncode == 2
+
+    no_key = {k: v for k, v in owner.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    wrong = {**owner, "AZURE_STORAGE_CONNECTION_STRING":
+             azurite.connection_string(key=WRONG_KEY)}
+    sas_only = {**owner, "AZURE_STORAGE_CONNECTION_STRING":
+                f"QueueEndpoint={azurite.endpoint};SharedAccessSignature="
+                + azurite.sas_url().split("?", 1)[1]}
+    for args in (["pair", "alice", "bob", *out], ["invite", "carol"], ["revoke", "carol"]):
+        one_line_error(pillowd(no_key, *args, check=False),
+                       "set $AZURE_STORAGE_CONNECTION_STRING")
+        line = one_line_error(pillowd(wrong, *args, check=False),
+                              "was refused (403 AuthenticationFailed)")
+        assert WRONG_KEY not in line
+    one_line_error(pillowd(sas_only, "pair", "alice", "bob", *out, check=False),
+                   "holds no account key")
+    not_base64 = {**owner, "AZURE_STORAGE_CONNECTION_STRING":
+                  azurite.connection_string(key="abc!")}
+    one_line_error(pillowd(not_base64, "pair", "alice", "bob", *out, check=False),
+                   "AccountKey", "is not base64")
+    assert not (tmp_path / "alice").exists()
+
+
+def test_an_invite_sends_with_pillowd_and_curl_until_revoked(azurite, owner, prefix,
+                                                             tmp_path):
+    pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path), "--prefix", prefix)
+    # A pillow's name is not free for an invite: revoking it would cut the pillow off.
+    one_line_error(pillowd(owner, "invite", "bob", "--prefix", prefix, check=False),
+                   "'bob' is a pillow")
+    one_line_error(pillowd(owner, "invite", "carol", "--to", "zed", "--prefix", prefix,
+                           check=False), "no pillow 'zed'")
+
+    everywhere = pillowd(owner, "invite", "dave", "--prefix", prefix).stdout.split()
+    assert [u.split("?")[0].rsplit("/", 1)[1] for u in everywhere] == \
+        [f"{prefix}alice", f"{prefix}bob"]
+    (url,) = pillowd(owner, "invite", "Carol", "--to", "alice", "--days", "7",
+                     "--prefix", prefix).stdout.split()
+    assert policies(azurite, f"{prefix}alice")["carol"][0] == "a"
+    assert "carol" not in policies(azurite, f"{prefix}bob")
+    # Again: same URL, nothing changed.
+    before = policies(azurite, f"{prefix}alice")
+    assert pillowd(owner, "invite", "carol", "--to", "alice", "--prefix",
+                   prefix).stdout.split() == [url]
+    assert policies(azurite, f"{prefix}alice") == before
+
+    sent = pillowd(owner, "send", "hug", "--from", "Carol", "--id", "carol-1",
+                   "--queue-url", url)
+    assert sent.stdout == "carol-1\n"
+    # The README's curl line, as a plain HTTP POST.
+    base, sas = url.split("?", 1)
+    posted = requests.post(f"{base}/messages?{sas}", timeout=5, data=(
+        "<QueueMessage><MessageText>{\"scene\": \"hug\", \"from\": \"curl\"}"
+        "</MessageText></QueueMessage>"))
+    assert posted.status_code == 201, posted.text
+    # The invite adds, and nothing more.
+    assert requests.get(f"{base}/messages?peekonly=true&{sas}", timeout=5).status_code == 403
+    bodies = [json.loads(m.content) for m in
+              azurite.service().get_queue_client(f"{prefix}alice").peek_messages(32)]
+    assert [(b.get("id"), b["from"]) for b in bodies] == [("carol-1", "Carol"), (None, "curl")]
+
+    revoked = pillowd(owner, "revoke", "carol")
+    assert revoked.stdout.split() == [f"{prefix}alice"]
+
+    # Azure may take up to 30 s; Azurite applies it at once. Wait for the refusal.
+    def refused_now():
+        result = pillowd(owner, "send", "hug", "--queue-url", url, check=False)
+        return result.returncode == 1 and result
+    result = wait_for(refused_now, timeout=40, interval=1, message="the revoked invite")
+    line = one_line_error(result, "the --queue-url", "was refused (403")
+    assert sas.split("sig=")[1][:10] not in line
+    assert requests.post(f"{base}/messages?{sas}", timeout=5,
+                         data="<QueueMessage><MessageText>hug</MessageText></QueueMessage>"
+                         ).status_code == 403
+    # Revoking again finds nothing, and says so.
+    assert pillowd(owner, "revoke", "carol").stdout == ""
+    # A new policy "carol" would bring the revoked URL back: the name is refused.
+    one_line_error(pillowd(owner, "invite", "carol", "--prefix", prefix, check=False),
+                   "'carol' was revoked on queue", "choose another name")
+    assert "carol" not in policies(azurite, f"{prefix}alice")
+    # dave's invite is untouched by carol's revocation.
+    assert pillowd(owner, "send", "hug", "--queue-url", everywhere[1]).returncode == 0
+
+
+def pillow_config(folder, tmp_path, name="config.toml"):
+    """A test config around the [pillow] and [queue] keys pillowd pair wrote."""
+    written = (folder / "queue.toml").read_text()
+    written = written.replace("[pillow]\n", f'[pillow]\nstate_dir = "{tmp_path / "state"}"\n')
+    written = written.replace("[queue]\n", "[queue]\npoll_min_seconds = 0.05\n"
+                              "poll_max_seconds = 0.5\nmax_dequeue_count = 3\n")
+    rest = BASE_CONFIG.split("[hardware]", 1)[1]
+    path = folder / name
+    path.write_text(written + "\n[hardware]" + rest)
+    return path
+
+
+@pytest.fixture
+def bare_env():
+    """A pillow's environment: no account key anywhere."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PILLOWD_", "AZURE_", "NOTIFY_SOCKET", "WATCHDOG_",
+                                "CREDENTIALS_DIRECTORY"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_a_paired_pillow_runs_on_its_tokens_and_shows_the_sent_id(
+        azurite, owner, prefix, tmp_path, bare_env):
+    out = tmp_path / "pair"
+    pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix)
+    queues_before = sorted(q.name for q in azurite.service().list_queues())
+    config = pillow_config(out / "alice", tmp_path)
+    alice = PillowProcess(config, bare_env).start()
+    try:
+        def applied(ident):
+            return any(i["id"] == ident and i["outcome"] == "applied"
+                       for i in alice.get("/api/history").json()["items"])
+
+        # pillowd send prints the id alice's history and snapshot then show (the
+        # owner's key here: alice's own tokens may not add to her queue).
+        sent = pillowd(owner, "send", "hug", "--from", "Owner", "--config", str(config))
+        ident = sent.stdout.strip()
+        wait_for(lambda: applied(ident), message="the sent hug in alice's history")
+        assert alice.state()["message"]["id"] == ident
+
+        # Bob's token adds to alice's queue; alice's consumes it.
+        from_bob = client(azurite, f"{prefix}alice", tokens_of(out / "bob")[f"{prefix}alice"])
+        from_bob.send_message(json.dumps({"scene": "hug", "from": "bob", "id": "bob-1"}))
+        wait_for(lambda: applied("bob-1"), message="bob's hug in alice's history")
+
+        # A bad one goes to alice's poison queue (add there), listed with her tokens.
+        from_bob.send_message("no-such-scene")
+        wait_for(lambda: alice.state()["queue"]["rejected"] == 1, message="the rejection")
+        listed = pillowd(bare_env, "poison", "list", "--config", str(config)).stdout
+        assert "no-such-scene" in listed
+        # Sending to, or putting back on, alice's own queue needs add there: the
+        # owner's job, and each says so.
+        one_line_error(pillowd(bare_env, "send", "hug", "--config", str(config),
+                               check=False), "may not add to its own queue", "--queue-url")
+        one_line_error(pillowd(bare_env, "poison", "requeue", "--config", str(config),
+                               check=False), "run it with the account's connection string")
+        owner_run = pillowd(owner, "poison", "requeue", "--config", str(config))
+        assert "1 message(s) put back" in owner_run.stderr
+        for page in ("/api/state", "/", "/metrics", "/api/history"):
+            assert "sig=" not in alice.get(page).text, page
+
+        # A lost pillow, revoked: its queue goes offline, saying why, never the token.
+        pillowd(owner, "revoke", "alice")
+        offline = wait_for(lambda: (s := alice.state())["queue"]["online"] is False and s,
+                           timeout=40, message="alice's queue refused after revoke")
+        assert "was refused (403" in json.dumps(offline["queue"])
+        assert "sig=" not in json.dumps(offline)
+    finally:
+        assert alice.stop() == 0
+    # No queue was made or tried (the tokens would have been refused at start).
+    assert sorted(q.name for q in azurite.service().list_queues()) == queues_before
+    log = "".join(alice.output)
+    for token in tokens_of(out / "alice").values():
+        assert token.split("sig=")[1] not in log
+
+
+def test_outbound_name_is_a_queue_name_or_a_list_of_them():
+    from pillowd.config import ConfigError, parse
+    base = '[queue]\nname = "pillow-ann"\nsas_file = "queue-sas.toml"\n'
+    one = parse(base + 'outbound_name = "pillow-ben"\n')
+    assert one.outbound_names == ("pillow-ben",) and one.queue.sas_file == "queue-sas.toml"
+    assert parse(base + 'outbound_name = ["pillow-ben", "pillow-cat"]\n').outbound_names \
+        == ("pillow-ben", "pillow-cat")
+    assert parse(base).outbound_names == ()
+    for bad, why in (('["pillow-ben", "Cat!"]', "'Cat!' must be 3-63 lowercase"),
+                     ('[""]', "'' must be a queue name"),
+                     ('3', "must be a string or a list, not int 3"),
+                     ('["pillow-ann"]', "must differ from queue.name")):
+        with pytest.raises(ConfigError) as err:
+            parse(base + f"outbound_name = {bad}\n")
+        assert err.value.problems[0].key == "queue.outbound_name"
+        assert err.value.problems[0].line == 4
+        assert why in err.value.problems[0].why, err.value.problems[0]
+
+
+def test_the_systemd_credential_stands_in_for_the_sas_file(azurite, owner, prefix,
+                                                          tmp_path, bare_env):
+    from pillowd.config import load
+    from pillowd.daemon import open_queues
+    out = tmp_path / "pair"
+    pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix)
+    config = pillow_config(out / "alice", tmp_path)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    # As on a Pi: the file beside the config is root's; systemd hands over a copy.
+    (out / "alice" / "queue-sas.toml").rename(creds / "azure-queue-sas")
+    queues = open_queues(load(config), {"CREDENTIALS_DIRECTORY": str(creds)})
+    try:
+        assert "systemd credential azure-queue-sas" in queues.main.account.source
+        queues.outbound.put("hug")
+        assert queues.main.peek() == []
+    finally:
+        queues.close()
+
+    # Without either: one line naming the file, and no secret anywhere.
+    result = pillowd(bare_env, "send", "hug", "--config", str(config), check=False)
+    one_line_error(result, "queue.sas_file", "queue-sas.toml")
+    # A refused token is named by its queue, never quoted; it stops a start, as a
+    # refused connection string does (the queues are checked, not created).
+    tokens = (creds / "azure-queue-sas").read_text()
+    (out / "alice" / "queue-sas.toml").write_text(tokens.replace(
+        f'"{prefix}alice-poison" = "sv', f'"{prefix}alice-poison" = "sig=A&sv'))
+    for command in (["poison", "list"], ["run"]):
+        result = pillowd(bare_env, *command, "--config", str(config), check=False)
+        line = one_line_error(result, f"the token for queue '{prefix}alice-poison' was "
+                                      "refused (403 AuthenticationFailed)")
+        assert "sig" not in line
+    # Its queue gone (deleted by hand, its policies with it): refused the same way,
+    # and not made again.
+    (out / "alice" / "queue-sas.toml").write_text(tokens)
+    azurite.service().delete_queue(f"{prefix}alice-poison")
+    one_line_error(pillowd(bare_env, "run", "--config", str(config), check=False),
+                   f"the token for queue '{prefix}alice-poison' was refused (403")
+    assert f"{prefix}alice-poison" not in [q.name for q in azurite.service().list_queues()]
