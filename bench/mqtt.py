@@ -12,12 +12,13 @@ Needs Debian's mosquitto (`make test-deps` installs it). Three figures:
    page's frame pacing (at most 20 a second; rounds are spaced 60-150 ms apart).
 2. message applied → published: a message from a new sender is put on the local
    queue; the figure runs from its `at` in /api/history (written when the outcome
-   is recorded, just before it plays) to the paho subscriber receiving the
-   last-sender state, on the same clock. The hug flow that would call
+   is stamped, just before its synchronous=FULL write to the history and its log
+   line) to the paho subscriber receiving the last-sender state, on the same clock:
+   on a busy disk that write is most of the tail. The hug flow that would call
    `HomeAssistant.hug()` is not on this branch; this is the same path a hug event
    takes from the pillow's state change to the broker and back out.
 3. hug() → event received: HomeAssistant.hug() called in this process (its own
-   publishing thread, the same broker) to the subscriber receiving the event.
+   MQTT thread, the same broker) to the subscriber receiving the event.
 """
 
 from __future__ import annotations

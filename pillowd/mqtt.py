@@ -6,9 +6,9 @@ import json
 import logging
 import os
 import re
+import selectors
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections import deque
@@ -32,7 +32,10 @@ MODEL = "Huggable Cloud Pillow"
 MAX_COMMAND = 4096
 # A malformed command is logged at most this often, with how many were hushed.
 LOG_EVERY_SECONDS = 10.0
-KEEPALIVE = 30
+# Seconds between messages before a ping; the broker drops a client silent for
+# 1.5 times this. Paho's loop is woken every KEEPALIVE / 3 for its pings, and
+# otherwise only by the broker's socket or a change to publish.
+KEEPALIVE = 60
 
 
 class MqttError(PillowError, ValueError):
@@ -128,9 +131,10 @@ class HomeAssistant:
     Entities: a JSON-schema light (scenes as effects), an event ``hug``, a sensor
     with the last sender and a switch for quiet hours. Commands go through
     *controls* (``play``, ``set_brightness``, ``off``, ``set_quiet``), the same
-    calls as the web page's. Paho's network thread handles the connection and
-    commands; a thread of this class publishes, so ``state_changed()`` and
-    ``hug()`` only note the change and never wait on the network.
+    calls as the web page's. One thread of this class ("pillowd-mqtt") runs paho's
+    loop: it connects (with back-off), reads commands and publishes; the daemon's
+    threads only note a change with ``state_changed()`` and ``hug()``, which never
+    wait on the network.
     """
 
     def __init__(self, *, host: str, port: int, username: str | None,
@@ -180,6 +184,12 @@ class HomeAssistant:
         self._client: paho.Client | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._acked = False             # this connection got its CONNACK
+        # Wakes the loop's select() from any thread; a socket pair rather than a
+        # pipe: once closed, a late write fails instead of landing in a reused fd.
+        self._waker, self._wakee = socket.socketpair()
+        self._waker.setblocking(False)
+        self._wakee.setblocking(False)
 
     # -- what the daemon reads and calls -----------------------------------------
 
@@ -191,9 +201,9 @@ class HomeAssistant:
     def state_changed(self) -> None:
         """The pillow's state changed: publish what Home Assistant shows, soon.
 
-        Safe on any thread and never blocks: the publishing thread reads the
-        snapshot, so a burst of changes costs one publish of the latest."""
-        self._wake.set()
+        Safe on any thread and never blocks: the MQTT thread reads the snapshot,
+        so a burst of changes costs one publish of the latest."""
+        self._poke()
 
     def hug(self, event_type: str, sender: str | None = None,
             text: str | None = None) -> None:
@@ -202,23 +212,27 @@ class HomeAssistant:
             raise ValueError(f"hug event type must be one of {', '.join(HUG_EVENTS)}, "
                              f"not {event_type!r}")
         self._events.append({"event_type": event_type, "from": sender, "text": text})
-        self._wake.set()
+        self._poke()
+
+    def _poke(self) -> None:
+        if not self._wake.is_set():  # one byte per burst wakes the loop
+            self._wake.set()
+            try:
+                self._waker.send(b"\0")
+            except OSError:  # full (it is awake anyway) or closed (stopped)
+                pass
 
     def start(self) -> None:
         client = paho.Client(CallbackAPIVersion.VERSION2,
                              client_id=f"pillowd-{self.node}",
                              protocol=paho.MQTTv311)
-        # Paho swallows nothing by default: a bug in a callback would end its
-        # thread and with it the connection. (Callbacks here catch their own.)
-        # Its own log stays off: it says "not connected" at ERROR on every stop
-        # while the broker is away, where the status here says why in words.
+        # Paho swallows nothing by default: a bug in a callback would end the
+        # loop. (Callbacks here catch their own.)
         client.suppress_exceptions = True
         if self._username:
             client.username_pw_set(self._username, self._password)
         client.will_set(self.availability_topic, "offline", qos=1, retain=True)
-        client.reconnect_delay_set(*self._reconnect)
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self._client = client
@@ -230,9 +244,10 @@ class HomeAssistant:
                 self._set_status(False, f"TLS error: cannot use ca_file {self.ca_file}: "
                                  f"{getattr(err, 'strerror', None) or err}")
                 return
+        # Only says where; the loop connects. (Paho's own loop_start() thread
+        # wakes every second for nothing; this loop sleeps until there is work.)
         client.connect_async(self.host, self.port, keepalive=KEEPALIVE)
-        client.loop_start()  # paho's network thread: "pillowd-mqtt" (pillowd.threads)
-        self._thread = threads.start("pillowd-mqtt-tx", self._run)
+        self._thread = threads.start("pillowd-mqtt", self._run)
 
     def close(self, timeout: float = 1.0) -> None:
         """Say offline (a clean stop is not a crash), disconnect; safe twice."""
@@ -240,26 +255,20 @@ class HomeAssistant:
             return
         self._closed = True
         self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        client = self._client
-        if client is None:
-            return
-        if self.status["online"]:
-            info = client.publish(self.availability_topic, "offline", qos=1, retain=True)
-            try:
-                info.wait_for_publish(timeout)
-            except (RuntimeError, ValueError):  # the connection went meanwhile
-                pass
-        client.disconnect()
-        # Paho's thread may be stuck in a connect to a host that does not answer
-        # (or in a DNS lookup) for seconds; the daemon's shutdown must not wait
-        # for it. The thread is a daemon thread: it ends with the process.
-        threads.start("pillowd-mqtt-end", client.loop_stop).join(timeout)
+        self._wake.clear()
+        self._poke()
+        thread = self._thread
+        # The loop may be stuck in a connect to a host that does not answer (or a
+        # DNS lookup) for seconds; shutdown does not wait for it: the thread is a
+        # daemon thread and ends with the process.
+        if thread is not None:
+            thread.join(timeout)
+        if thread is None or not thread.is_alive():
+            self._waker.close()
+            self._wakee.close()
         self._set_status(False, "stopped")
 
-    # -- connection (paho's network thread) --------------------------------------
+    # -- connection (paho's callbacks, on this class's thread) ---------------------
 
     def _set_status(self, online: bool, error: str | None) -> None:
         with self._status_lock:
@@ -284,15 +293,9 @@ class HomeAssistant:
         client.subscribe([(self.light_command, 1), (self.quiet_command, 1),
                           (self.status_topic, 1)])
         self.connects += 1
+        self._acked = True
         self._announce = True
         self._set_status(True, None)
-        self._wake.set()
-
-    def _on_connect_fail(self, client, userdata) -> None:
-        # Paho calls this from inside its `except OSError` and passes no error:
-        # the exception being handled is the only place that says why.
-        self._set_status(False, describe_failure(sys.exc_info()[1], self.host, self.port,
-                                                 self.tls))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         # Only a connection that was up is "lost"; after a refused login the
@@ -306,7 +309,6 @@ class HomeAssistant:
             if message.topic == self.status_topic:
                 if message.payload == b"online":  # Home Assistant (re)started
                     self._announce = True
-                    self._wake.set()
             elif message.topic == self.light_command:
                 self._light(message.payload)
             elif message.topic == self.quiet_command:
@@ -314,7 +316,7 @@ class HomeAssistant:
         except Rejection as why:
             self.ignored += 1
             self._hush.warn("mqtt: ignored a command on %s: %s", message.topic, why)
-        except Exception:  # a bug must not end the network thread, nor flood the log
+        except Exception:  # a bug must not end the MQTT loop, nor flood the log
             self.ignored += 1
             self._hush.warn("mqtt: a command on %s failed", message.topic, exc_info=True)
 
@@ -364,18 +366,92 @@ class HomeAssistant:
     def _current_brightness(self) -> float:
         return float((self.snapshot().get("leds") or {}).get("brightness") or 0.0)
 
-    # -- publishing (this class's thread) -----------------------------------------
+    # -- the loop (this class's thread) -------------------------------------------
 
     def _run(self) -> None:
+        delay = self._reconnect[0]
         while not self._stop.is_set():
-            self._wake.wait()
-            self._wake.clear()
+            self._acked = False
+            try:
+                self._client.reconnect()  # TCP, TLS, CONNECT; the CONNACK comes later
+            except (OSError, ValueError) as err:  # ssl's errors are OSErrors
+                self._set_status(False, describe_failure(err, self.host, self.port,
+                                                         self.tls))
+            else:
+                try:
+                    self._serve()
+                except Exception:  # a bug must not end the pillow's MQTT for good
+                    log.exception("mqtt: the connection loop failed")
+                    self._client.disconnect()
+                if self._acked:  # it was up: the back-off starts anew
+                    delay = self._reconnect[0]
             if self._stop.is_set():
                 break
-            try:
-                self._publish_pending()
-            except Exception:
-                log.exception("mqtt: publishing failed")
+            self._events.clear()  # a hug from an hour ago must not fire later
+            self._stop.wait(delay)
+            self._drain()
+            delay = min(delay * 2, self._reconnect[1])
+
+    def _serve(self) -> None:
+        """Run one connection: read, write, publish and ping until it ends."""
+        client, sock = self._client, self._client.socket()
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wakee, selectors.EVENT_READ)
+            selector.register(sock, selectors.EVENT_READ)
+            while True:
+                mask = selectors.EVENT_READ
+                if client.want_write():
+                    mask |= selectors.EVENT_WRITE
+                selector.modify(sock, mask)
+                # TLS may hold decrypted bytes that select() cannot see; a change
+                # noted while offline sent no wake-up byte.
+                pending = getattr(sock, "pending", lambda: 0)()
+                now = pending or (self._wake.is_set() and self.status["online"])
+                for key, events in selector.select(0 if now else KEEPALIVE / 3):
+                    if key.fileobj is self._wakee:
+                        self._drain()
+                        continue
+                    if events & selectors.EVENT_READ:
+                        client.loop_read()
+                    if events & selectors.EVENT_WRITE and client.socket() is not None:
+                        client.loop_write()
+                if pending and client.socket() is not None:
+                    client.loop_read()
+                if client.socket() is None:  # lost, or the login was refused
+                    return
+                if self._stop.is_set():
+                    self._goodbye()
+                    return
+                if self._wake.is_set() or self._announce:
+                    self._wake.clear()
+                    self._publish_pending()
+                client.loop_misc()  # pings; drops a connection that stopped answering
+                if client.socket() is None:
+                    return
+
+    def _goodbye(self, timeout: float = 1.0) -> None:
+        """Offline, retained (a clean stop is not a crash), then DISCONNECT: no will."""
+        client = self._client
+        if self.status["online"]:
+            client.publish(self.availability_topic, "offline", qos=1, retain=True)
+        client.disconnect()  # written at once, unless the socket's buffer is full
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            while (sock := client.socket()) is not None and client.want_write():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                selector.register(sock, selectors.EVENT_WRITE)
+                if selector.select(left):
+                    client.loop_write()
+                selector.unregister(sock)
+
+    def _drain(self) -> None:
+        try:
+            while self._wakee.recv(4096):
+                pass
+        except OSError:  # empty (or closed)
+            pass
 
     def _publish(self, topic: str, payload: str, *, retain: bool, qos: int = 1) -> None:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -383,8 +459,7 @@ class HomeAssistant:
             self.publishes += 1
 
     def _publish_pending(self) -> None:
-        if not self.status["online"]:
-            self._events.clear()  # a hug from an hour ago must not fire now
+        if not self.status["online"]:  # connected, but no CONNACK yet
             return
         if self._announce:
             self._announce = False

@@ -8,6 +8,7 @@ import random
 import re
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -210,10 +211,19 @@ def test_discovery_matches_home_assistants_documented_schema(mqtt_pillow, home_a
     assert state == {"state": "ON", "brightness": 255, "effect": "idle",
                      "color_mode": "rgb", "color": {"r": 0, "g": 0, "b": 16}}
     assert ha.wait(f"{TOPIC}/quiet/state") == b"OFF"
-    # What `ps -L` shows: paho's network thread and the publishing thread, by name.
-    comms = {(task / "comm").read_text().strip()
+    # One thread of its own, named for `ps -L`, that sleeps at rest: no wake-ups
+    # but for the pings every KEEPALIVE / 3 = 20 s (paho's loop_start() thread
+    # would wake every second).
+    tasks = {(task / "comm").read_text().strip(): task
              for task in Path(f"/proc/{proc.proc.pid}/task").iterdir()}
-    assert {"pillowd-mqtt", "pillowd-mqtt-tx"} <= comms, comms
+    assert "pillowd-mqtt" in tasks and not any("paho" in name for name in tasks), tasks
+
+    def switches() -> int:
+        status = (tasks["pillowd-mqtt"] / "status").read_text()
+        return sum(int(n) for n in re.findall(r"ctxt_switches:\s+(\d+)", status))
+    before = switches()
+    time.sleep(3)  # a span of time is what is measured here, not a wait for an event
+    assert switches() - before <= 1
     metrics = proc.get("/metrics").text
     assert "pillowd_mqtt_connects_total 1.0" in metrics
     assert re.search(r"pillowd_mqtt_publishes_total [1-9]", metrics)
@@ -459,7 +469,7 @@ def test_hug_events_and_states_are_published_only_when_they_change(broker, home_
         wait_for(lambda: pillow.status["online"], message="online")
         topic = "pillowd/Den_pillow"   # the name, made a topic level
         ha.wait(f"{topic}/light/state")
-        assert "pillowd-mqtt-tx" in {t.name for t in threading.enumerate()}
+        assert "pillowd-mqtt" in {t.name for t in threading.enumerate()}
 
         pillow.hug("received", "Alice", "thinking of you")
         event = json.loads(ha.wait(f"{topic}/hug"))
