@@ -13,6 +13,7 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import __version__, threads
 from .actuators import ActuatorError, Actuators, build_parts

@@ -675,3 +675,35 @@ def test_a_renamed_pillow_removes_the_entities_of_its_old_name(broker, home_assi
         assert json.loads(marker.read_text())["topics"][:4] == list(ha.configs())
     finally:
         new.close()
+
+
+def test_home_assistant_links_to_the_page_by_a_name_it_can_reach():
+    import socket
+
+    from pillowd.daemon import page_url_for_others
+    assert page_url_for_others("192.168.1.20", "http://192.168.1.20:8080/") == \
+        "http://192.168.1.20:8080/"
+    name = socket.gethostname()
+    shown = name if "." in name else f"{name}.local"  # the Pi's mDNS name
+    for wildcard in ("0.0.0.0", "::", ""):
+        assert page_url_for_others(wildcard, "http://127.0.0.1:8080/") == \
+            f"http://{shown}:8080/"
+
+
+def test_a_pillow_serving_every_address_links_by_its_name(make_config, pillow_env, broker,
+                                                           home_assistant):
+    import socket
+
+    from conftest import BASE_CONFIG, PillowProcess
+    base = BASE_CONFIG.replace('host = "127.0.0.1"', 'host = "0.0.0.0"')
+    proc = PillowProcess(make_config(mqtt_table(broker.port), base=base), pillow_env)
+    proc.start()
+    try:
+        ha = home_assistant()
+        lamp = json.loads(ha.wait(f"{PREFIX}/light/{NODE}/light/config"))
+        name = socket.gethostname()
+        port = proc.url.rstrip("/").rsplit(":", 1)[1]
+        assert lamp["device"]["configuration_url"] == \
+            f"http://{name if '.' in name else name + '.local'}:{port}/"
+    finally:
+        proc.stop()
