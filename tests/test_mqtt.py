@@ -389,8 +389,10 @@ def test_a_refused_login_is_shown_and_the_pillow_plays_on(pillow, locked_broker)
     proc = pillow(mqtt_table(locked_broker.port),
                   env={"PILLOWD_MQTT_USERNAME": "pillow",
                        "PILLOWD_MQTT_PASSWORD": "wrong-pw"})
-    error = wait_for(lambda: proc.state()["mqtt"]["error"], message="an error")
-    assert "refused the login" in error
+    error = wait_for(lambda: "refused the login" in (proc.state()["mqtt"]["error"] or "")
+                     and proc.state()["mqtt"]["error"], message="the refusal")
+    assert error == "the broker refused the login: not authorised (wrong user name or " \
+        "password?)"
     assert proc.state()["mqtt"]["online"] is False
     proc.cli("send", "glow", "--from", "Carol")
     wait_for(lambda: proc.state()["scene"] == "glow", message="the queue still plays")
