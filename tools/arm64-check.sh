@@ -221,7 +221,7 @@ EOF
     DAEMON_PID=""
     sed 's/^/    daemon: /' "$dir.daemon.log" | head -n 20
     cleanup
-    rm -rf -- "$dir"
+    rm -rf -- "$dir" "$dir.install.log" "$dir.daemon.log"  # kept only when a check fails
     SUMMARY+=("$release arm64, Python $python_version: install.sh $install_time s, pillowd serving after $ready_time s, /opt/pillowd $venv_size, Debian packages added $debs: healthz, state, page and scripts OK")
 }
 
