@@ -58,12 +58,13 @@ def queue_backend(request):
 
 def base_with_outbound(backend: str) -> str:
     assert backend == "local", f"add the {backend} set-up to base_with_outbound"
-    return BASE_CONFIG.replace('name = "pillow"\n',
-                               'name = "pillow"\noutbound_name = "pillow-hugs"\n', 1)
+    return BASE_CONFIG.replace(
+        'name = "pillow"\n',
+        'name = "pillow"\noutbound_name = ["pillow-hugs", "pillow-kin"]\n', 1)
 
 
-def outbound_events(daemon) -> list[dict]:
-    return [json.loads(m.body) for m in daemon.queues.outbound.peek(32)]
+def outbound_events(daemon, partner: int = 0) -> list[dict]:
+    return [json.loads(m.body) for m in daemon.queues.outbound[partner].peek(32)]
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def daemon(make_config, queue_backend):
 # -- the hug button -------------------------------------------------------------------
 
 
-def test_a_press_plays_hugged_and_sends_exactly_one_event(daemon):
+def test_a_press_plays_hugged_and_sends_exactly_one_event_to_each_partner(daemon):
     d = daemon()
     d.controls.play({"scene": "glow", "from": "Alice", "id": "msg-1"}, source="web")
     button = d.hardware.pin_factory.pin(17)
@@ -98,13 +99,19 @@ def test_a_press_plays_hugged_and_sends_exactly_one_event(daemon):
     wait_for(lambda: not d.outbox.pending(), message="the outbox emptied")
     button.drive_high()
     assert d.hugs.presses == 1
-    assert len(outbound_events(d)) == 1
-    event = events[0]
-    assert set(event) == {"event", "pillow", "at", "reply_to", "id"}
-    assert event["event"] == "hug" and event["pillow"] == "test-pillow"
+    assert outbound_events(d) == outbound_events(d, 1) == events  # the family's too
+    (event,) = events
+    assert set(event) == {"scene", "from", "id", "sent_at", "ttl", "event", "pillow",
+                          "reply_to"}
+    assert event["scene"] == "hug" and event["ttl"] == 600   # [button] send_scene
+    assert event["event"] == "hug"
+    assert event["pillow"] == event["from"] == "test-pillow"
     assert event["reply_to"] == {"id": "msg-1", "from": "Alice"}
-    at = datetime.fromisoformat(event["at"].replace("Z", "+00:00"))
+    at = datetime.fromisoformat(event["sent_at"].replace("Z", "+00:00"))
     assert before - timedelta(seconds=1) <= at <= datetime.now().astimezone()
+    # A partner's pillow plays it: the event is an ordinary message.
+    from pillowd.messages import decode
+    assert decode(json.dumps(event), d.settings).reply_to == event["reply_to"]
     # The press is in the history like any other play.
     assert d.pillow.snapshot()["recent"][0]["scene"] == "hugged"
     # And the hugged scene's pulse reaches the motor.
