@@ -13,6 +13,7 @@ from typing import Callable
 
 from gpiozero import Button
 
+from .errors import PillowError
 from .history import iso_now
 from .queues import QueueError
 
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 # Seconds a hug event may wait in a partner's queue (SPEC): an older hug is recorded
 # there as expired, not played in the middle of the night hours later.
 HUG_TTL = 600
+
+
+class HugNotKept(PillowError, OSError):
+    """A hug event could not be written to the outbox: it will not be sent."""
 
 
 class Outbox:
@@ -51,6 +56,7 @@ class Outbox:
         self._listeners: list[Callable[[dict, str], None]] = []
         self.away: dict[str, str] = {}     # queue name -> why it refused, while it does
         self.sent = 0
+        self.path = Path(path)
         self._db = sqlite3.connect(str(path), timeout=10, check_same_thread=False,
                                    isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -261,8 +267,9 @@ class Hugs:
         if self.outbox is not None:
             try:
                 self.outbox.add(event)
-            except Exception:
-                log.exception("could not keep the hug event")
+            except sqlite3.Error as err:  # disk full, state_dir gone: say so, once
+                raise HugNotKept(f"the hug event could not be kept in "
+                                 f"{self.outbox.path}: {err}") from None
         log.info("hug %s (%s)%s", event["id"], source,
                  f", answering {reply_to['id']}" if reply_to else "")
         self._tell("pressed", self.pillow_name, None)
@@ -289,9 +296,17 @@ class HugButton:
                  on_press: Callable[[], None], pin_factory):
         self.device = Button(pin, pull_up=pull_up, bounce_time=bounce_seconds or None,
                              pin_factory=pin_factory)
-        self.device.when_pressed = lambda: on_press()
+        self.device.when_pressed = lambda: _logged(on_press)
 
     def close(self) -> None:
         if self.device is not None:
             self.device.close()
             self.device = None
+
+
+def _logged(on_press: Callable[[], object]) -> None:
+    # gpiozero's thread would print a traceback and lose the line; one line instead.
+    try:
+        on_press()
+    except HugNotKept as err:
+        log.error("%s", err)

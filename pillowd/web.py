@@ -133,7 +133,7 @@ class StatusPage:
                 return _error(404, "this pillow sends no hugs")
             try:
                 event_id = self.hugs.pressed(source="web")
-            except HistoryError as err:
+            except PillowError as err:  # the event could not be kept: not sent
                 return _error(503, str(err))
             # Accepted: it plays here now; the partners get it once their queues take it.
             return jsonify({"id": event_id}), 202

@@ -297,6 +297,16 @@ def test_on_hug_hears_pressed_sent_received_and_returned(tmp_path):
     outbox.close()
 
 
+def test_a_hug_the_outbox_cannot_keep_is_an_error_not_a_lost_hug(tmp_path):
+    from pillowd.hugs import HugNotKept
+    clock, heard, hurried = [0.0], Heard(), []
+    hugs, timeline, outbox, partner, settings = hugs_on(tmp_path, clock, heard, hurried)
+    outbox.close()   # as good as a full disk: nothing can be written
+    with pytest.raises(HugNotKept, match="could not be kept in .*outbox.sqlite3"):
+        hugs.pressed(source="web")
+    assert heard.calls == []     # not "pressed": it goes nowhere
+
+
 def test_a_history_from_before_hug_backs_is_migrated_and_kept(tmp_path):
     import sqlite3
     from pillowd.history import History, Outcome
