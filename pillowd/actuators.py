@@ -11,8 +11,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from gpiozero import AngularServo, OutputDevice, PWMOutputDevice
-
 from .errors import PillowError
 from .patterns import PATTERNS
 from .settings import Limits
@@ -169,6 +167,7 @@ class Vibration(Part):
     name = "vibration"
 
     def __init__(self, pin, *, max_level: float, limit: Limit, pin_factory):
+        from gpiozero import PWMOutputDevice
         self.max_level = max_level
         super().__init__(PWMOutputDevice(pin, initial_value=0, pin_factory=pin_factory),
                          limit)
@@ -187,6 +186,7 @@ class Servo(Part):
 
     def __init__(self, pin, *, min_angle: float, max_angle: float, limit: Limit,
                  min_pulse_width: float, max_pulse_width: float, pin_factory):
+        from gpiozero import AngularServo
         self.min_angle, self.max_angle = min_angle, max_angle
         # The pulse mapping is the servo's own (-90..90); min/max_angle only narrow
         # where we let it go. initial_angle=None: no pulses, so no jump at start.
@@ -216,6 +216,7 @@ class Warmer(Part):
     name = "warmer"
 
     def __init__(self, pin, *, active_high: bool, limit: Limit, pin_factory):
+        from gpiozero import OutputDevice
         super().__init__(OutputDevice(pin, active_high=active_high, initial_value=False,
                                       pin_factory=pin_factory), limit)
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from . import __version__, threads
 from .actuators import ActuatorError, Actuators, build_parts
-from .settings import ButtonSettings, QuietSettings, Settings
 from .consumer import Backoff, Consumer
 from .errors import PillowError
 from .hardware import Hardware, HardwareError, open_hardware, open_mock
@@ -23,13 +22,14 @@ from .history import History
 from .hugs import HugButton, Hugs, Outbox
 from .light import LightOutput
 from .messages import decode, encode
-from .metrics import registry_for
+from .metrics import Metrics
 from .pillow import Controls, Health, Loop, Pillow
 from .player import Player
 from .queues.local import LocalStore
 from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Timeline
+from .settings import ButtonSettings, QuietSettings, Settings
 from .systemd import SystemdNotifier, Watchdog
 
 log = logging.getLogger("pillowd")
@@ -280,8 +280,8 @@ class Daemon:
         self.page = StatusPage(
             self.pillow, controls=self.controls, hugs=self.hugs, health=self.health,
             renderer=self.renderer, token=control_token(settings, environ),
-            metrics=lambda clients: registry_for(self.pillow, self.consumer,
-                                                 self.renderer, clients))
+            metrics=lambda clients: Metrics(self.pillow, self.consumer,
+                                            self.renderer, clients))
         self.url = self.page.bind(settings.web.host, settings.web.port)
         closing(self.page.close)
         self.notifier = SystemdNotifier(environ)
@@ -302,10 +302,12 @@ class Daemon:
             return open_mock(settings.leds.count)
 
     def _open_parts(self, trouble: list[str]):
+        fitted = self.settings.actuators
+        if fitted.vibration is None and fitted.servo is None and fitted.warmer is None:
+            return []  # LEDs only: no GPIO opened at all
         try:
-            return build_parts(self.settings.actuators, self.hardware.pin_factory,
-                               horizon=ACTUATOR_PERIOD)
-        except ActuatorError as err:
+            return build_parts(fitted, self.hardware.pin_factory, horizon=ACTUATOR_PERIOD)
+        except (ActuatorError, HardwareError) as err:
             log.error("%s; running without the actuators", err)
             trouble.append(f"actuators: {err}")
             return []
@@ -406,7 +408,7 @@ def run(settings: Settings, *, demo: bool = False, environ=os.environ) -> int:
         try:
             daemon.start()
             url = daemon.url
-            token = control_token(settings, environ)
+            token = daemon.page.token  # read from the environment once, at build
             if token and sys.stdout.isatty():
                 url += f"?token={token}"  # a person at a terminal, never a log file
             print(f"pillowd: status page at {url}", flush=True)

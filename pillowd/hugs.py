@@ -11,8 +11,6 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from gpiozero import Button
-
 from .errors import PillowError
 from .history import iso_now
 from .queues import QueueError
@@ -294,6 +292,7 @@ class HugButton:
 
     def __init__(self, pin, *, pull_up: bool, bounce_seconds: float,
                  on_press: Callable[[], None], pin_factory):
+        from gpiozero import Button
         self.device = Button(pin, pull_up=pull_up, bounce_time=bounce_seconds or None,
                              pin_factory=pin_factory)
         self.device.when_pressed = lambda: _logged(on_press)

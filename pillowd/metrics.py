@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from .history import OUTCOMES
+
+# prometheus_client is imported on the first scrape, not at start: a pillow that is
+# never scraped never pays for it (~40 ms of a start on this machine, more on a Pi).
 
 
 class PillowCollector:
@@ -20,6 +20,8 @@ class PillowCollector:
         self.clients = clients
 
     def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         p = self.pillow
         messages = CounterMetricFamily("pillowd_messages", "Messages by outcome",
                                        labels=["outcome"])
@@ -50,8 +52,18 @@ class PillowCollector:
                                 value=self.clients())
 
 
-def registry_for(pillow, consumer, renderer,
-                 clients: Callable[[], int]) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(PillowCollector(pillow, consumer, renderer, clients))
-    return registry
+class Metrics:
+    """The pillow's figures in Prometheus' text format, read at each scrape."""
+
+    def __init__(self, pillow, consumer, renderer, clients: Callable[[], int]):
+        self._collector = PillowCollector(pillow, consumer, renderer, clients)
+        self._registry = None
+
+    def exposition(self) -> tuple[bytes, str]:
+        """(the body, its content type) for GET /metrics."""
+        from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry,
+                                       generate_latest)
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(self._collector)
+        return generate_latest(self._registry), CONTENT_TYPE_LATEST

@@ -131,7 +131,7 @@ class Renderer:
         self.dropped = 0
         self.frame_seconds = 0.0
         self.achieved_fps = 0.0
-        self.resting = False       # asleep on a settled static frame
+        self.resting = False       # asleep on purpose: a settled frame, a replayed cycle
         self.last_frame = bytes(3 * strip.count)
         self._level = output.brightness  # the person's dimmer, within the ceiling
         self._cap = 1.0            # a further brightness limit (quiet hours)
@@ -283,8 +283,11 @@ class Renderer:
                     window_frames = 0
                     continue
                 if self._due is not None:  # a known cycle: sleep to its next change
-                    self.resting = self._due == math.inf
-                    self._wake.wait(None if self.resting else max(0.0, self._due - now))
+                    # Asleep on purpose (health must not call it a stall), until
+                    # the strip must change: never, if the whole cycle looks the same.
+                    self.resting = True
+                    self._wake.wait(None if self._due == math.inf
+                                    else max(0.0, self._due - now))
                     self.resting = False
                     next_tick = window_start = self._clock()
                     window_frames = 0

@@ -140,7 +140,7 @@ class Watchdog:
         if self._thread is not None:
             raise RuntimeError("watchdog already started")
         self._thread = threading.Thread(
-            target=self._run, name="systemd-watchdog", daemon=True)
+            target=self._run, name="pillowd-systemd", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

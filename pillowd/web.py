@@ -12,7 +12,6 @@ from pathlib import Path
 
 from flask import Flask, Response, jsonify, render_template, request
 from flask_socketio import SocketIO
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
@@ -110,7 +109,8 @@ class StatusPage:
 
         @app.get("/metrics")
         def metrics():
-            return Response(generate_latest(self._metrics), mimetype=CONTENT_TYPE_LATEST)
+            body, content_type = self._metrics.exposition()
+            return Response(body, mimetype=content_type)
 
         @app.post("/api/scene")
         @self._control

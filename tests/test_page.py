@@ -237,3 +237,25 @@ def test_show_older_pages_through_history_without_live_updates_wiping_it(pillow,
     page.wait_for_function(
         "document.querySelector('#recent li .what').textContent === 'hug from late'")
     assert page.locator("#older-list li").count() == 10
+
+
+def test_the_page_says_why_the_leds_are_dark_when_the_hardware_cannot_start(
+        open_page, make_config, pillow_env):
+    from conftest import BASE_CONFIG, PillowProcess
+
+    # backend "pi" off a Raspberry Pi: the LEDs cannot start, the pillow runs on.
+    config = make_config(base=BASE_CONFIG.replace('backend = "mock"', 'backend = "pi"'))
+    p = PillowProcess(config, pillow_env).start()
+    try:
+        page = open_page(p.url)
+        wait_live(page)
+        page.wait_for_selector("#hardware-trouble:not([hidden])")
+        assert "needs a Raspberry Pi" in page.text_content("#hardware-trouble")
+    finally:
+        p.stop()
+
+
+def test_no_trouble_banner_while_the_hardware_works(open_page, pillow):
+    page = open_page(pillow().url)
+    wait_live(page)
+    assert page.is_hidden("#hardware-trouble")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from dataclasses import dataclass
-
-from gpiozero.pins import Factory
+from typing import TYPE_CHECKING, Callable
 
 from .base import HardwareError, LedStrip, led_driver_for, read_pi_model
 from .mock import MockStrip
+
+if TYPE_CHECKING:
+    from gpiozero.pins import Factory
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +21,25 @@ __all__ = ["Hardware", "HardwareError", "LedStrip", "MockStrip", "open_hardware"
 
 @dataclass
 class Hardware:
-    """The strip and the GPIO pin factory the pillow's devices are built on."""
+    """The strip, and the GPIO pins the pillow's other parts are built on.
+
+    The pins are opened on first use: a pillow with only LEDs never loads gpiozero
+    nor needs a GPIO library (nor starts a second later for it).
+    """
 
     strip: LedStrip
-    pin_factory: Factory
+    open_pins: Callable[[], "Factory"]
     description: str
     mock: bool
     record_to: Path | None = None  # mock only: where close() leaves the final state
+    _pins: "Factory | None" = field(default=None, init=False, repr=False)
+
+    @property
+    def pin_factory(self) -> "Factory":
+        """gpiozero's pin factory; HardwareError when the GPIO cannot be opened."""
+        if self._pins is None:
+            self._pins = self.open_pins()
+        return self._pins
 
     def close(self) -> None:
         """The strip dark and the pins let go; safe twice. The devices built on the
@@ -33,16 +47,20 @@ class Hardware:
         self.strip.close()
         if self.mock and self.record_to is not None:
             from .mock import record
-            record(self.pin_factory, self.strip, self.record_to)
+            record(self._pins, self.strip, self.record_to)
             self.record_to = None
-        self.pin_factory.close()
+        if self._pins is not None:
+            self._pins.close()
+            self._pins = None
 
 
 def open_mock(count: int, record_to: Path | None = None) -> Hardware:
     """An in-memory strip and gpiozero's mock pins; *record_to* gets their final state."""
-    from gpiozero.pins.mock import MockFactory, MockPWMPin
-    return Hardware(MockStrip(count), MockFactory(pin_class=MockPWMPin),
-                    "mock hardware", mock=True, record_to=record_to)
+    def mock_pins():
+        from gpiozero.pins.mock import MockFactory, MockPWMPin
+        return MockFactory(pin_class=MockPWMPin)
+    return Hardware(MockStrip(count), mock_pins, "mock hardware", mock=True,
+                    record_to=record_to)
 
 
 def open_hardware(backend: str, leds, record_to: Path | None = None) -> Hardware:
@@ -58,7 +76,6 @@ def open_hardware(backend: str, leds, record_to: Path | None = None) -> Hardware
     if not is_pi:
         raise HardwareError("hardware backend 'pi' needs a Raspberry Pi; "
                             "use backend = \"mock\" or \"auto\" elsewhere")
-    from gpiozero import Device
     driver = leds.driver if leds.driver != "auto" else led_driver_for(model)
     if driver == "ws281x":
         from .ws281x import Ws281xStrip
@@ -69,10 +86,13 @@ def open_hardware(backend: str, leds, record_to: Path | None = None) -> Hardware
         strip = PioStrip(leds.count, device=leds.device)
     else:
         strip = MockStrip(leds.count)
-    try:
-        factory = Device._default_pin_factory()
-    except Exception as err:
-        strip.close()
-        raise HardwareError(f"cannot open the GPIO pins: {err}") from None
     log.info("LED driver %s on %s", driver, model)
-    return Hardware(strip, factory, f"{driver} LEDs on {model}", mock=False)
+    return Hardware(strip, _real_pins, f"{driver} LEDs on {model}", mock=False)
+
+
+def _real_pins() -> "Factory":
+    try:
+        from gpiozero import Device
+        return Device._default_pin_factory()
+    except Exception as err:
+        raise HardwareError(f"cannot open the GPIO pins: {err}") from None

@@ -49,7 +49,7 @@ def record(factory, strip: MockStrip, path) -> None:
 
     pins = {info.name: {"state": pin.state, "function": pin.function,
                         "states": [[s.timestamp, s.state] for s in pin.states]}
-            for info, pin in list(factory.pins.items())}
+            for info, pin in list(factory.pins.items())} if factory is not None else {}
     leds = {"pixels": strip.pixels.tolist(), "frames": strip.frames,
             "lit_frames": strip.lit_frames}
     try:

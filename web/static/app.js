@@ -202,6 +202,12 @@ function render(s) {
   $("text").hidden = !(m && m.text);
   text("text", (m && m.text) || "");
 
+  // The LEDs or GPIO could not start: the pillow runs on (queue, history, this
+  // page) and says why here, as /healthz does.
+  const hw = s.hardware || {ok: true};
+  $("hardware-trouble").hidden = hw.ok;
+  text("hardware-trouble", hw.ok ? "" : `The pillow's hardware is not working: ${hw.error}`);
+
   const q = s.queue;
   setBadge($("queue-online"), q.online ? "online" : "offline", q.online ? "ok" : "bad");
   text("queue-backend", `${q.backend} queue`);
