@@ -1,4 +1,4 @@
-"""Hugs between pillows: a press plays a scene here and sends a hug event to every partner."""
+"""Hugs between pillows: a press plays here and goes to every partner as a message."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ HUG_KINDS = ("pressed", "sent", "received", "returned")
 
 
 class Hugs:
-    """A press (the button, POST /api/hug): plays *scene* here and sends a hug event.
+    """A press (the button, POST /api/hug): plays [button] scene here and sends a hug event.
 
     The event (SPEC "Hugs between pillows") answers the last message someone else
     sent, if it came within the reply window. *on_hug(kind, sender, text)* hears of
@@ -206,7 +206,7 @@ class Hugs:
     """
 
     def __init__(self, pillow_name: str, settings, *, timeline,
-                 play: Callable[[dict], object], outbox: Outbox | None = None,
+                 play: Callable[[dict, str], object], outbox: Outbox | None = None,
                  on_hug: Callable[[str, str | None, str | None], None] = (
                      lambda kind, sender, text: None),
                  hurry: Callable[[float], None] = lambda seconds: None,
