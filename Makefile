@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 VENDOR := web/static/vendor/socket.io.min.js
 # Debian packages the tests use: Chromium for the page, systemd-analyze and
-# shellcheck for the unit and install.sh, headers to build systemd-python.
-TEST_APT := chromium libsystemd-dev pkg-config shellcheck systemd python3-venv
+# shellcheck for the unit and install.sh, headers to build systemd-python,
+# mosquitto (and its mosquitto_passwd) as the MQTT broker Home Assistant would use.
+TEST_APT := chromium libsystemd-dev pkg-config shellcheck systemd python3-venv mosquitto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run demo test test-deps bench clean vendor
@@ -28,7 +29,8 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(BIN)/pillowd: pyproject.toml | $(VENV)/bin/python
+# The vendored client first: pyproject names its folder as a package.
+$(BIN)/pillowd: pyproject.toml | $(VENV)/bin/python $(VENDOR)
 	$(BIN)/pip install -q -e .
 	@touch $@
 
@@ -40,7 +42,7 @@ $(VENV)/.apt:
 	fi
 	@mkdir -p $(VENV) && touch $@
 
-$(VENV)/.test-deps: pyproject.toml $(VENV)/.apt | $(VENV)/bin/python
+$(VENV)/.test-deps: pyproject.toml $(VENV)/.apt | $(VENV)/bin/python $(VENDOR)
 	$(BIN)/pip install -q -e ".[test,systemd]"
 	@touch $(BIN)/pillowd $@
 
@@ -64,6 +66,7 @@ bench: test-deps
 	$(BIN)/python bench/queue_latency.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/actuators.py
+	$(BIN)/python bench/mqtt.py
 
 clean:
 	rm -rf $(VENV) node_modules web/static/vendor .state .pytest_cache

@@ -16,7 +16,8 @@ from .errors import PillowError
 from .patterns import PATTERNS
 from .pinout import STRIP_TYPES, WS281X_PINS
 from .settings import (DEFAULT_SCENES, ActuatorSettings, ButtonSettings, Check,
-                       HardwareSettings, LedSettings, PillowSettings, QueueSettings,
+                       HardwareSettings, LedSettings, MqttSettings, PillowSettings,
+                       QueueSettings,
                        QuietSettings, SceneSettings, ServoSettings, Settings,
                        VibrationSettings, WarmerSettings, WebSettings)
 
@@ -80,6 +81,7 @@ _SECTIONS = {
     "web": WebSettings,
     "button": ButtonSettings,
     "quiet": QuietSettings,
+    "mqtt": MqttSettings,
 }
 
 _ACTUATORS = {"vibration": VibrationSettings, "servo": ServoSettings,

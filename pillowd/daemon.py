@@ -7,11 +7,13 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import __version__, threads
 from .actuators import ActuatorError, Actuators, build_parts
@@ -29,7 +31,7 @@ from .queues.local import LocalStore
 from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Timeline
-from .settings import ButtonSettings, QuietSettings, Settings
+from .settings import ButtonSettings, MqttSettings, QuietSettings, Settings
 from .systemd import SystemdNotifier, Watchdog
 
 log = logging.getLogger("pillowd")
@@ -113,6 +115,16 @@ def _open_azure_queues(settings: Settings, environ) -> Queues:
         account.close()
         raise
     return Queues(main, poison, outbound, [account.close])
+
+
+def page_url_for_others(host: str, url: str) -> str:
+    """The status page's address as another machine (Home Assistant) can open it:
+    a wildcard bind is reached by the Pi's mDNS name, as raspberrypi.local."""
+    if host not in ("0.0.0.0", "::", ""):
+        return url
+    name = socket.gethostname()
+    port = urlsplit(url).port
+    return f"http://{name if '.' in name else name + '.local'}:{port}/"
 
 
 def control_token(settings: Settings, environ=os.environ) -> str | None:
@@ -277,13 +289,18 @@ class Daemon:
 
         from .web import StatusPage  # Flask only once everything before it stands
 
+        self.mqtt = None  # read by the metrics at scrape time
         self.page = StatusPage(
             self.pillow, controls=self.controls, hugs=self.hugs, health=self.health,
             renderer=self.renderer, token=control_token(settings, environ),
             metrics=lambda clients: Metrics(self.pillow, self.consumer,
-                                            self.renderer, clients))
+                                            self.renderer, clients,
+                                            mqtt=lambda: self.mqtt))
         self.url = self.page.bind(settings.web.host, settings.web.port)
         closing(self.page.close)
+        self.mqtt = self._build_mqtt(state_dir, environ)  # needs the page's address
+        if self.mqtt is not None:
+            closing(self.mqtt.close)
         self.notifier = SystemdNotifier(environ)
         # Last in, so first out: the loops stop before anything they use is closed.
         closing(self._stop_loops)
@@ -324,6 +341,38 @@ class Daemon:
             trouble.append(why)
             return None
 
+    def _build_mqtt(self, state_dir: Path, environ):
+        """Home Assistant over MQTT when [mqtt] is there; None otherwise."""
+        from . import mqtt
+
+        settings, m = self.settings, self.settings.mqtt
+        # What was published, so that removing [mqtt] can remove it too; without
+        # [mqtt], the login is looked for under the default names.
+        self._mqtt_marker = state_dir / "mqtt-entities.json"
+        self._mqtt_login = (None, None)
+        if m is None:
+            if self._mqtt_marker.exists():
+                d = MqttSettings()
+                try:
+                    self._mqtt_login = mqtt.login_from(d.username_env, d.password_env,
+                                                       environ)
+                except PillowError as err:  # a clean-up must not stop the pillow
+                    log.warning("%s", err)
+            return None
+        username, password = mqtt.login_from(m.username_env, m.password_env, environ)
+        ha = mqtt.HomeAssistant(
+            host=m.host, port=m.port, username=username, password=password, tls=m.tls,
+            ca_file=m.ca_file, discovery_prefix=m.discovery_prefix, topic=m.topic,
+            pillow_name=settings.pillow.name, version=__version__,
+            page_url=page_url_for_others(settings.web.host, self.url),
+            scenes=list(settings.scenes), controls=self.controls,
+            snapshot=self.pillow.snapshot,
+            on_status=lambda status: self.pillow.section_changed("mqtt", status),
+            marker=self._mqtt_marker)
+        self.pillow.section_changed("mqtt", ha.status)
+        self.pillow.on_state(ha.state_changed)
+        return ha
+
     def _quiet_changed(self, quiet: bool) -> None:
         q = self.settings.quiet or QuietSettings()
         # max_brightness is absolute; the renderer's cap is a share of [leds] brightness.
@@ -352,6 +401,13 @@ class Daemon:
         for thread in self._threads:
             thread.start()
         self.page.start()
+        if self.mqtt is not None:
+            self.mqtt.start()
+        elif self._mqtt_marker.exists():  # [mqtt] was removed: remove the device too
+            from .mqtt import remove_entities
+            username, password = self._mqtt_login
+            threads.start("pillowd-mqtt-rm", lambda: remove_entities(
+                self._mqtt_marker, username=username, password=password))
         # Only now can the pillow really serve: config, hardware, queue and web are up.
         self.notifier.ready(self.pillow.status_line())
         interval = self.notifier.watchdog_interval()

@@ -13,11 +13,15 @@ from .history import OUTCOMES
 class PillowCollector:
     """Reads counters the loops already keep; costs nothing between scrapes."""
 
-    def __init__(self, pillow, consumer, renderer, clients: Callable[[], int]):
+    def __init__(self, pillow, consumer, renderer, clients: Callable[[], int],
+                 mqtt: Callable[[], object] | None = None):
         self.pillow = pillow
         self.consumer = consumer
         self.renderer = renderer
         self.clients = clients
+        # () -> pillowd.mqtt.HomeAssistant or None: it is built after the page that
+        # serves these metrics, since it needs the page's address.
+        self.mqtt = mqtt or (lambda: None)
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -50,13 +54,28 @@ class PillowCollector:
                                 "Estimated current drawn by the LEDs", value=r.milliamps)
         yield GaugeMetricFamily("pillowd_web_clients", "Connected status page clients",
                                 value=self.clients())
+        mqtt = self.mqtt()
+        if mqtt is not None:
+            yield GaugeMetricFamily("pillowd_mqtt_online",
+                                    "1 while the MQTT broker is connected",
+                                    value=int(mqtt.status["online"]))
+            yield CounterMetricFamily("pillowd_mqtt_connects",
+                                      "Successful connections to the MQTT broker",
+                                      value=mqtt.connects)
+            yield CounterMetricFamily("pillowd_mqtt_publishes",
+                                      "Messages published to the MQTT broker",
+                                      value=mqtt.publishes)
+            yield CounterMetricFamily("pillowd_mqtt_commands_ignored",
+                                      "Malformed or refused commands from MQTT",
+                                      value=mqtt.ignored)
 
 
 class Metrics:
     """The pillow's figures in Prometheus' text format, read at each scrape."""
 
-    def __init__(self, pillow, consumer, renderer, clients: Callable[[], int]):
-        self._collector = PillowCollector(pillow, consumer, renderer, clients)
+    def __init__(self, pillow, consumer, renderer, clients: Callable[[], int],
+                 mqtt: Callable[[], object] | None = None):
+        self._collector = PillowCollector(pillow, consumer, renderer, clients, mqtt)
         self._registry = None
 
     def exposition(self) -> tuple[bytes, str]:

@@ -30,7 +30,10 @@ class Playing:
     command: Command | None = None  # what asked for it (actuators read its limits)
 
     def describe(self) -> dict:
+        color = self.params.get("color")  # (r, g, b) in 0..1; rainbow and others have none
         return {"scene": self.scene.name, "effect": self.effect.name,
+                "color": "#" + "".join(f"{round(c * 255):02x}" for c in color)
+                if isinstance(color, tuple) and len(color) == 3 else None,
                 "since": iso(self.since),
                 "until": iso(self.until) if self.until else None,
                 "message": self.message}

@@ -221,6 +221,34 @@ class QuietSettings:
     actuators: bool = _key(False)
 
 
+def _topic(value) -> str | None:
+    # A topic (or its start) the pillow publishes under: no wildcards, no empty ends.
+    if any(c in value for c in "+#\0"):
+        return "must not contain +, # or NUL (MQTT wildcards)"
+    if value.startswith("/") or value.endswith("/"):
+        return "must not start or end with /"
+    return None
+
+
+def _absolute(value) -> str | None:
+    return None if value == "" or value.startswith("/") else \
+        f"must be an absolute path, not {value!r}"
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Home Assistant over MQTT; the login comes from the environment, never this file."""
+
+    host: str = _key("homeassistant.local", _non_empty)
+    port: int = _key(1883, _range(1, 65535))
+    username_env: str = _key("PILLOWD_MQTT_USERNAME")
+    password_env: str = _key("PILLOWD_MQTT_PASSWORD")
+    tls: bool = _key(False)
+    ca_file: str = _key("", _absolute)
+    discovery_prefix: str = _key("homeassistant", lambda v: _non_empty(v) or _topic(v))
+    topic: str = _key("", _topic)      # "" means "pillowd/<pillow name>"
+
+
 @dataclass(frozen=True)
 class SceneSettings:
     """A named way for the pillow to look, which messages ask for by name.
@@ -259,6 +287,7 @@ class Settings:
     actuators: ActuatorSettings = field(default_factory=ActuatorSettings)
     button: ButtonSettings | None = None
     quiet: QuietSettings | None = None
+    mqtt: MqttSettings | None = None
     scenes: dict[str, SceneSettings] = field(default_factory=dict)
     source: str = "<defaults>"
 

@@ -355,9 +355,11 @@ def test_unit_has_the_promised_directives():
         assert directives.get(key) == value, key
     assert directives["WatchdogSec"]
     assert directives["LoadCredential"] == [
-        "azure-storage-connection-string:/etc/pillowd/azure-storage-connection-string"]
-    # The fallback that keeps a missing credential file from failing the unit.
-    assert directives["SetCredential"][0].startswith("azure-storage-connection-string:")
+        "azure-storage-connection-string:/etc/pillowd/azure-storage-connection-string",
+        "mqtt-password:/etc/pillowd/mqtt-password"]
+    # The fallbacks that keep a missing credential file from failing the unit.
+    assert [c.split(":")[0] for c in directives["SetCredential"]] == \
+        ["azure-storage-connection-string", "mqtt-password"]
     assert "/dev/mem rw" not in directives["DeviceAllow"]  # root drop-in only
 
 
