@@ -182,6 +182,7 @@ class Daemon:
         self._loops: list[tuple[str, str, object]] = []
         self._threads: list[threading.Thread] = []
         self.watchdog: Watchdog | None = None
+        self.mqtt = None  # Home Assistant, when [mqtt] is there: built last
         try:
             self._build(settings, demo, environ)
         except BaseException:
@@ -259,7 +260,7 @@ class Daemon:
                                  quiet=self.quiet_hours, on_change=self.pillow.changed)
         # Whether or not a button is fitted: POST /api/hug presses it too.
         self.hugs = Hugs(settings.pillow.name, button, timeline=self.timeline,
-                         outbox=self.outbox, on_hug=_hug_heard, hurry=self.consumer.hurry,
+                         outbox=self.outbox, on_hug=self._hug_heard, hurry=self.consumer.hurry,
                          play=lambda data, source: self.controls.play(data, source=source))
         self.button = None
         if settings.button is not None:
@@ -289,7 +290,6 @@ class Daemon:
 
         from .web import StatusPage  # Flask only once everything before it stands
 
-        self.mqtt = None  # read by the metrics at scrape time
         self.page = StatusPage(
             self.pillow, controls=self.controls, hugs=self.hugs, health=self.health,
             renderer=self.renderer, token=control_token(settings, environ),
@@ -373,6 +373,15 @@ class Daemon:
         self.pillow.on_state(ha.state_changed)
         return ha
 
+    def _hug_heard(self, kind: str, sender: str | None, text: str | None) -> None:
+        """Each step of a hug (pressed, sent, received, returned): the journal, and
+        Home Assistant's `hug` event entity when [mqtt] is there. (Home Assistant is
+        built after the hugs, once the page's address is known.)"""
+        log.info("hug %s%s", kind, f" ({sender})" if sender else "",
+                 extra={"PILLOW_HUG": kind})
+        if self.mqtt is not None:
+            self.mqtt.hug(kind, sender, text)
+
     def _quiet_changed(self, quiet: bool) -> None:
         q = self.settings.quiet or QuietSettings()
         # max_brightness is absolute; the renderer's cap is a share of [leds] brightness.
@@ -437,11 +446,6 @@ class Daemon:
     def close(self) -> None:
         """Stop every loop, leave the LEDs dark and the outputs off; safe twice."""
         self._stack.close()
-
-
-def _hug_heard(kind: str, sender: str | None, text: str | None) -> None:
-    # Where Home Assistant's event entity "hug" will hear of each step; logged for now.
-    log.info("hug %s%s", kind, f" ({sender})" if sender else "")
 
 
 class _Watch:
