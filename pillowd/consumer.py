@@ -274,7 +274,8 @@ class Consumer:
                        scene=command.scene.name if command else None,
                        sender=command.sender if command else None,
                        reason=reason, at=iso(self._wall()), queue=self.queue.name,
-                       queue_message_id=message.id)
+                       queue_message_id=message.id,
+                       event=command.event if command else None)
 
     def _settle(self, message: QueueMessage, outcome: Outcome,
                 command: Command | None = None) -> None:

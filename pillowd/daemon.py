@@ -31,7 +31,7 @@ from .queues.local import LocalStore
 from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Timeline
-from .settings import MqttSettings, QuietSettings, Settings
+from .settings import ButtonSettings, MqttSettings, QuietSettings, Settings
 from .systemd import SystemdNotifier, Watchdog
 
 log = logging.getLogger("pillowd")
@@ -45,12 +45,12 @@ ACTUATOR_STALL_SECONDS = 0.5
 
 
 class Queues:
-    """The queues one pillow uses: consumed, poison and (optional) outbound."""
+    """The queues one pillow uses: consumed, poison and its partners' (outbound)."""
 
-    def __init__(self, main, poison, outbound, closers=()):
+    def __init__(self, main, poison, outbound=(), closers=()):
         self.main = main
         self.poison = poison
-        self.outbound = outbound
+        self.outbound = list(outbound)  # one per partner; empty: hugs go nowhere
         self._closers = list(closers)
 
     def close(self) -> None:
@@ -59,25 +59,15 @@ class Queues:
         self._closers.clear()
 
 
-def _first_outbound(settings: Settings) -> str:
-    # Stand-in until the hug flow sends to every queue of a list (a family).
-    names = settings.outbound_names
-    if len(names) > 1:
-        log.warning("hug events go only to %r for now, not to %s", names[0],
-                    ", ".join(map(repr, names[1:])))
-    return names[0]
-
-
 def open_queues(settings: Settings, environ=os.environ) -> Queues:
     """The configured queues, created when missing."""
     q = settings.queue
     if q.backend == "local":
         store = LocalStore(Path(settings.pillow.state_dir) / "queue.sqlite3")
         main, poison = store.queue(q.name), store.queue(settings.poison_name)
-        outbound = store.queue(_first_outbound(settings)) if q.outbound_name else None
-        for queue in (main, poison, outbound):
-            if queue is not None:
-                queue.create()
+        outbound = [store.queue(name) for name in settings.outbound_names]
+        for queue in (main, poison, *outbound):
+            queue.create()
         return Queues(main, poison, outbound, [store.close])
     if q.backend == "azure":
         return _open_azure_queues(settings, environ)
@@ -112,11 +102,10 @@ def _open_azure_queues(settings: Settings, environ) -> Queues:
     q = settings.queue
     account = azure_account(settings, environ)
     main, poison = account.queue(q.name), account.queue(settings.poison_name)
-    outbound = account.queue(_first_outbound(settings)) if q.outbound_name else None
+    outbound = [account.queue(name) for name in settings.outbound_names]
     try:
-        for queue in (main, poison, outbound):
-            if queue is not None:
-                queue.create()
+        for queue in (main, poison, *outbound):
+            queue.create()
     except QueueUnavailable as err:
         # Unreachable now is not fatal: each queue is made on first use, the loop
         # retries and the page shows why it is offline. A refused credential
@@ -193,6 +182,7 @@ class Daemon:
         self._loops: list[tuple[str, str, object]] = []
         self._threads: list[threading.Thread] = []
         self.watchdog: Watchdog | None = None
+        self.mqtt = None  # Home Assistant, when [mqtt] is there: built last
         try:
             self._build(settings, demo, environ)
         except BaseException:
@@ -226,7 +216,15 @@ class Daemon:
                              renderer=self.renderer, history=self.history,
                              scenes=list(settings.scenes), backend=q.backend,
                              hardware_trouble=trouble)
-        self.player = Player(self.history, self.timeline, on_outcome=self.pillow.outcome)
+        # Before the player: it asks the outbox whether a message answers our hug.
+        button = settings.button or ButtonSettings()  # /api/hug works without one
+        self.outbox = None
+        if self.queues.outbound:
+            self.outbox = Outbox(state_dir / "outbox.sqlite3", self.queues.outbound,
+                                 remember_seconds=button.reply_window_seconds)
+            closing(self.outbox.close)
+        self.player = Player(self.history, self.timeline, on_outcome=self.pillow.outcome,
+                             ours=self.outbox.ours if self.outbox else lambda i: False)
         self.consumer = Consumer(
             self.queues.main, self.queues.poison, self.history, self.player,
             decode=lambda body: decode(body, settings),
@@ -255,19 +253,17 @@ class Daemon:
         if quiet is not None:
             self._loops.append(("quiet", "pillowd-quiet", self.quiet_hours))
 
-        self.outbox = None
-        if self.queues.outbound is not None:
-            self.outbox = Outbox(state_dir / "outbox.sqlite3", self.queues.outbound)
-            closing(self.outbox.close)
+        if self.outbox is not None:
             self._loops.append(("outbox", "pillowd-outbox", self.outbox))
         self.controls = Controls(settings=settings, player=self.player,
                                  renderer=self.renderer, timeline=self.timeline,
                                  quiet=self.quiet_hours, on_change=self.pillow.changed)
-        self.hugs = self.button = None
+        # Whether or not a button is fitted: POST /api/hug presses it too.
+        self.hugs = Hugs(settings.pillow.name, button, timeline=self.timeline,
+                         outbox=self.outbox, on_hug=self._hug_heard, hurry=self.consumer.hurry,
+                         play=lambda data, source: self.controls.play(data, source=source))
+        self.button = None
         if settings.button is not None:
-            self.hugs = Hugs(settings.pillow.name, settings.button.scene,
-                             timeline=self.timeline, outbox=self.outbox,
-                             play=lambda data: self.controls.play(data, source="button"))
             self.button = self._open_button(trouble)
             if self.button is not None:
                 closing(self.button.close)
@@ -294,9 +290,8 @@ class Daemon:
 
         from .web import StatusPage  # Flask only once everything before it stands
 
-        self.mqtt = None  # read by the metrics at scrape time
         self.page = StatusPage(
-            self.pillow, controls=self.controls, health=self.health,
+            self.pillow, controls=self.controls, hugs=self.hugs, health=self.health,
             renderer=self.renderer, token=control_token(settings, environ),
             metrics=lambda clients: Metrics(self.pillow, self.consumer,
                                             self.renderer, clients,
@@ -377,6 +372,15 @@ class Daemon:
         self.pillow.section_changed("mqtt", ha.status)
         self.pillow.on_state(ha.state_changed)
         return ha
+
+    def _hug_heard(self, kind: str, sender: str | None, text: str | None) -> None:
+        """Each step of a hug (pressed, sent, received, returned): the journal, and
+        Home Assistant's `hug` event entity when [mqtt] is there. (Home Assistant is
+        built after the hugs, once the page's address is known.)"""
+        log.info("hug %s%s", kind, f" ({sender})" if sender else "",
+                 extra={"PILLOW_HUG": kind})
+        if self.mqtt is not None:
+            self.mqtt.hug(kind, sender, text)
 
     def _quiet_changed(self, quiet: bool) -> None:
         q = self.settings.quiet or QuietSettings()

@@ -39,11 +39,14 @@ class Outcome:
     queue: str = ""         # where it came from: a queue name, or "web"
     queue_message_id: str = ""
     poisoned: bool = False  # rejected and safely copied to the poison queue
+    event: str | None = None  # a pillow's own event ("hug"), from the message
+    reply: bool = False     # it answers one of this pillow's recent hugs
     seq: int = 0
 
     def as_json(self) -> dict:
         return {"id": self.id, "outcome": self.outcome, "scene": self.scene,
-                "from": self.sender, "reason": self.reason, "at": self.at}
+                "from": self.sender, "reason": self.reason, "at": self.at,
+                "reply": self.reply}
 
 
 _SCHEMA = """
@@ -55,7 +58,9 @@ CREATE TABLE IF NOT EXISTS outcomes (
     at TEXT NOT NULL,
     queue TEXT NOT NULL,
     queue_message_id TEXT NOT NULL,
-    poisoned INTEGER NOT NULL DEFAULT 0
+    poisoned INTEGER NOT NULL DEFAULT 0,
+    event TEXT,
+    reply INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS outcomes_delivery ON outcomes (queue, queue_message_id)
     WHERE queue_message_id != '';
@@ -68,12 +73,17 @@ CREATE TABLE IF NOT EXISTS held (
 );
 """
 
-_COLUMNS = "id, outcome, scene, sender, reason, at, queue, queue_message_id, poisoned, seq"
+_COLUMNS = ("id, outcome, scene, sender, reason, at, queue, queue_message_id, poisoned,"
+            " event, reply, seq")
+# Columns added since the first history files: (name, its SQL), added by ALTER TABLE
+# to a file an older pillowd wrote, so an upgrade keeps every outcome.
+_ADDED = (("event", "event TEXT"), ("reply", "reply INTEGER NOT NULL DEFAULT 0"))
 
 
 def _row(row) -> Outcome:
-    *head, poisoned, seq = row
-    return Outcome(*head, poisoned=bool(poisoned), seq=seq)
+    *head, poisoned, event, reply, seq = row
+    return Outcome(*head, poisoned=bool(poisoned), event=event, reply=bool(reply),
+                   seq=seq)
 
 
 class History:
@@ -91,6 +101,11 @@ class History:
             # FULL: an outcome must be on disk before its message is deleted.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(outcomes)")}
+            for name, sql in _ADDED:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE outcomes ADD COLUMN {sql}")
+            self._db.commit()
         except (sqlite3.Error, OSError) as err:
             raise HistoryError(f"cannot open the history {self.path}: {err}") from None
 
@@ -101,11 +116,12 @@ class History:
                 with self._db:
                     cur = self._db.execute(
                         "INSERT OR IGNORE INTO outcomes (id, outcome, scene, sender, reason,"
-                        " at, queue, queue_message_id, poisoned)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " at, queue, queue_message_id, poisoned, event, reply)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (outcome.id, outcome.outcome, outcome.scene, outcome.sender,
                          outcome.reason, outcome.at, outcome.queue,
-                         outcome.queue_message_id, int(outcome.poisoned)))
+                         outcome.queue_message_id, int(outcome.poisoned),
+                         outcome.event, int(outcome.reply)))
                     if not cur.rowcount:
                         return None
                     seq = cur.lastrowid
@@ -126,6 +142,11 @@ class History:
     def was_applied(self, message_id: str) -> bool:
         return self._one("SELECT %s FROM outcomes WHERE outcome = 'applied' AND id = ?"
                          " LIMIT 1" % _COLUMNS, (message_id,)) is not None
+
+    def last_hug(self) -> Outcome | None:
+        """The newest hug event that played here, for the snapshot after a restart."""
+        return self._one("SELECT %s FROM outcomes WHERE outcome = 'applied'"
+                         " AND event = 'hug' ORDER BY seq DESC LIMIT 1" % _COLUMNS, ())
 
     def mark_poisoned(self, seq: int) -> None:
         self._write("UPDATE outcomes SET poisoned = 1 WHERE seq = ?", [(seq,)])

@@ -17,9 +17,11 @@ MAX_BODY = 64 * 1024
 MAX_FROM = 64
 MAX_TEXT = 280
 MAX_ID = 256
+MAX_EVENT = 32    # "hug"; room for the kinds of event a later pillow may send
 MAX_REASON = 300  # a reason is shown on the page and kept in the history
 _FIELDS = {"scene", "color", "brightness", "duration", "from", "text", "id",
-           "sent_at", "ttl", "vibration", "warmer"}
+           "sent_at", "ttl", "vibration", "warmer", "event", "pillow", "reply_to"}
+_REPLY_TO = {"id", "from"}
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 # Nothing a person writes on purpose in a name or note; kept out of pages and logs.
@@ -42,6 +44,11 @@ class Command:
     # Messages may only lower what the scene does to the actuators, never raise it.
     vibration: float = 1.0          # 0..1, times the scene's vibration level
     warmer: bool = True             # false keeps the scene's warmer off
+    # A pillow's own event (SPEC "Hugs between pillows"): what happened, which
+    # pillow sent it, and the message it answers ({"id", "from"}).
+    event: str | None = None
+    pillow: str | None = None
+    reply_to: dict | None = None
 
 
 class Rejection(ValueError):
@@ -205,7 +212,29 @@ def _command_from(data: dict, settings: Settings) -> Command:
         if not isinstance(data["warmer"], bool):
             raise Rejection("warmer must be true or false")
         fields["warmer"] = data["warmer"]
+    if data.get("event") is not None:
+        fields["event"] = _text(data["event"], "event", MAX_EVENT)
+    if data.get("pillow") is not None:
+        fields["pillow"] = _text(data["pillow"], "pillow", MAX_FROM)
+    if data.get("reply_to") is not None:
+        fields["reply_to"] = _reply_to(data["reply_to"])
     return Command(**fields)
+
+
+def _reply_to(value) -> dict:
+    """reply_to as {"id", "from"}: the message a hug answers (its from may be null)."""
+    if not isinstance(value, dict):
+        raise Rejection(f'reply_to must be an object like {{"id": "…", "from": "…"}}, '
+                        f"not {type(value).__name__}")
+    unknown = sorted(set(value) - _REPLY_TO)
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        raise Rejection(f"unknown field {shown} in reply_to (known: from, id)")
+    if not isinstance(value.get("id"), str) or not value["id"]:
+        raise Rejection("reply_to.id must be a non-empty string")
+    sender = value.get("from")
+    return {"id": _text(value["id"], "reply_to.id", MAX_ID),
+            "from": None if sender is None else _text(sender, "reply_to.from", MAX_FROM)}
 
 
 def encode(fields: dict, as_base64: bool = False) -> str:

@@ -43,6 +43,9 @@ class Pillow:
         self.quiet = False
         self.hardware_trouble = list(hardware_trouble)
         self.extra: dict[str, dict] = {}  # more sections of the snapshot, e.g. "mqtt"
+        # The newest partner's hug that played: from the history, so a restart keeps it.
+        found = history.last_hug()
+        self.last_hug = _hug(found) if found is not None else None
         timeline.on_change(lambda playing: self.changed())
 
     # -- listening ---------------------------------------------------------------
@@ -61,6 +64,8 @@ class Pillow:
         with self._lock:
             self.counts[outcome.outcome] = self.counts.get(outcome.outcome, 0) + 1
             self.recent.appendleft(outcome)
+            if outcome.event == "hug" and outcome.outcome == "applied":
+                self.last_hug = _hug(outcome)
         self.changed()
 
     def queue_status(self, status) -> None:
@@ -91,6 +96,7 @@ class Pillow:
             # /api/history's cursor for what comes after `recent`, for the page's paging.
             full = len(self.recent) == self.recent.maxlen
             older = str(self.recent[-1].seq) if full else None
+            last_hug = dict(self.last_hug) if self.last_hug else None
         return {
             "pillow": self.name,
             "version": __version__,
@@ -103,6 +109,7 @@ class Pillow:
             "recent": recent,
             "recent_before": older,
             "quiet": self.quiet,
+            "last_hug": last_hug,
             "scenes": self.scenes,
             "hardware": {"ok": not self.hardware_trouble,
                          "error": "; ".join(self.hardware_trouble) or None},
@@ -126,6 +133,10 @@ class Pillow:
         return (f"{playing.scene.name}{f' from {who}' if who else ''}; "
                 f"{q['backend']} queue {queue}; {self.counts.get('applied', 0)} applied"
                 f"{trouble}")
+
+
+def _hug(outcome: Outcome) -> dict:
+    return {"from": outcome.sender, "at": outcome.at, "reply": outcome.reply}
 
 
 class Loop:

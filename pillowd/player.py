@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from typing import Callable
 
 from .history import History, Outcome, iso_now
@@ -22,10 +23,12 @@ class Player:
     """
 
     def __init__(self, history: History, timeline: Timeline, *,
-                 on_outcome: Callable[[Outcome], None]):
+                 on_outcome: Callable[[Outcome], None],
+                 ours: Callable[[str], bool] = lambda event_id: False):
         self._history = history
         self._timeline = timeline
         self._on_outcome = on_outcome
+        self._ours = ours  # is this id one of the pillow's own recent hug events?
 
     def record(self, outcome: Outcome) -> Outcome | None:
         """Keep and announce *outcome*; None when its delivery had one already.
@@ -44,10 +47,16 @@ class Player:
         return recorded
 
     def play(self, command: Command, outcome: Outcome) -> Outcome | None:
-        """Record *outcome* (applied) and play *command*; None if already settled."""
-        recorded = self.record(outcome)
+        """Record *outcome* (applied) and play *command*; None if already settled.
+
+        A message answering one of this pillow's own recent hugs is a hug back: it
+        is decided here, before the record, so the history, the announcement and
+        the snapshot all say so.
+        """
+        reply = bool(command.reply_to) and self._ours(command.reply_to["id"])
+        recorded = self.record(replace(outcome, event=command.event, reply=reply))
         if recorded is not None:
-            self._timeline.play(command, recorded.id)
+            self._timeline.play(command, recorded.id, reply=recorded.reply)
         return recorded
 
     def play_now(self, command: Command, source: str) -> Outcome:

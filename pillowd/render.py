@@ -93,13 +93,15 @@ class Cycle:
         flat = self.frames.reshape(self.size, -1)
         # differs[k]: frame k is not the same as frame k - 1 (cyclically)
         differs = np.any(flat != np.roll(flat, 1, axis=0), axis=1)
-        steps = np.full(self.size, np.inf)
-        if differs.any():
-            changes = np.flatnonzero(differs)
-            for k in range(self.size):
-                after = changes[changes > k]
-                steps[k] = (after[0] if after.size else changes[0] + self.size) - k
-        return steps
+        if not differs.any():
+            return np.full(self.size, np.inf)
+        changes = np.flatnonzero(differs)
+        ks = np.arange(self.size)
+        after = np.searchsorted(changes, ks, side="right")  # first change past k
+        wrapped = after == changes.size                      # none: the next cycle's first
+        following = np.where(wrapped, changes[0] + self.size,
+                             changes[np.minimum(after, changes.size - 1)])
+        return (following - ks).astype(float)
 
     def next_change(self, now: float) -> float | None:
         """When the frame shown at *now* next changes (inf: never); None until

@@ -26,7 +26,7 @@ class Playing:
     ends: float | None        # monotonic; None while it has no end
     since: datetime
     until: datetime | None
-    message: dict | None      # {"id", "from", "text"}; None for idle
+    message: dict | None      # {"id", "from", "text", "reply"}; None for idle
     command: Command | None = None  # what asked for it (actuators read its limits)
 
     def describe(self) -> dict:
@@ -70,11 +70,14 @@ class Timeline:
                        until=wall + timedelta(seconds=duration) if duration else None,
                        message=message, command=command)
 
-    def play(self, command: Command, message_id: str | None = None) -> Playing:
-        """Start *command*'s scene now, replacing whatever plays."""
+    def play(self, command: Command, message_id: str | None = None,
+             reply: bool = False) -> Playing:
+        """Start *command*'s scene now, replacing whatever plays; *reply*: it is a
+        hug back (the Player knows, from the pillow's own recent events)."""
         message = None
         if command.scene is not self._idle or command.sender or command.text:
-            message = {"id": message_id, "from": command.sender, "text": command.text}
+            message = {"id": message_id, "from": command.sender, "text": command.text,
+                       "reply": reply}
         with self._lock:
             self._playing = self._make(command.scene, command, self._clock(),
                                        self._wall(), message)

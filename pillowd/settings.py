@@ -196,12 +196,19 @@ class ActuatorSettings:
 
 @dataclass(frozen=True)
 class ButtonSettings:
-    """The hug button: a press plays *scene* and tells the sender the hug was felt."""
+    """The hug button: a press plays *scene* here and sends *send_scene* to the partners.
+
+    Its defaults also serve POST /api/hug on a pillow with no button fitted.
+    """
 
     pin: int = _key(-1, _gpio)
     pull_up: bool = _key(True)
     bounce_seconds: float = _key(0.05, _range(0, 2))
     scene: str = _key("hugged", _non_empty)
+    send_scene: str = _key("hug", _non_empty)
+    # A press within this of a partner's hug answers it (reply_to), and for this
+    # long after sending the pillow polls fast for the hug back.
+    reply_window_seconds: float = _key(600.0, _range(1, 86400))
 
 
 @dataclass(frozen=True)

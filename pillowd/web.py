@@ -41,9 +41,10 @@ class StatusPage:
     """The web view of one pillow: pushes state on change and frames while watched."""
 
     def __init__(self, pillow, *, controls, health, renderer, metrics,
-                 token: str | None, frames_per_second: float = 20):
+                 token: str | None, hugs=None, frames_per_second: float = 20):
         self.pillow = pillow
         self.controls = controls
+        self.hugs = hugs  # pressed(source) -> the hug event's id
         self.health = health
         self.renderer = renderer
         self.token = token
@@ -124,6 +125,18 @@ class StatusPage:
             except HistoryError as err:  # not recorded, so not played: try again later
                 return _error(503, str(err))
             return jsonify(outcome.as_json())
+
+        @app.post("/api/hug")
+        @self._control
+        def hug():
+            if self.hugs is None:
+                return _error(404, "this pillow sends no hugs")
+            try:
+                event_id = self.hugs.pressed(source="web")
+            except PillowError as err:  # the event could not be kept: not sent
+                return _error(503, str(err))
+            # Accepted: it plays here now; the partners get it once their queues take it.
+            return jsonify({"id": event_id}), 202
 
         @app.post("/api/brightness")
         @self._control

@@ -369,3 +369,18 @@ def test_an_unexpected_error_in_an_api_route_answers_json(make_config, pillow_en
         assert "internal error" in answer.json["error"]
     finally:
         d.close()
+
+
+def test_a_cycle_knows_when_each_frame_next_changes():
+    from pillowd.render import Cycle
+
+    cycle = Cycle(started=10.0, seconds=0.2, fps=50, count=1)   # 10 frames
+    levels = [0, 0, 1, 1, 1, 2, 2, 0, 0, 0]
+    for k, level in enumerate(levels):
+        assert cycle.next_change(10.0) is None   # not all known yet
+        cycle.frame(k, lambda t, level=level: (np.full((1, 3), level, np.uint8), 0.0))
+    # Changes at frames 2, 5 and 7 (frame 0 repeats frame 9): from frame 7 the next
+    # change is frame 2 of the next cycle.
+    assert cycle.next_change(10.0) == pytest.approx(10.0 + 2 / 50)
+    assert cycle.next_change(10.0 + 7 / 50) == pytest.approx(10.0 + 12 / 50)
+    assert cycle.next_change(10.0 + 23 / 50) == pytest.approx(10.0 + 25 / 50)

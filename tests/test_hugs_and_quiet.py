@@ -58,12 +58,13 @@ def queue_backend(request):
 
 def base_with_outbound(backend: str) -> str:
     assert backend == "local", f"add the {backend} set-up to base_with_outbound"
-    return BASE_CONFIG.replace('name = "pillow"\n',
-                               'name = "pillow"\noutbound_name = "pillow-hugs"\n', 1)
+    return BASE_CONFIG.replace(
+        'name = "pillow"\n',
+        'name = "pillow"\noutbound_name = ["pillow-hugs", "pillow-kin"]\n', 1)
 
 
-def outbound_events(daemon) -> list[dict]:
-    return [json.loads(m.body) for m in daemon.queues.outbound.peek(32)]
+def outbound_events(daemon, partner: int = 0) -> list[dict]:
+    return [json.loads(m.body) for m in daemon.queues.outbound[partner].peek(32)]
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def daemon(make_config, queue_backend):
 # -- the hug button -------------------------------------------------------------------
 
 
-def test_a_press_plays_hugged_and_sends_exactly_one_event(daemon):
+def test_a_press_plays_hugged_and_sends_exactly_one_event_to_each_partner(daemon):
     d = daemon()
     d.controls.play({"scene": "glow", "from": "Alice", "id": "msg-1"}, source="web")
     button = d.hardware.pin_factory.pin(17)
@@ -98,13 +99,19 @@ def test_a_press_plays_hugged_and_sends_exactly_one_event(daemon):
     wait_for(lambda: not d.outbox.pending(), message="the outbox emptied")
     button.drive_high()
     assert d.hugs.presses == 1
-    assert len(outbound_events(d)) == 1
-    event = events[0]
-    assert set(event) == {"event", "pillow", "at", "reply_to", "id"}
-    assert event["event"] == "hug" and event["pillow"] == "test-pillow"
+    assert outbound_events(d) == outbound_events(d, 1) == events  # the family's too
+    (event,) = events
+    assert set(event) == {"scene", "from", "id", "sent_at", "ttl", "event", "pillow",
+                          "reply_to"}
+    assert event["scene"] == "hug" and event["ttl"] == 600   # [button] send_scene
+    assert event["event"] == "hug"
+    assert event["pillow"] == event["from"] == "test-pillow"
     assert event["reply_to"] == {"id": "msg-1", "from": "Alice"}
-    at = datetime.fromisoformat(event["at"].replace("Z", "+00:00"))
+    at = datetime.fromisoformat(event["sent_at"].replace("Z", "+00:00"))
     assert before - timedelta(seconds=1) <= at <= datetime.now().astimezone()
+    # A partner's pillow plays it: the event is an ordinary message.
+    from pillowd.messages import decode
+    assert decode(json.dumps(event), d.settings).reply_to == event["reply_to"]
     # The press is in the history like any other play.
     assert d.pillow.snapshot()["recent"][0]["scene"] == "hugged"
     # And the hugged scene's pulse reaches the motor.
@@ -150,6 +157,190 @@ def test_events_wait_on_disk_while_the_queue_is_offline_and_go_on_reconnect(tmp_
         outbox.close()
     assert [json.loads(m.body)["id"] for m in queue.peek()] == ["one", "two"]
     store.close()
+
+
+def test_one_partner_away_never_holds_back_another_and_nothing_is_lost(tmp_path):
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob, carol = store.queue("pillow-bob"), store.queue("pillow-carol")
+    for queue in (bob, carol):
+        queue.create()
+    away = Flaky(carol)   # carol's queue is down; bob's answers
+    away.name = "pillow-carol"
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob, away], retry_min=0.05,
+                    retry_max=0.1)
+    sent = []
+    outbox.on_sent(lambda event, queue: sent.append((event["id"], queue)))
+    runner = threading.Thread(target=outbox.run, daemon=True)
+    runner.start()
+    try:
+        outbox.add({"event": "hug", "id": "one"})
+        wait_for(lambda: len(bob.peek()) == 1, message="bob's copy, carol away")
+        outbox.add({"event": "hug", "id": "two"})
+        wait_for(lambda: len(bob.peek()) == 2, message="bob's second, carol still away")
+        assert outbox.online is False and "pillow-carol" in outbox.away
+        assert [e["id"] for e in outbox.pending()] == ["one", "two"]
+        assert outbox.pending("pillow-bob") == []
+    finally:
+        outbox.stop()
+        runner.join(2)
+        outbox.close()
+    assert sent == [("one", "pillow-bob"), ("two", "pillow-bob")]
+
+    # The pillow restarts; carol's queue comes back: hers go, bob gets none twice.
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob, away], retry_min=0.05)
+    away.online = True
+    assert outbox.flush() is True
+    assert [json.loads(m.body)["id"] for m in carol.peek()] == ["one", "two"]
+    assert [json.loads(m.body)["id"] for m in bob.peek()] == ["one", "two"]
+    assert outbox.pending() == [] and outbox.online is True
+    # The pillow's own ids are remembered for the reply window, across the restart.
+    assert outbox.ours("one") and not outbox.ours("someone-elses")
+    outbox.close()
+    store.close()
+
+
+def test_own_events_are_forgotten_after_the_reply_window(tmp_path):
+    now = [1000.0]
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [], remember_seconds=600,
+                    wall=lambda: now[0])
+    outbox.add({"event": "hug", "id": "mine"})
+    now[0] += 600
+    assert outbox.ours("mine")
+    now[0] += 1
+    assert not outbox.ours("mine")
+    outbox.close()
+
+
+def test_an_outbox_from_before_families_sends_its_events_to_every_partner(tmp_path):
+    import sqlite3
+    old = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    old.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " body TEXT NOT NULL)")
+    old.execute("INSERT INTO events (body) VALUES (?)", ('{"event":"hug","id":"old"}',))
+    old.commit()
+    old.close()
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    queues = [store.queue("pillow-bob"), store.queue("pillow-carol")]
+    outbox = Outbox(tmp_path / "outbox.sqlite3", queues)
+    assert outbox.flush() is True
+    assert [[json.loads(m.body)["id"] for m in q.peek()] for q in queues] == \
+        [["old"], ["old"]]
+    outbox.close()
+    store.close()
+
+
+class Heard:
+    """on_hug's calls, in order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, kind, sender, text):
+        self.calls.append((kind, sender, text))
+
+
+def hugs_on(tmp_path, clock, heard, hurried):
+    from pillowd.hugs import Hugs
+    from pillowd.scenes import Timeline
+    from pillowd.settings import ButtonSettings
+    settings = config.parse(BASE_CONFIG.format(state_dir=tmp_path))
+    timeline = Timeline(settings.scenes["idle"])
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    partner = store.queue("pillow-bob")
+    partner.create()
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [partner])
+    hugs = Hugs("alice", ButtonSettings(reply_window_seconds=600), timeline=timeline,
+                play=lambda data, source: None, outbox=outbox, on_hug=heard,
+                hurry=hurried.append, clock=lambda: clock[0])
+    return hugs, timeline, outbox, partner, settings
+
+
+def test_reply_to_names_the_last_message_only_within_the_reply_window(tmp_path):
+    from pillowd.messages import command_from
+    clock, heard, hurried = [0.0], Heard(), []
+    hugs, timeline, outbox, partner, settings = hugs_on(tmp_path, clock, heard, hurried)
+
+    def reply_to_of_a_press():
+        hugs.pressed()
+        return outbox.pending()[-1]["reply_to"]
+
+    assert reply_to_of_a_press() is None                       # nothing played yet
+    timeline.play(command_from({"scene": "hug", "from": "bob"}, settings), "bob-1")
+    clock[0] += 600
+    assert reply_to_of_a_press() == {"id": "bob-1", "from": "bob"}
+    clock[0] += 0.5
+    assert reply_to_of_a_press() is None                       # older than the window
+    # The pillow's own event, come back from a queue, is nobody's to answer.
+    timeline.play(command_from({"scene": "hug", "from": "alice", "pillow": "alice",
+                                "event": "hug"}, settings), "own")
+    assert reply_to_of_a_press() is None
+    outbox.close()
+
+
+def test_on_hug_hears_pressed_sent_received_and_returned(tmp_path):
+    from pillowd.messages import command_from
+    clock, heard, hurried = [0.0], Heard(), []
+    hugs, timeline, outbox, partner, settings = hugs_on(tmp_path, clock, heard, hurried)
+    ident = hugs.pressed(source="web")
+    assert heard.calls == [("pressed", "alice", None)] and hurried == []
+    assert outbox.flush()
+    assert json.loads(partner.peek()[0].body)["id"] == ident
+    # Sent: and now a hug back may come, so the queue polls fast for the window.
+    assert heard.calls[-1] == ("sent", "alice", None) and hurried == [600]
+
+    hug = {"scene": "hug", "from": "bob", "event": "hug", "pillow": "bob"}
+    timeline.play(command_from({**hug, "text": "hi"}, settings), "bob-1")
+    timeline.play(command_from({**hug, "reply_to": {"id": ident, "from": "alice"}},
+                               settings), "bob-2", reply=True)
+    timeline.play(command_from({"scene": "hug", "from": "carol"}, settings), "plain")
+    assert heard.calls[2:] == [("received", "bob", "hi"), ("returned", "bob", None)]
+    outbox.close()
+
+
+def test_a_hug_the_outbox_cannot_keep_is_an_error_not_a_lost_hug(tmp_path):
+    from pillowd.hugs import HugNotKept
+    clock, heard, hurried = [0.0], Heard(), []
+    hugs, timeline, outbox, partner, settings = hugs_on(tmp_path, clock, heard, hurried)
+    outbox.close()   # as good as a full disk: nothing can be written
+    with pytest.raises(HugNotKept, match="could not be kept in .*outbox.sqlite3"):
+        hugs.pressed(source="web")
+    assert heard.calls == []     # not "pressed": it goes nowhere
+
+
+def test_a_history_from_before_hug_backs_is_migrated_and_kept(tmp_path):
+    import sqlite3
+    from pillowd.history import History, Outcome
+    old = sqlite3.connect(tmp_path / "history.sqlite3")
+    old.executescript("""
+        CREATE TABLE outcomes (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,
+            outcome TEXT NOT NULL, scene TEXT, sender TEXT, reason TEXT, at TEXT NOT NULL,
+            queue TEXT NOT NULL, queue_message_id TEXT NOT NULL,
+            poisoned INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO outcomes (id, outcome, scene, sender, reason, at, queue,
+            queue_message_id) VALUES ('m-1', 'applied', 'hug', 'Alice', NULL,
+            '2026-11-24T10:00:00.000Z', 'pillow', 'q-1');""")
+    old.commit()
+    old.close()
+    history = History(tmp_path / "history.sqlite3")
+    (kept,) = history.page()
+    assert (kept.id, kept.reply, kept.event) == ("m-1", False, None)
+    assert kept.as_json()["reply"] is False
+    assert history.last_hug() is None
+    history.record(Outcome(id="h-1", outcome="applied", scene="hug", sender="bob",
+                           reason=None, at="2026-11-24T10:01:00.000Z", event="hug",
+                           reply=True))
+    assert history.last_hug().reply is True and history.page()[0].as_json()["reply"]
+    history.close()
+
+
+def test_api_hug_works_with_no_button_and_no_partner(pillow):
+    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "t"})
+    answer = p.post("/api/hug", headers={"Authorization": "Bearer t"})
+    assert answer.status_code == 202 and len(answer.json()["id"]) == 36
+    # No [scenes.hugged] in this config: nothing plays, and nothing fails.
+    assert p.state()["scene"] == "idle"
+    assert p.get("/healthz").status_code == 200
+    assert "Traceback" not in "".join(p.output)
 
 
 # -- off when the daemon stops or a loop fails ----------------------------------------

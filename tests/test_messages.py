@@ -97,3 +97,30 @@ def test_an_integer_too_large_for_a_float_is_rejected_not_a_crash():
     huge = "1" + "0" * 400
     assert "duration must be between" in reason('{"scene": "hug", "duration": %s}' % huge)
     assert "brightness must be between" in reason('{"scene": "hug", "brightness": -%s}' % huge)
+
+
+def test_a_hug_event_carries_event_pillow_and_reply_to():
+    c = decode(json.dumps({"scene": "hug", "from": "bob", "id": "e-1", "ttl": 600,
+                           "sent_at": "2026-11-24T10:00:00Z", "event": "hug",
+                           "pillow": "bob", "reply_to": {"id": "e-0", "from": "alice"}}),
+               SETTINGS)
+    assert (c.event, c.pillow, c.reply_to) == ("hug", "bob", {"id": "e-0", "from": "alice"})
+    assert decode(json.dumps({"scene": "hug", "reply_to": None}), SETTINGS).reply_to is None
+    assert decode(json.dumps({"scene": "hug", "reply_to": {"id": "x"}}),
+                  SETTINGS).reply_to == {"id": "x", "from": None}
+
+
+@pytest.mark.parametrize("fields, why", [
+    ({"reply_to": "e-0"}, "reply_to must be an object"),
+    ({"reply_to": {"id": "e-0", "at": "now"}}, "unknown field 'at' in reply_to"),
+    ({"reply_to": {"from": "alice"}}, "reply_to.id must be a non-empty string"),
+    ({"reply_to": {"id": 7}}, "reply_to.id must be a non-empty string"),
+    ({"reply_to": {"id": "e" * 257}}, "reply_to.id is 257 characters; at most 256"),
+    ({"reply_to": {"id": "e-0", "from": "a" * 65}}, "reply_to.from is 65 characters"),
+    ({"event": "h" * 33}, "event is 33 characters; at most 32"),
+    ({"event": 1}, "event must be a string, not int"),
+    ({"pillow": "p" * 65}, "pillow is 65 characters; at most 64"),
+    ({"pillow": "bob\u202e"}, "pillow contains control characters"),
+])
+def test_hug_event_fields_are_bounded_and_say_why(fields, why):
+    assert why in reason(json.dumps({"scene": "hug", **fields}))

@@ -710,3 +710,22 @@ def test_a_pillow_serving_every_address_links_by_its_name(make_config, pillow_en
             f"http://{name if '.' in name else name + '.local'}:{port}/"
     finally:
         proc.stop()
+
+
+def test_each_step_of_a_hug_fires_home_assistants_hug_event(mqtt_pillow, home_assistant,
+                                                             queues):
+    ha = home_assistant()
+    p = mqtt_pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken"})
+    topic = f"{TOPIC}/hug"
+
+    def kind(name):
+        return lambda payload: json.loads(payload)["event_type"] == name
+    pressed = p.post("/api/hug", headers={"Authorization": "Bearer t0ken"})
+    assert pressed.status_code == 202
+    assert json.loads(ha.wait(topic, kind("pressed")))["from"] == "test-pillow"
+    # A partner's hug event arrives on the queue and plays: "received", with its words.
+    queues(p.config).main.put(json.dumps({
+        "scene": "hug", "from": "alice", "text": "thinking of you", "id": "alice-1",
+        "event": "hug", "pillow": "alice", "reply_to": None}))
+    received = json.loads(ha.wait(topic, kind("received")))
+    assert (received["from"], received["text"]) == ("alice", "thinking of you")

@@ -414,7 +414,7 @@ def test_the_systemd_credential_stands_in_for_the_sas_file(azurite, owner, prefi
     queues = open_queues(load(config), {"CREDENTIALS_DIRECTORY": str(creds)})
     try:
         assert "systemd credential azure-queue-sas" in queues.main.account.source
-        queues.outbound.put("hug")
+        queues.outbound[0].put("hug")   # one per partner: bob
         assert queues.main.peek() == []
     finally:
         queues.close()

@@ -17,7 +17,8 @@ def controlled(pillow):
 
 
 @pytest.mark.parametrize("path, body", [("/api/brightness", {"brightness": 0.2}),
-                                        ("/api/off", {}), ("/api/quiet", {"quiet": True})])
+                                        ("/api/off", {}), ("/api/quiet", {"quiet": True}),
+                                        ("/api/hug", {})])
 def test_controls_are_off_without_a_configured_token(pillow, path, body):
     p = pillow()
     reply = p.post(path, json=body, headers=AUTH)
@@ -27,7 +28,8 @@ def test_controls_are_off_without_a_configured_token(pillow, path, body):
 
 @pytest.mark.parametrize("path, body", [("/api/scene", {"scene": "hug"}),
                                         ("/api/brightness", {"brightness": 0.2}),
-                                        ("/api/off", {}), ("/api/quiet", {"quiet": True})])
+                                        ("/api/off", {}), ("/api/quiet", {"quiet": True}),
+                                        ("/api/hug", {})])
 def test_every_control_needs_the_right_token(controlled, path, body):
     before = controlled.state()
     for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}):

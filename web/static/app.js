@@ -268,8 +268,23 @@ function render(s) {
     $("older").hidden = !olderCursor;
   }
 
+  renderHug(s.last_hug);
   renderControls(s);
   tick();
+}
+
+// The last partner's hug that played here, and whether it answered one of ours.
+function renderHug(hug) {
+  const el = $("last-hug");
+  if (!hug) { el.textContent = "No hug from a partner yet."; return; }
+  const when = document.createElement("time");
+  when.dateTime = hug.at;
+  when.textContent = new Date(hug.at).toLocaleString();
+  const who = document.createElement("strong");
+  who.textContent = hug.from || "a partner";
+  el.replaceChildren(hug.reply ? "Hug back from " : "Hug from ", who, ", ", when);
+  el.classList.toggle("reply", !!hug.reply);
+  $("hug").textContent = "Hug back";
 }
 
 function describeActuator(name, value) {
@@ -289,7 +304,8 @@ function outcomeItem(r) {
   pill.textContent = r.outcome;
   const what = document.createElement("span");
   what.className = "what";
-  what.textContent = (r.scene || "a message") + (r.from ? ` from ${r.from}` : "");
+  what.textContent = (r.scene || "a message") + (r.from ? ` from ${r.from}` : "") +
+    (r.reply ? " · hug back" : "");
   const when = document.createElement("time");
   when.dateTime = r.at;
   when.textContent = r.at ? new Date(r.at).toLocaleTimeString() : "";
@@ -347,15 +363,16 @@ function showTokenState() {
   const has = !!localStorage.getItem(TOKEN_KEY);
   $("token-form").hidden = has;
   $("control-panel").hidden = !has;
+  $("hug").hidden = !has;  // a hug is a control: it needs the token too
 }
 
-function result(message, kind) {
-  const el = $("control-result");
+function result(message, kind, where) {
+  const el = $(where || "control-result");
   el.textContent = message;
   el.className = "result " + (kind || "");
 }
 
-async function control(path, body, done) {
+async function control(path, body, done, where) {
   const token = localStorage.getItem(TOKEN_KEY);
   if (!token) { showTokenState(); return; }
   let reply;
@@ -366,7 +383,7 @@ async function control(path, body, done) {
       body: JSON.stringify(body || {}),
     });
   } catch (err) {
-    result("The pillow did not answer; try again when it is back.", "bad");
+    result("The pillow did not answer; try again when it is back.", "bad", where);
     return;
   }
   const data = await reply.json().catch(() => ({}));
@@ -376,8 +393,8 @@ async function control(path, body, done) {
     result("The pillow refused that token. Enter it again.", "bad");
     return;
   }
-  if (!reply.ok) { result(data.error || `refused (${reply.status})`, "bad"); return; }
-  result(done, "ok");
+  if (!reply.ok) { result(data.error || `refused (${reply.status})`, "bad", where); return; }
+  result(done, "ok", where);
 }
 
 function renderControls(s) {
@@ -426,6 +443,8 @@ if (controlsOn) {
     control("/api/brightness", { brightness: value }, `Brightness set to ${Math.round(value * 100)} %.`);
   });
   $("off").addEventListener("click", () => control("/api/off", {}, "Lights off."));
+  $("hug").addEventListener("click", () =>
+    control("/api/hug", {}, "Hug sent: it plays here and goes to your partners.", "hug-result"));
   $("quiet").addEventListener("click", () => {
     const quiet = !(current && current.quiet);
     control("/api/quiet", { quiet }, quiet ? "Quiet now." : "Quiet ended.");

@@ -1,0 +1,254 @@
+"""Hug round trips between two paired pillows on Azurite, at the default poll settings.
+
+Starts Azurite (node_modules, `make test-deps`), pairs alice and bob with
+`pillowd pair` (the account key is Azurite's well-known one), runs two real
+`pillowd run` daemons on what pair wrote (each on its own SAS tokens, no account
+key), with poll_min_seconds 0.1 and poll_max_seconds 5 (the defaults), and prints:
+
+- idle requests: queue receives per hour per idle pillow, from /metrics
+  `pillowd_queue_requests_total` over BENCH_IDLE_SECONDS (180) once both are backed
+  off; and while a pillow waits for a hug back (polling at poll_min for
+  reply_window_seconds after sending), over BENCH_HURRY_SECONDS (30);
+- press -> partner: POST /api/hug on alice until bob's /api/state shows the event,
+  bob idle (backed off to poll_max, and the press at a random point of his poll
+  cycle), over BENCH_ROUNDS (20) rounds. Goal: p99 <= 5.5 s;
+- hug back -> sender: alice hugs, bob plays it, then POST /api/hug on bob until
+  alice's /api/state shows it as a reply. Goal: p50 <= 1 s, p99 <= 1.5 s.
+
+Prints figures with their goals, asserts nothing:
+`.venv/bin/python bench/hug_roundtrip.py` from the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE = ROOT / "node_modules" / ".bin" / "azurite-queue"
+# Azurite's well-known development account, published by Microsoft; not a secret.
+ACCOUNT = "devstoreaccount1"
+KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+       "K1SZFPTOtr/KBHBeksoGMGw==")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 20))
+IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", 180))
+HURRY_SECONDS = float(os.environ.get("BENCH_HURRY_SECONDS", 30))
+TOKEN = "bench-token"
+POLL_MAX = 5.0
+
+REST_OF_CONFIG = """
+[hardware]
+backend = "mock"
+
+[web]
+host = "127.0.0.1"
+port = 0
+
+[scenes.idle]
+effect = "solid"
+color = "#000010"
+
+[scenes.hug]
+effect = "solid"
+color = "#ff0000"
+duration = 2
+
+[scenes.hugged]
+effect = "solid"
+color = "#ffb347"
+duration = 1
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def wait_for(predicate, timeout=30.0, interval=0.01, message="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class Daemon:
+    """One `pillowd run` subprocess (the tests' harness is not importable from here)."""
+
+    def __init__(self, config: Path, env: dict):
+        self.url = None
+        seen = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pillowd", "run", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+        self.output: list[str] = []
+
+        def read():
+            for line in self.proc.stdout:
+                self.output.append(line)
+                m = re.match(r"pillowd: status page at (http://\S+/)", line)
+                if m:
+                    self.url = m.group(1)
+                    seen.set()
+        threading.Thread(target=read, daemon=True).start()
+        if not seen.wait(30):
+            self.stop()
+            raise SystemExit("bench: pillowd did not start:\n" + "".join(self.output))
+
+    def state(self) -> dict:
+        return requests.get(self.url + "api/state", timeout=5).json()
+
+    def metric(self, name: str) -> float:
+        text = requests.get(self.url + "metrics", timeout=5).text
+        return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+
+    def hug(self) -> str:
+        answer = requests.post(self.url + "api/hug", timeout=5,
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+        answer.raise_for_status()
+        return answer.json()["id"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def shows(daemon: Daemon, ident: str, reply: bool | None = None) -> bool:
+    message = daemon.state()["message"]
+    return bool(message and message["id"] == ident
+                and (reply is None or message["reply"] is reply))
+
+
+def backed_off(daemon: Daemon) -> bool:
+    # The back-off's jitter is clipped at the ceiling: exactly poll_max once idle.
+    return daemon.metric("pillowd_poll_interval_seconds") >= POLL_MAX
+
+
+def requests_per_hour(daemons, seconds: float) -> list[float]:
+    before = [d.metric("pillowd_queue_requests_total") for d in daemons]
+    start = time.monotonic()
+    time.sleep(seconds)  # the measurement is of elapsed time
+    elapsed = time.monotonic() - start
+    after = [d.metric("pillowd_queue_requests_total") for d in daemons]
+    return [(a - b) / elapsed * 3600 for a, b in zip(after, before)]
+
+
+def main() -> int:
+    if not AZURITE.exists():
+        print(f"bench: {AZURITE} is missing: run `make test-deps`", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="hug-bench-"))
+    port = free_port()
+    azurite = subprocess.Popen(
+        [str(AZURITE), "--queueHost", "127.0.0.1", "--queuePort", str(port),
+         "--location", str(work / "azurite"), "--skipApiVersionCheck", "--silent"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    daemons: list[Daemon] = []
+    try:
+        def answers():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_for(answers, message="Azurite")
+        owner = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_",
+                                                                          "PILLOWD_"))}
+        owner["AZURE_STORAGE_CONNECTION_STRING"] = (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+            f"QueueEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")
+        subprocess.run([sys.executable, "-m", "pillowd", "pair", "alice", "bob", "--out",
+                        str(work / "pair")], env=owner, check=True, cwd=ROOT,
+                       capture_output=True)
+        pillow_env = {k: v for k, v in owner.items() if not k.startswith("AZURE_")}
+        pillow_env.update(PILLOWD_CONTROL_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
+        for name in ("alice", "bob"):
+            config = work / "pair" / name / "queue.toml"
+            text = config.read_text().replace(
+                "[pillow]\n", f'[pillow]\nstate_dir = "{work / name}"\n')
+            config.write_text(text + REST_OF_CONFIG)
+            daemons.append(Daemon(config, pillow_env))
+        alice, bob = daemons
+
+        print(f"bench: two pillows on Azurite, poll_min 0.1 s, poll_max {POLL_MAX} s, "
+              f"reply window 600 s (defaults)", flush=True)
+        wait_for(lambda: all(map(backed_off, daemons)), timeout=60, message="idle")
+        idle = requests_per_hour(daemons, IDLE_SECONDS)
+        per_pillow = statistics.mean(idle)
+        print(f"idle queue requests per hour per pillow: {per_pillow:.0f} "
+              f"(alice {idle[0]:.0f}, bob {idle[1]:.0f}; over {IDLE_SECONDS:.0f} s; "
+              f"goal <= 720, one receive per poll_max)", flush=True)
+
+        press = []
+        for _ in range(ROUNDS):
+            # bob idle: backed off to poll_max, and the press at a random point of his
+            # poll cycle (he never sends here, so he never hurries).
+            wait_for(lambda: backed_off(bob), timeout=60, interval=0.2,
+                     message="bob idle")
+            time.sleep(random.uniform(0, POLL_MAX))
+            start = time.monotonic()
+            ident = alice.hug()
+            wait_for(lambda: shows(bob, ident), message="alice's hug on bob")
+            press.append(time.monotonic() - start)
+        print(f"press -> partner's snapshot, partner idle ({ROUNDS} rounds): "
+              f"p50 {statistics.median(press):.2f} s, p99 {percentile(press, 99):.2f} s "
+              f"(goal p99 <= 5.5 s)", flush=True)
+
+        back = []
+        for _ in range(ROUNDS):
+            ident = alice.hug()
+            wait_for(lambda: shows(bob, ident), message="alice's hug on bob")
+            time.sleep(random.uniform(0, 0.1))  # anywhere in alice's fast poll cycle
+            start = time.monotonic()
+            answer = bob.hug()
+            wait_for(lambda: shows(alice, answer, reply=True), message="the hug back")
+            back.append(time.monotonic() - start)
+        print(f"hug back -> sender's snapshot ({ROUNDS} rounds): "
+              f"p50 {statistics.median(back):.2f} s, p99 {percentile(back, 99):.2f} s "
+              f"(goal p50 <= 1 s, p99 <= 1.5 s)", flush=True)
+
+        # Both sent hugs just now: each polls at poll_min until 600 s after its last.
+        (hurry,) = requests_per_hour([alice], HURRY_SECONDS)
+        print(f"queue requests per hour while waiting for a hug back: {hurry:.0f} "
+              f"(over {HURRY_SECONDS:.0f} s; {hurry / 6:.0f} per 600 s reply window)",
+              flush=True)
+        return 0
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        azurite.terminate()
+        try:
+            azurite.wait(10)
+        except subprocess.TimeoutExpired:
+            azurite.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
