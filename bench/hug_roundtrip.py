@@ -25,23 +25,18 @@ import os
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-AZURITE = ROOT / "node_modules" / ".bin" / "azurite-queue"
-# Azurite's well-known development account, published by Microsoft; not a secret.
-ACCOUNT = "devstoreaccount1"
-KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
-       "K1SZFPTOtr/KBHBeksoGMGw==")
+from pillowd.testing import PillowProcess
+from pillowd.testing.azurite import Azurite
+
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 20))
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", 180))
 HURRY_SECONDS = float(os.environ.get("BENCH_HURRY_SECONDS", 30))
@@ -72,12 +67,6 @@ duration = 1
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def percentile(values, q):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -94,31 +83,8 @@ def wait_for(predicate, timeout=30.0, interval=0.01, message="condition"):
         time.sleep(interval)
 
 
-class Daemon:
-    """One `pillowd run` subprocess (the tests' harness is not importable from here)."""
-
-    def __init__(self, config: Path, env: dict):
-        self.url = None
-        seen = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pillowd", "run", "--config", str(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-        self.output: list[str] = []
-
-        def read():
-            for line in self.proc.stdout:
-                self.output.append(line)
-                m = re.match(r"pillowd: status page at (http://\S+/)", line)
-                if m:
-                    self.url = m.group(1)
-                    seen.set()
-        threading.Thread(target=read, daemon=True).start()
-        if not seen.wait(30):
-            self.stop()
-            raise SystemExit("bench: pillowd did not start:\n" + "".join(self.output))
-
-    def state(self) -> dict:
-        return requests.get(self.url + "api/state", timeout=5).json()
+class Daemon(PillowProcess):
+    """A `pillowd run` (pillowd.testing's harness) with what this benchmark reads."""
 
     def metric(self, name: str) -> float:
         text = requests.get(self.url + "metrics", timeout=5).text
@@ -129,14 +95,6 @@ class Daemon:
                                headers={"Authorization": f"Bearer {TOKEN}"})
         answer.raise_for_status()
         return answer.json()["id"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def shows(daemon: Daemon, ident: str, reply: bool | None = None) -> bool:
@@ -160,32 +118,19 @@ def requests_per_hour(daemons, seconds: float) -> list[float]:
 
 
 def main() -> int:
-    if not AZURITE.exists():
-        print(f"bench: {AZURITE} is missing: run `make test-deps`", file=sys.stderr)
-        return 1
     work = Path(tempfile.mkdtemp(prefix="hug-bench-"))
-    port = free_port()
-    azurite = subprocess.Popen(
-        [str(AZURITE), "--queueHost", "127.0.0.1", "--queuePort", str(port),
-         "--location", str(work / "azurite"), "--skipApiVersionCheck", "--silent"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        azurite = Azurite(work / "azurite").start()
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
     daemons: list[Daemon] = []
     try:
-        def answers():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-        wait_for(answers, message="Azurite")
         owner = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_",
                                                                           "PILLOWD_"))}
-        owner["AZURE_STORAGE_CONNECTION_STRING"] = (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-            f"QueueEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")
+        owner["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string()
         subprocess.run([sys.executable, "-m", "pillowd", "pair", "alice", "bob", "--out",
-                        str(work / "pair")], env=owner, check=True, cwd=ROOT,
-                       capture_output=True)
+                        str(work / "pair")], env=owner, check=True, capture_output=True)
         pillow_env = {k: v for k, v in owner.items() if not k.startswith("AZURE_")}
         pillow_env.update(PILLOWD_CONTROL_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
         for name in ("alice", "bob"):
@@ -193,7 +138,7 @@ def main() -> int:
             text = config.read_text().replace(
                 "[pillow]\n", f'[pillow]\nstate_dir = "{work / name}"\n')
             config.write_text(text + REST_OF_CONFIG)
-            daemons.append(Daemon(config, pillow_env))
+            daemons.append(Daemon(config, pillow_env).start(timeout=30))
         alice, bob = daemons
 
         print(f"bench: two pillows on Azurite, poll_min 0.1 s, poll_max {POLL_MAX} s, "
@@ -242,11 +187,7 @@ def main() -> int:
     finally:
         for daemon in daemons:
             daemon.stop()
-        azurite.terminate()
-        try:
-            azurite.wait(10)
-        except subprocess.TimeoutExpired:
-            azurite.kill()
+        azurite.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
