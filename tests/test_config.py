@@ -146,3 +146,8 @@ def test_the_schema_imports_only_the_standard_library():
 
 def test_the_loader_imports_no_hardware_library():
     assert not imported_by("pillowd.config") & set(HARDWARE)
+
+
+def test_the_default_led_pin_is_spi_which_needs_no_root():
+    # GPIO 10 (SPI) runs under the unprivileged unit; 18 (PWM) would need root.
+    assert parse("").leds.pin == 10
