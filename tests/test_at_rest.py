@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BASE_CONFIG, PillowProcess, wait_for
+from conftest import BASE_CONFIG, PillowProcess, both_backends, wait_for
 from pillowd.config import parse
 from pillowd.consumer import Backoff, Consumer
 from pillowd.daemon import Daemon
@@ -384,3 +384,18 @@ def test_a_cycle_knows_when_each_frame_next_changes():
     assert cycle.next_change(10.0) == pytest.approx(10.0 + 2 / 50)
     assert cycle.next_change(10.0 + 7 / 50) == pytest.approx(10.0 + 12 / 50)
     assert cycle.next_change(10.0 + 23 / 50) == pytest.approx(10.0 + 25 / 50)
+
+
+@both_backends
+def test_requeueing_one_poison_message_leaves_the_others_in_view(make_config, pillow_env,
+                                                                 queues):
+    from conftest import run_cli
+
+    config = make_config()
+    poison = queues(config).poison
+    ids = [poison.put(json.dumps({"reason": "bad", "original": f"body-{n}"}), ttl=-1)
+           for n in range(3)]
+    run_cli("poison", "requeue", ids[1], "--config", str(config), env=pillow_env)
+    # Right after, not 30 s later: the two passed over are visible again.
+    listed = run_cli("poison", "list", "--config", str(config), env=pillow_env).stdout
+    assert ids[0] in listed and ids[2] in listed and ids[1] not in listed

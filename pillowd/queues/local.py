@@ -139,11 +139,13 @@ class LocalQueue:
                      (self.store._clock() + delay,))
 
     def peek(self, max_messages: int = 32) -> list[QueueMessage]:
+        # Visible ones only, as Azure's Peek Messages: one being handled is not shown.
         def work(db, now):
             return db.execute(
                 "SELECT id, body, dequeue_count, inserted_on FROM messages"
-                " WHERE queue = ? AND expires_on > ? ORDER BY inserted_on, rowid LIMIT ?",
-                (self.name, now, max_messages)).fetchall()
+                " WHERE queue = ? AND expires_on > ? AND visible_at <= ?"
+                " ORDER BY inserted_on, rowid LIMIT ?",
+                (self.name, now, now, max_messages)).fetchall()
         return [QueueMessage(i, b, c, _utc(t)) for i, b, c, t in self.store._run(work)]
 
     def clear(self) -> None:
