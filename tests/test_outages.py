@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -67,15 +68,25 @@ def test_queue_locked_reports_offline_with_reason_then_recovers(pillow):
     state = p.config.parent / "state"
     p.cli("send", "hug", "--from", "before")
     wait_for(lambda: p.state()["queue"]["applied"] == 1, message="the first hug")
+    # A message that becomes visible a second after the lock is taken: taking it
+    # needs the write lock (an empty queue is only looked at, which WAL allows).
+    db = sqlite3.connect(state / "queue.sqlite3", timeout=10, isolation_level=None)
+    db.execute("INSERT INTO messages (id, queue, body, inserted_on, expires_on, visible_at)"
+               " VALUES ('late', 'pillow', ?, ?, ?, ?)",
+               (json.dumps({"scene": "glow", "from": "after", "id": "late"}),
+                time.time(), time.time() + 600, time.time() + 1))
+    db.close()
     with locked(state / "queue.sqlite3"):
         offline = wait_for(lambda: (s := p.state())["queue"]["online"] is False and s,
                            timeout=30, message="offline while the queue is locked")
         assert "locked" in offline["queue"]["reason"]
         assert p.get("/healthz").status_code == 200
         assert 0 < poll_interval(p) <= POLL_MAX
-    p.cli("send", "glow", "--from", "after")
-    wait_for(lambda: (s := p.state())["queue"]["online"] and s["queue"]["applied"] == 2,
-             timeout=30, message="online again, the glow played")
+        assert p.state()["queue"]["applied"] == 1
+    back = wait_for(lambda: (s := p.state())["queue"]["online"] and
+                    s["queue"]["applied"] == 2 and s, timeout=30,
+                    message="online again, the late glow played")
+    assert back["recent"][0]["id"] == "late"
 
 
 # -- Azure: a server that takes requests and never answers -------------------------
