@@ -59,6 +59,8 @@ node_modules/.bin/azurite-queue: package-lock.json
 vendor: $(VENDOR)
 
 bench: test-deps
+	$(BIN)/python bench/running.py
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/queue_latency.py
 	$(BIN)/python bench/fanout.py
