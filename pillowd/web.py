@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from pathlib import Path
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -260,9 +261,15 @@ class StatusPage:
                 self._emit("state", self.pillow.snapshot())
 
     def _push_frames(self) -> None:
-        last = None
+        last, sent_at = None, -self.frame_interval
         while True:
             self._frame_ready.wait()
+            # At most frames_per_second: a frame due sooner waits out the rest of
+            # the interval (frames shown meanwhile are skipped); one after a pause
+            # goes at once, without a second wake-up.
+            early = sent_at + self.frame_interval - time.monotonic()
+            if early > 0 and self._stop.wait(early):
+                return
             if self._stop.is_set():
                 return
             self._frame_ready.clear()
@@ -271,10 +278,7 @@ class StatusPage:
                 # Sending only queues per client (engineio's writer threads do the
                 # rest), so neither the render loop nor other clients wait on a slow one.
                 self._emit("frame", frame, skip=self._behind() or None)
-                last = frame
-            # At most frames_per_second: frames shown meanwhile are skipped.
-            if self._stop.wait(self.frame_interval):
-                return
+                last, sent_at = frame, time.monotonic()
 
     # -- serving -------------------------------------------------------------------
 
