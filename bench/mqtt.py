@@ -25,14 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import re
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -47,6 +41,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pillowd.messages import encode
 from pillowd.mqtt import HomeAssistant
 from pillowd.queues.local import LocalStore
+from pillowd.testing import PillowProcess
+from pillowd.testing.mosquitto import Mosquitto
 
 TOPIC = "pillowd/bench-pillow"
 CONFIG = """
@@ -84,63 +80,6 @@ color = "#ff0000"
 duration = 0
 transition_seconds = 0
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_broker(directory: Path) -> tuple[subprocess.Popen, int]:
-    """mosquitto on a free loopback port (tests/mosquitto.py is the full helper)."""
-    port = free_port()
-    conf = directory / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                    f"persistence false\nuser root\n")
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("mosquitto did not start (apt-get install mosquitto)")
-            time.sleep(0.02)
-
-
-class Pillowd:
-    """`pillowd run` on *config*; start() returns its status page's address."""
-
-    def __init__(self, config: Path):
-        self.config = config
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> str:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pillowd", "run", "--config", str(self.config)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        seen = []
-        for line in self.proc.stdout:
-            seen.append(line)
-            m = re.match(r"pillowd: status page at (http://\S+/)", line)
-            if m:  # keep draining its output: a full pipe would block the daemon
-                threading.Thread(target=lambda: [None for _ in self.proc.stdout],
-                                 daemon=True).start()
-                return m.group(1)
-        raise SystemExit("pillowd did not start:\n" + "".join(seen[-20:]))
-
-    def __enter__(self) -> "Pillowd":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 class Subscriber:
@@ -329,14 +268,15 @@ def main() -> None:
     rng = random.Random(15)
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
         tmp = Path(tmp)
-        broker, port = start_broker(tmp)
+        broker = Mosquitto(tmp / "broker").start()
+        port = broker.port
         state = tmp / "state"
         config = tmp / "config.toml"
         config.write_text(CONFIG.format(state=state, port=port))
         subscriber = Subscriber(port)
         try:
-            with Pillowd(config) as pillowd:
-                url = pillowd.start()
+            with PillowProcess(config).start() as pillowd:
+                url = pillowd.url
                 deadline = time.monotonic() + 10
                 while not (requests.get(url + "api/state", timeout=5).json()
                            .get("mqtt") or {}).get("online"):
@@ -352,8 +292,7 @@ def main() -> None:
                    hug_to_event(port, subscriber, args.rounds, rng), 50)
         finally:
             subscriber.close()
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
 
 
 if __name__ == "__main__":

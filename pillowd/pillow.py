@@ -13,7 +13,7 @@ from .messages import Command, command_from
 from .player import Player
 from .quiet import QuietHours
 from .render import Renderer
-from .scenes import Playing, Timeline
+from .scenes import Timeline
 
 RECENT = 50
 

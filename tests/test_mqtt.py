@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import run_cli, wait_for
-from mosquitto import Mosquitto, free_port
+from pillowd.testing.mosquitto import Mosquitto, free_port
 from pillowd.config import ConfigError, parse
 from pillowd.mqtt import HomeAssistant, MqttError, login_from
 

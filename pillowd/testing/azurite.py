@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from pillowd.testing.services import answers, await_listening, free_port, terminate
 
 # Azurite is a Node tool installed by `make test-deps` into the checkout's node_modules;
 # it is looked for there (this package imported from a checkout) and under the current
@@ -26,20 +27,6 @@ def find_azurite() -> Path | None:
 ACCOUNT = "devstoreaccount1"
 KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
        "K1SZFPTOtr/KBHBeksoGMGw==")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def answers(port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 class Azurite:
@@ -86,27 +73,13 @@ class Azurite:
             [str(self.binary), "--queueHost", "127.0.0.1", "--queuePort", str(self.port),
              "--location", str(self.location), "--skipApiVersionCheck", "--silent"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while not answers(self.port):
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace")
-                raise RuntimeError(f"azurite exited {self.proc.returncode}: {err}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"azurite did not answer on port {self.port}")
-            time.sleep(0.05)
+        await_listening(self.proc, self.port, "azurite", timeout)
         return self
 
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stderr.close()
+        terminate(self.proc)
         self.proc = None
         deadline = time.monotonic() + 10
         while answers(self.port) and time.monotonic() < deadline:

@@ -35,7 +35,8 @@ class FaultProxy:
         self.lines: list[str] = []       # "METHOD /path" of each request, no query
         self._fault: tuple[int, str | None] | None = None
         self._refuse = False
-        self._hanging = threading.Event()
+        self._flowing = threading.Event()  # cleared while hanging; set again by close()
+        self._flowing.set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._sockets: set[socket.socket] = set()
@@ -62,9 +63,9 @@ class FaultProxy:
         """Take requests and answer none, as a server stuck behind a live socket would;
         held requests are passed on once the hang ends (if their client still waits)."""
         if on:
-            self._hanging.set()
+            self._flowing.clear()
         else:
-            self._hanging.clear()
+            self._flowing.set()
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -74,6 +75,7 @@ class FaultProxy:
 
     def close(self) -> None:
         self._closed.set()
+        self._flowing.set()  # held requests end with the proxy
         self._server.close()
         self._drop_all()
 
@@ -148,8 +150,9 @@ class FaultProxy:
                     self.lines.append(f"{method} {target.split('?')[0].split(' ')[0]}")
                 if self._refuse:
                     return
-                while self._hanging.is_set() and not self._closed.wait(0.05):
-                    pass
+                self._flowing.wait()  # until the hang ends, or the proxy closes
+                if self._closed.is_set():
+                    return
                 fault = self._fault
                 if fault is not None:
                     with self._lock:
