@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -14,6 +15,8 @@ from .player import Player
 from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Timeline
+
+log = logging.getLogger(__name__)
 
 RECENT = 50
 
@@ -55,8 +58,13 @@ class Pillow:
         self._listeners.append(listener)
 
     def changed(self) -> None:
+        # Called from the loops (queue, render, actuators): a listener's failure is
+        # logged and never reaches them, so a message is never left half played.
         for listener in self._listeners:
-            listener()
+            try:
+                listener()
+            except Exception:
+                log.exception("a state listener failed")
 
     # -- what the parts report -------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from .effects import EFFECTS, Effect
 from .history import iso
 from .messages import Command
 from .settings import SceneSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,5 +109,10 @@ class Timeline:
         return playing
 
     def _notify(self, playing: Playing) -> None:
+        # The scene plays whatever a listener does: one that fails is logged, and
+        # the others (the renderer, the actuators) still hear of it.
         for listener in self._listeners:
-            listener(playing)
+            try:
+                listener(playing)
+            except Exception:
+                log.exception("a scene listener failed")

@@ -399,3 +399,15 @@ def test_requeueing_one_poison_message_leaves_the_others_in_view(make_config, pi
     # Right after, not 30 s later: the two passed over are visible again.
     listed = run_cli("poison", "list", "--config", str(config), env=pillow_env).stdout
     assert ids[0] in listed and ids[2] in listed and ids[1] not in listed
+
+
+def test_a_failing_scene_listener_neither_stops_the_play_nor_the_others():
+    timeline = Timeline(SETTINGS.scenes["idle"])
+    heard = []
+
+    def broken(playing):
+        raise RuntimeError("injected listener bug")
+    timeline.on_change(broken)
+    timeline.on_change(lambda playing: heard.append(playing.scene.name))
+    playing = timeline.play(decode("glow", SETTINGS))   # no exception reaches the caller
+    assert heard == ["glow"] and timeline.current() is playing
