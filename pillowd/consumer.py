@@ -119,6 +119,7 @@ class Consumer:
         self._give_back()
         while not self._stopping:
             self.heartbeat = self._clock()
+            self._wake.clear()  # before the poll: a hurry() during it is not lost
             try:
                 found = self.poll_once()
             except (QueueError, HistoryError) as err:
@@ -131,7 +132,6 @@ class Consumer:
             else:
                 delay = self.backoff.next(found)
             self._wake.wait(delay)
-            self._wake.clear()
 
     def stop(self) -> None:
         self._stopping = True
