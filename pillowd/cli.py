@@ -275,12 +275,16 @@ def _owner_command(options) -> int:
             for name, pillow in files.items():
                 folder = pillow.write(options.out)
                 print(f"{name}: {folder / 'queue.toml'} and {folder / pairing.SAS_FILE}")
+                for queue in pillow.replaced_invites:
+                    print(f"{name}: the invite {name!r} on {queue} is now {name}'s pillow "
+                          "policy: its links work as long as the pillow does "
+                          f"(pillowd revoke {name} ends both)", file=sys.stderr)
             print("copy each folder's two files to its pillow (docs/pairing.md)",
                   file=sys.stderr)
         elif options.command == "invite":
-            urls = pairing.invite(account, options.name, to=options.to,
+            made = pairing.invite(account, options.name, to=options.to,
                                   prefix=options.prefix, days=options.days)
-            for url in urls.values():
+            for url in made.urls.values():
                 print(url)
             print(f"send with: pillowd send hug --from {pairing.pillow_name(options.name)} "
                   "--queue-url URL, or curl (docs/pairing.md); "
