@@ -67,7 +67,7 @@ def _same_rule(rule, origin: str) -> bool:
         return {i.strip().lower() for i in (text or "").split(",") if i.strip()}
     return items(rule.allowed_origins) == {origin.lower()} \
         and items(rule.allowed_methods) == {"post"} \
-        and items(rule.allowed_headers) <= {"content-type"}
+        and items(rule.allowed_headers) == {"content-type"}
 
 
 class SendPage:
