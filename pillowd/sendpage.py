@@ -103,6 +103,14 @@ class SendPage:
         except ValueError:
             raise PageError(f"{account.source} is not a usable connection string for "
                             "the blob service") from None
+        try:
+            return cls._read(blobs, account, page_url)
+        except BaseException:
+            blobs.close()
+            raise
+
+    @classmethod
+    def _read(cls, blobs, account: AzureAccount, page_url: str | None) -> "SendPage":
         from azure.core.exceptions import AzureError
         try:
             try:
@@ -119,7 +127,7 @@ class SendPage:
         if page_url:
             origin = page_origin(page_url)
         elif (site_metadata or {}).get(URL_METADATA):
-            origin = site_metadata[URL_METADATA]
+            origin = page_origin(site_metadata[URL_METADATA])
         else:
             raise PageError(
                 "invite --page needs the static website's address once: --page-url "

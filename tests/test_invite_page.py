@@ -355,3 +355,23 @@ def test_without_the_owner_extra_invite_page_says_what_to_install(azurite, owner
          prefix], env=owner, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "/messages?" in result.stdout, result.stderr
     assert json.dumps(policies(azurite, f"{prefix}alice")["hal"][0]) == '"a"'
+
+
+def test_send_takes_the_messages_endpoint_and_the_bare_queue_url():
+    from pillowd.errors import PillowError
+    from pillowd.queues.azure import queue_from_url
+    sas = "sv=2026-10-06&si=carol&sig=abc%3D"
+    for url in (f"https://acct.queue.core.windows.net/pillow-alice/messages?{sas}",
+                f"https://acct.queue.core.windows.net/pillow-alice/messages/?{sas}",
+                f"https://acct.queue.core.windows.net/pillow-alice?{sas}",
+                f"http://127.0.0.1:10001/devstoreaccount1/pillow-alice/messages?{sas}"):
+        queue = queue_from_url(url)
+        assert queue.name == "pillow-alice"
+        assert queue.account.tokens == {"pillow-alice": sas}
+        assert queue.account.url.endswith(("windows.net/", "devstoreaccount1/"))
+    for bad, why in (("ftp://acct/pillow-alice?" + sas, "is not a queue URL"),
+                     ("https://acct.queue.core.windows.net/pillow-alice/messages",
+                      "has no SAS token")):
+        with pytest.raises(PillowError) as err:
+            queue_from_url(bad)
+        assert why in str(err.value) and "sig" not in str(err.value)
