@@ -300,6 +300,11 @@ def test_an_expired_or_revoked_link_says_so(azurite, websites, cors, owner, pref
     assert state == "expired" and "this link expired on" in words, words
     assert "Ask for a new one" in words
 
+    # A link whose q is not a queue's /messages endpoint sends nothing anywhere.
+    page = phone()
+    page.goto(f"{site.origin}/hug/#to=alice&q=https%3A%2F%2Fcollect.example%2Fwords")
+    assert page.is_visible("#no-invite") and not page.is_visible("button.send")
+
 
 def test_a_full_queue_or_cors_table_is_named_and_nothing_is_published(
         azurite, blob_service, cors, owner, prefix, tmp_path):

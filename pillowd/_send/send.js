@@ -14,8 +14,10 @@ function readInvite() {
   if (names.length && names.length === urls.length) {
     const invite = {
       from: params.get("from") || "",
-      pillows: names.map((name, i) => ({name, url: urls[i], until: until[i] || ""})),
+      pillows: names.map((name, i) => ({name, url: urls[i], until: until[i] || ""}))
+        .filter((pillow) => acceptable(pillow.url)),
     };
+    if (!invite.pillows.length) return null;
     try { localStorage.setItem(STORE, JSON.stringify(invite)); } catch (e) { /* private mode */ }
     return invite;
   }
@@ -24,6 +26,17 @@ function readInvite() {
     if (kept && Array.isArray(kept.pillows) && kept.pillows.length) return kept;
   } catch (e) { /* nothing usable kept */ }
   return null;
+}
+
+// A link sends the friend's words where its q says. On Azure's own static website
+// (ACCOUNT.zNN.web.core.windows.net) only that account's queues are accepted, so a
+// link made by someone else cannot borrow this page to collect them.
+function acceptable(url) {
+  let target;
+  try { target = new URL(url); } catch (e) { return false; }
+  if (!/^https?:$/.test(target.protocol) || !/\/messages$/.test(target.pathname)) return false;
+  const site = /^([a-z0-9]+)\.z\d+\.web\.core\.windows\.net$/.exec(location.hostname);
+  return !site || target.hostname === `${site[1]}.queue.core.windows.net`;
 }
 
 function titled(name) {
@@ -108,8 +121,15 @@ async function send(invite, pillow, button) {
         cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer",
       });
     } catch (e) {
-      // No answer at all: offline, the host unknown, or a preflight the queue refused.
-      show("unreachable", `Could not reach ${titled(pillow.name)}'s pillow: check the connection and try again.`);
+      // No answer at all: offline, the host unknown, a preflight the queue refused,
+      // or a refusal the browser may not read. Past the link's expiry, that is the
+      // one thing known for sure.
+      const until = validUntil(pillow);
+      if (until && Date.now() >= until.getTime()) {
+        show("expired", `Not sent: this link expired on ${dayAndTime(until)}. Ask for a new one.`);
+      } else {
+        show("unreachable", `Could not reach ${titled(pillow.name)}'s pillow: check the connection and try again.`);
+      }
       return;
     }
     const body = response.status === 201 ? "" : await response.text().catch(() => "");
