@@ -1,4 +1,4 @@
-"""The friend's send page: published on the storage account's static website, let through the Queue service's CORS, and linked with an invite."""
+"""The friend's send page: its upload to the static website, the CORS rule for it, its link."""
 
 from __future__ import annotations
 
