@@ -209,11 +209,22 @@ def test_a_friends_phone_sends_a_hug_through_the_link_and_the_pillow_plays_it(
     expiry = policies(azurite, f"{prefix}alice")["carol"][1]
     assert until(fragment["until"][0]) == until(expiry)
     # Again, without the address: remembered, the same link, nothing changed.
-    rules = cors.get_service_properties()["cors"]
+    def uploaded():
+        site_files = blob_service.service().get_container_client("$web")
+        return {b.name: b.etag for b in site_files.list_blobs()}
+    rules, files = cors.get_service_properties()["cors"], uploaded()
+    assert sorted(files) == [f"hug/{n}" for n in
+                             ("icon.svg", "index.html", "send.css", "send.js", "sw.js")]
     assert pillowd(owner, "invite", "Carol", "--to", "alice", "--prefix", prefix,
                    "--page").stdout.split() == [url, link]
     assert [vars(r) for r in cors.get_service_properties()["cors"]] == \
         [vars(r) for r in rules]
+    assert uploaded() == files
+    types = {b.name: b.content_settings.content_type for b in
+             blob_service.service().get_container_client("$web").list_blobs()}
+    assert types["hug/index.html"].startswith("text/html")
+    assert types["hug/send.js"].startswith("text/javascript") == \
+        types["hug/sw.js"].startswith("text/javascript") is True
 
     # The Queue service lets that origin POST, and nothing else; the owner's rule stays.
     (kept, ours) = rules
