@@ -223,8 +223,7 @@ def test_a_friends_phone_sends_a_hug_through_the_link_and_the_pillow_plays_it(
     types = {b.name: b.content_settings.content_type for b in
              blob_service.service().get_container_client("$web").list_blobs()}
     assert types["hug/index.html"].startswith("text/html")
-    assert types["hug/send.js"].startswith("text/javascript") == \
-        types["hug/sw.js"].startswith("text/javascript") is True
+    assert all(types[f"hug/{n}"].startswith("text/javascript") for n in ("send.js", "sw.js"))
 
     # The Queue service lets that origin POST, and nothing else; the owner's rule stays.
     (kept, ours) = rules
