@@ -43,7 +43,7 @@ $(VENV)/.apt:
 	@mkdir -p $(VENV) && touch $@
 
 $(VENV)/.test-deps: pyproject.toml setup.py $(VENV)/.apt | $(VENV)/bin/python $(VENDOR)
-	$(BIN)/pip install -q -e ".[test,systemd]"
+	$(BIN)/pip install -q -e ".[test,systemd,owner]"
 	@touch $(BIN)/pillowd $@
 
 # The page's socket.io client: the npm archive pinned in package-lock.json, fetched

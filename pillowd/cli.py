@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="only these pillows (default: every pillow under --prefix)")
     invite.add_argument("--prefix", metavar="P", default=DEFAULT_PREFIX,
                         help=f"queue name prefix (default: {DEFAULT_PREFIX})")
+    invite.add_argument("--page", action="store_true",
+                        help="also publish the send page on the account's static website "
+                             "and print one link for a phone (needs pillowd[owner])")
+    invite.add_argument("--page-url", metavar="URL",
+                        help="with --page: the static website's address, "
+                             "https://ACCOUNT.zNN.web.core.windows.net (needed once, "
+                             "then remembered)")
     revoke = commands.add_parser(
         "revoke", help="stop every token issued for pillow or invite NAME" + key_note,
         description="Deletes the stored access policy NAME on every queue of the "
@@ -275,17 +282,14 @@ def _owner_command(options) -> int:
             for name, pillow in files.items():
                 folder = pillow.write(options.out)
                 print(f"{name}: {folder / 'queue.toml'} and {folder / pairing.SAS_FILE}")
+                for queue in pillow.replaced_invites:
+                    print(f"{name}: the invite {name!r} on {queue} is now {name}'s pillow "
+                          "policy: its links work as long as the pillow does "
+                          f"(pillowd revoke {name} ends both)", file=sys.stderr)
             print("copy each folder's two files to its pillow (docs/pairing.md)",
                   file=sys.stderr)
         elif options.command == "invite":
-            urls = pairing.invite(account, options.name, to=options.to,
-                                  prefix=options.prefix, days=options.days)
-            for url in urls.values():
-                print(url)
-            print(f"send with: pillowd send hug --from {pairing.pillow_name(options.name)} "
-                  "--queue-url URL, or curl (docs/pairing.md); "
-                  f"stop with: pillowd revoke {pairing.pillow_name(options.name)}",
-                  file=sys.stderr)
+            _invite(account, options)
         else:
             queues = pairing.revoke(account, options.name)
             name = pairing.pillow_name(options.name)
@@ -301,6 +305,39 @@ def _owner_command(options) -> int:
         return 0
     finally:
         account.close()
+
+
+def _invite(account, options, environ=os.environ) -> None:
+    from . import pairing
+
+    name = pairing.pillow_name(options.name)
+    page = None
+    if options.page or options.page_url:
+        # Everything the page needs is read and checked first: a refusal here, or
+        # a full queue in invite(), leaves the account as it was.
+        from .sendpage import SendPage
+        page = SendPage.open(environ.get(OWNER_KEY_ENV, ""), account, options.page_url)
+    try:
+        made = pairing.invite(account, options.name, to=options.to,
+                              prefix=options.prefix, days=options.days)
+        for url in made.urls.values():
+            print(url)
+        if page is None:
+            print(f"send with: pillowd send hug --from {name} --queue-url URL, or curl "
+                  f"(docs/pairing.md); stop with: pillowd revoke {name}", file=sys.stderr)
+            return
+        try:
+            page.publish()
+        except PillowError as err:
+            raise PillowError(f"{err} (the invite is made: the same command again "
+                              "finishes the page)") from None
+        print(page.link(made, options.name.strip()))
+        print(f"the last line is the link for {name}'s phone: it opens the send page "
+              f"on {page.origin} and carries the invite; stop with: pillowd revoke {name}",
+              file=sys.stderr)
+    finally:
+        if page is not None:
+            page.close()
 
 
 def _poison(settings: Settings, options) -> int:

@@ -57,6 +57,8 @@ class PillowFiles:
     name: str
     queue_toml: str
     tokens: dict[str, str]
+    # Partners' queues where an invite of this name became the pillow's policy.
+    replaced_invites: tuple[str, ...] = ()
 
     @property
     def sas_toml(self) -> str:
@@ -257,13 +259,27 @@ def pair(account: AzureAccount, names: list[str], *, prefix: str = DEFAULT_PREFI
     from azure.storage.queue import generate_queue_sas
 
     policies = _Policies(account)
+    replaced: dict[str, list[str]] = {name: [] for name in pillows}
     for name in pillows:
         own, poison = queues[name]
+        # Not a pillow yet: a policy of its name on a partner's queue is an invite's
+        # (add only, days long). It becomes the pillow's, expiry and all: keeping
+        # the invite's would cut the new pillow off when the invite ends. The token
+        # is the same (a signature over queue and name), so the invite's links
+        # now work as long as the pillow does.
+        joining = policies.holder_permission(own, name) is None
         policies.grant(own, name, OWN_QUEUE, days, PAIR_DAYS)
         policies.grant(poison, name, OWN_POISON, days, PAIR_DAYS)
         for partner in pillows:
-            if partner != name:
-                policies.grant(queues[partner][0], name, PARTNER_QUEUE, days, PAIR_DAYS)
+            if partner == name:
+                continue
+            queue = queues[partner][0]
+            if joining and policies.holder_permission(queue, name) is not None:
+                replaced[name].append(queue)
+                policies.grant(queue, name, PARTNER_QUEUE,
+                               days if days is not None else PAIR_DAYS, PAIR_DAYS)
+            else:
+                policies.grant(queue, name, PARTNER_QUEUE, days, PAIR_DAYS)
     policies.check_room()
     policies.apply()
 
@@ -278,7 +294,8 @@ def pair(account: AzureAccount, names: list[str], *, prefix: str = DEFAULT_PREFI
         tokens = {q: generate_queue_sas(account_name, q, key, policy_id=name)
                   for q in touched}
         files[name] = PillowFiles(name, _queue_toml(name, account_url, own, poison,
-                                                    partners), tokens)
+                                                    partners), tokens,
+                                  tuple(replaced[name]))
     return files
 
 
@@ -316,11 +333,21 @@ def pillow_queues(account: AzureAccount, prefix: str = DEFAULT_PREFIX) -> list[s
     return found
 
 
+@dataclass(frozen=True)
+class Invite:
+    """What an invite lets its holder do: add messages to each pillow's queue until
+    that queue's policy expires. *urls* are {pillow: the queue's /messages endpoint
+    with the SAS}, which a plain HTTP POST of Azure's message XML uses as it is."""
+
+    name: str
+    urls: dict[str, str]
+    expires: dict[str, datetime]
+
+
 def invite(account: AzureAccount, name: str, *, to: list[str] | None = None,
-           prefix: str = DEFAULT_PREFIX, days: float | None = None) -> dict[str, str]:
+           prefix: str = DEFAULT_PREFIX, days: float | None = None) -> Invite:
     """Lets *name* add messages to the pillows *to* (default: every pillow under
-    *prefix*); returns {queue: URL with its SAS}. A second run changes nothing, and
-    *days* renews the invite."""
+    *prefix*). A second run changes nothing, and *days* renews the invite."""
     from azure.storage.queue import generate_queue_sas
     guest = pillow_name(name)
     account_name, key = _account_key(account)
@@ -349,8 +376,20 @@ def invite(account: AzureAccount, name: str, *, to: list[str] | None = None,
     policies.check_room()
     policies.apply()
     base = account.service.url.split("?", 1)[0].rstrip("/")
-    return {t: f"{base}/{t}?{generate_queue_sas(account_name, t, key, policy_id=guest)}"
-            for t in targets}
+    pillows = {target: target[len(prefix):] for target in targets}
+    return Invite(
+        guest,
+        {pillows[t]: f"{base}/{t}/messages?"
+                     f"{generate_queue_sas(account_name, t, key, policy_id=guest)}"
+         for t in targets},
+        {pillows[t]: _when(policies.after[t][guest].expiry) for t in targets})
+
+
+def _when(value) -> datetime:
+    """A policy's expiry as a UTC datetime (Azure gives back ISO text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value.astimezone(timezone.utc)
 
 
 def _revoked(metadata: dict | None) -> set[str]:

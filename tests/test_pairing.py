@@ -61,6 +61,12 @@ def policies(azurite, queue):
     return {name: (p.permission, p.expiry, p.start) for name, p in found.items()}
 
 
+def until(expiry):
+    """A policy's expiry as a datetime (Azure gives the ISO text back)."""
+    from datetime import datetime
+    return datetime.fromisoformat(expiry.replace("Z", "+00:00"))
+
+
 def refused(operation):
     with pytest.raises(HttpResponseError) as err:
         operation()
@@ -254,8 +260,9 @@ def test_an_invite_sends_with_pillowd_and_curl_until_revoked(azurite, owner, pre
                            check=False), "no pillow 'zed'")
 
     everywhere = pillowd(owner, "invite", "dave", "--prefix", prefix).stdout.split()
-    assert [u.split("?")[0].rsplit("/", 1)[1] for u in everywhere] == \
-        [f"{prefix}alice", f"{prefix}bob"]
+    # Each URL is the queue's /messages endpoint with the SAS: it works as it is.
+    assert [u.split("?")[0] for u in everywhere] == \
+        [f"{azurite.endpoint}/{prefix}{n}/messages" for n in ("alice", "bob")]
     (url,) = pillowd(owner, "invite", "Carol", "--to", "alice", "--days", "7",
                      "--prefix", prefix).stdout.split()
     assert policies(azurite, f"{prefix}alice")["carol"][0] == "a"
@@ -269,17 +276,22 @@ def test_an_invite_sends_with_pillowd_and_curl_until_revoked(azurite, owner, pre
     sent = pillowd(owner, "send", "hug", "--from", "Carol", "--id", "carol-1",
                    "--queue-url", url)
     assert sent.stdout == "carol-1\n"
-    # The README's curl line, as a plain HTTP POST.
+    # send also takes the bare queue URL (the form invite printed before).
     base, sas = url.split("?", 1)
-    posted = requests.post(f"{base}/messages?{sas}", timeout=5, data=(
+    bare = f"{base.removesuffix('/messages')}?{sas}"
+    assert pillowd(owner, "send", "hug", "--from", "Carol", "--id", "carol-2",
+                   "--queue-url", bare).stdout == "carol-2\n"
+    # docs/pairing.md's curl line: a plain HTTP POST to the URL as printed.
+    posted = requests.post(url, timeout=5, data=(
         "<QueueMessage><MessageText>{\"scene\": \"hug\", \"from\": \"curl\"}"
-        "</MessageText></QueueMessage>"))
+        "</MessageText></QueueMessage>"), headers={"Content-Type": "application/xml"})
     assert posted.status_code == 201, posted.text
     # The invite adds, and nothing more.
-    assert requests.get(f"{base}/messages?peekonly=true&{sas}", timeout=5).status_code == 403
+    assert requests.get(f"{base}?peekonly=true&{sas}", timeout=5).status_code == 403
     bodies = [json.loads(m.content) for m in
               azurite.service().get_queue_client(f"{prefix}alice").peek_messages(32)]
-    assert [(b.get("id"), b["from"]) for b in bodies] == [("carol-1", "Carol"), (None, "curl")]
+    assert [(b.get("id"), b["from"]) for b in bodies] == \
+        [("carol-1", "Carol"), ("carol-2", "Carol"), (None, "curl")]
 
     revoked = pillowd(owner, "revoke", "carol")
     assert revoked.stdout.split() == [f"{prefix}alice"]
@@ -291,7 +303,7 @@ def test_an_invite_sends_with_pillowd_and_curl_until_revoked(azurite, owner, pre
     result = wait_for(refused_now, timeout=40, interval=1, message="the revoked invite")
     line = one_line_error(result, "the --queue-url", "was refused (403")
     assert sas.split("sig=")[1][:10] not in line
-    assert requests.post(f"{base}/messages?{sas}", timeout=5,
+    assert requests.post(url, timeout=5,
                          data="<QueueMessage><MessageText>hug</MessageText></QueueMessage>"
                          ).status_code == 403
     # Revoking again finds nothing, and says so.
@@ -302,6 +314,36 @@ def test_an_invite_sends_with_pillowd_and_curl_until_revoked(azurite, owner, pre
     assert "carol" not in policies(azurite, f"{prefix}alice")
     # dave's invite is untouched by carol's revocation.
     assert pillowd(owner, "send", "hug", "--queue-url", everywhere[1]).returncode == 0
+
+
+def test_pair_after_invite_makes_the_invite_the_pillows_policy(azurite, owner, prefix,
+                                                             tmp_path):
+    """Issue 19 item 7: `pair alice bob carol` after `invite carol` kept the invite's
+    policy on alice's queue, so carol's pillow lost alice after the invite's 7 days."""
+    from datetime import datetime, timedelta, timezone
+    pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path / "one"), "--prefix", prefix)
+    pillowd(owner, "invite", "carol", "--to", "alice", "--prefix", prefix)
+    week = datetime.now(timezone.utc) + timedelta(days=8)
+    assert until(policies(azurite, f"{prefix}alice")["carol"][1]) < week
+
+    result = pillowd(owner, "pair", "alice", "bob", "carol", "--out", str(tmp_path / "two"),
+                     "--prefix", prefix)
+    assert f"carol: the invite 'carol' on {prefix}alice is now carol's pillow policy" \
+        in result.stderr, result.stderr
+    years = datetime.now(timezone.utc) + timedelta(days=3000)
+    for queue in (f"{prefix}alice", f"{prefix}bob"):
+        permission, expiry, _ = policies(azurite, queue)["carol"]
+        assert permission == "a" and until(expiry) > years, (queue, permission, expiry)
+    check_least_privilege(azurite, azurite.service(), "carol", ["alice", "bob"], prefix,
+                          tokens_of(tmp_path / "two" / "carol"))
+    # Done once: a second run replaces nothing and changes nothing.
+    before = policies(azurite, f"{prefix}alice")
+    again = pillowd(owner, "pair", "alice", "bob", "carol", "--out", str(tmp_path / "three"),
+                    "--prefix", prefix)
+    assert "invite" not in again.stderr and policies(azurite, f"{prefix}alice") == before
+    # carol is a pillow now: the name is no longer free for an invite.
+    one_line_error(pillowd(owner, "invite", "carol", "--prefix", prefix, check=False),
+                   "'carol' is a pillow")
 
 
 def pillow_config(folder, tmp_path, name="config.toml"):

@@ -378,15 +378,16 @@ def open_account(*, connection_string_env: str, account_url: str, sas_file: str 
 
 
 def queue_from_url(url: str) -> AzureQueue:
-    """The queue an invite URL (https://ACCOUNT.queue.core.windows.net/QUEUE?SAS) names,
-    with its token; the URL is never quoted back, as it holds the token."""
+    """The queue an invite URL names, with its token: the /messages endpoint invite
+    prints (https://ACCOUNT.queue.core.windows.net/QUEUE/messages?SAS) or the bare
+    queue URL. The URL is never quoted back, as it holds the token."""
     source = "the --queue-url"
     parts = urlsplit(url.strip())
     path = parts.path.rstrip("/").removesuffix("/messages")  # curl's URL works too
     account_path, _, queue = path.rpartition("/")
     if parts.scheme not in ("http", "https") or not parts.netloc or not queue:
         raise PillowError(f"azure: {source} is not a queue URL "
-                          "(https://ACCOUNT.queue.core.windows.net/QUEUE?SAS)")
+                          "(https://ACCOUNT.queue.core.windows.net/QUEUE/messages?SAS)")
     if not parts.query:
         raise PillowError(f"azure: {source} has no SAS token (the part after '?'): use "
                           "a URL printed by pillowd invite")

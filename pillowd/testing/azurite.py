@@ -17,10 +17,10 @@ _CHECKOUT = Path(__file__).resolve().parents[2]
 _BIN = Path("node_modules") / ".bin" / "azurite-queue"
 
 
-def find_azurite() -> Path | None:
+def find_azurite(binary: Path = _BIN) -> Path | None:
     for base in (_CHECKOUT, Path.cwd()):
-        if (base / _BIN).exists():
-            return base / _BIN
+        if (base / binary).exists():
+            return base / binary
     return None
 
 # Azurite's well-known development account, published by Microsoft; not a secret.
@@ -32,9 +32,11 @@ KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
 class Azurite:
     """One azurite-queue process; stop() and start() keep its port and its data."""
 
+    service_name = "queue"
+
     def __init__(self, location: Path, port: int | None = None, binary: Path | None = None):
         self.location = Path(location)
-        self.binary = binary or find_azurite()
+        self.binary = binary or find_azurite(_BIN.with_name(f"azurite-{self.service_name}"))
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -66,11 +68,12 @@ class Azurite:
 
     def start(self, timeout: float = 30) -> "Azurite":
         if self.binary is None or not Path(self.binary).exists():
-            raise FileNotFoundError(f"azurite-queue is not in {_BIN.parent.parent}: "
-                                    "run `make test-deps`")
+            raise FileNotFoundError(f"azurite-{self.service_name} is not in "
+                                    f"{_BIN.parent.parent}: run `make test-deps`")
         self.location.mkdir(parents=True, exist_ok=True)
+        kind = self.service_name
         self.proc = subprocess.Popen(
-            [str(self.binary), "--queueHost", "127.0.0.1", "--queuePort", str(self.port),
+            [str(self.binary), f"--{kind}Host", "127.0.0.1", f"--{kind}Port", str(self.port),
              "--location", str(self.location), "--skipApiVersionCheck", "--silent"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         await_listening(self.proc, self.port, "azurite", timeout)
@@ -88,6 +91,20 @@ class Azurite:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+class AzuriteBlob(Azurite):
+    """One azurite-blob process: the blob service, where the send page is published."""
+
+    service_name = "blob"
+
+    def connection_string(self, endpoint: str | None = None, key: str = KEY) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={key};"
+                f"BlobEndpoint={endpoint or self.endpoint};")
+
+    def service(self):
+        from azure.storage.blob import BlobServiceClient
+        return BlobServiceClient.from_connection_string(self.connection_string())
 
 
 if __name__ == "__main__":  # handy by hand: python -m pillowd.testing.azurite

@@ -1,0 +1,175 @@
+// The friend's send page: one POST of Azure's message XML per hug, to the add-only
+// queue URL in the link's #fragment; the answer is told plainly.
+"use strict";
+
+const STORE = "pillowd-invite";
+const MAX_TEXT = 280;  // the pillow's limit on a message's text (pillowd/messages.py)
+
+// The invite: {from, pillows: [{name, url, until}]}. The link carries it in the
+// fragment, which no request sends; it is kept on the phone so that the page opened
+// without it (from the home screen, offline) still knows where to send.
+function readInvite() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const names = params.getAll("to"), urls = params.getAll("q"), until = params.getAll("until");
+  if (names.length && names.length === urls.length) {
+    const invite = {
+      from: params.get("from") || "",
+      pillows: names.map((name, i) => ({name, url: urls[i], until: until[i] || ""}))
+        .filter((pillow) => acceptable(pillow.url)),
+    };
+    if (!invite.pillows.length) return null;
+    try { localStorage.setItem(STORE, JSON.stringify(invite)); } catch (e) { /* private mode */ }
+    return invite;
+  }
+  try {
+    const kept = JSON.parse(localStorage.getItem(STORE) || "null");
+    if (kept && Array.isArray(kept.pillows) && kept.pillows.length) return kept;
+  } catch (e) { /* nothing usable kept */ }
+  return null;
+}
+
+// A link sends the friend's words where its q says. On Azure's own static website
+// (ACCOUNT.zNN.web.core.windows.net) only that account's queues are accepted, so a
+// link made by someone else cannot borrow this page to collect them.
+function acceptable(url) {
+  let target;
+  try { target = new URL(url); } catch (e) { return false; }
+  if (!/^https?:$/.test(target.protocol) || !/\/messages$/.test(target.pathname)) return false;
+  const site = /^([a-z0-9]+)\.z\d+\.web\.core\.windows\.net$/.exec(location.hostname);
+  return !site || target.hostname === `${site[1]}.queue.core.windows.net`;
+}
+
+function titled(name) {
+  return name.charAt(0).toUpperCase() + name.slice(1);
+}
+
+function messageId() {
+  if (crypto.randomUUID) return crypto.randomUUID();  // secure contexts only
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Base64 of the UTF-8 JSON: the pillow reads plain or base64 bodies alike, and
+// base64 needs no XML escaping whatever the friend types.
+function base64(text) {
+  let binary = "";
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+function clockTime(date) {
+  return date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+}
+
+function dayAndTime(date) {
+  return date.toLocaleString([], {day: "numeric", month: "short", year: "numeric",
+                                  hour: "2-digit", minute: "2-digit"});
+}
+
+function validUntil(pillow) {
+  const when = pillow.until ? new Date(pillow.until) : null;
+  return when && !isNaN(when) ? when : null;
+}
+
+function show(state, text) {
+  const status = document.getElementById("status");
+  status.dataset.state = state;
+  status.textContent = text;
+}
+
+// Azure's answer, in words. A refused signature (403 AuthenticationFailed) is all
+// Azure and Azurite say for an expired invite and a revoked one alike: the detail
+// Azure may add, then the expiry the link carries, tell them apart.
+function explain(pillow, status, body) {
+  const who = titled(pillow.name);
+  if (status === 201) {
+    return ["sent", `Sent at ${clockTime(new Date())}: ${who}'s pillow plays it as soon as it next looks.`];
+  }
+  const code = (/<Code>([^<]*)<\/Code>/.exec(body) || [])[1] || "";
+  const detail = (/<AuthenticationErrorDetail>([^<]*)</.exec(body) || [])[1] || "";
+  if (status === 403 && code === "AuthenticationFailed") {
+    const until = validUntil(pillow);
+    if (/expir|time frame/i.test(detail) || (until && Date.now() >= until.getTime())) {
+      const when = until ? ` on ${dayAndTime(until)}` : "";
+      return ["expired", `Not sent: this link expired${when}. Ask for a new one.`];
+    }
+    return ["revoked", `Not sent: this link was revoked. It no longer sends hugs to ${who}.`];
+  }
+  if (status === 404) {
+    return ["revoked", `Not sent: ${who}'s queue is gone. This link no longer works.`];
+  }
+  const answer = [status, code].filter(Boolean).join(" ");
+  return ["failed", `Not sent: ${who}'s queue answered ${answer}. Try again later.`];
+}
+
+async function send(invite, pillow, button) {
+  const form = document.getElementById("hug");
+  const message = {scene: "hug", id: messageId(), sent_at: new Date().toISOString()};
+  if (invite.from) message.from = invite.from.slice(0, 64);
+  // Control characters would get the hug rejected by the pillow: they go here.
+  const text = form.elements.text.value.replace(/[\u0000-\u001f\u007f\u202a-\u202e\u2066-\u2069]/g, " ").trim();
+  if (text) message.text = text.slice(0, MAX_TEXT);
+  if (form.elements.colour.value) message.color = form.elements.colour.value;
+  const xml = `<QueueMessage><MessageText>${base64(JSON.stringify(message))}</MessageText></QueueMessage>`;
+  button.disabled = true;
+  show("sending", "Sending…");
+  try {
+    let response;
+    try {
+      response = await fetch(pillow.url, {
+        method: "POST", body: xml, headers: {"Content-Type": "application/xml"},
+        cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer",
+      });
+    } catch (e) {
+      // No answer at all: offline, the host unknown, a preflight the queue refused,
+      // or a refusal the browser may not read. Past the link's expiry, that is the
+      // one thing known for sure.
+      const until = validUntil(pillow);
+      if (until && Date.now() >= until.getTime()) {
+        show("expired", `Not sent: this link expired on ${dayAndTime(until)}. Ask for a new one.`);
+      } else {
+        show("unreachable", `Could not reach ${titled(pillow.name)}'s pillow: check the connection and try again.`);
+      }
+      return;
+    }
+    const body = response.status === 201 ? "" : await response.text().catch(() => "");
+    const [state, words] = explain(pillow, response.status, body);
+    show(state, words);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function start() {
+  const invite = readInvite();
+  if (!invite) {
+    document.getElementById("no-invite").hidden = false;
+    return;
+  }
+  const names = invite.pillows.map((p) => titled(p.name));
+  document.getElementById("title").textContent =
+    `A hug for ${names.join(" or ")}` + (invite.from ? `, from ${invite.from}` : "");
+  const buttons = document.getElementById("buttons");
+  for (const pillow of invite.pillows) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "send";
+    button.textContent = `Send ${titled(pillow.name)} a hug`;
+    button.addEventListener("click", () => send(invite, pillow, button));
+    buttons.append(button);
+  }
+  const ends = invite.pillows.map(validUntil).filter(Boolean);
+  if (ends.length) {
+    const last = new Date(Math.max(...ends.map((d) => d.getTime())));
+    document.getElementById("until").textContent = `This link works until ${dayAndTime(last)}.`;
+  }
+  document.getElementById("hug").hidden = false;
+  document.getElementById("hug").addEventListener("submit", (e) => e.preventDefault());
+}
+
+// Saved to the home screen, the page opens with no network: the service worker
+// keeps its files. It needs a secure context (https, or localhost).
+if ("serviceWorker" in navigator && window.isSecureContext) {
+  navigator.serviceWorker.register("sw.js").catch(() => { /* works online anyway */ });
+}
+start();
