@@ -270,8 +270,10 @@ def _owner_command(options) -> int:
     account = _owner_account()
     try:
         if options.command == "pair":
+            # One key for the family: a second run keeps the one it wrote before.
+            family = pairing.family_key_in(options.out, options.names)
             files = pairing.pair(account, options.names, prefix=options.prefix,
-                                 days=options.days)
+                                 days=options.days, family_key=family)
             for name, pillow in files.items():
                 folder = pillow.write(options.out)
                 print(f"{name}: {folder / 'queue.toml'} and {folder / pairing.SAS_FILE}")

@@ -45,12 +45,14 @@ ACTUATOR_STALL_SECONDS = 0.5
 
 
 class Queues:
-    """The queues one pillow uses: consumed, poison and its partners' (outbound)."""
+    """The queues one pillow uses: consumed, poison and its partners' (outbound),
+    and the family key that signs and checks what partners send through them."""
 
-    def __init__(self, main, poison, outbound=(), closers=()):
+    def __init__(self, main, poison, outbound=(), closers=(), family=None):
         self.main = main
         self.poison = poison
         self.outbound = list(outbound)  # one per partner; empty: hugs go nowhere
+        self.family = family  # FamilyKey, or None: nothing signed, no partner trusted
         self._closers = list(closers)
 
     def close(self) -> None:
@@ -61,6 +63,29 @@ class Queues:
 
 def open_queues(settings: Settings, environ=os.environ) -> Queues:
     """The configured queues, created when missing."""
+    queues = _open_queues(settings, environ)
+    try:
+        queues.family = family_key(settings, environ)
+    except BaseException:
+        queues.close()
+        raise
+    return queues
+
+
+def family_key(settings: Settings, environ=os.environ):
+    """The family key `pillowd pair` wrote beside the pillow's tokens (the systemd
+    credential azure-queue-sas, else queue.sas_file), whatever the queue backend."""
+    from .queues.tokens import family_key as read
+
+    return read(settings.queue.sas_file, _config_dir(settings), environ)
+
+
+def _config_dir(settings: Settings):
+    # sas_file is relative to the config file; "<defaults>" has none.
+    return Path(settings.source).parent if not settings.source.startswith("<") else "."
+
+
+def _open_queues(settings: Settings, environ) -> Queues:
     q = settings.queue
     if q.backend == "local":
         store = LocalStore(Path(settings.pillow.state_dir) / "queue.sqlite3")
@@ -85,11 +110,9 @@ def azure_account(settings: Settings, environ=os.environ):
     from .queues.azure import open_account
 
     q = settings.queue
-    # sas_file is relative to the config file; "<defaults>" has none.
-    config_dir = Path(settings.source).parent if not settings.source.startswith("<") else "."
     return open_account(connection_string_env=q.connection_string_env,
                         account_url=q.account_url, sas_file=q.sas_file,
-                        config_dir=config_dir, environ=environ)
+                        config_dir=_config_dir(settings), environ=environ)
 
 
 def _open_azure_queues(settings: Settings, environ) -> Queues:
@@ -227,7 +250,7 @@ class Daemon:
                              ours=self.outbox.ours if self.outbox else lambda i: False)
         self.consumer = Consumer(
             self.queues.main, self.queues.poison, self.history, self.player,
-            decode=lambda body: decode(body, settings),
+            decode=lambda body: decode(body, settings, self.queues.family),
             backoff=Backoff(q.poll_min_seconds, q.poll_max_seconds),
             backend=q.backend, max_dequeue_count=q.max_dequeue_count,
             max_age=q.message_max_age_seconds, batch_size=q.batch_size,
