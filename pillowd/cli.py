@@ -21,6 +21,7 @@ from .errors import PillowError
 from .history import iso
 from .messages import Rejection, command_from, encode
 from .pairing import DEFAULT_PREFIX, INVITE_DAYS, PAIR_DAYS
+from .printable import EscapingFormatter, escape
 from .queues import QueueAuthError, QueueError
 from .settings import Settings
 
@@ -175,9 +176,13 @@ def _setup_logging(debug: bool) -> None:
         handler = journal_handler(logging.DEBUG if debug else logging.INFO)
     except ImportError:
         pass
+    # Every line escaped: what a message holds can neither forge a line nor steer
+    # the terminal or `journalctl` reading it.
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(EscapingFormatter("%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -350,11 +355,11 @@ def _poison_list(queues) -> int:
         return 0
     for message in messages:
         data = _wrapper(message.body)
-        original = data["original"]
+        original = escape(data["original"])  # a body of ESC sequences stays inert
         if len(original) > 80:
             original = original[:77] + "..."
-        print(f"{message.id}  {data.get('at', iso(message.inserted_on))}  "
-              f"{data.get('reason')}\n    {original}")
+        print(escape(f"{message.id}  {data.get('at', iso(message.inserted_on))}  "
+                     f"{data.get('reason')}") + f"\n    {original}")
     if len(messages) == 32:
         print("(showing the first 32)")
     return 0

@@ -441,14 +441,18 @@ class Daemon:
             threads.start("pillowd-mqtt-rm", lambda: remove_entities(
                 self._mqtt_marker, username=username, password=password))
         # Only now can the pillow really serve: config, hardware, queue and web are up.
-        self.notifier.ready(self.pillow.status_line())
-        interval = self.notifier.watchdog_interval()
-        if interval:
-            self.watchdog = Watchdog(self.notifier, self.health.watchdog_checks(),
-                                     interval, status=self.pillow.status_line)
+        status = self.pillow.status_line()
+        self.notifier.ready(status)
+        if self.notifier.enabled:
+            # One thread pings (when systemd wants it) and sends each new status
+            # line as the state changes, not only at the next ping.
+            interval = self.notifier.watchdog_interval()
+            self.watchdog = Watchdog(self.notifier,
+                                     self.health.watchdog_checks() if interval else {},
+                                     interval, status=self.pillow.status_line,
+                                     sent_status=status)
+            self.pillow.on_state(self.watchdog.changed)
             self.watchdog.start()
-        elif self.notifier.enabled:
-            self.pillow.on_state(lambda: self.notifier.status(self.pillow.status_line()))
         log.info("pillowd %s: %r ready, %s queue %r, status page at %s", __version__,
                  self.settings.pillow.name, self.settings.queue.backend,
                  self.settings.queue.name, self.url)

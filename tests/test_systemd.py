@@ -100,8 +100,11 @@ def test_ready_reaches_systemd_with_status(notify_socket, notifier_for):
 
 def test_status_and_stopping(notify_socket, notifier_for):
     notifier = notifier_for(notify_socket.address)
-    notifier.status("hug from Alice\nsecond line")
-    assert notify_socket.receive() == {"STATUS": "hug from Alice second line"}
+    # Escaped, never raw: a newline would start another assignment, an ESC sequence
+    # would reach the terminal of whoever runs `systemctl status`.
+    notifier.status("hug from Alice\nWATCHDOG=1 \x1b]0;owned\x07\u202e")
+    assert notify_socket.receive() == {
+        "STATUS": "hug from Alice\\nWATCHDOG=1 \\x1b]0;owned\\x07\\u202e"}
     notifier.stopping()
     assert notify_socket.receive()["STOPPING"] == "1"
 
