@@ -176,13 +176,11 @@ def _setup_logging(debug: bool) -> None:
         handler = journal_handler(logging.DEBUG if debug else logging.INFO)
     except ImportError:
         pass
-    # Every line escaped: what a message holds can neither forge a line nor steer
-    # the terminal or `journalctl` reading it.
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
+        # Escaped, as the journal's are: a message's text cannot forge a log line
+        # nor steer the terminal showing it.
         handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
-    else:
-        handler.setFormatter(EscapingFormatter("%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from .printable import escape
+from .printable import EscapingFormatter, escape
 
 try:
     from systemd import daemon as _sd_daemon
@@ -240,7 +240,8 @@ def journal_handler(level=logging.NOTSET, environ: Mapping[str, str] = os.enviro
     ``INVOCATION_ID`` is set and stderr is not a terminal) and systemd-python
     is installed; otherwise None, and the caller logs to stderr as usual.
 
-    Every ``extra=`` key of a log record becomes a journal field, so
+    Messages are escaped (pillowd.printable): one record, one line. Every
+    ``extra=`` key of a log record becomes a journal field, so
     ``log.info(..., extra={"PILLOW_OUTCOME": "rejected"})`` can be found with
     ``journalctl -u pillowd PILLOW_OUTCOME=rejected``. Journal field names
     are upper case letters, digits and underscores; ``MESSAGE_ID`` is
@@ -248,7 +249,11 @@ def journal_handler(level=logging.NOTSET, environ: Mapping[str, str] = os.enviro
     """
     if _sd_journal is None or not _under_systemd(environ, sys.stderr):
         return None
-    return _sd_journal.JournalHandler(level=level, SYSLOG_IDENTIFIER=identifier)
+    handler = _sd_journal.JournalHandler(level=level, SYSLOG_IDENTIFIER=identifier)
+    # journalctl prints a newline in MESSAGE as a new line: escaped, a message's
+    # text can never pass for another entry, nor steer the reader's terminal.
+    handler.setFormatter(EscapingFormatter())
+    return handler
 
 
 def _under_systemd(environ, stream) -> bool:

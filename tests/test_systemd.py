@@ -278,14 +278,15 @@ def test_journal_handler_under_systemd_forwards_extra_fields(tmp_path, monkeypat
     log = logging.getLogger("pillowd.test.journal")
     log.addHandler(handler)
     try:
-        log.warning("message rejected: unknown scene", extra={
+        log.warning("message %s rejected: unknown scene", "x\nERROR pillowd: FORGED", extra={
             "PILLOW_OUTCOME": "rejected", "PILLOW_SCENE": "hugg",
             "PILLOW_MESSAGE_ID": "client-chosen-id"})
     finally:
         log.removeHandler(handler)
         stderr.close()
     (message, fields), = sent
-    assert message == "message rejected: unknown scene"
+    # One entry, one line: the id's newline cannot pass for another entry.
+    assert message == "message x\\nERROR pillowd: FORGED rejected: unknown scene"
     assert fields["PILLOW_OUTCOME"] == "rejected"
     assert fields["PILLOW_SCENE"] == "hugg"
     assert fields["PILLOW_MESSAGE_ID"] == "client-chosen-id"
