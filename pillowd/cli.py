@@ -28,6 +28,8 @@ from .settings import Settings
 SYSTEM_CONFIG = "/etc/pillowd/config.toml"
 # pair, invite and revoke take the account key from here, like the az CLI does.
 OWNER_KEY_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+# `send` takes an invite URL from here: unlike an argument, no other user sees it.
+QUEUE_URL_ENV = "PILLOWD_QUEUE_URL"
 
 
 def default_config(environ=os.environ) -> str:
@@ -68,7 +70,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="config file (default: $PILLOWD_CONFIG, else "
                              f"{SYSTEM_CONFIG} when it exists, else ./config.toml)")
     target.add_argument("--queue-url", metavar="URL",
-                        help="send with a URL printed by pillowd invite instead")
+                        help="send with a URL printed by pillowd invite instead; '-' "
+                             "reads it from standard input (default: "
+                             f"${QUEUE_URL_ENV} when set), so its SAS is not in the "
+                             "process list")
     send.add_argument("scene")
     send.add_argument("--color", metavar="HEX")
     send.add_argument("--brightness", type=float, metavar="0..1")
@@ -146,8 +151,10 @@ def main(args: list[str] | None = None) -> int:
     try:
         if options.command in ("pair", "invite", "revoke"):
             return _owner_command(options)
-        if options.command == "send" and options.queue_url:
-            return _send(None, options)
+        if options.command == "send":
+            url = _queue_url(options)
+            if url is not None:
+                return _send(None, options, url)
         path = options.config or default_config()
         if options.command == "check-config":
             return _check_config(path)
@@ -198,8 +205,23 @@ def _check_config(path: str) -> int:
     return 0
 
 
-def _send(settings: Settings | None, options) -> int:
-    """Sends with the config's queues, or (*settings* None) with options.queue_url."""
+def _queue_url(options, environ=os.environ, stdin=None) -> str | None:
+    """The invite URL `send` is to use: --queue-url, its '-' for standard input, else
+    $PILLOWD_QUEUE_URL when no --config is given; None: the config's queue."""
+    if options.queue_url == "-":
+        line = (stdin or sys.stdin).readline().strip()
+        if not line:
+            raise PillowError("no queue URL on standard input (--queue-url -)")
+        return line
+    if options.queue_url:
+        return options.queue_url  # seen by any user (ps, /proc/PID/cmdline) while it runs
+    if options.config is None and environ.get(QUEUE_URL_ENV, "").strip():
+        return environ[QUEUE_URL_ENV].strip()
+    return None
+
+
+def _send(settings: Settings | None, options, queue_url: str | None = None) -> int:
+    """Sends with the config's queues, or (*settings* None) with *queue_url*."""
     fields = {"scene": options.scene}
     for key, value in (("color", options.color), ("brightness", options.brightness),
                        ("duration", options.duration), ("from", options.sender),
@@ -223,7 +245,7 @@ def _send(settings: Settings | None, options) -> int:
     if settings is None:
         from .queues.azure import queue_from_url
         logging.getLogger("azure").setLevel(logging.WARNING)  # as the daemon does
-        queue = queue_from_url(options.queue_url)
+        queue = queue_from_url(queue_url)
         try:
             queue.put(body)
         finally:

@@ -220,6 +220,7 @@ class Daemon:
         except OSError as err:
             raise PillowError(f"cannot create state_dir {state_dir}: "
                               f"{err.strerror or err}") from None
+        _private(state_dir)
         q, leds = settings.queue, settings.leds
         self.history = History(state_dir / "history.sqlite3")
         closing(self.history.close)
@@ -475,6 +476,19 @@ class Daemon:
         self._stack.close()
 
 
+def _private(folder: Path) -> None:
+    """Closes *folder* to other users: it keeps people's messages (history, outbox,
+    the local queue). One made by an older pillowd, or by systemd's StateDirectory=
+    (0755 by default), is tightened here."""
+    try:
+        if folder.stat().st_mode & 0o077:
+            folder.chmod(0o700)
+            log.info("state_dir %s is now private (0700)", folder)
+    except OSError as err:  # not ours to change: the pillow runs on regardless
+        log.warning("state_dir %s stays readable by others: %s", folder,
+                    err.strerror or err)
+
+
 class _Watch:
     """The actuators' watchdog as a loop of its own."""
 
@@ -489,6 +503,9 @@ def run(settings: Settings, *, demo: bool = False, environ=os.environ) -> int:
     # can take a lock a thread holds (an Event.set() in a handler can deadlock).
     signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    # Every file and folder the daemon makes is its own alone (0600, 0700): they
+    # hold people's names and messages, and a queue file anyone could write to.
+    os.umask(0o077)
     threads.name_threads("pillowd")
     try:
         daemon = Daemon(settings, demo=demo, environ=environ)
