@@ -226,6 +226,9 @@ class Daemon:
         closing(self.history.close)
         self.queues = open_queues(settings, environ)
         closing(self.queues.close)
+        if self.queues.outbound and self.queues.family is None:
+            log.warning("no family key beside the pillow's tokens: partners' hugs play "
+                        "as ordinary messages; run pillowd pair again (docs/pairing.md)")
         trouble: list[str] = []   # hardware that could not start: the pillow runs on
         self.hardware = self._open_hardware(state_dir, trouble)
         closing(self.hardware.close)
