@@ -173,7 +173,7 @@ def decode(body: str | bytes, settings: Settings,
         raise Rejection("body is neither JSON nor a scene name") from None
     if not isinstance(data, dict):
         raise Rejection(f"body must be a JSON object, not {type(data).__name__}")
-    return command_from(data, settings, partner=_verified(data, family))
+    return command_from(data, settings, family)
 
 
 def _verified(data: dict, family: FamilyKey | None) -> bool:
@@ -185,11 +185,13 @@ def _verified(data: dict, family: FamilyKey | None) -> bool:
         return False
 
 
-def command_from(data: dict, settings: Settings, *, partner: bool = False) -> Command:
+def command_from(data: dict, settings: Settings,
+                 family: FamilyKey | None = None) -> Command:
     """The command in an already parsed JSON object (a queue body or a web request).
 
-    *partner*: its `sig` was verified under the family key (decode() checks it); if
-    not, whatever it says of `event`, `pillow` and `reply_to` is checked and dropped.
+    It is a partner's only when *family* verifies its `sig` over *data* as it came
+    (no key, as for the page and Home Assistant: never); if not, whatever it says
+    of `event`, `pillow` and `reply_to` is checked and dropped.
     """
     try:
         # A lone surrogate ("\ud800" in JSON) parses, but no UTF-8 file or page can
@@ -202,7 +204,7 @@ def command_from(data: dict, settings: Settings, *, partner: bool = False) -> Co
     except (ValueError, RecursionError, TypeError):
         raise Rejection("body is not plain JSON data") from None
     try:
-        return _command_from(data, settings, partner)
+        return _command_from(data, settings, _verified(data, family))
     except Rejection as err:
         reason = str(err)
         if len(reason) > MAX_REASON:  # e.g. a 60 KiB "colour" quoted back

@@ -139,7 +139,8 @@ def test_an_ordinary_message_is_neither_partner_nor_forged():
     c = decode('{"scene": "hug", "from": "carol"}', SETTINGS, FAMILY)
     assert (c.partner, c.forged) == (False, False)
     # A web request or Home Assistant command never speaks for a partner either.
-    c = command_from({"scene": "hug", "event": "hug", "pillow": "bob"}, SETTINGS)
+    c = command_from(FAMILY.signed({"scene": "hug", "event": "hug", "pillow": "bob"}),
+                     SETTINGS)
     assert (c.event, c.pillow, c.partner, c.forged) == (None, None, False, True)
 
 
