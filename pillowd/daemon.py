@@ -61,11 +61,13 @@ class Queues:
         self._closers.clear()
 
 
-def open_queues(settings: Settings, environ=os.environ) -> Queues:
-    """The configured queues, created when missing."""
+def open_queues(settings: Settings, environ=os.environ, *, family: bool = False) -> Queues:
+    """The configured queues, created when missing; with *family*, the family key
+    too (only the daemon signs and checks: send and poison need none)."""
     queues = _open_queues(settings, environ)
     try:
-        queues.family = family_key(settings, environ)
+        if family:
+            queues.family = family_key(settings, environ)
     except BaseException:
         queues.close()
         raise
@@ -224,7 +226,7 @@ class Daemon:
         q, leds = settings.queue, settings.leds
         self.history = History(state_dir / "history.sqlite3")
         closing(self.history.close)
-        self.queues = open_queues(settings, environ)
+        self.queues = open_queues(settings, environ, family=True)
         closing(self.queues.close)
         if self.queues.outbound and self.queues.family is None:
             log.warning("no family key beside the pillow's tokens: partners' hugs play "

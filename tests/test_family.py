@@ -60,3 +60,4 @@ def test_the_tokens_file_holds_the_family_key_beside_the_tokens(tmp_path):
     environ = {"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")}
     assert family_key("queue-sas.toml", tmp_path, environ).text() == other.text()
     assert family_key("", tmp_path, {}) is None
+    assert family_key("missing.toml", tmp_path, {}) is None  # a connection string's pillow

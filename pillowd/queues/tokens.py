@@ -89,7 +89,11 @@ def read_family_key(text: str, source: str) -> FamilyKey | None:
 
 def family_key(sas_file: str, config_dir: str | Path = ".",
                environ=os.environ) -> FamilyKey | None:
-    """The family key beside the pillow's tokens; None when there is none."""
+    """The family key beside the pillow's tokens; None when there is none (nor a
+    tokens file: a pillow on a connection string may have no sas_file to read)."""
+    if sas_file and not credential(environ, SAS_CREDENTIAL) and \
+            not (Path(config_dir) / sas_file).exists():
+        return None
     text, source = tokens_source(sas_file, config_dir, environ)
     return read_family_key(text, source.replace("the SAS tokens", "the family key")
                            ) if text else None
