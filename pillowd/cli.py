@@ -170,7 +170,7 @@ def main(args: list[str] | None = None) -> int:
     except (PillowError, OSError) as err:
         if debug:
             raise
-        print(f"pillowd: {err}", file=sys.stderr)
+        print(f"pillowd: {escape(err)}", file=sys.stderr)  # one line, inert
         return 1
     except KeyboardInterrupt:
         return 1
@@ -237,7 +237,7 @@ def _send(settings: Settings | None, options, queue_url: str | None = None) -> i
         # receiving pillow's scenes are unknown: only the fields are checked.
         command_from(fields, settings or _any_scene(options.scene))
     except Rejection as err:
-        print(f"pillowd: not sent: {err}", file=sys.stderr)
+        print(f"pillowd: not sent: {escape(err)}", file=sys.stderr)
         return 1
     body = encode(fields, as_base64=options.base64)
     # The message's ttl is enforced by the pillow, which records it as expired;
