@@ -466,9 +466,13 @@ def test_the_systemd_credential_stands_in_for_the_sas_file(azurite, owner, prefi
     creds.mkdir()
     # As on a Pi: the file beside the config is root's; systemd hands over a copy.
     (out / "alice" / "queue-sas.toml").rename(creds / "azure-queue-sas")
-    queues = open_queues(load(config), {"CREDENTIALS_DIRECTORY": str(creds)})
+    queues = open_queues(load(config), {"CREDENTIALS_DIRECTORY": str(creds)}, family=True)
     try:
         assert "systemd credential azure-queue-sas" in queues.main.account.source
+        # The family key comes from the same credential, and is no queue's token.
+        written = tomllib.loads((creds / "azure-queue-sas").read_text())["family_key"]
+        assert queues.family.text() == written
+        assert "family_key" not in queues.main.account.tokens
         queues.outbound[0].put("hug")   # one per partner: bob
         assert queues.main.peek() == []
     finally:
