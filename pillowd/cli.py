@@ -21,12 +21,15 @@ from .errors import PillowError
 from .history import iso
 from .messages import Rejection, command_from, encode
 from .pairing import DEFAULT_PREFIX, INVITE_DAYS, PAIR_DAYS
+from .printable import EscapingFormatter, escape
 from .queues import QueueAuthError, QueueError
 from .settings import Settings
 
 SYSTEM_CONFIG = "/etc/pillowd/config.toml"
 # pair, invite and revoke take the account key from here, like the az CLI does.
 OWNER_KEY_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+# `send` takes an invite URL from here: unlike an argument, no other user sees it.
+QUEUE_URL_ENV = "PILLOWD_QUEUE_URL"
 
 
 def default_config(environ=os.environ) -> str:
@@ -67,7 +70,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="config file (default: $PILLOWD_CONFIG, else "
                              f"{SYSTEM_CONFIG} when it exists, else ./config.toml)")
     target.add_argument("--queue-url", metavar="URL",
-                        help="send with a URL printed by pillowd invite instead")
+                        help="send with a URL printed by pillowd invite instead; '-' "
+                             "reads it from standard input (default: "
+                             f"${QUEUE_URL_ENV} when set), so its SAS is not in the "
+                             "process list")
     send.add_argument("scene")
     send.add_argument("--color", metavar="HEX")
     send.add_argument("--brightness", type=float, metavar="0..1")
@@ -152,8 +158,10 @@ def main(args: list[str] | None = None) -> int:
     try:
         if options.command in ("pair", "invite", "revoke"):
             return _owner_command(options)
-        if options.command == "send" and options.queue_url:
-            return _send(None, options)
+        if options.command == "send":
+            url = _queue_url(options)
+            if url is not None:
+                return _send(None, options, url)
         path = options.config or default_config()
         if options.command == "check-config":
             return _check_config(path)
@@ -169,7 +177,7 @@ def main(args: list[str] | None = None) -> int:
     except (PillowError, OSError) as err:
         if debug:
             raise
-        print(f"pillowd: {err}", file=sys.stderr)
+        print(f"pillowd: {escape(err)}", file=sys.stderr)  # one line, inert
         return 1
     except KeyboardInterrupt:
         return 1
@@ -184,7 +192,9 @@ def _setup_logging(debug: bool) -> None:
         pass
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        # Escaped, as the journal's are: a message's text cannot forge a log line
+        # nor steer the terminal showing it.
+        handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -202,8 +212,23 @@ def _check_config(path: str) -> int:
     return 0
 
 
-def _send(settings: Settings | None, options) -> int:
-    """Sends with the config's queues, or (*settings* None) with options.queue_url."""
+def _queue_url(options, environ=os.environ, stdin=None) -> str | None:
+    """The invite URL `send` is to use: --queue-url, its '-' for standard input, else
+    $PILLOWD_QUEUE_URL when no --config is given; None: the config's queue."""
+    if options.queue_url == "-":
+        line = (stdin or sys.stdin).readline().strip()
+        if not line:
+            raise PillowError("no queue URL on standard input (--queue-url -)")
+        return line
+    if options.queue_url:
+        return options.queue_url  # seen by any user (ps, /proc/PID/cmdline) while it runs
+    if options.config is None and environ.get(QUEUE_URL_ENV, "").strip():
+        return environ[QUEUE_URL_ENV].strip()
+    return None
+
+
+def _send(settings: Settings | None, options, queue_url: str | None = None) -> int:
+    """Sends with the config's queues, or (*settings* None) with *queue_url*."""
     fields = {"scene": options.scene}
     for key, value in (("color", options.color), ("brightness", options.brightness),
                        ("duration", options.duration), ("from", options.sender),
@@ -219,7 +244,7 @@ def _send(settings: Settings | None, options) -> int:
         # receiving pillow's scenes are unknown: only the fields are checked.
         command_from(fields, settings or _any_scene(options.scene))
     except Rejection as err:
-        print(f"pillowd: not sent: {err}", file=sys.stderr)
+        print(f"pillowd: not sent: {escape(err)}", file=sys.stderr)
         return 1
     body = encode(fields, as_base64=options.base64)
     # The message's ttl is enforced by the pillow, which records it as expired;
@@ -227,7 +252,7 @@ def _send(settings: Settings | None, options) -> int:
     if settings is None:
         from .queues.azure import queue_from_url
         logging.getLogger("azure").setLevel(logging.WARNING)  # as the daemon does
-        queue = queue_from_url(options.queue_url)
+        queue = queue_from_url(queue_url)
         try:
             queue.put(body)
         finally:
@@ -277,8 +302,10 @@ def _owner_command(options) -> int:
     account = _owner_account()
     try:
         if options.command == "pair":
+            # One key for the family: a second run keeps the one it wrote before.
+            family = pairing.family_key_in(options.out, options.names)
             files = pairing.pair(account, options.names, prefix=options.prefix,
-                                 days=options.days)
+                                 days=options.days, family_key=family)
             for name, pillow in files.items():
                 folder = pillow.write(options.out)
                 print(f"{name}: {folder / 'queue.toml'} and {folder / pairing.SAS_FILE}")
@@ -385,11 +412,11 @@ def _poison_list(queues) -> int:
         return 0
     for message in messages:
         data = _wrapper(message.body)
-        original = data["original"]
+        original = escape(data["original"])  # a body of ESC sequences stays inert
         if len(original) > 80:
             original = original[:77] + "..."
-        print(f"{message.id}  {data.get('at', iso(message.inserted_on))}  "
-              f"{data.get('reason')}\n    {original}")
+        print(escape(f"{message.id}  {data.get('at', iso(message.inserted_on))}  "
+                     f"{data.get('reason')}") + f"\n    {original}")
     if len(messages) == 32:
         print("(showing the first 32)")
     return 0

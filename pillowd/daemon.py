@@ -45,12 +45,14 @@ ACTUATOR_STALL_SECONDS = 0.5
 
 
 class Queues:
-    """The queues one pillow uses: consumed, poison and its partners' (outbound)."""
+    """The queues one pillow uses: consumed, poison and its partners' (outbound),
+    and the family key that signs and checks what partners send through them."""
 
-    def __init__(self, main, poison, outbound=(), closers=()):
+    def __init__(self, main, poison, outbound=(), closers=(), family=None):
         self.main = main
         self.poison = poison
         self.outbound = list(outbound)  # one per partner; empty: hugs go nowhere
+        self.family = family  # FamilyKey, or None: nothing signed, no partner trusted
         self._closers = list(closers)
 
     def close(self) -> None:
@@ -59,8 +61,33 @@ class Queues:
         self._closers.clear()
 
 
-def open_queues(settings: Settings, environ=os.environ) -> Queues:
-    """The configured queues, created when missing."""
+def open_queues(settings: Settings, environ=os.environ, *, family: bool = False) -> Queues:
+    """The configured queues, created when missing; with *family*, the family key
+    too (only the daemon signs and checks: send and poison need none)."""
+    queues = _open_queues(settings, environ)
+    try:
+        if family:
+            queues.family = family_key(settings, environ)
+    except BaseException:
+        queues.close()
+        raise
+    return queues
+
+
+def family_key(settings: Settings, environ=os.environ):
+    """The family key `pillowd pair` wrote beside the pillow's tokens (the systemd
+    credential azure-queue-sas, else queue.sas_file), whatever the queue backend."""
+    from .queues.tokens import family_key as read
+
+    return read(settings.queue.sas_file, _config_dir(settings), environ)
+
+
+def _config_dir(settings: Settings):
+    # sas_file is relative to the config file; "<defaults>" has none.
+    return Path(settings.source).parent if not settings.source.startswith("<") else "."
+
+
+def _open_queues(settings: Settings, environ) -> Queues:
     q = settings.queue
     if q.backend == "local":
         store = LocalStore(Path(settings.pillow.state_dir) / "queue.sqlite3")
@@ -85,11 +112,9 @@ def azure_account(settings: Settings, environ=os.environ):
     from .queues.azure import open_account
 
     q = settings.queue
-    # sas_file is relative to the config file; "<defaults>" has none.
-    config_dir = Path(settings.source).parent if not settings.source.startswith("<") else "."
     return open_account(connection_string_env=q.connection_string_env,
                         account_url=q.account_url, sas_file=q.sas_file,
-                        config_dir=config_dir, environ=environ)
+                        config_dir=_config_dir(settings), environ=environ)
 
 
 def _open_azure_queues(settings: Settings, environ) -> Queues:
@@ -197,11 +222,15 @@ class Daemon:
         except OSError as err:
             raise PillowError(f"cannot create state_dir {state_dir}: "
                               f"{err.strerror or err}") from None
+        _private(state_dir)
         q, leds = settings.queue, settings.leds
         self.history = History(state_dir / "history.sqlite3")
         closing(self.history.close)
-        self.queues = open_queues(settings, environ)
+        self.queues = open_queues(settings, environ, family=True)
         closing(self.queues.close)
+        if self.queues.outbound and self.queues.family is None:
+            log.warning("no family key beside the pillow's tokens: partners' hugs play "
+                        "as ordinary messages; run pillowd pair again (docs/pairing.md)")
         trouble: list[str] = []   # hardware that could not start: the pillow runs on
         self.hardware = self._open_hardware(state_dir, trouble)
         closing(self.hardware.close)
@@ -227,7 +256,7 @@ class Daemon:
                              ours=self.outbox.ours if self.outbox else lambda i: False)
         self.consumer = Consumer(
             self.queues.main, self.queues.poison, self.history, self.player,
-            decode=lambda body: decode(body, settings),
+            decode=lambda body: decode(body, settings, self.queues.family),
             backoff=Backoff(q.poll_min_seconds, q.poll_max_seconds),
             backend=q.backend, max_dequeue_count=q.max_dequeue_count,
             max_age=q.message_max_age_seconds, batch_size=q.batch_size,
@@ -418,14 +447,18 @@ class Daemon:
             threads.start("pillowd-mqtt-rm", lambda: remove_entities(
                 self._mqtt_marker, username=username, password=password))
         # Only now can the pillow really serve: config, hardware, queue and web are up.
-        self.notifier.ready(self.pillow.status_line())
-        interval = self.notifier.watchdog_interval()
-        if interval:
-            self.watchdog = Watchdog(self.notifier, self.health.watchdog_checks(),
-                                     interval, status=self.pillow.status_line)
+        status = self.pillow.status_line()
+        self.notifier.ready(status)
+        if self.notifier.enabled:
+            # One thread pings (when systemd wants it) and sends each new status
+            # line as the state changes, not only at the next ping.
+            interval = self.notifier.watchdog_interval()
+            self.watchdog = Watchdog(self.notifier,
+                                     self.health.watchdog_checks() if interval else {},
+                                     interval, status=self.pillow.status_line,
+                                     sent_status=status)
+            self.pillow.on_state(self.watchdog.changed)
             self.watchdog.start()
-        elif self.notifier.enabled:
-            self.pillow.on_state(lambda: self.notifier.status(self.pillow.status_line()))
         log.info("pillowd %s: %r ready, %s queue %r, status page at %s", __version__,
                  self.settings.pillow.name, self.settings.queue.backend,
                  self.settings.queue.name, self.url)
@@ -448,6 +481,19 @@ class Daemon:
         self._stack.close()
 
 
+def _private(folder: Path) -> None:
+    """Closes *folder* to other users: it keeps people's messages (history, outbox,
+    the local queue). One made by an older pillowd, or by systemd's StateDirectory=
+    (0755 by default), is tightened here."""
+    try:
+        if folder.stat().st_mode & 0o077:
+            folder.chmod(0o700)
+            log.info("state_dir %s is now private (0700)", folder)
+    except OSError as err:  # not ours to change: the pillow runs on regardless
+        log.warning("state_dir %s stays readable by others: %s", folder,
+                    err.strerror or err)
+
+
 class _Watch:
     """The actuators' watchdog as a loop of its own."""
 
@@ -462,6 +508,9 @@ def run(settings: Settings, *, demo: bool = False, environ=os.environ) -> int:
     # can take a lock a thread holds (an Event.set() in a handler can deadlock).
     signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    # Every file and folder the daemon makes is its own alone (0600, 0700): they
+    # hold people's names and messages, and a queue file anyone could write to.
+    os.umask(0o077)
     threads.name_threads("pillowd")
     try:
         daemon = Daemon(settings, demo=demo, environ=environ)

@@ -239,6 +239,8 @@ class Hugs:
         if message.get("from") == self.pillow_name or (
                 command is not None and command.pillow == self.pillow_name):
             return  # our own event come back (a pillow listed as its own partner)
+        if command is not None and command.forged:
+            return  # claimed to be a partner's without the family's sig: never answered
         with self._lock:
             self.last_message = {"id": message["id"], "from": message.get("from")}
             self._last_seen = self._clock()

@@ -9,9 +9,14 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from .effects import parse_color
+from .printable import unsafe
 from .settings import SceneSettings, Settings
+
+if TYPE_CHECKING:
+    from .family import FamilyKey
 
 MAX_BODY = 64 * 1024
 MAX_FROM = 64
@@ -19,13 +24,18 @@ MAX_TEXT = 280
 MAX_ID = 256
 MAX_EVENT = 32    # "hug"; room for the kinds of event a later pillow may send
 MAX_REASON = 300  # a reason is shown on the page and kept in the history
+MAX_SIG = 128     # an HMAC-SHA256 in base64url is 43 characters
 _FIELDS = {"scene", "color", "brightness", "duration", "from", "text", "id",
-           "sent_at", "ttl", "vibration", "warmer", "event", "pillow", "reply_to"}
+           "sent_at", "ttl", "vibration", "warmer", "event", "pillow", "reply_to", "sig"}
+# What only a partner may say: kept only when the family key verifies `sig`.
+PARTNER_FIELDS = ("event", "pillow", "reply_to")
 _REPLY_TO = {"id", "from"}
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-# Nothing a person writes on purpose in a name or note; kept out of pages and logs.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+# A note may run over lines (a textarea's line breaks); nothing else that steers a
+# terminal or turns text around: controls, bidi overrides and isolates, separators.
+_TEXT_UNSAFE = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f"
+                          r"\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,13 @@ class Command:
     event: str | None = None
     pillow: str | None = None
     reply_to: dict | None = None
+    # True only when the body's `sig` verified under the family key. Otherwise the
+    # three fields above are None: the message plays as an ordinary one from its
+    # `from`, and never counts as a partner's hug, a hug back or a receipt.
+    partner: bool = False
+    # It claimed to be a partner's (event, pillow or reply_to) without a valid sig:
+    # played as an ordinary message, but never the target of a reply either.
+    forged: bool = False
 
 
 class Rejection(ValueError):
@@ -77,13 +94,20 @@ def unwrap(body: str) -> str:
     return body
 
 
-def _text(value, name: str, limit: int) -> str:
+def _text(value, name: str, limit: int, lines: bool = False) -> str:
+    """*value* as a name (no control or format character at all), or with *lines*
+    as a note (line breaks allowed, nothing else that steers a terminal)."""
     if not isinstance(value, str):
         raise Rejection(f"{name} must be a string, not {type(value).__name__}")
     if len(value) > limit:
         raise Rejection(f"{name} is {len(value)} characters; at most {limit}")
-    if _CONTROL.search(value):
-        raise Rejection(f"{name} contains control characters")
+    found = _TEXT_UNSAFE.search(value) if lines else next(
+        (c for c in value if unsafe(c)), None)
+    if found:
+        char = found.group() if lines else found
+        raise Rejection(f"{name} contains control characters (U+{ord(char):04X}; only "
+                        "line breaks may be in it)" if lines else
+                        f"{name} contains control or format characters (U+{ord(char):04X})")
     return value
 
 
@@ -121,8 +145,12 @@ def _scene(settings: Settings, word) -> SceneSettings:
     return scene
 
 
-def decode(body: str | bytes, settings: Settings) -> Command:
-    """The command in *body*; raises Rejection with a reason a person can read."""
+def decode(body: str | bytes, settings: Settings,
+           family: FamilyKey | None = None) -> Command:
+    """The command in *body*; raises Rejection with a reason a person can read.
+
+    A partner's event counts as one only when *family* verifies its `sig` over the
+    body exactly as sent (no key: none does)."""
     if isinstance(body, bytes):
         if len(body) > MAX_BODY:
             raise Rejection(f"body is {len(body)} bytes; at most {MAX_BODY}")
@@ -145,11 +173,26 @@ def decode(body: str | bytes, settings: Settings) -> Command:
         raise Rejection("body is neither JSON nor a scene name") from None
     if not isinstance(data, dict):
         raise Rejection(f"body must be a JSON object, not {type(data).__name__}")
-    return command_from(data, settings)
+    return command_from(data, settings, family)
 
 
-def command_from(data: dict, settings: Settings) -> Command:
-    """The command in an already parsed JSON object (a queue body or a web request)."""
+def _verified(data: dict, family: FamilyKey | None) -> bool:
+    if family is None or "sig" not in data:
+        return False
+    try:
+        return family.verify(data)
+    except (ValueError, RecursionError, TypeError):  # not signable: not a partner's
+        return False
+
+
+def command_from(data: dict, settings: Settings,
+                 family: FamilyKey | None = None) -> Command:
+    """The command in an already parsed JSON object (a queue body or a web request).
+
+    It is a partner's only when *family* verifies its `sig` over *data* as it came
+    (no key, as for the page and Home Assistant: never); if not, whatever it says
+    of `event`, `pillow` and `reply_to` is checked and dropped.
+    """
     try:
         # A lone surrogate ("\ud800" in JSON) parses, but no UTF-8 file or page can
         # hold it: found here it is a rejection, found later it would fail the write
@@ -161,7 +204,7 @@ def command_from(data: dict, settings: Settings) -> Command:
     except (ValueError, RecursionError, TypeError):
         raise Rejection("body is not plain JSON data") from None
     try:
-        return _command_from(data, settings)
+        return _command_from(data, settings, _verified(data, family))
     except Rejection as err:
         reason = str(err)
         if len(reason) > MAX_REASON:  # e.g. a 60 KiB "colour" quoted back
@@ -169,7 +212,7 @@ def command_from(data: dict, settings: Settings) -> Command:
         raise
 
 
-def _command_from(data: dict, settings: Settings) -> Command:
+def _command_from(data: dict, settings: Settings, partner: bool) -> Command:
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         shown = ", ".join(repr(k[:40]) for k in unknown[:5])
@@ -197,7 +240,7 @@ def _command_from(data: dict, settings: Settings) -> Command:
     if data.get("from") is not None:
         fields["sender"] = _text(data["from"], "from", MAX_FROM)
     if data.get("text") is not None:
-        fields["text"] = _text(data["text"], "text", MAX_TEXT)
+        fields["text"] = _text(data["text"], "text", MAX_TEXT, lines=True)
     if data.get("id") is not None:
         if not isinstance(data["id"], (str, int)) or isinstance(data["id"], bool):
             raise Rejection("id must be a string")
@@ -218,7 +261,13 @@ def _command_from(data: dict, settings: Settings) -> Command:
         fields["pillow"] = _text(data["pillow"], "pillow", MAX_FROM)
     if data.get("reply_to") is not None:
         fields["reply_to"] = _reply_to(data["reply_to"])
-    return Command(**fields)
+    if data.get("sig") is not None:
+        _text(data["sig"], "sig", MAX_SIG)
+    claimed = [name for name in PARTNER_FIELDS if name in fields]
+    if not partner:
+        for name in claimed:
+            del fields[name]
+    return Command(**fields, partner=partner, forged=bool(claimed) and not partner)
 
 
 def _reply_to(value) -> dict:

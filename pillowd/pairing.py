@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import PillowError
+from .family import TOKENS_ENTRY, FamilyKey
 
 if TYPE_CHECKING:
     from azure.storage.queue import AccessPolicy
@@ -52,11 +53,13 @@ class QueueFull(PairingError):
 
 @dataclass(frozen=True)
 class PillowFiles:
-    """What one pillow needs: its config keys and its SAS tokens ({queue: token})."""
+    """What one pillow needs: its config keys, its SAS tokens ({queue: token}) and
+    the key its family signs partner events with."""
 
     name: str
     queue_toml: str
     tokens: dict[str, str]
+    family_key: FamilyKey | None = None
     # Partners' queues where an invite of this name became the pillow's policy.
     replaced_invites: tuple[str, ...] = ()
 
@@ -67,6 +70,10 @@ class PillowFiles:
         # JSON strings are TOML basic strings (tokens are plain ASCII anyway).
         lines += [f"{json.dumps(queue)} = {json.dumps(token)}"
                   for queue, token in self.tokens.items()]
+        if self.family_key is not None:
+            lines += ["# The family's key: signs this pillow's hugs; the same in every "
+                      "pillow of the family.",
+                      f"{TOKENS_ENTRY} = {json.dumps(self.family_key.text())}"]
         return "\n".join(lines) + "\n"
 
     def write(self, directory: str | Path) -> Path:
@@ -236,15 +243,47 @@ def _shape(policies: dict[str, AccessPolicy]) -> dict:
             for name, p in policies.items()}
 
 
+def family_key_in(directory: str | Path, names: list[str]) -> FamilyKey | None:
+    """The family key already in DIRECTORY/NAME/queue-sas.toml of the pillows *names*
+    (a second run keeps it); None when none has one; PairingError when they differ,
+    or one cannot be read: then nothing is changed."""
+    from .queues.tokens import read_family_key
+
+    found: dict[str, Path] = {}
+    for raw in names:
+        path = Path(directory) / pillow_name(raw) / SAS_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as err:
+            raise PairingError(f"cannot read {path} for its family key: "
+                               f"{getattr(err, 'strerror', None) or type(err).__name__}"
+                               ) from None
+        try:
+            key = read_family_key(text, str(path))
+        except PillowError as err:
+            raise PairingError(str(err)) from None
+        if key is not None:
+            found.setdefault(key.text(), path)
+    if len(found) > 1:
+        raise PairingError(f"{' and '.join(str(p) for p in found.values())} hold different "
+                           "family keys: one family has one key; move the folders of "
+                           "the other family away (or pair into another --out)")
+    return FamilyKey.from_text(next(iter(found))) if found else None
+
+
 def pair(account: AzureAccount, names: list[str], *, prefix: str = DEFAULT_PREFIX,
-         days: float | None = None) -> dict[str, PillowFiles]:
+         days: float | None = None,
+         family_key: FamilyKey | None = None) -> dict[str, PillowFiles]:
     """Sets up *names* to hug each other; returns each pillow's files by name.
 
     Creates the missing queues PREFIX+NAME and PREFIX+NAME-poison and one stored
     access policy per pillow on each queue it may touch. Every queue's policies are
     read, and checked against Azure's limit, before anything changes. A policy that
     is already there keeps its expiry unless *days* is given; so a second run with
-    the same names changes nothing, and writes the same tokens.
+    the same names changes nothing, and writes the same tokens. Every pillow gets
+    *family_key* (a new one when None) to sign its hugs with.
     """
     pillows = []
     for raw in names:
@@ -284,6 +323,7 @@ def pair(account: AzureAccount, names: list[str], *, prefix: str = DEFAULT_PREFI
     policies.apply()
 
     account_url = account.service.url.split("?", 1)[0]
+    family_key = family_key or FamilyKey.generate()
     files = {}
     for name in pillows:
         own, poison = queues[name]
@@ -294,7 +334,7 @@ def pair(account: AzureAccount, names: list[str], *, prefix: str = DEFAULT_PREFI
         tokens = {q: generate_queue_sas(account_name, q, key, policy_id=name)
                   for q in touched}
         files[name] = PillowFiles(name, _queue_toml(name, account_url, own, poison,
-                                                    partners), tokens,
+                                                    partners), tokens, family_key,
                                   tuple(replaced[name]))
     return files
 

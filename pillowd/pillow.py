@@ -136,7 +136,9 @@ class Pillow:
         playing = self.timeline.current()
         who = playing.message.get("from") if playing.message else None
         q = self.queue
-        queue = "online" if q["online"] else f"offline ({q['reason']})"
+        # Before its first answer the queue is not down, only not asked yet.
+        queue = "online" if q["online"] else (
+            f"offline ({q['reason']})" if q["reason"] else "connecting")
         trouble = f"; {'; '.join(self.hardware_trouble)}" if self.hardware_trouble else ""
         return (f"{playing.scene.name}{f' from {who}' if who else ''}; "
                 f"{q['backend']} queue {queue}; {self.counts.get('applied', 0)} applied"

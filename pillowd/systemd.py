@@ -11,7 +11,10 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
+
+from .printable import EscapingFormatter, escape
 
 try:
     from systemd import daemon as _sd_daemon
@@ -112,28 +115,39 @@ class SystemdNotifier:
 
 
 class Watchdog:
-    """Pings systemd's watchdog while every liveness check passes.
+    """Pings systemd's watchdog while every liveness check passes, and keeps the
+    ``STATUS=`` line ``systemctl status`` shows up to date.
 
     *checks* maps a name (used in the log and in ``STATUS=``) to a function
     returning True while the part it watches makes progress; a check that
     raises counts as failed. Every *interval* seconds the watchdog runs all
     checks: if all pass it sends ``WATCHDOG=1`` (with the *status* line when
     that changed); if any fails it sends no ping, so systemd kills and restarts
-    the daemon once ``WatchdogSec=`` has passed since the last one.
+    the daemon once ``WatchdogSec=`` has passed since the last one. With
+    *interval* None (no ``WatchdogSec=``) it only keeps the status line.
+
+    changed() says the status may have changed: the same thread, which waits
+    for that or the next ping, sends the new line at once. Changes that come
+    while it sends collapse into one look at the line, and an unchanged line is
+    never sent again.
     """
 
     def __init__(self, notifier: SystemdNotifier,
-                 checks: Mapping[str, Callable[[], bool]], interval: float,
-                 status: Callable[[], str] | None = None):
-        if interval <= 0:
+                 checks: Mapping[str, Callable[[], bool]], interval: float | None,
+                 status: Callable[[], str] | None = None, *,
+                 sent_status: str | None = None, clock=time.monotonic):
+        if interval is not None and interval <= 0:
             raise ValueError("watchdog interval must be positive")
         self.notifier = notifier
         self.checks = dict(checks)
         self.interval = interval
         self._status = status
-        self._last_status = None
+        # The line systemd has already (READY=1 carries one): not sent again.
+        self._last_status = None if sent_status is None else _one_line(sent_status)
         self._failing = ()
-        self._stop = threading.Event()
+        self._clock = clock
+        self._stopping = False
+        self._wake = threading.Event()   # changed(), or stop()
         self._thread = None
 
     def start(self) -> None:
@@ -143,9 +157,14 @@ class Watchdog:
             target=self._run, name="pillowd-systemd", daemon=True)
         self._thread.start()
 
+    def changed(self) -> None:
+        """The status line may read differently now (called from any thread)."""
+        self._wake.set()
+
     def stop(self) -> None:
         """Stop pinging; returns at once (the thread waits on an Event)."""
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -159,10 +178,34 @@ class Watchdog:
 
     def _run(self):
         # First ping at once: systemd's clock starts when READY=1 arrives.
-        while True:
-            self.check()
-            if self._stop.wait(self.interval):
-                return
+        due = self._clock()
+        while not self._stopping:
+            self._wake.clear()  # before reading the line: a change meanwhile is seen
+            if self.interval is not None and self._clock() >= due:
+                self.check()
+                due = self._clock() + self.interval
+            else:
+                self.update_status()
+            timeout = None if self.interval is None else max(0.0, due - self._clock())
+            self._wake.wait(timeout)
+
+    def update_status(self) -> bool:
+        """Send the status line if it changed (not while stalled: that line stays
+        until the loops move again); True if it was sent."""
+        if self._status is None or self._failing:
+            return False
+        text = self._status_line()
+        if text is None or text == self._last_status:
+            return False
+        self._last_status = text
+        return self.notifier.notify("STATUS=" + text)
+
+    def _status_line(self) -> str | None:
+        try:
+            return _one_line(self._status())
+        except Exception:
+            log.exception("watchdog: status line failed")
+            return None
 
     def check(self) -> bool:
         """Run the checks once and ping if all pass; True if it pinged."""
@@ -181,14 +224,10 @@ class Watchdog:
             self._failing = ()
         fields = ["WATCHDOG=1"]
         if self._status is not None:
-            try:
-                text = _one_line(self._status())
-            except Exception:
-                log.exception("watchdog: status line failed")
-            else:
-                if text != self._last_status:
-                    fields.append("STATUS=" + text)
-                    self._last_status = text
+            text = self._status_line()
+            if text is not None and text != self._last_status:
+                fields.append("STATUS=" + text)
+                self._last_status = text
         return self.notifier.notify(*fields)
 
 
@@ -201,7 +240,8 @@ def journal_handler(level=logging.NOTSET, environ: Mapping[str, str] = os.enviro
     ``INVOCATION_ID`` is set and stderr is not a terminal) and systemd-python
     is installed; otherwise None, and the caller logs to stderr as usual.
 
-    Every ``extra=`` key of a log record becomes a journal field, so
+    Messages are escaped (pillowd.printable): one record, one line. Every
+    ``extra=`` key of a log record becomes a journal field, so
     ``log.info(..., extra={"PILLOW_OUTCOME": "rejected"})`` can be found with
     ``journalctl -u pillowd PILLOW_OUTCOME=rejected``. Journal field names
     are upper case letters, digits and underscores; ``MESSAGE_ID`` is
@@ -209,7 +249,11 @@ def journal_handler(level=logging.NOTSET, environ: Mapping[str, str] = os.enviro
     """
     if _sd_journal is None or not _under_systemd(environ, sys.stderr):
         return None
-    return _sd_journal.JournalHandler(level=level, SYSLOG_IDENTIFIER=identifier)
+    handler = _sd_journal.JournalHandler(level=level, SYSLOG_IDENTIFIER=identifier)
+    # journalctl prints a newline in MESSAGE as a new line: escaped, a message's
+    # text can never pass for another entry, nor steer the reader's terminal.
+    handler.setFormatter(EscapingFormatter())
+    return handler
 
 
 def _under_systemd(environ, stream) -> bool:
@@ -250,8 +294,9 @@ def _send_datagram(address: str, message: str) -> None:
 
 
 def _one_line(text: str) -> str:
-    # A newline would start a new KEY=VALUE assignment in the message.
-    return " ".join(str(text).split())
+    # A newline would start a new KEY=VALUE assignment in the message, and any other
+    # control character would reach the terminal of whoever runs `systemctl status`.
+    return escape(text)
 
 
 def _passes(name, check) -> bool:

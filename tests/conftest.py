@@ -71,6 +71,16 @@ def wait_for(predicate, timeout=10.0, interval=0.02, message="condition"):
         time.sleep(interval)
 
 
+def family_credentials(folder: Path):
+    """A family key as a pillow on the embedded queue gets it: the systemd credential
+    azure-queue-sas holding only `family_key`. Returns (key, env for the pillow)."""
+    from pillowd.family import FamilyKey
+    key = FamilyKey.generate()
+    folder.mkdir(exist_ok=True)
+    (folder / "azure-queue-sas").write_text(f'family_key = "{key.text()}"\n')
+    return key, {"CREDENTIALS_DIRECTORY": str(folder)}
+
+
 def run_cli(*args, env=None, check=True, input=None) -> subprocess.CompletedProcess:
     return _run_cli(*args, env=env, check=check, input=input, cwd=ROOT)
 

@@ -56,6 +56,34 @@ def test_pillowd_run_says_ready_with_a_status_and_stopping(make_config, pillow_e
     assert any("STOPPING=1" in d for _, d in received)
 
 
+def test_status_follows_each_change_at_once_not_at_the_next_ping(make_config, pillow_env,
+                                                                notify_socket):
+    path, received = notify_socket
+    # A ping every five minutes: any status line seen within the test was sent for
+    # a change, not carried by a ping.
+    env = {**pillow_env, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": str(600 * 10**6)}
+    p = PillowProcess(make_config(), env).start()
+    try:
+        def statuses():
+            return [line for _, d in received for line in d.splitlines()
+                    if line.startswith("STATUS=")]
+        ready = wait_for(lambda: next((d for _, d in received if "READY=1" in d), None),
+                         message="READY=1")
+        # Before its first poll the queue is not "offline (None)".
+        assert "None" not in ready and "offline" not in ready, ready
+        wait_for(lambda: any("local queue online" in s for s in statuses()),
+                 message="the queue online, said as it happened")
+        p.cli("send", "hug", "--from", "Alice")
+        wait_for(lambda: any(s.startswith("STATUS=hug from Alice") for s in statuses()),
+                 message="the hug, said as it played")
+        wait_for(lambda: statuses()[-1].startswith("STATUS=idle"),
+                 message="back to idle, said as it happened")
+        assert len(statuses()) == len(set(statuses()))  # each line once
+        assert sum("WATCHDOG=1" in d for _, d in received) == 1  # the first ping only
+    finally:
+        assert p.stop() == 0
+
+
 def test_watchdog_pings_stop_when_the_render_loop_freezes(make_config, notify_socket,
                                                           pillow_env):
     path, received = notify_socket

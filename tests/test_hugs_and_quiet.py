@@ -11,6 +11,7 @@ import pytest
 from conftest import BASE_CONFIG, wait_for
 from pillowd import config
 from pillowd.daemon import Daemon
+from pillowd.family import FamilyKey
 from pillowd.hugs import Outbox
 from pillowd.queues import QueueUnavailable
 from pillowd.queues.local import LocalStore
@@ -271,8 +272,10 @@ def test_reply_to_names_the_last_message_only_within_the_reply_window(tmp_path):
     clock[0] += 0.5
     assert reply_to_of_a_press() is None                       # older than the window
     # The pillow's own event, come back from a queue, is nobody's to answer.
-    timeline.play(command_from({"scene": "hug", "from": "alice", "pillow": "alice",
-                                "event": "hug"}, settings), "own")
+    family = FamilyKey.generate()
+    timeline.play(command_from(family.signed({"scene": "hug", "from": "alice",
+                                              "pillow": "alice", "event": "hug"}),
+                               settings, family), "own")
     assert reply_to_of_a_press() is None
     outbox.close()
 
@@ -289,9 +292,12 @@ def test_on_hug_hears_pressed_sent_received_and_returned(tmp_path):
     assert heard.calls[-1] == ("sent", "alice", None) and hurried == [600]
 
     hug = {"scene": "hug", "from": "bob", "event": "hug", "pillow": "bob"}
-    timeline.play(command_from({**hug, "text": "hi"}, settings), "bob-1")
-    timeline.play(command_from({**hug, "reply_to": {"id": ident, "from": "alice"}},
-                               settings), "bob-2", reply=True)
+    family = FamilyKey.generate()
+    timeline.play(command_from(family.signed({**hug, "text": "hi"}), settings, family),
+                  "bob-1")
+    timeline.play(command_from(family.signed({**hug, "reply_to": {"id": ident,
+                                                                   "from": "alice"}}),
+                               settings, family), "bob-2", reply=True)
     timeline.play(command_from({"scene": "hug", "from": "carol"}, settings), "plain")
     assert heard.calls[2:] == [("received", "bob", "hi"), ("returned", "bob", None)]
     outbox.close()

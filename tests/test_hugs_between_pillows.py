@@ -109,3 +109,55 @@ def test_a_partner_away_for_a_minute_finds_every_hug_and_plays_the_newest(
     assert state["message"]["id"] == sent[2]
     assert state["last_hug"]["from"] == "alice"
     assert bobs_queue.peek_messages(32) == []
+
+
+def test_only_a_partner_can_send_a_partners_hug(pair, azurite, owner, prefix, tmp_path):
+    """The issue's forgery: an invite holder claims to be bob. It plays as an ordinary
+    message from bob, never as bob's hug, a hug back, last_hug or an answer's target;
+    the same hug signed with the family's key (written by pair) is bob's."""
+    import json
+
+    from azure.storage.queue import QueueClient
+
+    from pillowd.family import FamilyKey
+    from test_pairing import pillowd as cli, tokens_of
+
+    alice = pair("alice")   # bob stays off: his queue keeps what alice sends him
+    bobs_queue = azurite.service().get_queue_client(f"{prefix}bob")
+
+    def sent_to_bob(ident):
+        for m in bobs_queue.peek_messages(32):
+            if json.loads(m.content)["id"] == ident:
+                return json.loads(m.content)
+        return None
+
+    first = hug(alice)
+    wait_for(lambda: sent_to_bob(first), message="alice's hug in bob's queue")
+
+    (url,) = cli(owner, "invite", "mallory", "--to", "alice", "--prefix",
+                 prefix).stdout.split()
+    forged = {"scene": "hug", "event": "hug", "pillow": "bob", "from": "bob",
+              "id": "forged-1", "reply_to": {"id": first, "from": "alice"}}
+    QueueClient.from_queue_url(url).send_message(json.dumps(forged))
+    (played,) = wait_for(lambda: items(alice, "forged-1"), message="the forgery played")
+    assert played["outcome"] == "applied" and played["from"] == "bob"
+    assert played["reply"] is False and played.get("event") is None
+    state = alice.state()
+    assert state["message"] == {"id": "forged-1", "from": "bob", "text": None,
+                                "reply": False}
+    assert state["last_hug"] is None
+    # The next press answers nobody: the forged id is not relayed to the partners.
+    second = hug(alice)
+    assert wait_for(lambda: sent_to_bob(second), message="the press")["reply_to"] is None
+
+    # Signed with the family's key, as bob's pillow signs: bob's hug back.
+    key = FamilyKey.from_text(tokens_of(tmp_path / "pair" / "bob")["family_key"])
+    assert key.text() == tokens_of(tmp_path / "pair" / "alice")["family_key"]
+    bobs_token = QueueClient(azurite.endpoint, f"{prefix}alice",
+                             credential=tokens_of(tmp_path / "pair" / "bob")[f"{prefix}alice"])
+    bobs_token.send_message(json.dumps(key.signed(
+        {**forged, "id": "bob-1", "reply_to": {"id": second, "from": "alice"}})))
+    (back,) = wait_for(lambda: items(alice, "bob-1"), message="bob's signed hug back")
+    assert back["reply"] is True
+    assert alice.state()["last_hug"] == {"from": "bob", "at": back["at"], "reply": True}
+    assert key.text() not in "".join(alice.output)

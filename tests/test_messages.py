@@ -6,7 +6,8 @@ import json
 import pytest
 
 from pillowd.config import parse
-from pillowd.messages import MAX_BODY, Rejection, decode, encode
+from pillowd.family import FamilyKey
+from pillowd.messages import MAX_BODY, Rejection, command_from, decode, encode
 
 SETTINGS = parse('''
 [scenes.idle]
@@ -99,15 +100,83 @@ def test_an_integer_too_large_for_a_float_is_rejected_not_a_crash():
     assert "brightness must be between" in reason('{"scene": "hug", "brightness": -%s}' % huge)
 
 
-def test_a_hug_event_carries_event_pillow_and_reply_to():
-    c = decode(json.dumps({"scene": "hug", "from": "bob", "id": "e-1", "ttl": 600,
-                           "sent_at": "2026-11-24T10:00:00Z", "event": "hug",
-                           "pillow": "bob", "reply_to": {"id": "e-0", "from": "alice"}}),
-               SETTINGS)
+FAMILY = FamilyKey.generate()
+HUG = {"scene": "hug", "from": "bob", "id": "e-1", "ttl": 600,
+       "sent_at": "2026-11-24T10:00:00Z", "event": "hug", "pillow": "bob",
+       "reply_to": {"id": "e-0", "from": "alice"}}
+
+
+def test_a_signed_hug_event_carries_event_pillow_and_reply_to():
+    c = decode(json.dumps(FAMILY.signed(HUG)), SETTINGS, FAMILY)
     assert (c.event, c.pillow, c.reply_to) == ("hug", "bob", {"id": "e-0", "from": "alice"})
-    assert decode(json.dumps({"scene": "hug", "reply_to": None}), SETTINGS).reply_to is None
-    assert decode(json.dumps({"scene": "hug", "reply_to": {"id": "x"}}),
-                  SETTINGS).reply_to == {"id": "x", "from": None}
+    assert c.partner is True and c.forged is False
+    # Base64 as Azure Functions sends it, keys in another order: the same event.
+    again = decode(encode(dict(reversed(FAMILY.signed(HUG).items())), as_base64=True),
+                   SETTINGS, FAMILY)
+    assert again.partner and again.reply_to == c.reply_to
+    signed = FAMILY.signed({"scene": "hug", "reply_to": None})
+    assert decode(json.dumps(signed), SETTINGS, FAMILY).reply_to is None
+    signed = FAMILY.signed({"scene": "hug", "reply_to": {"id": "x"}})
+    assert decode(json.dumps(signed), SETTINGS, FAMILY).reply_to == {"id": "x", "from": None}
+
+
+@pytest.mark.parametrize("body, key", [
+    (HUG, FAMILY),                                    # no sig (an invite's forgery)
+    ({**FAMILY.signed(HUG), "from": "mallory"}, FAMILY),   # a field changed after signing
+    ({**FAMILY.signed(HUG), "text": "hi"}, FAMILY),        # a field added
+    (FamilyKey.generate().signed(HUG), FAMILY),       # another family's key
+    ({**HUG, "sig": FAMILY.sign(HUG)[:-1] + "A"}, FAMILY),  # a guessed sig
+    (FAMILY.signed(HUG), None),                       # a pillow with no key trusts none
+])
+def test_a_partner_claim_without_a_valid_sig_plays_as_an_ordinary_message(body, key):
+    c = decode(json.dumps(body), SETTINGS, key)
+    assert (c.event, c.pillow, c.reply_to, c.partner) == (None, None, None, False)
+    assert c.forged is True
+    assert c.sender == body["from"] and c.id == "e-1" and c.scene.name == "hug"
+
+
+def test_an_ordinary_message_is_neither_partner_nor_forged():
+    c = decode('{"scene": "hug", "from": "carol"}', SETTINGS, FAMILY)
+    assert (c.partner, c.forged) == (False, False)
+    # A web request or Home Assistant command never speaks for a partner either.
+    c = command_from(FAMILY.signed({"scene": "hug", "event": "hug", "pillow": "bob"}),
+                     SETTINGS)
+    assert (c.event, c.pillow, c.partner, c.forged) == (None, None, False, True)
+
+
+@pytest.mark.parametrize("sig, why", [
+    (5, "sig must be a string, not int"),
+    ("s" * 129, "sig is 129 characters; at most 128"),
+    ("ab\ncd", "sig contains control or format characters (U+000A)"),
+])
+def test_sig_is_bounded(sig, why):
+    assert why in reason(json.dumps({"scene": "hug", "sig": sig}))
+
+
+@pytest.mark.parametrize("field, value, char", [
+    ("id", "x\nERROR pillowd: FORGED LOG LINE", "U+000A"),   # the issue's
+    ("id", "a\rb", "U+000D"),
+    ("from", "\x1b]0;owned\x07Bob", "U+001B"),             # a window title
+    ("from", "Bob\x9b2J", "U+009B"),                        # C1 CSI
+    ("from", "bob\u202egnp.exe", "U+202E"),                 # bidi override (Cf)
+    ("from", "bo\u200db", "U+200D"),                        # zero-width joiner (Cf)
+    ("id", "a\u2028b", "U+2028"),                           # line separator (Zl)
+    ("id", "a\u2029b", "U+2029"),                           # paragraph separator (Zp)
+    ("from", "tab\there", "U+0009"),
+])
+def test_id_and_from_hold_no_control_or_format_character(field, value, char):
+    assert f"{field} contains control or format characters ({char})" in \
+        reason(json.dumps({"scene": "hug", field: value}))
+
+
+def test_text_may_hold_line_breaks_and_no_other_control_character():
+    note = "roses are red\nviolets are blue\r\nsee you soon 👨\u200d👩\u200d👧"
+    assert decode(json.dumps({"scene": "hug", "text": note}), SETTINGS).text == note
+    for bad, char in (("\x1b[2J\x1b[H", "U+001B"), ("a\tb", "U+0009"),
+                      ("\x9b2J", "U+009B"), ("a\u2028b", "U+2028"),
+                      ("evil\u202etxt", "U+202E"), ("\x00", "U+0000")):
+        assert f"text contains control characters ({char}; only line breaks" in \
+            reason(json.dumps({"scene": "hug", "text": bad}))
 
 
 @pytest.mark.parametrize("fields, why", [
@@ -120,7 +189,7 @@ def test_a_hug_event_carries_event_pillow_and_reply_to():
     ({"event": "h" * 33}, "event is 33 characters; at most 32"),
     ({"event": 1}, "event must be a string, not int"),
     ({"pillow": "p" * 65}, "pillow is 65 characters; at most 64"),
-    ({"pillow": "bob\u202e"}, "pillow contains control characters"),
+    ({"pillow": "bob\u202e"}, "pillow contains control or format characters"),
 ])
 def test_hug_event_fields_are_bounded_and_say_why(fields, why):
     assert why in reason(json.dumps({"scene": "hug", **fields}))

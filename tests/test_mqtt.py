@@ -713,9 +713,11 @@ def test_a_pillow_serving_every_address_links_by_its_name(make_config, pillow_en
 
 
 def test_each_step_of_a_hug_fires_home_assistants_hug_event(mqtt_pillow, home_assistant,
-                                                             queues):
+                                                             queues, tmp_path):
+    from conftest import family_credentials
     ha = home_assistant()
-    p = mqtt_pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken"})
+    family, credentials = family_credentials(tmp_path / "credentials")
+    p = mqtt_pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken", **credentials})
     topic = f"{TOPIC}/hug"
 
     def kind(name):
@@ -724,8 +726,8 @@ def test_each_step_of_a_hug_fires_home_assistants_hug_event(mqtt_pillow, home_as
     assert pressed.status_code == 202
     assert json.loads(ha.wait(topic, kind("pressed")))["from"] == "test-pillow"
     # A partner's hug event arrives on the queue and plays: "received", with its words.
-    queues(p.config).main.put(json.dumps({
+    queues(p.config).main.put(json.dumps(family.signed({
         "scene": "hug", "from": "alice", "text": "thinking of you", "id": "alice-1",
-        "event": "hug", "pillow": "alice", "reply_to": None}))
+        "event": "hug", "pillow": "alice", "reply_to": None})))
     received = json.loads(ha.wait(topic, kind("received")))
     assert (received["from"], received["text"]) == ("alice", "thinking of you")

@@ -51,6 +51,11 @@ def tokens_of(folder):
     return tomllib.loads((folder / "queue-sas.toml").read_text())
 
 
+def queue_tokens(folder):
+    """The SAS tokens alone, without the family key."""
+    return {q: t for q, t in tokens_of(folder).items() if q != "family_key"}
+
+
 def client(azurite, queue, token):
     return QueueClient(azurite.endpoint, queue, credential=token)
 
@@ -137,7 +142,7 @@ def test_pair_two_writes_each_pillow_least_privilege_tokens(azurite, owner, pref
                       "outbound_name": f"{prefix}{partner}", "sas_file": "queue-sas.toml"}}
         assert "sig=" not in (folder / "queue.toml").read_text()
         check_least_privilege(azurite, azurite.service(), name, [partner], prefix,
-                              tokens_of(folder))
+                              queue_tokens(folder))
 
     # One policy per pillow on each queue it may touch, and only those.
     assert {q: sorted(policies(azurite, q)) for q in (
@@ -157,7 +162,7 @@ def test_three_pillows_each_hug_all_the_others(azurite, owner, prefix, tmp_path)
         assert config["queue"]["outbound_name"] == [f"{prefix}{p}" for p in partners]
         assert sorted(policies(azurite, f"{prefix}{name}")) == ["ann", "ben", "cat"]
         check_least_privilege(azurite, azurite.service(), name, partners, prefix,
-                              tokens_of(tmp_path / name))
+                              queue_tokens(tmp_path / name))
     # The written queue.toml is a valid config on its own (check-config agrees).
     assert pillowd(owner, "check-config", "--config",
                    str(tmp_path / "ann" / "queue.toml")).returncode == 0
@@ -173,9 +178,10 @@ def test_a_second_run_changes_nothing_and_days_renews_with_the_same_tokens(
     pillowd(owner, "pair", "bob", "alice", "--out", str(tmp_path / "two"), "--prefix", prefix)
     assert {q: policies(azurite, q) for q in queues} == before  # expiry kept too
     for name in ("alice", "bob"):
-        for file in ("queue.toml", "queue-sas.toml"):
-            assert (tmp_path / "one" / name / file).read_text() == \
-                (tmp_path / "two" / name / file).read_text()
+        assert (tmp_path / "one" / name / "queue.toml").read_text() == \
+            (tmp_path / "two" / name / "queue.toml").read_text()
+        # The same tokens; the family key is the folder's (a new folder, a new key).
+        assert queue_tokens(tmp_path / "one" / name) == queue_tokens(tmp_path / "two" / name)
 
     # --days again renews every policy; the tokens, bound to the policies, stay.
     pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path / "three"), "--prefix",
@@ -186,7 +192,55 @@ def test_a_second_run_changes_nothing_and_days_renews_with_the_same_tokens(
         assert {n: p[0] for n, p in after[queue].items()} == \
             {n: p[0] for n, p in before[queue].items()}
         assert all(after[queue][n][1] > before[queue][n][1] for n in after[queue])
-    assert tokens_of(tmp_path / "three" / "alice") == tokens_of(tmp_path / "one" / "alice")
+    assert queue_tokens(tmp_path / "three" / "alice") == \
+        queue_tokens(tmp_path / "one" / "alice")
+
+
+def test_pair_writes_one_family_key_and_a_second_run_keeps_it_and_the_tokens(
+        azurite, owner, prefix, tmp_path):
+    from pillowd.family import FamilyKey
+    out = tmp_path / "out"
+    pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix)
+    files = {n: (out / n / "queue-sas.toml").read_text() for n in ("alice", "bob")}
+    keys = {n: tokens_of(out / n)["family_key"] for n in ("alice", "bob")}
+    assert keys["alice"] == keys["bob"]                          # one key, the family's
+    key = FamilyKey.from_text(keys["alice"])
+    assert key.verify(key.signed({"event": "hug"}))
+    assert stat.S_IMODE((out / "alice" / "queue-sas.toml").stat().st_mode) == 0o600
+
+    tokens = queue_tokens(out / "alice")
+    # Again into the same folder: the key and the tokens stay, byte for byte.
+    pillowd(owner, "pair", "bob", "alice", "--out", str(out), "--prefix", prefix)
+    assert {n: (out / n / "queue-sas.toml").read_text() for n in ("alice", "bob")} == files
+    # A pillow joins the family: it gets the family's key.
+    pillowd(owner, "pair", "alice", "bob", "cat", "--out", str(out), "--prefix", prefix)
+    assert tokens_of(out / "cat")["family_key"] == keys["alice"]
+    assert {q: queue_tokens(out / "alice")[q] for q in tokens} == tokens
+
+    # A pair made before family keys: its files lack one; pair again adds it, and
+    # leaves the tokens as they were.
+    old = tmp_path / "old"
+    pillowd(owner, "pair", "alice", "bob", "--out", str(old), "--prefix", prefix)
+    before = {}
+    for name in ("alice", "bob"):
+        path = old / name / "queue-sas.toml"
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(x for x in lines if "family" not in x))
+        before[name] = queue_tokens(old / name)
+        assert "family_key" not in tokens_of(old / name)
+    pillowd(owner, "pair", "alice", "bob", "--out", str(old), "--prefix", prefix)
+    assert {n: queue_tokens(old / n) for n in ("alice", "bob")} == before
+    assert tokens_of(old / "alice")["family_key"] == tokens_of(old / "bob")["family_key"]
+
+    # Two families' folders side by side: said plainly, nothing written or changed.
+    (old / "cat").mkdir()
+    (out / "cat" / "queue-sas.toml").rename(old / "cat" / "queue-sas.toml")
+    kept = (old / "alice" / "queue-sas.toml").read_text()
+    line = one_line_error(pillowd(owner, "pair", "alice", "cat", "--out", str(old),
+                                  "--prefix", prefix, check=False),
+                          "hold different family keys")
+    assert keys["alice"] not in line
+    assert (old / "alice" / "queue-sas.toml").read_text() == kept
 
 
 def test_a_full_queue_is_named_and_nothing_is_changed(azurite, owner, prefix, tmp_path):
@@ -419,8 +473,9 @@ def test_a_paired_pillow_runs_on_its_tokens_and_shows_the_sent_id(
     # No queue was made or tried (the tokens would have been refused at start).
     assert sorted(q.name for q in azurite.service().list_queues()) == queues_before
     log = "".join(alice.output)
-    for token in tokens_of(out / "alice").values():
+    for token in queue_tokens(out / "alice").values():
         assert token.split("sig=")[1] not in log
+    assert tokens_of(out / "alice")["family_key"] not in log
 
 
 def test_outbound_name_is_a_queue_name_or_a_list_of_them():
@@ -453,9 +508,13 @@ def test_the_systemd_credential_stands_in_for_the_sas_file(azurite, owner, prefi
     creds.mkdir()
     # As on a Pi: the file beside the config is root's; systemd hands over a copy.
     (out / "alice" / "queue-sas.toml").rename(creds / "azure-queue-sas")
-    queues = open_queues(load(config), {"CREDENTIALS_DIRECTORY": str(creds)})
+    queues = open_queues(load(config), {"CREDENTIALS_DIRECTORY": str(creds)}, family=True)
     try:
         assert "systemd credential azure-queue-sas" in queues.main.account.source
+        # The family key comes from the same credential, and is no queue's token.
+        written = tomllib.loads((creds / "azure-queue-sas").read_text())["family_key"]
+        assert queues.family.text() == written
+        assert "family_key" not in queues.main.account.tokens
         queues.outbound[0].put("hug")   # one per partner: bob
         assert queues.main.peek() == []
     finally:

@@ -100,8 +100,11 @@ def test_ready_reaches_systemd_with_status(notify_socket, notifier_for):
 
 def test_status_and_stopping(notify_socket, notifier_for):
     notifier = notifier_for(notify_socket.address)
-    notifier.status("hug from Alice\nsecond line")
-    assert notify_socket.receive() == {"STATUS": "hug from Alice second line"}
+    # Escaped, never raw: a newline would start another assignment, an ESC sequence
+    # would reach the terminal of whoever runs `systemctl status`.
+    notifier.status("hug from Alice\nWATCHDOG=1 \x1b]0;owned\x07\u202e")
+    assert notify_socket.receive() == {
+        "STATUS": "hug from Alice\\nWATCHDOG=1 \\x1b]0;owned\\x07\\u202e"}
     notifier.stopping()
     assert notify_socket.receive()["STOPPING"] == "1"
 
@@ -275,14 +278,15 @@ def test_journal_handler_under_systemd_forwards_extra_fields(tmp_path, monkeypat
     log = logging.getLogger("pillowd.test.journal")
     log.addHandler(handler)
     try:
-        log.warning("message rejected: unknown scene", extra={
+        log.warning("message %s rejected: unknown scene", "x\nERROR pillowd: FORGED", extra={
             "PILLOW_OUTCOME": "rejected", "PILLOW_SCENE": "hugg",
             "PILLOW_MESSAGE_ID": "client-chosen-id"})
     finally:
         log.removeHandler(handler)
         stderr.close()
     (message, fields), = sent
-    assert message == "message rejected: unknown scene"
+    # One entry, one line: the id's newline cannot pass for another entry.
+    assert message == "message x\\nERROR pillowd: FORGED rejected: unknown scene"
     assert fields["PILLOW_OUTCOME"] == "rejected"
     assert fields["PILLOW_SCENE"] == "hugg"
     assert fields["PILLOW_MESSAGE_ID"] == "client-chosen-id"

@@ -6,7 +6,6 @@ import errno
 import math
 import os
 import socket
-import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,6 +18,8 @@ from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 from ..errors import PillowError
 from .base import (MessageGone, QueueAuthError, QueueError, QueueMessage,
                    QueueUnavailable)
+from .tokens import SAS_CREDENTIAL, read_tokens, tokens_source  # noqa: F401
+from .tokens import credential as _credential
 
 # The SDK's own defaults (10 retries, 15 s apart, 60 s reads) would hide an outage
 # inside one poll for minutes. One quick retry absorbs a stale keep-alive connection;
@@ -290,39 +291,6 @@ class AzureQueue:
 
 # systemd credentials (LoadCredential=) the daemon reads from $CREDENTIALS_DIRECTORY.
 CONNECTION_STRING_CREDENTIAL = "azure-storage-connection-string"
-SAS_CREDENTIAL = "azure-queue-sas"
-
-
-def _credential(environ, name: str) -> str:
-    """The systemd credential *name*, stripped; "" when absent or blank (the unit's
-    SetCredential= default is a lone newline, so a missing file is not fatal)."""
-    if not environ.get("CREDENTIALS_DIRECTORY"):
-        return ""
-    path = Path(environ["CREDENTIALS_DIRECTORY"]) / name
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return ""
-    except (OSError, UnicodeDecodeError) as err:
-        raise PillowError(f"azure: cannot read the systemd credential {name}: "
-                          f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
-
-
-def read_tokens(text: str, source: str) -> dict[str, str]:
-    """{queue name: SAS token} from the TOML *text*; errors name *source*, never a token."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        # tomllib's message gives a position, never the text around it.
-        raise PillowError(f"azure: {source} is not valid TOML ({err})") from None
-    tokens = {}
-    for queue, token in data.items():
-        if not isinstance(token, str) or not token.strip():
-            raise PillowError(f"azure: {source}: {queue!r} must be a SAS token string")
-        tokens[queue] = token.strip().lstrip("?")
-    if not tokens:
-        raise PillowError(f"azure: {source} holds no tokens")
-    return tokens
 
 
 def open_account(*, connection_string_env: str, account_url: str, sas_file: str = "",
@@ -346,17 +314,7 @@ def open_account(*, connection_string_env: str, account_url: str, sas_file: str 
                   f"{CONNECTION_STRING_CREDENTIAL}")
     if account_url and urlsplit(account_url).query:
         return AzureAccount.from_url(account_url, source="the SAS in queue.account_url")
-    tokens_text, source = _credential(environ, SAS_CREDENTIAL), \
-        f"the SAS tokens in the systemd credential {SAS_CREDENTIAL}"
-    if not tokens_text and sas_file:
-        path = Path(config_dir) / sas_file
-        source = f"the SAS tokens in queue.sas_file ({path})"
-        try:
-            tokens_text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise PillowError(f"azure: cannot read {source}: "
-                              f"{getattr(err, 'strerror', None) or type(err).__name__}"
-                              ) from None
+    tokens_text, source = tokens_source(sas_file, config_dir, environ)
     if tokens_text:
         if not account_url:
             raise PillowError(f"azure: {source} need queue.account_url "
