@@ -389,7 +389,7 @@ def test_pair_after_invite_makes_the_invite_the_pillows_policy(azurite, owner, p
         permission, expiry, _ = policies(azurite, queue)["carol"]
         assert permission == "a" and until(expiry) > years, (queue, permission, expiry)
     check_least_privilege(azurite, azurite.service(), "carol", ["alice", "bob"], prefix,
-                          tokens_of(tmp_path / "two" / "carol"))
+                          queue_tokens(tmp_path / "two" / "carol"))
     # Done once: a second run replaces nothing and changes nothing.
     before = policies(azurite, f"{prefix}alice")
     again = pillowd(owner, "pair", "alice", "bob", "carol", "--out", str(tmp_path / "three"),
