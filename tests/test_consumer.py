@@ -179,3 +179,20 @@ def test_a_bug_in_decoding_one_message_does_not_hold_up_the_batch(world):
     assert world.played == ["fine"]
     (poisoned,) = world.poison.peek()
     assert "internal error: KeyError" in json.loads(poisoned.body)["reason"]
+
+
+def test_a_local_queue_row_that_is_not_utf8_is_rejected_and_the_next_plays(world):
+    import sqlite3
+    db = sqlite3.connect(world.store.path)  # another writer, leaving bytes not UTF-8
+    now = world.wall_now.timestamp()
+    with db:
+        db.execute("INSERT INTO messages (id, queue, body, inserted_on, expires_on,"
+                   " visible_at) VALUES ('raw', 'pillow', CAST(? AS TEXT), ?, ?, ?)",
+                   (b"\xff\xfe{scene", now, now + 600, now))
+    db.close()
+    world.send(id="after")
+    assert world.consumer.poll_once()
+    assert world.played == ["after"]
+    (rejected,) = [o for o in world.history.page(10) if o.outcome == "rejected"]
+    assert rejected.queue_message_id == "raw" and "neither JSON" in rejected.reason
+    assert json.loads(world.poison.peek()[0].body)["original"] == "\ufffd\ufffd{scene"
