@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from .history import History, HistoryError, Outcome, iso
-from .messages import Command, Rejection
+from .messages import Command, Rejection, claimed_id
 from .player import Player
 from .queues import MessageGone, MessageQueue, QueueError, QueueMessage
 
@@ -287,7 +287,9 @@ class Consumer:
         self._delete(message)
 
     def _reject(self, message: QueueMessage, command, reason: str) -> None:
-        outcome = self._outcome(message.id, "rejected", command, message, reason=reason)
+        # Under the id its sender was told (`pillowd send` prints it), when readable.
+        message_id = claimed_id(message.body) or message.id
+        outcome = self._outcome(message_id, "rejected", command, message, reason=reason)
         recorded = self.player.record(outcome)
         if recorded is not None:
             self._poison(message, recorded)

@@ -196,3 +196,13 @@ def test_a_local_queue_row_that_is_not_utf8_is_rejected_and_the_next_plays(world
     (rejected,) = [o for o in world.history.page(10) if o.outcome == "rejected"]
     assert rejected.queue_message_id == "raw" and "neither JSON" in rejected.reason
     assert json.loads(world.poison.peek()[0].body)["original"] == "\ufffd\ufffd{scene"
+
+
+def test_a_rejected_message_is_recorded_under_the_id_its_sender_gave(world):
+    world.queue.put(json.dumps({"scene": "no-such-scene", "id": "sent-by-me"}))
+    bad_id = world.queue.put(json.dumps({"scene": "nope", "id": "bad\x1b[2Jid"}))
+    long_id = world.queue.put(json.dumps({"scene": "nope", "id": "x" * 1000}))
+    world.consumer.poll_once()
+    assert world.outcome_of("sent-by-me") == ["rejected"]
+    # An id that cannot be shown safely is not taken: the queue's own id stands in.
+    assert world.outcome_of(bad_id) == ["rejected"] == world.outcome_of(long_id)
