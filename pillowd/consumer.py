@@ -157,7 +157,8 @@ class Consumer:
             except MessageGone:
                 pass  # settled after all, or already back and taken again
             except QueueError as err:
-                log.warning("message %s comes back on its own: %s", message_id, err)
+                log.warning("message %s comes back on its own after its visibility "
+                            "timeout: %s", message_id, err)
         if held:
             log.info("%d message(s) taken before a crash are back on the queue", len(held))
         try:
