@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -14,9 +15,44 @@ from typing import Callable
 from .history import History, HistoryError, Outcome, iso
 from .messages import Command, Rejection, claimed_id
 from .player import Player
-from .queues import MessageGone, MessageQueue, QueueError, QueueMessage
+from .queues import MessageGone, MessageQueue, QueueError, QueueMessage, QueueUnavailable
 
 log = logging.getLogger(__name__)
+
+# Azure keeps at most 64 KiB of UTF-8 text per message (Azurite refuses a little
+# less for some text), so a poison copy stays well under it: the wrapper around a
+# body near that size would be refused, and the message could never be settled.
+POISON_MAX_BYTES = 60 * 1024
+
+
+def poison_body(reason: str | None, original: str, queue: str, dequeue_count: int,
+                at: str) -> str:
+    """The poison queue's JSON for a rejected *original*; cut to fit under
+    POISON_MAX_BYTES, then with the whole original's length in UTF-8 bytes and its
+    sha256, so a person can still tell what it was (SPEC "Queue messages")."""
+    fields = {"reason": reason, "original": original, "queue": queue,
+              "dequeue_count": dequeue_count, "at": at}
+
+    def dump(keep: int | None = None) -> tuple[str, int]:
+        if keep is not None:
+            fields["original"] = original[:keep]
+        text = json.dumps(fields, ensure_ascii=False)
+        return text, len(text.encode("utf-8", "surrogatepass"))
+
+    text, size = dump()
+    if size <= POISON_MAX_BYTES:
+        return text
+    raw = original.encode("utf-8", "surrogatepass")
+    fields["original_bytes"] = len(raw)
+    fields["original_sha256"] = hashlib.sha256(raw).hexdigest()
+    low, high = 0, len(original)  # the longest head that fits: rare, so a search
+    while low < high:
+        middle = (low + high + 1) // 2
+        if dump(middle)[1] <= POISON_MAX_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    return dump(low)[0]
 
 
 class Backoff:
@@ -204,7 +240,13 @@ class Consumer:
         unsettled = list(batch)
         try:
             for message in batch:
-                decided = self._decide(message)
+                try:
+                    decided = self._decide(message)
+                except QueueError as err:
+                    # It cannot be settled (its poison copy refused): it alone waits,
+                    # hidden until its visibility timeout; the rest of the batch plays.
+                    self._set_aside(message, err)
+                    decided = None
                 if decided is not None:
                     playable.append(decided)
                 else:
@@ -297,12 +339,29 @@ class Consumer:
         self._delete(message)
 
     def _poison(self, message: QueueMessage, outcome: Outcome) -> None:
-        wrapper = json.dumps({"reason": outcome.reason, "original": message.body,
-                              "queue": self.queue.name,
-                              "dequeue_count": message.dequeue_count,
-                              "at": outcome.at}, ensure_ascii=False)
-        self.poison.put(wrapper, ttl=-1)
+        self.poison.put(poison_body(outcome.reason, message.body, self.queue.name,
+                                    message.dequeue_count, outcome.at), ttl=-1)
         self.history.mark_poisoned(outcome.seq)
+
+    def _set_aside(self, message: QueueMessage, err: QueueError) -> None:
+        """*message* is rejected (its outcome kept) but the poison queue refused it.
+
+        An outage is waited out: it comes back after its visibility timeout. A
+        refusal that retrying will not cure (a revoked token, a deleted poison
+        queue) ends at max_dequeue_count: the message is deleted, its outcome
+        (rejected, not poisoned) stays in the history and its body's length and
+        sha256 in the journal, so it cannot come back every 30 s forever.
+        """
+        raw = message.body.encode("utf-8", "surrogatepass")
+        if isinstance(err, QueueUnavailable) or message.dequeue_count < self.max_dequeue_count:
+            log.warning("message %s set aside: it cannot be moved to poison (%s); it comes "
+                        "back in %.0f s", message.id, err, self.visibility_timeout)
+            return
+        log.error("message %s deleted after %d deliveries without a poison copy (%s): "
+                  "its outcome is in the history; its body was %d bytes, sha256 %s",
+                  message.id, message.dequeue_count, err, len(raw),
+                  hashlib.sha256(raw).hexdigest())
+        self._delete(message)
 
     def _delete(self, message: QueueMessage) -> None:
         try:

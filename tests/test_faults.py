@@ -150,3 +150,57 @@ def test_while_the_strip_fails_health_and_the_snapshot_say_so_and_motors_still_r
     assert client.get("/api/state").json["hardware"] == {
         "ok": True, "error": None, "leds": {"ok": True, "error": None, "since": None}}
     wait_for(lambda: (strip.pixels == [0, 0, 255]).all(), message="the LEDs lit again")
+
+
+# -- a message too big to poison ---------------------------------------------------
+
+from conftest import both_backends  # noqa: E402
+
+
+def _big_invite_message() -> str:
+    """What a friend's send page can post: a body of 65,400 bytes, under Azure's
+    64 KiB, whose text is far over the limit (so it is rejected), and whose poison
+    wrapper (reason, quotes escaped) would be over 64 KiB."""
+    import json
+    head = json.dumps({"scene": "hug", "from": "carol", "id": "big-one", "text": ""})
+    body = head[:-2] + "x" * (65_400 - len(head)) + '"}'
+    assert len(body.encode()) == 65_400
+    return body
+
+
+@both_backends
+def test_a_65400_byte_message_is_poisoned_cut_and_the_three_hugs_after_it_play(
+        pillow, queues):
+    import hashlib
+    import json
+    p = pillow()
+    q = queues(p.config)
+    big = _big_invite_message()
+    q.main.put(big)
+    for n in range(3):
+        q.main.put(json.dumps({"scene": "hug", "id": f"hug-{n}", "from": "bob"}))
+
+    def outcomes():
+        return {i["id"]: i["outcome"] for i in p.get("/api/history").json()["items"]}
+    wait_for(lambda: {"big-one", "hug-0", "hug-1", "hug-2"} <= set(outcomes()),
+             timeout=60, message="an outcome for the big message and the three hugs")
+    found = outcomes()
+    assert found["big-one"] == "rejected"
+    # The three came in one batch with it: the newest plays, the others are superseded.
+    assert sorted(found[f"hug-{n}"] for n in range(3)) in (
+        ["applied", "applied", "applied"], ["applied", "superseded", "superseded"],
+        ["applied", "applied", "superseded"])
+    wait_for(lambda: not q.main.peek(), message="the main queue empty")
+    (copy,) = q.poison.peek()
+    wrapper = json.loads(copy.body)
+    assert len(copy.body.encode()) <= 64 * 1024
+    assert big.startswith(wrapper["original"]) and len(wrapper["original"]) < len(big)
+    assert wrapper["original_bytes"] == 65_400
+    assert wrapper["original_sha256"] == hashlib.sha256(big.encode()).hexdigest()
+    assert "text is" in wrapper["reason"]
+    assert p.state()["queue"]["online"] is True
+    # requeue does not put a cut body back as if it were the message.
+    if p.config.read_text().count('backend = "local"'):
+        result = p.cli("poison", "requeue")
+        assert "cut" in result.stderr and "0 message(s) put back" in result.stderr
+        assert len(q.poison.peek()) == 1
