@@ -144,6 +144,11 @@ class Consumer:
         self._clock = clock
         self.status = QueueStatus(backend)
         self.heartbeat = clock()
+        # The pillow's own trouble, not the messages': while the history cannot be
+        # written no message is taken (each take would count a delivery), and a
+        # delivery that ended in it is not counted against the message.
+        self.history_trouble: str | None = None
+        self._own_failures: dict[str, int] = {}  # queue message id -> deliveries
         # Set by stop() and hurry(): the wait between polls ends at once.
         self._wake = threading.Event()
         self._stopping = False
@@ -157,8 +162,18 @@ class Consumer:
             self.heartbeat = self._clock()
             self._wake.clear()  # before the poll: a hurry() during it is not lost
             try:
+                if self.history_trouble is not None:
+                    self.history.probe()  # HistoryError: still failing, wait more
+                    log.warning("the history can be written again: taking messages")
+                    self.history_trouble = None
                 found = self.poll_once()
-            except (QueueError, HistoryError) as err:
+            except HistoryError as err:
+                if self.history_trouble is None:
+                    log.error("%s; taking no messages until it can be written", err)
+                self.history_trouble = str(err)
+                self._set_online(False, str(err))
+                delay = self.backoff.failed()
+            except QueueError as err:
                 self._set_online(False, str(err))
                 delay = self.backoff.failed()
             except Exception as err:  # a bug must not stop the pillow listening
@@ -172,6 +187,13 @@ class Consumer:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+    def trouble(self) -> str | None:
+        """Why the pillow takes no messages although the queue may be fine (its own
+        history cannot be written), for /healthz; None otherwise."""
+        if self.history_trouble is None:
+            return None
+        return f"{self.history_trouble} (taking no messages until it can)"
 
     def hurry(self, seconds: float) -> None:
         """Poll fast for *seconds* from now (an answer is expected), starting now."""
@@ -214,10 +236,12 @@ class Consumer:
             except HistoryError as err:
                 log.error("%s; %d message(s) will come back", err, len(batch))
                 for message in batch:
-                    self._release(message)
+                    self._release(message, own_failure=True)
                 raise
             self.handle(batch)
             self.history.unhold(self.queue.name, [m.id for m in batch])
+            for message in batch:
+                self._own_failures.pop(message.id, None)
         # Online only once the batch is settled: a queue that answers is no use
         # while the history cannot be written.
         self._set_online(True, None)
@@ -271,7 +295,7 @@ class Consumer:
             # reports the reason and backs off.
             log.error("%s; %d message(s) will come back", err, len(unsettled))
             for message in unsettled:
-                self._release(message)
+                self._release(message, own_failure=True)
             raise
 
     def _decide(self, message: QueueMessage):
@@ -282,7 +306,9 @@ class Consumer:
                 self._poison(message, prior)
             self._delete(message)
             return None
-        if message.dequeue_count > self.max_dequeue_count:
+        # Deliveries that ended in the pillow's own failure are not the message's.
+        deliveries = message.dequeue_count - self._own_failures.get(message.id, 0)
+        if deliveries > self.max_dequeue_count:
             self._reject(message, None, f"delivered {message.dequeue_count} times "
                                         "without an outcome")
             return None
@@ -372,7 +398,11 @@ class Consumer:
             # It comes back after the visibility timeout and is only deleted then.
             log.warning("could not delete message %s yet: %s", message.id, err)
 
-    def _release(self, message: QueueMessage) -> None:
+    def _release(self, message: QueueMessage, own_failure: bool = False) -> None:
+        if own_failure:
+            if len(self._own_failures) >= 10_000:  # bounded: forget the oldest
+                self._own_failures.pop(next(iter(self._own_failures)))
+            self._own_failures[message.id] = self._own_failures.get(message.id, 0) + 1
         try:
             self.queue.release(message, delay=min(self.visibility_timeout, 5))
         except QueueError as err:

@@ -287,6 +287,7 @@ class Daemon:
         self.health = Health(loops, {
             "hardware": lambda: "; ".join(trouble) or None,
             "leds": self.renderer.strip_trouble,
+            "history": self.consumer.trouble,
             "actuators": self.actuators.trouble})
 
         from .web import StatusPage  # Flask only once everything before it stands

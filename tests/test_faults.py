@@ -204,3 +204,66 @@ def test_a_65400_byte_message_is_poisoned_cut_and_the_three_hugs_after_it_play(
         result = p.cli("poison", "requeue")
         assert "cut" in result.stderr and "0 message(s) put back" in result.stderr
         assert len(q.poison.peek()) == 1
+
+
+# -- the pillow's own disk is full ---------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MB file system (tmpfs) to be the pillow's state_dir; needs root."""
+    import subprocess
+    mount = tmp_path / "state"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs",
+                           str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk) -> None:
+    """Fill *disk* to the last byte, as a busy SD card ends up."""
+    import errno
+    with open(disk / "filler", "wb", buffering=0) as f:
+        chunk = b"\0" * 65536
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as err:
+                assert err.errno == errno.ENOSPC
+                if len(chunk) == 1:
+                    return
+                chunk = chunk[: len(chunk) // 2]
+
+
+@pytest.mark.parametrize("backend", ["azure"], indirect=True)
+def test_a_full_disk_does_not_poison_a_good_message_and_it_plays_once_freed(
+        pillow, queues, small_disk):
+    import json
+    import time
+    p = pillow()   # its state_dir is the 4 MB disk (tmp_path / "state")
+    q = queues(p.config)
+    q.main.put(json.dumps({"scene": "hug", "id": "before"}))
+    wait_for(lambda: p.state()["queue"]["applied"] == 1, message="a hug before")
+    fill(small_disk)
+    q.main.put(json.dumps({"scene": "glow", "id": "during", "from": "bob"}))
+    offline = wait_for(lambda: (s := p.state())["queue"]["online"] is False and s,
+                       timeout=30, message="offline while the disk is full")
+    assert "full" in offline["queue"]["reason"], offline["queue"]
+    health = p.get("/healthz")
+    assert health.status_code == 503
+    assert any("taking no messages" in why for why in health.json()["reasons"])
+    # The fault lasts: without the fix, each poll in this time took the message once
+    # more (max_dequeue_count is 3, a release lasts 5 s), and it ended in poison.
+    time.sleep(16)
+    (small_disk / "filler").unlink()
+    back = wait_for(lambda: (s := p.state())["queue"]["online"] and
+                    s["queue"]["applied"] == 2 and s, timeout=30,
+                    message="the message played after the disk was freed")
+    assert back["recent"][0]["id"] == "during"
+    assert back["queue"]["rejected"] == 0 and q.poison.peek() == []
+    assert p.get("/healthz").status_code == 200
