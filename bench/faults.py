@@ -22,8 +22,8 @@ For each it prints what the pillow showed (/healthz, the snapshot's queue, hardw
 and, when the snapshot has one, outbox sections), how long until it recovered, and
 whether anything was lost, then the table for docs/reliability.md. Asserts nothing.
 
-    .venv/bin/python bench/faults.py            # about 6 minutes
-    .venv/bin/python bench/faults.py --quick    # outages of 15 s: about 3 minutes
+    .venv/bin/python bench/faults.py            # about 4 minutes
+    .venv/bin/python bench/faults.py --quick    # outages of 15 s: about 2 minutes
 """
 
 from __future__ import annotations
@@ -509,7 +509,7 @@ class Bench:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="outages of 15 s instead of 60 (about 3 minutes in all)")
+                        help="outages of 15 s instead of 60 (about 2 minutes in all)")
     parser.add_argument("--only", nargs="*", metavar="FAULT",
                         choices=["leds", "disk", "revoked", "deleted", "big", "azurite",
                                  "sigkill"], help="run only these faults")
