@@ -221,7 +221,7 @@ def small_disk(tmp_path):
     try:
         yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        subprocess.run(["umount", str(mount)], check=False)
 
 
 def fill(disk) -> None:
@@ -240,7 +240,7 @@ def fill(disk) -> None:
 
 @pytest.mark.parametrize("backend", ["azure"], indirect=True)
 def test_a_full_disk_does_not_poison_a_good_message_and_it_plays_once_freed(
-        pillow, queues, small_disk):
+        small_disk, pillow, queues):  # the disk first: unmounted after the pillow stops
     p = pillow()   # its state_dir is the 4 MB disk (tmp_path / "state")
     q = queues(p.config)
     q.main.put(json.dumps({"scene": "hug", "id": "before"}))
