@@ -509,7 +509,7 @@ def test_a_paired_pillow_killed_holding_a_message_gives_it_back_on_its_own_token
 
     # Tokens of an older pair (no update): the give-back is refused, and the log says
     # what that is (a missing permission, fixed by running pair again), not a
-    # revocation; the message still plays once its visibility timeout ends.
+    # revocation; the message comes back by itself when its visibility timeout ends.
     queue = azurite.service().get_queue_client(own)
     found = queue.get_queue_access_policy()
     found["alice"] = AccessPolicy(permission="rp", expiry=found["alice"].expiry)
