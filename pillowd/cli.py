@@ -439,7 +439,14 @@ def _poison_requeue(queues, wanted: str | None) -> int:
                 if wanted and message.id != wanted:
                     passed_over.append(message)
                     continue
-                queues.main.put(_wrapper(message.body)["original"])
+                data = _wrapper(message.body)
+                if "original_sha256" in data:  # only the head of a body too large to keep
+                    print(f"pillowd: {message.id} keeps only the first part of a message "
+                          f"of {data.get('original_bytes')} bytes (cut to fit the poison "
+                          "queue): left there", file=sys.stderr)
+                    passed_over.append(message)
+                    continue
+                queues.main.put(data["original"])
                 queues.poison.delete(message)  # after the put: never lost in between
                 moved += 1
                 print(message.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -12,11 +13,46 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from .history import History, HistoryError, Outcome, iso
-from .messages import Command, Rejection
+from .messages import Command, Rejection, claimed_id
 from .player import Player
-from .queues import MessageGone, MessageQueue, QueueError, QueueMessage
+from .queues import MessageGone, MessageQueue, QueueError, QueueMessage, QueueUnavailable
 
 log = logging.getLogger(__name__)
+
+# Azure keeps at most 64 KiB of UTF-8 text per message (Azurite refuses a little
+# less for some text), so a poison copy stays well under it: the wrapper around a
+# body near that size would be refused, and the message could never be settled.
+POISON_MAX_BYTES = 60 * 1024
+
+
+def poison_body(reason: str | None, original: str, queue: str, dequeue_count: int,
+                at: str) -> str:
+    """The poison queue's JSON for a rejected *original*; cut to fit under
+    POISON_MAX_BYTES, then with the whole original's length in UTF-8 bytes and its
+    sha256, so a person can still tell what it was (SPEC "Queue messages")."""
+    fields = {"reason": reason, "original": original, "queue": queue,
+              "dequeue_count": dequeue_count, "at": at}
+
+    def dump(keep: int | None = None) -> tuple[str, int]:
+        if keep is not None:
+            fields["original"] = original[:keep]
+        text = json.dumps(fields, ensure_ascii=False)
+        return text, len(text.encode("utf-8", "surrogatepass"))
+
+    text, size = dump()
+    if size <= POISON_MAX_BYTES:
+        return text
+    raw = original.encode("utf-8", "surrogatepass")
+    fields["original_bytes"] = len(raw)
+    fields["original_sha256"] = hashlib.sha256(raw).hexdigest()
+    low, high = 0, len(original)  # the longest head that fits: rare, so a search
+    while low < high:
+        middle = (low + high + 1) // 2
+        if dump(middle)[1] <= POISON_MAX_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    return dump(low)[0]
 
 
 class Backoff:
@@ -108,6 +144,11 @@ class Consumer:
         self._clock = clock
         self.status = QueueStatus(backend)
         self.heartbeat = clock()
+        # The pillow's own trouble, not the messages': while the history cannot be
+        # written no message is taken (each take would count a delivery), and a
+        # delivery that ended in it is not counted against the message.
+        self.history_trouble: str | None = None
+        self._own_failures: dict[str, int] = {}  # queue message id -> deliveries
         # Set by stop() and hurry(): the wait between polls ends at once.
         self._wake = threading.Event()
         self._stopping = False
@@ -121,8 +162,18 @@ class Consumer:
             self.heartbeat = self._clock()
             self._wake.clear()  # before the poll: a hurry() during it is not lost
             try:
+                if self.history_trouble is not None:
+                    self.history.probe()  # HistoryError: still failing, wait more
+                    log.warning("the history can be written again: taking messages")
+                    self.history_trouble = None
                 found = self.poll_once()
-            except (QueueError, HistoryError) as err:
+            except HistoryError as err:
+                if self.history_trouble is None:
+                    log.error("%s; taking no messages until it can be written", err)
+                self.history_trouble = str(err)
+                self._set_online(False, str(err))
+                delay = self.backoff.failed()
+            except QueueError as err:
                 self._set_online(False, str(err))
                 delay = self.backoff.failed()
             except Exception as err:  # a bug must not stop the pillow listening
@@ -136,6 +187,13 @@ class Consumer:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+    def trouble(self) -> str | None:
+        """Why the pillow takes no messages although the queue may be fine (its own
+        history cannot be written), for /healthz; None otherwise."""
+        if self.history_trouble is None:
+            return None
+        return f"{self.history_trouble} (taking no messages until it can)"
 
     def hurry(self, seconds: float) -> None:
         """Poll fast for *seconds* from now (an answer is expected), starting now."""
@@ -157,7 +215,8 @@ class Consumer:
             except MessageGone:
                 pass  # settled after all, or already back and taken again
             except QueueError as err:
-                log.warning("message %s comes back on its own: %s", message_id, err)
+                log.warning("message %s comes back on its own after its visibility "
+                            "timeout: %s", message_id, err)
         if held:
             log.info("%d message(s) taken before a crash are back on the queue", len(held))
         try:
@@ -177,10 +236,12 @@ class Consumer:
             except HistoryError as err:
                 log.error("%s; %d message(s) will come back", err, len(batch))
                 for message in batch:
-                    self._release(message)
+                    self._release(message, own_failure=True)
                 raise
             self.handle(batch)
             self.history.unhold(self.queue.name, [m.id for m in batch])
+            for message in batch:
+                self._own_failures.pop(message.id, None)
         # Online only once the batch is settled: a queue that answers is no use
         # while the history cannot be written.
         self._set_online(True, None)
@@ -203,7 +264,13 @@ class Consumer:
         unsettled = list(batch)
         try:
             for message in batch:
-                decided = self._decide(message)
+                try:
+                    decided = self._decide(message)
+                except QueueError as err:
+                    # It cannot be settled (its poison copy refused): it alone waits,
+                    # hidden until its visibility timeout; the rest of the batch plays.
+                    self._set_aside(message, err)
+                    decided = None
                 if decided is not None:
                     playable.append(decided)
                 else:
@@ -228,7 +295,7 @@ class Consumer:
             # reports the reason and backs off.
             log.error("%s; %d message(s) will come back", err, len(unsettled))
             for message in unsettled:
-                self._release(message)
+                self._release(message, own_failure=True)
             raise
 
     def _decide(self, message: QueueMessage):
@@ -239,7 +306,9 @@ class Consumer:
                 self._poison(message, prior)
             self._delete(message)
             return None
-        if message.dequeue_count > self.max_dequeue_count:
+        # Deliveries that ended in the pillow's own failure are not the message's.
+        deliveries = message.dequeue_count - self._own_failures.get(message.id, 0)
+        if deliveries > self.max_dequeue_count:
             self._reject(message, None, f"delivered {message.dequeue_count} times "
                                         "without an outcome")
             return None
@@ -287,19 +356,38 @@ class Consumer:
         self._delete(message)
 
     def _reject(self, message: QueueMessage, command, reason: str) -> None:
-        outcome = self._outcome(message.id, "rejected", command, message, reason=reason)
+        # Under the id its sender was told (`pillowd send` prints it), when readable.
+        message_id = claimed_id(message.body) or message.id
+        outcome = self._outcome(message_id, "rejected", command, message, reason=reason)
         recorded = self.player.record(outcome)
         if recorded is not None:
             self._poison(message, recorded)
         self._delete(message)
 
     def _poison(self, message: QueueMessage, outcome: Outcome) -> None:
-        wrapper = json.dumps({"reason": outcome.reason, "original": message.body,
-                              "queue": self.queue.name,
-                              "dequeue_count": message.dequeue_count,
-                              "at": outcome.at}, ensure_ascii=False)
-        self.poison.put(wrapper, ttl=-1)
+        self.poison.put(poison_body(outcome.reason, message.body, self.queue.name,
+                                    message.dequeue_count, outcome.at), ttl=-1)
         self.history.mark_poisoned(outcome.seq)
+
+    def _set_aside(self, message: QueueMessage, err: QueueError) -> None:
+        """*message* is rejected (its outcome kept) but the poison queue refused it.
+
+        An outage is waited out: it comes back after its visibility timeout. A
+        refusal that retrying will not cure (a revoked token, a deleted poison
+        queue) ends at max_dequeue_count: the message is deleted, its outcome
+        (rejected, not poisoned) stays in the history and its body's length and
+        sha256 in the journal, so it cannot come back every 30 s forever.
+        """
+        raw = message.body.encode("utf-8", "surrogatepass")
+        if isinstance(err, QueueUnavailable) or message.dequeue_count < self.max_dequeue_count:
+            log.warning("message %s set aside: it cannot be moved to poison (%s); it comes "
+                        "back in %.0f s", message.id, err, self.visibility_timeout)
+            return
+        log.error("message %s deleted after %d deliveries without a poison copy (%s): "
+                  "its outcome is in the history; its body was %d bytes, sha256 %s",
+                  message.id, message.dequeue_count, err, len(raw),
+                  hashlib.sha256(raw).hexdigest())
+        self._delete(message)
 
     def _delete(self, message: QueueMessage) -> None:
         try:
@@ -310,7 +398,11 @@ class Consumer:
             # It comes back after the visibility timeout and is only deleted then.
             log.warning("could not delete message %s yet: %s", message.id, err)
 
-    def _release(self, message: QueueMessage) -> None:
+    def _release(self, message: QueueMessage, own_failure: bool = False) -> None:
+        if own_failure:
+            if len(self._own_failures) >= 10_000:  # bounded: forget the oldest
+                self._own_failures.pop(next(iter(self._own_failures)))
+            self._own_failures[message.id] = self._own_failures.get(message.id, 0) + 1
         try:
             self.queue.release(message, delay=min(self.visibility_timeout, 5))
         except QueueError as err:

@@ -315,6 +315,8 @@ class Daemon:
                       stall_seconds=q.poll_max_seconds + q.visibility_timeout_seconds + 30)]
         self.health = Health(loops, {
             "hardware": lambda: "; ".join(trouble) or None,
+            "leds": self.renderer.strip_trouble,
+            "history": self.consumer.trouble,
             "actuators": self.actuators.trouble})
 
         from .web import StatusPage  # Flask only once everything before it stands

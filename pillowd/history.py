@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
 CREATE UNIQUE INDEX IF NOT EXISTS outcomes_delivery ON outcomes (queue, queue_message_id)
     WHERE queue_message_id != '';
 CREATE INDEX IF NOT EXISTS outcomes_applied ON outcomes (id) WHERE outcome = 'applied';
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at TEXT, pad BLOB);
 CREATE TABLE IF NOT EXISTS held (
     queue TEXT NOT NULL,
     queue_message_id TEXT NOT NULL,
@@ -170,6 +171,13 @@ class History:
                                         " WHERE queue = ?", (queue,)).fetchall()
             except sqlite3.Error as err:
                 raise HistoryError(f"cannot read the history {self.path}: {err}") from None
+
+    def probe(self) -> None:
+        """A committed write about the size of an outcome's; HistoryError while the
+        file cannot be written (a full disk, a lock), so the queue loop can wait for
+        the history to work before it takes messages again."""
+        self._write("INSERT OR REPLACE INTO probe (id, at, pad) VALUES (1, ?, randomblob(512))",
+                    [(iso_now(),)])
 
     def _write(self, sql: str, rows: list) -> None:
         if not rows:

@@ -176,6 +176,24 @@ def decode(body: str | bytes, settings: Settings,
     return command_from(data, settings, family)
 
 
+def claimed_id(body: str) -> str | None:
+    """The `id` a body names, when it can be read and shown safely (the same limits
+    as a playable message's), else None; for a message that cannot be played, so
+    that its rejection is kept under the id its sender was told."""
+    try:
+        if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY:
+            return None
+        data = json.loads(unwrap(body.strip()))
+        value = data.get("id") if isinstance(data, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            return None
+        value = _text(str(value), "id", MAX_ID)
+        value.encode("utf-8")  # a lone surrogate could not be kept
+    except (ValueError, RecursionError, UnicodeError):  # Rejection is a ValueError
+        return None
+    return value or None
+
+
 def _verified(data: dict, family: FamilyKey | None) -> bool:
     if family is None or "sig" not in data:
         return False

@@ -30,7 +30,11 @@ PAIR_DAYS = 3650
 INVITE_DAYS = 7
 
 # What each holder may do, as Azure spells queue SAS permissions (r, a, u, p).
-OWN_QUEUE = "rp"        # receive, peek and delete its hugs
+# Update: a pillow gives back a message it took and could not settle (a restart
+# after a crash, its own disk failing), instead of leaving it hidden for the rest
+# of the visibility timeout. An older pair's "rp" is upgraded in place by a rerun.
+OWN_QUEUE = "rup"       # receive, peek, give back and delete its hugs
+OWN_QUEUE_BEFORE = ("rp",)  # what earlier versions of pair granted there
 OWN_POISON = "rap"      # move a bad message there, list it, take it back out
 PARTNER_QUEUE = "a"     # send a hug; never read it back
 
@@ -368,7 +372,7 @@ def pillow_queues(account: AzureAccount, prefix: str = DEFAULT_PREFIX) -> list[s
     for queue in names:
         owner = queue[len(prefix):]
         if not queue.endswith("-poison") and policies.holder_permission(queue, owner) \
-                == _permission(OWN_QUEUE):
+                in {_permission(p) for p in (OWN_QUEUE, *OWN_QUEUE_BEFORE)}:
             found.append(queue)
     return found
 

@@ -45,6 +45,8 @@ class Pillow:
         self.actuators: dict[str, float] = {}
         self.quiet = False
         self.hardware_trouble = list(hardware_trouble)
+        self.leds = renderer.strip_status()  # the strip at run time: failing or not
+        renderer.on_strip(self._leds_changed)
         self.extra: dict[str, dict] = {}  # more sections of the snapshot, e.g. "mqtt"
         # The newest partner's hug that played: from the history, so a restart keeps it.
         found = history.last_hug()
@@ -80,6 +82,15 @@ class Pillow:
         self.queue = {"backend": status.backend, "online": status.online,
                       "reason": status.reason}
         self.changed()
+
+    def _leds_changed(self, status: dict) -> None:
+        self.leds = dict(status)
+        self.changed()
+
+    def _trouble(self) -> list[str]:
+        """What of the hardware does not work: at the start, and the strip now."""
+        leds = self.leds
+        return self.hardware_trouble + ([] if leds["ok"] else [f"LEDs: {leds['error']}"])
 
     def actuators_changed(self, values: dict) -> None:
         self.actuators = dict(values)
@@ -119,8 +130,9 @@ class Pillow:
             "quiet": self.quiet,
             "last_hug": last_hug,
             "scenes": self.scenes,
-            "hardware": {"ok": not self.hardware_trouble,
-                         "error": "; ".join(self.hardware_trouble) or None},
+            "hardware": {"ok": not (trouble := self._trouble()),
+                         "error": "; ".join(trouble) or None,
+                         "leds": dict(self.leds)},
             **self.extra,
         }
 
@@ -139,7 +151,7 @@ class Pillow:
         # Before its first answer the queue is not down, only not asked yet.
         queue = "online" if q["online"] else (
             f"offline ({q['reason']})" if q["reason"] else "connecting")
-        trouble = f"; {'; '.join(self.hardware_trouble)}" if self.hardware_trouble else ""
+        trouble = "".join(f"; {why}" for why in self._trouble())
         return (f"{playing.scene.name}{f' from {who}' if who else ''}; "
                 f"{q['backend']} queue {queue}; {self.counts.get('applied', 0)} applied"
                 f"{trouble}")

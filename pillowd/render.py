@@ -6,12 +6,14 @@ import logging
 import math
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Callable
 
 import numpy as np
 
 from .effects import Frame
 from .hardware import LedStrip
+from .history import iso
 from .light import LightOutput, Transition
 from .scenes import Playing, Timeline
 
@@ -30,6 +32,13 @@ def _unfinished(source, now: float):
         return _unfinished(source.new, now)
     source.old = _unfinished(source.old, now)
     return source
+
+
+# After a failed write the strip is tried again after the first of these, doubling
+# up to the second: a glitch costs a tenth of a second, a dead strip one try in two
+# seconds (and no log flood), and the LEDs come back within that once it works.
+STRIP_RETRY_FIRST = 0.1
+STRIP_RETRY_MAX = 2.0
 
 
 # A cycle is kept only up to this many frames and bytes; longer ones render live.
@@ -122,7 +131,8 @@ class Renderer:
 
     def __init__(self, timeline: Timeline, strip: LedStrip, output: LightOutput, *,
                  fps: int = 50,
-                 clock=time.monotonic):
+                 clock=time.monotonic,
+                 wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.timeline = timeline
         self.strip = strip
         self.output = output
@@ -147,6 +157,14 @@ class Renderer:
         self._fill = None               # renders a frame of the cycle being learnt
         self._milliamps = 0.0
         self._frame_listeners: list[Callable[[bytes], None]] = []
+        # The strip's health: a driver that raises from show() is retried with
+        # back-off, and its listeners hear when it fails and when it works again.
+        self._wall = wall
+        self.strip_error: str | None = None
+        self.strip_since: str | None = None   # when the failing began (ISO, UTC)
+        self.strip_failures = 0               # writes failed in a row
+        self._retry_at: float | None = None
+        self._strip_listeners: list[Callable[[dict], None]] = []
         # Counts changes that may alter a settled frame: a frame drawn while one
         # arrives is not settled, so the change is drawn next (never lost).
         self._changes = 0
@@ -158,6 +176,68 @@ class Renderer:
     def on_frame(self, listener: Callable[[bytes], None]) -> None:
         """Call *listener* (in the render thread) with each new frame's bytes."""
         self._frame_listeners.append(listener)
+
+    def on_strip(self, listener: Callable[[dict], None]) -> None:
+        """Call *listener* (in the render thread) with strip_status() when the strip
+        starts failing, fails differently, or works again."""
+        self._strip_listeners.append(listener)
+
+    def strip_status(self) -> dict:
+        """The LED strip as the snapshot shows it: {"ok", "error", "since"}."""
+        return {"ok": self.strip_error is None, "error": self.strip_error,
+                "since": self.strip_since}
+
+    def strip_trouble(self) -> str | None:
+        """Why the LEDs show nothing new, for /healthz; None while they work."""
+        if self.strip_error is None:
+            return None
+        return (f"LEDs: {self.strip_error} ({self.strip_failures} writes failed "
+                f"since {self.strip_since}; retrying)")
+
+    def _show(self, pixels: np.ndarray) -> bool:
+        """Send *pixels* to the strip; False, and the next try scheduled, if it failed."""
+        try:
+            self.strip.show(pixels)
+        except Exception as err:  # whatever a driver raises, the loop must live on
+            self._strip_failed(err)
+            return False
+        if self.strip_error is not None:
+            log.warning("the LED strip works again after %d failed writes",
+                        self.strip_failures)
+            self.strip_error = self.strip_since = None
+            self.strip_failures = 0
+            self._retry_at = None
+            self._tell_strip()
+        return True
+
+    def _strip_failed(self, err: Exception) -> None:
+        why = str(err) or type(err).__name__
+        self.strip_failures += 1
+        delay = min(STRIP_RETRY_MAX, STRIP_RETRY_FIRST * 2 ** (self.strip_failures - 1))
+        self._retry_at = self._clock() + delay
+        # Whatever the strip shows now is unknown: the next good write sends it all.
+        self._last_pixels = None
+        self._settled = False
+        if why == self.strip_error:
+            log.debug("the LED strip failed again (%d in a row): %s",
+                      self.strip_failures, why)
+            return
+        if self.strip_error is None:
+            self.strip_since = iso(self._wall())
+            log.error("the LED strip failed: %s; retrying with back-off (up to every "
+                      "%.0f s), the pillow runs on", why, STRIP_RETRY_MAX)
+        else:
+            log.error("the LED strip fails differently now: %s", why)
+        self.strip_error = why
+        self._tell_strip()
+
+    def _tell_strip(self) -> None:
+        status = self.strip_status()
+        for listener in self._strip_listeners:
+            try:
+                listener(status)
+            except Exception:  # a listener's bug must not stop the LEDs
+                log.exception("a strip listener failed")
 
     def _changed(self, *_) -> None:
         self._changes += 1
@@ -234,7 +314,9 @@ class Renderer:
         # Settled only if nothing changed while it was drawn (that change is next).
         self._settled = static and changes == self._changes
         if self._last_pixels is None or not np.array_equal(pixels, self._last_pixels):
-            self.strip.show(pixels)
+            if not self._show(pixels):
+                self._due = None  # no sleeping through a cycle: run() retries
+                return
             self._last_pixels = pixels
             self.last_frame = frame = pixels.tobytes()
             for listener in self._frame_listeners:
@@ -277,6 +359,15 @@ class Renderer:
                 if now - window_start >= 1:
                     self.achieved_fps = window_frames / (now - window_start)
                     window_start, window_frames = now, 0
+                if self.strip_error is not None:
+                    # Waiting on purpose (health reports the strip, not a stall)
+                    # until the next try, or stop.
+                    self.resting = True
+                    self._wait_until(self._retry_at)
+                    self.resting = False
+                    next_tick = window_start = self._clock()
+                    window_frames = 0
+                    continue
                 if self._settled:
                     self.resting = True
                     self._wake.wait(self._rest_seconds())
@@ -306,5 +397,20 @@ class Renderer:
                     next_tick += skipped * period
                 self._wake.wait(next_tick - now)
         finally:
-            self.strip.off()
+            try:
+                self.strip.off()
+            except Exception as err:  # a dead strip cannot be darkened: say so, end
+                log.warning("could not turn the LEDs off: %s", err)
             self.last_frame = bytes(3 * self.strip.count)
+
+    def _wait_until(self, deadline: float) -> None:
+        """Sleep until *deadline* or stop(); a change meanwhile is drawn at the next
+        try, not at once, so a busy page cannot hammer a failing strip."""
+        while not self._stopping:
+            left = deadline - self._clock()
+            if left <= 0:
+                return
+            self._wake.clear()
+            if self._stopping:  # stop() sets the flag before the event: not missed
+                return
+            self._wake.wait(left)

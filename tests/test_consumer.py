@@ -179,3 +179,77 @@ def test_a_bug_in_decoding_one_message_does_not_hold_up_the_batch(world):
     assert world.played == ["fine"]
     (poisoned,) = world.poison.peek()
     assert "internal error: KeyError" in json.loads(poisoned.body)["reason"]
+
+
+def test_a_local_queue_row_that_is_not_utf8_is_rejected_and_the_next_plays(world):
+    import sqlite3
+    db = sqlite3.connect(world.store.path)  # another writer, leaving bytes not UTF-8
+    now = world.wall_now.timestamp()
+    with db:
+        db.execute("INSERT INTO messages (id, queue, body, inserted_on, expires_on,"
+                   " visible_at) VALUES ('raw', 'pillow', CAST(? AS TEXT), ?, ?, ?)",
+                   (b"\xff\xfe{scene", now, now + 600, now))
+    db.close()
+    world.send(id="after")
+    assert world.consumer.poll_once()
+    assert world.played == ["after"]
+    (rejected,) = [o for o in world.history.page(10) if o.outcome == "rejected"]
+    assert rejected.queue_message_id == "raw" and "neither JSON" in rejected.reason
+    assert json.loads(world.poison.peek()[0].body)["original"] == "\ufffd\ufffd{scene"
+
+
+def test_a_rejected_message_is_recorded_under_the_id_its_sender_gave(world):
+    world.queue.put(json.dumps({"scene": "no-such-scene", "id": "sent-by-me"}))
+    bad_id = world.queue.put(json.dumps({"scene": "nope", "id": "bad\x1b[2Jid"}))
+    long_id = world.queue.put(json.dumps({"scene": "nope", "id": "x" * 1000}))
+    world.consumer.poll_once()
+    assert world.outcome_of("sent-by-me") == ["rejected"]
+    # An id that cannot be shown safely is not taken: the queue's own id stands in.
+    assert world.outcome_of(bad_id) == ["rejected"] == world.outcome_of(long_id)
+
+
+class RefusingPoison:
+    """A poison queue that refuses every copy, as a revoked or deleted one does."""
+
+    def __init__(self, error):
+        self.error = error
+        self.tries = 0
+
+    def put(self, body, ttl=None):
+        self.tries += 1
+        raise self.error
+
+
+def test_a_message_that_cannot_be_poisoned_is_set_aside_alone_and_ends_at_max_deliveries(
+        world):
+    from pillowd.queues import QueueAuthError
+    consumer = world.make()
+    consumer.poison = RefusingPoison(QueueAuthError("azure: the token was refused (403)"))
+    world.queue.put("{not json")
+    world.send(id="good")
+    consumer.poll_once()
+    assert world.played == ["good"]              # the rest of its batch played
+    (bad,) = world.queue.peek() or [None]        # hidden: set aside, not deleted
+    assert bad is None
+    world.wall_now += timedelta(seconds=31)      # its visibility timeout ends
+    consumer.poll_once()                         # delivery 2 = max_dequeue_count: ends
+    assert world.queue.peek() == [] and consumer.poison.tries == 2
+    world.wall_now += timedelta(seconds=31)
+    assert world.queue.receive() == []           # never comes back
+    (rejected,) = [o for o in world.history.page(10) if o.outcome == "rejected"]
+    assert not rejected.poisoned and "neither JSON" in rejected.reason
+
+
+def test_a_poison_queue_that_is_only_unreachable_is_waited_out(world):
+    from pillowd.queues import QueueUnavailable
+    consumer = world.make()
+    consumer.poison = RefusingPoison(QueueUnavailable("cannot reach the poison queue"))
+    world.queue.put("{not json")
+    for _ in range(4):
+        consumer.poll_once()
+        world.wall_now += timedelta(seconds=31)
+    (back,) = world.queue.peek()                 # still there, past max deliveries
+    assert back.dequeue_count == 4
+    consumer.poison = world.poison               # the outage ends
+    consumer.poll_once()
+    assert world.queue.peek() == [] and len(world.poison.peek()) == 1

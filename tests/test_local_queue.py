@@ -105,3 +105,29 @@ def test_another_process_can_put_while_we_receive(tmp_path):
     writer.wait(10)
     assert sorted(got, key=int) == [str(i) for i in range(50)]
     store.close()
+
+
+def _put_raw(store, queue, body: bytes, now):
+    """A row as another writer (the sqlite3 shell, a C program) may leave it: TEXT
+    whose bytes are not UTF-8, which Python's sqlite3 refuses to read back."""
+    import sqlite3
+    db = sqlite3.connect(store.path)
+    with db:
+        db.execute("INSERT OR IGNORE INTO queues VALUES (?)", (queue,))
+        db.execute("INSERT INTO messages (id, queue, body, inserted_on, expires_on,"
+                   " visible_at) VALUES (?, ?, CAST(? AS TEXT), ?, ?, ?)",
+                   ("raw", queue, body, now, now + 3600, now))
+    db.close()
+
+
+def test_a_row_that_is_not_utf8_is_read_with_replacement_and_stops_nothing(store, clock):
+    q = store.queue("pillow")
+    _put_raw(store, "pillow", b'{"scene": "hug", "text": "caf\xe9 \xff"}', clock.now)
+    q.put('{"scene": "hug", "id": "after"}')
+    assert [m.body for m in q.peek()] == ['{"scene": "hug", "text": "caf\ufffd \ufffd"}',
+                                          '{"scene": "hug", "id": "after"}']
+    bad, good = q.receive(32)
+    assert bad.id == "raw" and "\ufffd" in bad.body and good.body.endswith('"after"}')
+    q.delete(bad)
+    q.delete(good)
+    assert q.peek() == []

@@ -276,6 +276,36 @@ def test_the_page_says_why_the_leds_are_dark_when_the_hardware_cannot_start(
         p.stop()
 
 
+def test_the_page_says_so_while_the_strip_fails_and_clears_when_it_works(
+        open_page, make_config, monkeypatch):
+    import pillowd.daemon as daemon_module
+    from pillowd import config
+    from pillowd.hardware import open_mock
+    strips = []
+
+    def mock_only(backend, leds, record_to=None):
+        hardware = open_mock(leds.count)
+        strips.append(hardware.strip)
+        return hardware
+    monkeypatch.setattr(daemon_module, "open_hardware", mock_only)
+    d = daemon_module.Daemon(config.load(make_config()), environ={})
+    d.start()
+    try:
+        page = open_page(d.url)
+        wait_live(page)
+        assert page.is_hidden("#hardware-trouble")
+        strips[0].fail(10**6, "writing /dev/leds0: Input/output error")
+        d.controls.play({"scene": "hug"}, source="web")
+        page.wait_for_selector("#hardware-trouble:not([hidden])")
+        shown = page.text_content("#hardware-trouble")
+        assert "LEDs: writing /dev/leds0: Input/output error (since " in shown, shown
+        assert "trying again" in shown
+        strips[0].fail(0)
+        page.wait_for_selector("#hardware-trouble[hidden]", state="attached")
+    finally:
+        d.close()
+
+
 def test_no_trouble_banner_while_the_hardware_works(open_page, pillow):
     page = open_page(pillow().url)
     wait_live(page)

@@ -89,7 +89,8 @@ def check_least_privilege(azurite, owner_service, name, partners, prefix, tokens
     assert [m.content for m in mine.peek_messages()] == [f"for {name}"]      # read
     assert mine.get_queue_properties().approximate_message_count == 1
     (message,) = mine.receive_messages(visibility_timeout=30)                # process
-    refused(lambda: mine.update_message(message, visibility_timeout=0))      # no update
+    mine.update_message(message, visibility_timeout=0)           # update: give it back
+    (message,) = mine.receive_messages(visibility_timeout=30)    # back at once
     mine.delete_message(message)                                             # process
     refused(lambda: mine.send_message("to myself"))                          # no add
     refused(mine.clear_messages)
@@ -150,7 +151,7 @@ def test_pair_two_writes_each_pillow_least_privilege_tokens(azurite, owner, pref
         == {f"{prefix}alice": ["alice", "bob"], f"{prefix}alice-poison": ["alice"],
             f"{prefix}bob": ["alice", "bob"], f"{prefix}bob-poison": ["bob"]}
     assert policies(azurite, f"{prefix}alice")["bob"][0] == "a"
-    assert policies(azurite, f"{prefix}alice")["alice"][0] == "rp"
+    assert policies(azurite, f"{prefix}alice")["alice"][0] == "rup"
     assert policies(azurite, f"{prefix}alice-poison")["alice"][0] == "rap"
 
 
@@ -241,6 +242,39 @@ def test_pair_writes_one_family_key_and_a_second_run_keeps_it_and_the_tokens(
                           "hold different family keys")
     assert keys["alice"] not in line
     assert (old / "alice" / "queue-sas.toml").read_text() == kept
+
+
+def test_a_rerun_upgrades_an_older_pairs_own_queue_policy_in_place(
+        azurite, owner, prefix, tmp_path):
+    """pair once granted "rp" on a pillow's own queue, so it could not give a message
+    back; a rerun adds update to that policy, keeping its expiry and its tokens."""
+    own = f"{prefix}alice"
+    pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path / "old"), "--prefix",
+            prefix)
+    queue = azurite.service().get_queue_client(own)
+    found = queue.get_queue_access_policy()
+    found["alice"] = AccessPolicy(permission="rp", expiry=found["alice"].expiry)
+    queue.set_queue_access_policy(found)  # as the older pair left it
+    before = policies(azurite, own)
+    old_token = tokens_of(tmp_path / "old" / "alice")[own]
+    mine = client(azurite, own, old_token)
+    queue.send_message("held")
+    (message,) = mine.receive_messages(visibility_timeout=30)
+    refused(lambda: mine.update_message(message, visibility_timeout=0))
+
+    pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path / "new"), "--prefix",
+            prefix)
+    after = policies(azurite, own)
+    assert after["alice"] == ("rup", before["alice"][1], before["alice"][2])
+    assert after["bob"] == before["bob"]
+    assert tokens_of(tmp_path / "new" / "alice") == tokens_of(tmp_path / "old" / "alice")
+    # The token already on the pillow may give the message back now.
+    mine.update_message(message, visibility_timeout=0)
+    (back,) = mine.receive_messages(visibility_timeout=30)
+    mine.delete_message(back)
+    # And invite still finds the pillow whose policy was upgraded.
+    pillowd(owner, "invite", "upgrade-guest", "--prefix", prefix)
+    assert policies(azurite, own)["upgrade-guest"][0] == "a"
 
 
 def test_a_full_queue_is_named_and_nothing_is_changed(azurite, owner, prefix, tmp_path):
@@ -540,3 +574,55 @@ def test_the_systemd_credential_stands_in_for_the_sas_file(azurite, owner, prefi
     one_line_error(pillowd(bare_env, "run", "--config", str(config), check=False),
                    f"the token for queue '{prefix}alice-poison' was refused (403")
     assert f"{prefix}alice-poison" not in [q.name for q in azurite.service().list_queues()]
+
+
+def _held_by_a_killed_run(state, queue_name, token_client, body):
+    """What SIGKILL leaves behind mid-batch: a message taken with the pillow's own
+    token (hidden for 10 minutes) and its pop receipt in the history's held table."""
+    from pillowd.history import History
+    token_client.owner.send_message(body)
+    (taken,) = token_client.receive_messages(visibility_timeout=600)
+    history = History(state / "history.sqlite3")
+    history.hold(queue_name, [(taken.id, taken.pop_receipt)])
+    history.close()
+
+
+def test_a_paired_pillow_killed_holding_a_message_gives_it_back_on_its_own_tokens(
+        azurite, owner, prefix, tmp_path, bare_env):
+    out = tmp_path / "pair"
+    pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix)
+    config = pillow_config(out / "alice", tmp_path)
+    own = f"{prefix}alice"
+    mine = client(azurite, own, tokens_of(out / "alice")[own])
+    mine.owner = azurite.service().get_queue_client(own)
+    alice = PillowProcess(config, bare_env).start()
+    alice.kill()
+    _held_by_a_killed_run(tmp_path / "state", own, mine,
+                          json.dumps({"scene": "glow", "id": "in-flight"}))
+    alice.start()
+    try:
+        # Hidden for 10 minutes unless alice's token may give it back: it plays now.
+        wait_for(lambda: (alice.state()["message"] or {}).get("id") == "in-flight",
+                 timeout=30, message="the message the killed run held playing")
+        assert "taken before a crash are back" in "".join(alice.output)
+    finally:
+        assert alice.stop() == 0
+
+    # Tokens of an older pair (no update): the give-back is refused, and the log says
+    # what that is (a missing permission, fixed by running pair again), not a
+    # revocation; the message comes back by itself when its visibility timeout ends.
+    queue = azurite.service().get_queue_client(own)
+    found = queue.get_queue_access_policy()
+    found["alice"] = AccessPolicy(permission="rp", expiry=found["alice"].expiry)
+    queue.set_queue_access_policy(found)
+    _held_by_a_killed_run(tmp_path / "state", own, mine, "glow")
+    alice.start()
+    try:
+        line = wait_for(lambda: next((l for l in alice.output if "comes back" in l), None),
+                        message="the give-back's log line")
+        assert "does not allow" in line and "pillowd pair" in line, line
+        assert "was refused" not in line and "sig=" not in line, line
+        # A missing grant is not an outage: the queue is polled and shown online.
+        wait_for(lambda: alice.state()["queue"]["online"], message="alice online")
+    finally:
+        assert alice.stop() == 0

@@ -44,7 +44,10 @@ class Hardware:
     def close(self) -> None:
         """The strip dark and the pins let go; safe twice. The devices built on the
         pins are closed first, by whoever built them."""
-        self.strip.close()
+        try:
+            self.strip.close()
+        except Exception as err:  # a failing strip must not keep the pins held
+            log.warning("could not turn the LEDs off and close them: %s", err)
         if self.mock and self.record_to is not None:
             from .mock import record
             record(self._pins, self.strip, self.record_to)

@@ -18,20 +18,36 @@ class MockStrip(LedStrip):
         self.frames = 0
         self.lit_frames = 0
         self.closed = False
+        self.failed_writes = 0
+        self._failing = 0
+        self._fault = ""
         self._lock = threading.Lock()
+
+    def fail(self, writes: int, error: str = "writing the strip: Input/output error"
+             ) -> None:
+        """Make the next *writes* writes raise HardwareError(*error*), as a flaky or
+        unplugged strip does (0: work again), like gpiozero's mock pins' drive_low()."""
+        with self._lock:
+            self._failing, self._fault = writes, error
 
     def show(self, pixels: np.ndarray) -> None:
         if self.closed:
             raise HardwareError("the LED strip is closed")
         with self._lock:
+            if self._failing > 0:
+                self._failing -= 1
+                self.failed_writes += 1
+                raise HardwareError(self._fault)
             self.pixels = np.array(pixels, dtype=np.uint8).reshape(self.count, 3)
             self.frames += 1
             self.lit_frames += bool(self.pixels.any())
 
     def close(self) -> None:
         if not self.closed:
-            self.off()
-            self.closed = True
+            try:
+                self.off()
+            finally:
+                self.closed = True
 
 
 def record(factory, strip: MockStrip, path) -> None:

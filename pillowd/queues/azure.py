@@ -167,6 +167,13 @@ class AzureAccount:
         if isinstance(err, HttpResponseError):
             status, code = err.status_code, error_code(err)
             answer = " ".join(str(part) for part in (status, code) if part) or "no token"
+            if code == "AuthorizationPermissionMismatch":
+                # The credential is good but lacks this one permission: not a
+                # revocation, and the pillow's other work goes on.
+                hint = ("; tokens from an older `pillowd pair` lack it: run pair again"
+                        if self.per_queue_tokens else "")
+                return QueueAuthError(f"azure: {what}: {source or self.source} does "
+                                      f"not allow it ({answer}){hint}")
             if isinstance(err, ClientAuthenticationError) or status in (401, 403):
                 return QueueAuthError(f"azure: {source or self.source} was refused "
                                       f"({answer})")

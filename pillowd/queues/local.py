@@ -6,6 +6,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import logging
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +14,21 @@ from pathlib import Path
 from .base import MessageGone, QueueMessage, QueueUnavailable
 
 DEFAULT_TTL = 7 * 24 * 3600  # Azure's default time-to-live
+
+log = logging.getLogger(__name__)
+
+
+def _text(raw: bytes) -> str:
+    """A TEXT value as str. Another writer (the sqlite3 shell, a C program) can leave
+    bytes that are not UTF-8, which sqlite3 would refuse to read back: that row
+    would then stop every receive. Its bad bytes become U+FFFD instead, and the
+    message is decided like any other (played, or rejected with its reason)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        log.warning("the local queue holds text that is not UTF-8 (byte %d); "
+                    "reading it with U+FFFD in place of the bad bytes", err.start)
+        return raw.decode("utf-8", "replace")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY);
@@ -44,6 +60,7 @@ class LocalStore:
             # same message.
             self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
                                        check_same_thread=False)
+            self._db.text_factory = _text
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL, not NORMAL: a put the sender was told about, or a message copied
             # to poison before the history marked it poisoned, must survive a power

@@ -212,11 +212,14 @@ function render(s) {
   $("text").hidden = !(m && m.text);
   text("text", (m && m.text) || "");
 
-  // The LEDs or GPIO could not start: the pillow runs on (queue, history, this
-  // page) and says why here, as /healthz does.
+  // The LEDs or GPIO could not start, or the strip fails now: the pillow runs on
+  // (queue, history, motors, this page) and says why here, as /healthz does.
   const hw = s.hardware || {ok: true};
+  const leds = hw.leds || {ok: true};
+  const since = leds.ok || !leds.since ? ""
+    : ` (since ${new Date(leds.since).toLocaleTimeString()}; trying again)`;
   $("hardware-trouble").hidden = hw.ok;
-  text("hardware-trouble", hw.ok ? "" : `The pillow's hardware is not working: ${hw.error}`);
+  text("hardware-trouble", hw.ok ? "" : `The pillow's hardware is not working: ${hw.error}${since}`);
 
   const q = s.queue;
   setBadge($("queue-online"), q.online ? "online" : "offline", q.online ? "ok" : "bad");
