@@ -7,7 +7,7 @@ import binascii
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from .effects import parse_color
@@ -20,7 +20,9 @@ MAX_ID = 256
 MAX_EVENT = 32    # "hug"; room for the kinds of event a later pillow may send
 MAX_REASON = 300  # a reason is shown on the page and kept in the history
 _FIELDS = {"scene", "color", "brightness", "duration", "from", "text", "id",
-           "sent_at", "ttl", "vibration", "warmer", "event", "pillow", "reply_to"}
+           "sent_at", "ttl", "vibration", "warmer", "event", "pillow", "reply_to", "sig"}
+# A partner's receipt for a hug (SPEC "Hugs between pillows"): it plays no scene.
+_RECEIPT = {"event", "of", "pillow", "played_at", "quiet", "expired", "sig"}
 _REPLY_TO = {"id", "from"}
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -32,7 +34,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 class Command:
     """What one valid message asks the pillow to do."""
 
-    scene: SceneSettings
+    scene: SceneSettings | None     # None only for a partner's receipt
     color: tuple[float, float, float] | None = None
     brightness: float = 1.0
     duration: float | None = None   # None: the scene's own duration
@@ -49,6 +51,15 @@ class Command:
     event: str | None = None
     pillow: str | None = None
     reply_to: dict | None = None
+    # True only when the body's `sig` verifies under the family key: event, pillow
+    # and reply_to are None otherwise (it plays as an ordinary message).
+    partner: bool = False
+    # A receipt: the hug it answers, when that played there, in quiet hours or not,
+    # or that it expired before it could.
+    of: str | None = None
+    played_at: datetime | None = None
+    quiet: bool = False
+    expired: bool = False
 
 
 class Rejection(ValueError):
@@ -121,7 +132,7 @@ def _scene(settings: Settings, word) -> SceneSettings:
     return scene
 
 
-def decode(body: str | bytes, settings: Settings) -> Command:
+def decode(body: str | bytes, settings: Settings, family=None) -> Command:
     """The command in *body*; raises Rejection with a reason a person can read."""
     if isinstance(body, bytes):
         if len(body) > MAX_BODY:
@@ -145,11 +156,14 @@ def decode(body: str | bytes, settings: Settings) -> Command:
         raise Rejection("body is neither JSON nor a scene name") from None
     if not isinstance(data, dict):
         raise Rejection(f"body must be a JSON object, not {type(data).__name__}")
-    return command_from(data, settings)
+    return command_from(data, settings, family)
 
 
-def command_from(data: dict, settings: Settings) -> Command:
-    """The command in an already parsed JSON object (a queue body or a web request)."""
+def command_from(data: dict, settings: Settings, family=None) -> Command:
+    """The command in an already parsed JSON object (a queue body or a web request).
+
+    *family* (a FamilyKey, or None: nothing is a partner's) decides whether the
+    body's claims to be a partner's event hold."""
     try:
         # A lone surrogate ("\ud800" in JSON) parses, but no UTF-8 file or page can
         # hold it: found here it is a rejection, found later it would fail the write
@@ -161,7 +175,14 @@ def command_from(data: dict, settings: Settings) -> Command:
     except (ValueError, RecursionError, TypeError):
         raise Rejection("body is not plain JSON data") from None
     try:
-        return _command_from(data, settings)
+        partner = family is not None and family.verify(data)
+        if "scene" not in data and data.get("event") == "receipt":
+            return _receipt(data, partner)
+        command = _command_from(data, settings)
+        if partner:
+            return replace(command, partner=True)
+        # A claim without a valid signature: an ordinary message from its `from`.
+        return replace(command, event=None, pillow=None, reply_to=None)
     except Rejection as err:
         reason = str(err)
         if len(reason) > MAX_REASON:  # e.g. a 60 KiB "colour" quoted back
@@ -219,6 +240,24 @@ def _command_from(data: dict, settings: Settings) -> Command:
     if data.get("reply_to") is not None:
         fields["reply_to"] = _reply_to(data["reply_to"])
     return Command(**fields)
+
+
+def _receipt(data: dict, partner: bool) -> Command:
+    if not partner:
+        raise Rejection("scene is missing (a receipt counts only when signed by the "
+                        "family's key)")
+    unknown = sorted(set(data) - _RECEIPT)
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        raise Rejection(f"unknown field {shown} in a receipt "
+                        f"(known: {', '.join(sorted(_RECEIPT))})")
+    pillow = _text(data.get("pillow"), "pillow", MAX_FROM)
+    of = _text(data.get("of"), "of", MAX_ID)
+    played_at = data.get("played_at")
+    return Command(scene=None, event="receipt", pillow=pillow, sender=pillow,
+                   partner=True, of=of,
+                   played_at=None if played_at is None else parse_time(played_at),
+                   quiet=data.get("quiet") is True, expired=data.get("expired") is True)
 
 
 def _reply_to(value) -> dict:

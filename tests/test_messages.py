@@ -100,14 +100,40 @@ def test_an_integer_too_large_for_a_float_is_rejected_not_a_crash():
 
 
 def test_a_hug_event_carries_event_pillow_and_reply_to():
-    c = decode(json.dumps({"scene": "hug", "from": "bob", "id": "e-1", "ttl": 600,
-                           "sent_at": "2026-11-24T10:00:00Z", "event": "hug",
-                           "pillow": "bob", "reply_to": {"id": "e-0", "from": "alice"}}),
-               SETTINGS)
-    assert (c.event, c.pillow, c.reply_to) == ("hug", "bob", {"id": "e-0", "from": "alice"})
-    assert decode(json.dumps({"scene": "hug", "reply_to": None}), SETTINGS).reply_to is None
-    assert decode(json.dumps({"scene": "hug", "reply_to": {"id": "x"}}),
-                  SETTINGS).reply_to == {"id": "x", "from": None}
+    from pillowd.family import FamilyKey
+    family = FamilyKey.generate()
+    hug = {"scene": "hug", "from": "bob", "id": "e-1", "ttl": 600,
+           "sent_at": "2026-11-24T10:00:00Z", "event": "hug",
+           "pillow": "bob", "reply_to": {"id": "e-0", "from": "alice"}}
+    c = decode(json.dumps(family.signed(hug)), SETTINGS, family)
+    assert (c.event, c.pillow, c.reply_to, c.partner) == (
+        "hug", "bob", {"id": "e-0", "from": "alice"}, True)
+    # Unsigned, or signed by another family: an ordinary message from its `from`.
+    for body in (hug, FamilyKey.generate().signed(hug)):
+        c = decode(json.dumps(body), SETTINGS, family)
+        assert (c.event, c.pillow, c.reply_to, c.partner, c.sender) == (
+            None, None, None, False, "bob")
+    signed = {"scene": "hug", "event": "hug", "pillow": "bob"}
+    assert decode(json.dumps(family.signed({**signed, "reply_to": None})), SETTINGS,
+                  family).reply_to is None
+    assert decode(json.dumps(family.signed({**signed, "reply_to": {"id": "x"}})),
+                  SETTINGS, family).reply_to == {"id": "x", "from": None}
+
+
+def test_a_partners_receipt_has_no_scene_and_counts_only_when_signed():
+    from pillowd.family import FamilyKey
+    family = FamilyKey.generate()
+    receipt = {"event": "receipt", "of": "e-1", "pillow": "bob",
+               "played_at": "2026-11-24T10:00:01.000Z", "quiet": True}
+    c = decode(json.dumps(family.signed(receipt)), SETTINGS, family)
+    assert (c.scene, c.event, c.of, c.pillow, c.sender, c.quiet, c.partner) == (
+        None, "receipt", "e-1", "bob", "bob", True, True)
+    assert c.played_at.isoformat() == "2026-11-24T10:00:01+00:00"
+    for body in (receipt, FamilyKey.generate().signed(receipt)):
+        with pytest.raises(Rejection, match="signed by the family's key"):
+            decode(json.dumps(body), SETTINGS, family)
+    with pytest.raises(Rejection, match="unknown field 'scenery' in a receipt"):
+        decode(json.dumps(family.signed({**receipt, "scenery": 1})), SETTINGS, family)
 
 
 @pytest.mark.parametrize("fields, why", [
