@@ -349,3 +349,22 @@ def test_the_conversation_is_kept_across_a_restart(pillow, tmp_path):
     from_bob(d, bobs_hug("bob-2", {"id": hug["id"], "from": "alice"}))
     wait_for(lambda: playing(d, "bob-2"), message="bob's hug back after the restart")
     assert history(d, "bob-2")[0].reply is True
+
+
+def test_a_partners_hug_that_expired_here_is_answered_so_and_shows_expired_there(pillow):
+    d = pillow()
+    from_bob(d, bobs_hug("bob-old", sent_at=now(-700)))    # past its 600 s ttl
+    wait_for(lambda: history(d, "bob-old"), message="bob's old hug recorded")
+    assert history(d, "bob-old")[0].outcome == "expired"
+    (receipt,) = wait_for(lambda: at_bob(d), message="the receipt")
+    assert KEY.verify(receipt) and receipt["expired"] is True
+    assert (receipt["of"], receipt["played_at"]) == ("bob-old", None)
+
+    # And the other way round: alice's hug expired on bob.
+    assert api(d, "/api/hug").status_code == 202
+    hug = [e for e in at_bob(d) if e.get("event") == "hug"][0]
+    from_bob(d, {"event": "receipt", "of": hug["id"], "pillow": "bob",
+                 "played_at": None, "quiet": False, "expired": True})
+    wait_for(lambda: d.pillow.snapshot()["last_sent"]["partners"]["bob"]["expired"],
+             message="expired, on alice's snapshot")
+    assert d.pillow.snapshot()["last_sent"]["partners"]["bob"]["delivered"] is None
