@@ -433,8 +433,9 @@ class Daemon:
         # note on /healthz (still 200), the page and the metrics say it.
         if self.outbox is None:
             return []
+        away = dict(self.outbox.away)  # the outbox's thread changes it
         return [f"hugs to {self.outbox.partners[queue]} are not delivered yet: "
-                f"queue {queue!r} {why}" for queue, why in sorted(self.outbox.away.items())]
+                f"queue {queue!r} {why}" for queue, why in sorted(away.items())]
 
     def _hug_heard(self, kind: str, sender: str | None, text: str | None) -> None:
         """Each step of a hug (pressed, sent, received, returned): the journal, and
@@ -443,7 +444,9 @@ class Daemon:
         log.info("hug %s%s", kind, f" ({sender})" if sender else "",
                  extra={"PILLOW_HUG": kind})
         if self.mqtt is not None:
-            self.mqtt.hug(kind, sender, text)
+            from .mqtt import HUG_EVENTS
+            if kind in HUG_EVENTS:  # "delivered" once Home Assistant's entity lists it
+                self.mqtt.hug(kind, sender, text)
 
     def _quiet_changed(self, quiet: bool) -> None:
         q = self.settings.quiet or QuietSettings()

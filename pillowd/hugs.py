@@ -55,6 +55,7 @@ class Outbox:
         self.retry_min, self.retry_max = retry_min, retry_max
         self._clock, self._wall = clock, wall
         self._on_status = on_status
+        self._reporting = threading.Lock()
         self._lock = threading.Lock()
         self._wake = threading.Event()     # an event was added, or stop()
         self._stopped = threading.Event()
@@ -182,10 +183,12 @@ class Outbox:
                 log.exception("outbox listener failed")
 
     def _report(self) -> None:
-        try:
-            self._on_status(self.status())
-        except Exception:  # the snapshot's trouble is not the delivery's
-            log.exception("outbox status listener failed")
+        # One at a time: an older status never reaches the snapshot after a newer one.
+        with self._reporting:
+            try:
+                self._on_status(self.status())
+            except Exception:  # the snapshot's trouble is not the delivery's
+                log.exception("outbox status listener failed")
 
     def run(self) -> None:
         """Send events as they come; a queue that refuses is retried with its own
@@ -314,11 +317,10 @@ class Conversation:
 
     def report(self) -> None:
         """Tell on_section the current ``last_sent`` and ``while_quiet``."""
+        # Under the lock: two threads' reports never reach the snapshot out of order.
         with self._lock:
-            last_sent = json.loads(json.dumps(self.last_sent))
-            while_quiet = [dict(item) for item in self.while_quiet]
-        self._on_section("last_sent", last_sent)
-        self._on_section("while_quiet", while_quiet)
+            self._on_section("last_sent", json.loads(json.dumps(self.last_sent)))
+            self._on_section("while_quiet", [dict(item) for item in self.while_quiet])
 
     # -- what plays here ---------------------------------------------------------
 
@@ -508,16 +510,17 @@ class Conversation:
         return data if isinstance(data, dict) else {}
 
     def _save(self) -> None:
+        # Under the lock: an older state never replaces a newer one on disk.
         with self._lock:
             text = json.dumps({"target": self.target, "own": self.own,
                                "last_sent": self.last_sent,
                                "while_quiet": self.while_quiet})
-        try:
-            temporary = self.path.with_suffix(".tmp")
-            temporary.write_text(text, encoding="utf-8")
-            os.replace(temporary, self.path)
-        except OSError as err:  # the hug still goes; a restart forgets the answer
-            log.warning("cannot keep the conversation in %s: %s", self.path, err)
+            try:
+                temporary = self.path.with_suffix(".tmp")
+                temporary.write_text(text, encoding="utf-8")
+                os.replace(temporary, self.path)
+            except OSError as err:  # the hug still goes; a restart forgets the answer
+                log.warning("cannot keep the conversation in %s: %s", self.path, err)
 
 
 def _partner(command) -> bool:

@@ -254,9 +254,13 @@ def _receipt(data: dict, partner: bool) -> Command:
     pillow = _text(data.get("pillow"), "pillow", MAX_FROM)
     of = _text(data.get("of"), "of", MAX_ID)
     played_at = data.get("played_at")
+    if played_at is not None:
+        try:
+            played_at = parse_time(played_at)
+        except Rejection:
+            raise Rejection("played_at must be an ISO-8601 time string") from None
     return Command(scene=None, event="receipt", pillow=pillow, sender=pillow,
-                   partner=True, of=of,
-                   played_at=None if played_at is None else parse_time(played_at),
+                   partner=True, of=of, played_at=played_at,
                    quiet=data.get("quiet") is True, expired=data.get("expired") is True)
 
 

@@ -314,7 +314,6 @@ function renderSent(sent, outbox) {
       if (p.hugged_back) steps.push(`hugged back ${clock(p.hugged_back)}`);
       if (p.quiet) steps.push(`${name}'s pillow is in quiet hours`);
     } else if (away[queues[name]]) steps.push(`not delivered yet: ${name}'s queue ${away[queues[name]]}`);
-    else steps.push("on its way");
     const li = document.createElement("li");
     li.textContent = (names.length > 1 ? `${name}: ` : "") + steps.join(" · ");
     li.className = p.expired || (!p.delivered && away[queues[name]]) ? "bad" : "";
