@@ -132,10 +132,15 @@ def family_key(settings: Settings, environ=os.environ) -> FamilyKey | None:
     azure-queue-sas, else queue.sas_file); None when there is none."""
     import tomllib
 
-    from .queues.azure import SAS_CREDENTIAL, _credential
-    text = _credential(environ, SAS_CREDENTIAL)
-    source = f"the systemd credential {SAS_CREDENTIAL}"
-    if not text and settings.queue.sas_file:
+    # Read here, not through pillowd.queues.azure: a local queue never loads the SDK.
+    text, source = "", "the systemd credential azure-queue-sas"
+    if environ.get("CREDENTIALS_DIRECTORY"):
+        try:
+            text = (Path(environ["CREDENTIALS_DIRECTORY"]) / "azure-queue-sas").read_text(
+                encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""  # absent or unreadable: the queues say why, where it matters
+    if not text.strip() and settings.queue.sas_file:
         config_dir = (Path(settings.source).parent
                       if not settings.source.startswith("<") else Path("."))
         path = config_dir / settings.queue.sas_file
