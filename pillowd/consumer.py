@@ -113,7 +113,7 @@ class Consumer:
         self._clock = clock
         self.status = QueueStatus(backend)
         self.heartbeat = clock()
-        # Set by stop() and hurry(): the wait between polls ends at once.
+        # Set by stop() and the back-off's hurry(): the wait between polls ends at once.
         self._wake = backoff.wake
         self._stopping = False
 
@@ -141,10 +141,6 @@ class Consumer:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-
-    def hurry(self, seconds: float) -> None:
-        """Poll fast for *seconds* from now (an answer is expected), starting now."""
-        self.backoff.hurry(seconds)
 
     def _give_back(self) -> None:
         """Make the messages a killed run had taken visible again, instead of hidden

@@ -369,3 +369,41 @@ def test_a_partners_hug_that_expired_here_is_answered_so_and_shows_expired_there
     wait_for(lambda: d.pillow.snapshot()["last_sent"]["partners"]["bob"]["expired"],
              message="expired, on alice's snapshot")
     assert d.pillow.snapshot()["last_sent"]["partners"]["bob"]["delivered"] is None
+
+
+def test_the_sender_polls_fast_until_the_window_from_the_play_there_ends(tmp_path):
+    from pillowd.consumer import Backoff
+    from pillowd.history import Outcome
+    from pillowd.messages import decode
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob = store.queue("pillow-bob")
+    bob.create()
+    wall = [time.time()]
+    backoff = Backoff(0.1, 5.0)
+    hurried = []
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
+                    wall=lambda: wall[0])
+    conversation = Conversation(
+        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
+        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY,
+        hurry=lambda seconds: (hurried.append(seconds), backoff.hurry(seconds)),
+        clock=lambda: wall[0])
+    for _ in range(8):
+        backoff.next(found=False)
+    assert backoff.interval == 5.0
+    hug = conversation.press()
+    assert outbox.flush() and hurried == [600]      # bob's queue took it
+    assert backoff.interval == 0.1 and backoff.wake.is_set()
+    # bob played it 30 s later (his receipt says); it is now 40 s after the press.
+    played = wall[0] + 30
+    wall[0] += 40
+    settings = config.parse(BASE_CONFIG.format(state_dir=tmp_path))
+    receipt = decode(json.dumps(KEY.signed({
+        "event": "receipt", "of": hug["id"], "pillow": "bob",
+        "played_at": iso(datetime.fromtimestamp(played, timezone.utc)),
+        "quiet": False})), settings, KEY)
+    conversation.heard(receipt, Outcome(id="q-1", outcome="applied", scene=None,
+                                        sender="bob", reason=None, at=now()), True)
+    assert hurried[1] == pytest.approx(590, abs=0.01)   # 600 s from the play there
+    outbox.close()
+    store.close()
