@@ -413,7 +413,8 @@ class Conversation:
                 if command.expired:
                     entry["expired"] = True
                 else:
-                    entry["delivered"] = _iso(played) if played else None
+                    # As the receipt says it (no float round trip to lose a ms).
+                    entry["delivered"] = iso(command.played_at) if played else None
                     entry["quiet"] = bool(command.quiet)
         self._save()
         if played is not None and not command.expired:
