@@ -66,9 +66,11 @@ class Player:
         reply = through_queue and conversation is not None and conversation.answers(command)
         recorded = self._record(replace(outcome, event=command.event, reply=reply))
         if recorded is not None:
+            # Before it plays, as the announcement: no snapshot shows the scene
+            # without its place in the conversation (last_sent, while_quiet).
+            self._heard(command, recorded, through_queue)
             if command.scene is not None:
                 self._timeline.play(command, recorded.id, reply=recorded.reply)
-            self._heard(command, recorded, through_queue)
         return recorded
 
     def _heard(self, command: Command, outcome: Outcome, through_queue: bool) -> None:
