@@ -9,7 +9,6 @@ is played by the test with the family's key."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
