@@ -12,8 +12,18 @@ key), with poll_min_seconds 0.1 and poll_max_seconds 5 (the defaults), and print
 - press -> partner: POST /api/hug on alice until bob's /api/state shows the event,
   bob idle (backed off to poll_max, and the press at a random point of his poll
   cycle), over BENCH_ROUNDS (20) rounds. Goal: p99 <= 5.5 s;
+- press -> "delivered": the same presses, until alice's /api/state shows bob's
+  receipt (last_sent.partners.bob.delivered). Goal: p99 <= poll_max + 1.5 s;
 - hug back -> sender: alice hugs, bob plays it, then POST /api/hug on bob until
-  alice's /api/state shows it as a reply. Goal: p50 <= 1 s, p99 <= 1.5 s.
+  alice's /api/state shows it as a reply. Goal: p50 <= 1 s, p99 <= 1.5 s;
+- queue requests per hug, receipts included: alice's receives while she waits for
+  an answer (measured rate, over the window counted from when her hug played on
+  bob: reply_window_seconds plus the measured press -> play delay), less the idle
+  polls they replace, plus the receipt's add (bob) and delete (alice). Goal:
+  <= 1.05 x 5,460 (the figure before receipts).
+
+The pillows share a family key (in queue-sas.toml, where `pair` keeps it), so the
+hugs are signed and answered with receipts.
 
 Prints figures with their goals, asserts nothing:
 `.venv/bin/python bench/hug_roundtrip.py` from the repository root.
@@ -34,6 +44,7 @@ from pathlib import Path
 
 import requests
 
+from pillowd.family import TOKENS_ENTRY, FamilyKey
 from pillowd.testing import PillowProcess
 from pillowd.testing.azurite import Azurite
 
@@ -42,6 +53,8 @@ IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", 180))
 HURRY_SECONDS = float(os.environ.get("BENCH_HURRY_SECONDS", 30))
 TOKEN = "bench-token"
 POLL_MAX = 5.0
+WINDOW = 600.0           # [button] reply_window_seconds, shipped
+BEFORE_RECEIPTS = 5460   # queue requests per hug before receipts (docs/pairing.md)
 
 REST_OF_CONFIG = """
 [hardware]
@@ -103,6 +116,16 @@ def shows(daemon: Daemon, ident: str, reply: bool | None = None) -> bool:
                 and (reply is None or message["reply"] is reply))
 
 
+def delivered(daemon: Daemon, ident: str) -> bool:
+    sent = daemon.state().get("last_sent")
+    return bool(sent and sent["id"] == ident and sent["partners"]["bob"]["delivered"])
+
+
+def seconds(at: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+
+
 def backed_off(daemon: Daemon) -> bool:
     # The back-off's jitter is clipped at the ceiling: exactly poll_max once idle.
     return daemon.metric("pillowd_poll_interval_seconds") >= POLL_MAX
@@ -133,6 +156,11 @@ def main() -> int:
                         str(work / "pair")], env=owner, check=True, capture_output=True)
         pillow_env = {k: v for k, v in owner.items() if not k.startswith("AZURE_")}
         pillow_env.update(PILLOWD_CONTROL_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
+        key = FamilyKey.generate().text()
+        for name in ("alice", "bob"):
+            tokens = work / "pair" / name / "queue-sas.toml"
+            if f"{TOKENS_ENTRY} =" not in tokens.read_text():  # `pair` writes none yet
+                tokens.write_text(tokens.read_text() + f'{TOKENS_ENTRY} = "{key}"\n')
         for name in ("alice", "bob"):
             config = work / "pair" / name / "queue.toml"
             text = config.read_text().replace(
@@ -150,7 +178,7 @@ def main() -> int:
               f"(alice {idle[0]:.0f}, bob {idle[1]:.0f}; over {IDLE_SECONDS:.0f} s; "
               f"goal <= 720, one receive per poll_max)", flush=True)
 
-        press = []
+        press, receipt, played_after = [], [], []
         for _ in range(ROUNDS):
             # bob idle: backed off to poll_max, and the press at a random point of his
             # poll cycle (he never sends here, so he never hurries).
@@ -161,9 +189,17 @@ def main() -> int:
             ident = alice.hug()
             wait_for(lambda: shows(bob, ident), message="alice's hug on bob")
             press.append(time.monotonic() - start)
+            wait_for(lambda: delivered(alice, ident), message="bob's receipt on alice")
+            receipt.append(time.monotonic() - start)
+            sent = alice.state()["last_sent"]
+            played_after.append(seconds(sent["partners"]["bob"]["delivered"])
+                                - seconds(sent["at"]))
         print(f"press -> partner's snapshot, partner idle ({ROUNDS} rounds): "
               f"p50 {statistics.median(press):.2f} s, p99 {percentile(press, 99):.2f} s "
               f"(goal p99 <= 5.5 s)", flush=True)
+        print(f"press -> \"delivered\" on the sender's snapshot ({ROUNDS} rounds): "
+              f"p50 {statistics.median(receipt):.2f} s, p99 {percentile(receipt, 99):.2f} s "
+              f"(goal p99 <= poll_max + 1.5 = {POLL_MAX + 1.5:.1f} s)", flush=True)
 
         back = []
         for _ in range(ROUNDS):
@@ -183,6 +219,16 @@ def main() -> int:
         print(f"queue requests per hour while waiting for a hug back: {hurry:.0f} "
               f"(over {HURRY_SECONDS:.0f} s; {hurry / 6:.0f} per 600 s reply window)",
               flush=True)
+        # The window is counted from when the hug played on bob (his receipt says
+        # when), so alice waits that much longer than the window after the press.
+        waited = WINDOW + statistics.mean(played_after)
+        per_idle = statistics.mean(idle)
+        per_hug = (hurry - per_idle) / 3600 * waited + 2   # + the receipt's add, delete
+        print(f"queue requests per hug, receipts included: {per_hug:.0f} "
+              f"(fast polling for {waited:.1f} s: the window plus a mean press -> play "
+              f"of {statistics.mean(played_after):.2f} s, less the idle polls it "
+              f"replaces, plus the receipt's add and delete; goal <= 1.05 x "
+              f"{BEFORE_RECEIPTS} = {1.05 * BEFORE_RECEIPTS:.0f})", flush=True)
         return 0
     finally:
         for daemon in daemons:

@@ -65,6 +65,10 @@ class Backoff:
 
     def __init__(self, minimum: float, maximum: float, linger: float = 10.0,
                  rng: random.Random | None = None, clock=time.monotonic):
+        # Set by hurry() (and the consumer's stop()): the wait between polls ends.
+        # The back-off owns it, so whoever expects an answer can hurry the poll
+        # without holding the consumer.
+        self.wake = threading.Event()
         self.minimum = minimum
         self.maximum = maximum
         self.linger = linger
@@ -93,6 +97,7 @@ class Backoff:
         self._fast_until = max(self._fast_until, self._clock() + seconds)
         self._misses = 0
         self.interval = self.minimum
+        self.wake.set()
 
     def failed(self) -> float:
         """Seconds to wait after the queue could not be reached."""
@@ -149,8 +154,8 @@ class Consumer:
         # delivery that ended in it is not counted against the message.
         self.history_trouble: str | None = None
         self._own_failures: dict[str, int] = {}  # queue message id -> deliveries
-        # Set by stop() and hurry(): the wait between polls ends at once.
-        self._wake = threading.Event()
+        # Set by stop() and the back-off's hurry(): the wait between polls ends at once.
+        self._wake = backoff.wake
         self._stopping = False
 
     # -- the loop --------------------------------------------------------------
@@ -194,11 +199,6 @@ class Consumer:
         if self.history_trouble is None:
             return None
         return f"{self.history_trouble} (taking no messages until it can)"
-
-    def hurry(self, seconds: float) -> None:
-        """Poll fast for *seconds* from now (an answer is expected), starting now."""
-        self.backoff.hurry(seconds)
-        self._wake.set()
 
     def _give_back(self) -> None:
         """Make the messages a killed run had taken visible again, instead of hidden
@@ -275,6 +275,14 @@ class Consumer:
                     playable.append(decided)
                 else:
                     unsettled.remove(message)
+            for decided in [p for p in playable if p[1].scene is None]:
+                # A partner's receipt plays no scene: kept as it comes, never
+                # superseding a message nor superseded by one.
+                message, command, message_id = decided
+                playable.remove(decided)
+                self._settle(message, self._outcome(message_id, "applied", command,
+                                                    message), command, play=True)
+                unsettled.remove(message)
             if not playable:
                 return
             # Newest by when it was sent: a queue need not deliver in order.
@@ -283,11 +291,11 @@ class Consumer:
             for message, command, message_id in older:
                 self._settle(message, self._outcome(
                     message_id, "superseded", command, message,
-                    reason="a newer message played instead"))
+                    reason="a newer message played instead"), command)
                 unsettled.remove(message)
             message, command, message_id = newest
             self._settle(message, self._outcome(message_id, "applied", command, message),
-                         command)
+                         command, play=True)
         except HistoryError as err:
             # The history is out of reach (locked, disk full): no outcome can be
             # kept, so nothing is settled. The rest of the batch comes back soon,
@@ -328,31 +336,31 @@ class Consumer:
         if age > max_age:
             self._settle(message, self._outcome(
                 message_id, "expired", command, message,
-                reason=f"{age:.0f} s old; the limit is {max_age:.0f} s"))
+                reason=f"{age:.0f} s old; the limit is {max_age:.0f} s"), command)
             return None
         if self.history.was_applied(message_id):
             self._settle(message, self._outcome(
                 message_id, "duplicate", command, message,
-                reason=f"id {message_id!r} was already applied"))
+                reason=f"id {message_id!r} was already applied"), command)
             return None
         return message, command, message_id
 
     def _outcome(self, message_id, outcome, command: Command | None,
                  message: QueueMessage, reason: str | None = None) -> Outcome:
         return Outcome(id=message_id, outcome=outcome,
-                       scene=command.scene.name if command else None,
+                       scene=command.scene.name if command and command.scene else None,
                        sender=command.sender if command else None,
                        reason=reason, at=iso(self._wall()), queue=self.queue.name,
                        queue_message_id=message.id,
                        event=command.event if command else None)
 
     def _settle(self, message: QueueMessage, outcome: Outcome,
-                command: Command | None = None) -> None:
+                command: Command | None = None, play: bool = False) -> None:
         # HistoryError: handle() releases. None back: an earlier delivery settled it.
-        if command is not None:
+        if play:
             self.player.play(command, outcome)
         else:
-            self.player.record(outcome)
+            self.player.record(outcome, command)
         self._delete(message)
 
     def _reject(self, message: QueueMessage, command, reason: str) -> None:

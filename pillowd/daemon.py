@@ -21,7 +21,7 @@ from .consumer import Backoff, Consumer
 from .errors import PillowError
 from .hardware import Hardware, HardwareError, open_hardware, open_mock
 from .history import History
-from .hugs import HugButton, Hugs, Outbox
+from .hugs import Conversation, HugButton, Hugs, Outbox
 from .light import LightOutput
 from .messages import decode, encode
 from .metrics import Metrics
@@ -142,6 +142,15 @@ def _open_azure_queues(settings: Settings, environ) -> Queues:
     return Queues(main, poison, outbound, [account.close])
 
 
+def partner_names(settings: Settings) -> dict[str, str]:
+    """{outbound queue: the partner pillow's name}: `pair` names a pillow's queue
+    PREFIX + name, so the prefix is what this pillow's own queue adds to its name."""
+    own, name = settings.queue.name, settings.pillow.name.lower()
+    prefix = own[:-len(name)] if own.endswith(name) and own != name else None
+    return {queue: queue[len(prefix):] if prefix and queue.startswith(prefix) else queue
+            for queue in settings.outbound_names}
+
+
 def page_url_for_others(host: str, url: str) -> str:
     """The status page's address as another machine (Home Assistant) can open it:
     a wildcard bind is reached by the Pi's mDNS name, as raspberrypi.local."""
@@ -245,19 +254,37 @@ class Daemon:
                              renderer=self.renderer, history=self.history,
                              scenes=list(settings.scenes), backend=q.backend,
                              hardware_trouble=trouble)
-        # Before the player: it asks the outbox whether a message answers our hug.
+        # Always there: without [quiet] hours, quiet can still be asked for by hand.
+        # (Checked below, once the actuators it mutes are built.)
+        quiet = settings.quiet
+        self.quiet_hours = QuietHours(quiet and quiet.start, quiet and quiet.end,
+                                      on_change=self._quiet_changed)
+        # Before the player: the conversation tells it which message is a hug back.
         button = settings.button or ButtonSettings()  # /api/hug works without one
+        family = self.queues.family
+        partners = partner_names(settings)   # {queue: pillow}
         self.outbox = None
         if self.queues.outbound:
             self.outbox = Outbox(state_dir / "outbox.sqlite3", self.queues.outbound,
-                                 remember_seconds=button.reply_window_seconds)
+                                 partners=partners,
+                                 on_status=lambda s: self.pillow.section_changed("outbox", s))
             closing(self.outbox.close)
+            self.pillow.section_changed("outbox", self.outbox.status())
+        backoff = Backoff(q.poll_min_seconds, q.poll_max_seconds)
+        self.conversation = Conversation(
+            settings.pillow.name, window=button.reply_window_seconds,
+            send_scene=button.send_scene, path=state_dir / "conversation.json",
+            outbox=self.outbox, partners={p: q for q, p in partners.items()},
+            family=family, quiet=lambda: bool(self.quiet_hours.quiet),
+            hurry=backoff.hurry, on_hug=self._hug_heard,
+            on_section=self.pillow.section_changed)
+        self.conversation.report()
         self.player = Player(self.history, self.timeline, on_outcome=self.pillow.outcome,
-                             ours=self.outbox.ours if self.outbox else lambda i: False)
+                             conversation=self.conversation)
         self.consumer = Consumer(
             self.queues.main, self.queues.poison, self.history, self.player,
-            decode=lambda body: decode(body, settings, self.queues.family),
-            backoff=Backoff(q.poll_min_seconds, q.poll_max_seconds),
+            decode=lambda body: decode(body, settings, family),
+            backoff=backoff,
             backend=q.backend, max_dequeue_count=q.max_dequeue_count,
             max_age=q.message_max_age_seconds, batch_size=q.batch_size,
             visibility_timeout=q.visibility_timeout_seconds,
@@ -274,10 +301,6 @@ class Daemon:
             self._loops += [("actuators", "pillowd-actuate", self.actuators),
                             ("watchdog", "pillowd-act-dog", _Watch(self.actuators))]
 
-        # Always there: without [quiet] hours, quiet can still be asked for by hand.
-        quiet = settings.quiet
-        self.quiet_hours = QuietHours(quiet and quiet.start, quiet and quiet.end,
-                                on_change=self._quiet_changed)
         self.quiet_hours.check()  # before any loop runs: no bright first second
         if quiet is not None:
             self._loops.append(("quiet", "pillowd-quiet", self.quiet_hours))
@@ -288,8 +311,7 @@ class Daemon:
                                  renderer=self.renderer, timeline=self.timeline,
                                  quiet=self.quiet_hours, on_change=self.pillow.changed)
         # Whether or not a button is fitted: POST /api/hug presses it too.
-        self.hugs = Hugs(settings.pillow.name, button, timeline=self.timeline,
-                         outbox=self.outbox, on_hug=self._hug_heard, hurry=self.consumer.hurry,
+        self.hugs = Hugs(button, conversation=self.conversation,
                          play=lambda data, source: self.controls.play(data, source=source))
         self.button = None
         if settings.button is not None:
@@ -317,7 +339,8 @@ class Daemon:
             "hardware": lambda: "; ".join(trouble) or None,
             "leds": self.renderer.strip_trouble,
             "history": self.consumer.trouble,
-            "actuators": self.actuators.trouble})
+            "actuators": self.actuators.trouble},
+            notes={"outbox": self._outbox_notes})
 
         from .web import StatusPage  # Flask only once everything before it stands
 
@@ -404,6 +427,15 @@ class Daemon:
         self.pillow.on_state(ha.state_changed)
         return ha
 
+    def _outbox_notes(self) -> list[str]:
+        # A partner's queue that refuses is no reason to restart this pillow: a
+        # note on /healthz (still 200), the page and the metrics say it.
+        if self.outbox is None:
+            return []
+        away = dict(self.outbox.away)  # the outbox's thread changes it
+        return [f"hugs to {self.outbox.partners[queue]} are not delivered yet: "
+                f"queue {queue!r} {why}" for queue, why in sorted(away.items())]
+
     def _hug_heard(self, kind: str, sender: str | None, text: str | None) -> None:
         """Each step of a hug (pressed, sent, received, returned): the journal, and
         Home Assistant's `hug` event entity when [mqtt] is there. (Home Assistant is
@@ -411,7 +443,9 @@ class Daemon:
         log.info("hug %s%s", kind, f" ({sender})" if sender else "",
                  extra={"PILLOW_HUG": kind})
         if self.mqtt is not None:
-            self.mqtt.hug(kind, sender, text)
+            from .mqtt import HUG_EVENTS
+            if kind in HUG_EVENTS:  # "delivered" once Home Assistant's entity lists it
+                self.mqtt.hug(kind, sender, text)
 
     def _quiet_changed(self, quiet: bool) -> None:
         q = self.settings.quiet or QuietSettings()

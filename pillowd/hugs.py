@@ -1,19 +1,21 @@
-"""Hugs between pillows: a press plays here and goes to every partner as a message."""
+"""Hugs between pillows: a press goes to every partner, and the conversation that follows."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from .errors import PillowError
-from .history import iso_now
-from .queues import QueueError
+from .history import iso
+from .queues import QueueAuthError, QueueError, QueueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,33 +29,41 @@ class HugNotKept(PillowError, OSError):
 
 
 class Outbox:
-    """Hug events for the partners' queues, kept in SQLite until each queue took them.
+    """Hug events and receipts for the partners' queues, kept in SQLite until each
+    queue took them. It only delivers: what they mean is the Conversation's.
 
     An event waits once per queue: it is forgotten for a queue only after that
     queue accepted it, so none is lost while a partner's queue is offline or the
     pillow restarts, and a partner that is away never holds back another (each
     queue has its own back-off). A crash between a put and its record may send one
-    twice, which is why every event carries an ``id``.
+    twice, which is why every event carries an ``id``. An event older than its
+    ``ttl`` (from its ``sent_at``) is dropped, not sent: the partner would only
+    record it as expired.
 
-    It also remembers the ids of the pillow's own events for *remember_seconds*,
-    across restarts: a message answering one of them is a hug back.
+    *partners* names whose each queue is ({queue name: pillow name}), for the
+    snapshot's ``"outbox"`` section, which *on_status* hears of on every change.
     """
 
-    def __init__(self, path: str | Path, queues, *, remember_seconds: float = 600,
+    def __init__(self, path: str | Path, queues, *, partners: dict[str, str] | None = None,
+                 on_status: Callable[[dict], None] = lambda status: None,
                  retry_min: float = 0.5, retry_max: float = 30.0,
                  clock=time.monotonic, wall=time.time):
         if not isinstance(queues, (list, tuple)):
             queues = [queues]
         self.queues = {getattr(q, "name", f"queue{i}"): q for i, q in enumerate(queues)}
-        self.remember_seconds = remember_seconds
+        self.partners = {name: (partners or {}).get(name, name) for name in self.queues}
         self.retry_min, self.retry_max = retry_min, retry_max
         self._clock, self._wall = clock, wall
+        self._on_status = on_status
+        self._reporting = threading.Lock()
         self._lock = threading.Lock()
         self._wake = threading.Event()     # an event was added, or stop()
         self._stopped = threading.Event()
         self._listeners: list[Callable[[dict, str], None]] = []
-        self.away: dict[str, str] = {}     # queue name -> why it refused, while it does
+        self._dropped_listeners: list[Callable[[dict, str], None]] = []
+        self.away: dict[str, str] = {}     # queue name -> why it refuses, while it does
         self.sent = 0
+        self.dropped = 0                   # events older than their ttl, not sent
         self.path = Path(path)
         self._db = sqlite3.connect(str(path), timeout=10, check_same_thread=False,
                                    isolation_level=None)
@@ -72,34 +82,38 @@ class Outbox:
             return False
         return True if self.sent else None
 
+    def status(self) -> dict:
+        """The snapshot's ``"outbox"`` section: events not yet taken by every queue,
+        and why each queue that refuses does."""
+        with self._lock:
+            pending = self._db.execute(
+                "SELECT COUNT(DISTINCT seq) FROM waiting").fetchone()[0]
+        return {"pending": pending, "away": dict(self.away), "sent": self.sent,
+                "dropped": self.dropped, "partners": dict(self.partners)}
+
     def on_sent(self, listener: Callable[[dict, str], None]) -> None:
         """Call *listener(event, queue name)* each time a queue has taken an event."""
         self._listeners.append(listener)
 
-    def add(self, event: dict) -> None:
-        """Keep *event* for every queue, and remember its id as the pillow's own."""
+    def on_dropped(self, listener: Callable[[dict, str], None]) -> None:
+        """Call *listener(event, queue name)* when an event too old to send is dropped."""
+        self._dropped_listeners.append(listener)
+
+    def add(self, event: dict, to: list[str] | None = None) -> None:
+        """Keep *event* for every queue (or the queues named in *to*)."""
         body = json.dumps(event, separators=(",", ":"))
-        now = self._wall()
+        targets = [name for name in self.queues if to is None or name in to]
+        if not targets:
+            return
         with self._lock, self._db:
             self._db.execute("BEGIN")
             seq = self._db.execute("INSERT INTO events (id, body) VALUES (?, ?)",
                                    (str(event.get("id", "")), body)).lastrowid
             self._db.executemany("INSERT INTO waiting (seq, queue) VALUES (?, ?)",
-                                 [(seq, name) for name in self.queues])
-            if event.get("id"):
-                self._db.execute("INSERT OR REPLACE INTO own (id, at) VALUES (?, ?)",
-                                 (str(event["id"]), now))
-            # Forgotten once no answer could count any more: the table stays small.
-            self._db.execute("DELETE FROM own WHERE at < ?", (now - self.remember_seconds,))
+                                 [(seq, name) for name in targets])
             self._db.execute("COMMIT")
         self._wake.set()
-
-    def ours(self, event_id: str) -> bool:
-        """Whether *event_id* is one of this pillow's events of the last
-        remember_seconds (a message answering it is a hug back)."""
-        with self._lock:
-            row = self._db.execute("SELECT at FROM own WHERE id = ?", (event_id,)).fetchone()
-        return row is not None and row[0] >= self._wall() - self.remember_seconds
+        self._report()
 
     def pending(self, queue: str | None = None) -> list[dict]:
         """Events some queue (or *queue*) has not taken yet, oldest first."""
@@ -124,30 +138,57 @@ class Outbox:
             if row is None:
                 return True
             seq, body = row
+            event = json.loads(body)
+            age = _age(event, self._wall())
+            if age is not None and age > event["ttl"]:
+                self._forget(seq, queue)
+                self.dropped += 1
+                log.warning("hug event %s to %r dropped, not sent: %.0f s old, its ttl "
+                            "is %s s", event.get("id"), queue, age, event["ttl"])
+                self._tell(self._dropped_listeners, event, queue)
+                self._report()
+                continue
             try:
                 target.put(body)
             except QueueError as err:
-                if queue not in self.away:
+                why = _why(err)
+                if self.away.get(queue) != why:
                     log.warning("partner queue %r unavailable, keeping %d event(s): %s",
                                 queue, len(self.pending(queue)), err)
-                self.away[queue] = str(err)
+                    self.away[queue] = why
+                    self._report()
                 return False
-            with self._lock, self._db:
-                self._db.execute("BEGIN")
-                self._db.execute("DELETE FROM waiting WHERE seq = ? AND queue = ?",
-                                 (seq, queue))
-                self._db.execute("DELETE FROM events WHERE seq = ? AND NOT EXISTS"
-                                 " (SELECT 1 FROM waiting WHERE seq = ?)", (seq, seq))
-                self._db.execute("COMMIT")
-            if self.away.pop(queue, None) is not None:
+            self._forget(seq, queue)
+            back = self.away.pop(queue, None) is not None
+            if back:
                 log.info("partner queue %r back", queue)
             self.sent += 1
-            event = json.loads(body)
-            for listener in self._listeners:
-                try:
-                    listener(event, queue)
-                except Exception:  # a listener's bug must not resend the event
-                    log.exception("outbox listener failed")
+            self._tell(self._listeners, event, queue)
+            self._report()
+
+    def _forget(self, seq: int, queue: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM waiting WHERE seq = ? AND queue = ?", (seq, queue))
+            self._db.execute("DELETE FROM events WHERE seq = ? AND NOT EXISTS"
+                             " (SELECT 1 FROM waiting WHERE seq = ?)", (seq, seq))
+            self._db.execute("COMMIT")
+
+    @staticmethod
+    def _tell(listeners, event: dict, queue: str) -> None:
+        for listener in listeners:
+            try:
+                listener(event, queue)
+            except Exception:  # a listener's bug must not resend the event
+                log.exception("outbox listener failed")
+
+    def _report(self) -> None:
+        # One at a time: an older status never reaches the snapshot after a newer one.
+        with self._reporting:
+            try:
+                self._on_status(self.status())
+            except Exception:  # the snapshot's trouble is not the delivery's
+                log.exception("outbox status listener failed")
 
     def run(self) -> None:
         """Send events as they come; a queue that refuses is retried with its own
@@ -183,110 +224,342 @@ class Outbox:
             self._db.close()
 
 
+def _age(event: dict, now: float) -> float | None:
+    """Seconds since *event* was sent, when it has a sent_at and a ttl to judge by."""
+    if not isinstance(event.get("ttl"), (int, float)) or not event.get("sent_at"):
+        return None
+    try:
+        sent = datetime.fromisoformat(str(event["sent_at"]).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return now - sent.timestamp()
+
+
+def _why(err: QueueError) -> str:
+    """Why a partner's queue refuses, in the words the page puts after "bob's queue"."""
+    text = str(err)
+    if "QueueNotFound" in text:
+        return "does not exist (deleted?)"
+    if isinstance(err, QueueAuthError):
+        return "refused the token (revoked, expired, or its queue deleted)"
+    if isinstance(err, QueueUnavailable):
+        return "cannot be reached"
+    return text
+
+
 _OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL DEFAULT '', body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS waiting (
     seq INTEGER NOT NULL, queue TEXT NOT NULL, PRIMARY KEY (seq, queue));
-CREATE TABLE IF NOT EXISTS own (id TEXT PRIMARY KEY, at REAL NOT NULL);
 """
 
-# What on_hug is told: a press here, an event a partner's queue took, a partner's hug
-# that played here, and a partner's hug back (an answer to one of ours).
-HUG_KINDS = ("pressed", "sent", "received", "returned")
+# What on_hug is told: a press here, an event a partner's queue took, a message from
+# someone that played here, a partner's hug back (an answer to one of ours), and a
+# partner's receipt for our hug.
+HUG_KINDS = ("pressed", "sent", "received", "returned", "delivered")
+# Kept on the page while unseen, at most (the oldest go first).
+WHILE_QUIET = 50
 
 
-class Hugs:
-    """A press (the button, POST /api/hug): plays [button] scene here and sends a hug event.
+class Conversation:
+    """Who this pillow answers and until when, and what became of the hugs it sent.
 
-    The event (SPEC "Hugs between pillows") answers the last message someone else
-    sent, if it came within the reply window. *on_hug(kind, sender, text)* hears of
-    each step, kind one of HUG_KINDS; *hurry(seconds)* makes the queue poll fast
-    while a hug back may come.
+    Fed explicit events, never guesses: a message played (``heard``), a local press
+    (``press``), a partner's queue took or dropped an event (the Outbox's listeners),
+    the owner saw the night's messages (``seen``). It owns
+
+    - the reply target: the last message from someone else that came through the
+      queue, answerable for *window* seconds from the moment it played here;
+    - the pillow's own recent hug ids, each with the moment it played on each
+      partner (from their receipts): a partner's signed answer is a hug back when
+      the partner pressed within *window* of playing ours, by the partner's own
+      clock, so both sides count from the same moment;
+    - ``last_sent`` and ``while_quiet``, the snapshot's sections (SPEC "Hugs between
+      pillows"), reported through *on_section(name, value)*.
+
+    It is kept in *path* (JSON), so a restart forgets no answer that may still come.
+    The Outbox only delivers what it sends.
     """
 
-    def __init__(self, pillow_name: str, settings, *, timeline,
-                 play: Callable[[dict, str], object], outbox: Outbox | None = None,
+    def __init__(self, pillow_name: str, *, window: float, send_scene: str,
+                 path: str | Path, outbox: Outbox | None = None,
+                 partners: dict[str, str] | None = None, family=None,
+                 quiet: Callable[[], bool] = lambda: False,
+                 hurry: Callable[[float], None] = lambda seconds: None,
                  on_hug: Callable[[str, str | None, str | None], None] = (
                      lambda kind, sender, text: None),
-                 hurry: Callable[[float], None] = lambda seconds: None,
-                 clock=time.monotonic):
-        self.pillow_name = pillow_name
-        self.scene = settings.scene
-        self.send_scene = settings.send_scene
-        self.window = settings.reply_window_seconds
-        self._play = play
+                 on_section: Callable[[str, object], None] = lambda name, value: None,
+                 clock: Callable[[], float] = time.time, ttl: float = HUG_TTL):
+        self.name = pillow_name
+        self.window = window
+        self.send_scene = send_scene
+        self.ttl = ttl
+        self.path = Path(path)
         self.outbox = outbox
-        self._on_hug = on_hug
+        # {pillow name: its queue}: where a receipt for that pillow's hug goes.
+        self.partners = dict(partners or {})
+        self.family = family      # FamilyKey or None: unsigned, no receipts
+        self.clock = clock        # epoch seconds; a test may set it
+        self._quiet = quiet
         self._hurry = hurry
-        self._clock = clock
-        self._lock = threading.Lock()
-        self.last_message: dict | None = None   # {"id", "from"} to answer
-        self._last_seen = -float("inf")
-        self._pressing: int | None = None   # the thread playing a press right now
-        self.presses = 0
-        timeline.on_change(self.seen)
+        self._on_hug = on_hug
+        self._on_section = on_section
+        self._lock = threading.RLock()
+        kept = self._load()
+        self.target: dict | None = kept.get("target")        # {"id", "from", "at"}
+        self.own: dict[str, dict] = kept.get("own", {})       # id -> {"at", "played"}
+        self.last_sent: dict | None = kept.get("last_sent")
+        self.while_quiet: list[dict] = kept.get("while_quiet", [])
         if outbox is not None:
             outbox.on_sent(self._sent)
+            outbox.on_dropped(self._dropped)
 
-    def seen(self, playing) -> None:
-        """Timeline listener: remember who last sent something, to reply to them,
-        and tell on_hug of a partner's hug (or hug back) that plays."""
-        message = playing.message
-        if not message or not message.get("id") or self._pressing == threading.get_ident():
-            return  # nothing from anyone, or our own press (played in pressed())
-        command = playing.command
-        if message.get("from") == self.pillow_name or (
-                command is not None and command.pillow == self.pillow_name):
+    def report(self) -> None:
+        """Tell on_section the current ``last_sent`` and ``while_quiet``."""
+        # Under the lock: two threads' reports never reach the snapshot out of order.
+        with self._lock:
+            self._on_section("last_sent", json.loads(json.dumps(self.last_sent)))
+            self._on_section("while_quiet", [dict(item) for item in self.while_quiet])
+
+    # -- what plays here ---------------------------------------------------------
+
+    def answers(self, command) -> bool:
+        """Whether *command* is a partner's hug back to one of this pillow's hugs.
+
+        Asked by the Player before it records a message, so the history, the
+        announcement and the snapshot all say so."""
+        reply_to = command.reply_to
+        if not (_partner(command) and command.event == "hug" and reply_to):
+            return False
+        with self._lock:
+            mine = self.own.get(reply_to.get("id"))
+            if mine is None:
+                return False
+            pressed = command.sent_at.timestamp() if command.sent_at else self.clock()
+            played = mine.get("played", {}).get(command.pillow)
+        if played is not None:
+            # Both times by the partner's clock: its press, and when ours played there.
+            return pressed - played <= self.window + 1
+        # No receipt (an older pillow): the answer can come no later than our hug's
+        # ttl in its queue plus the window.
+        return pressed - mine["at"] <= self.ttl + self.window + 60
+
+    def heard(self, command, outcome, through_queue: bool) -> None:
+        """A message got its *outcome* (the Player's record); *through_queue*: it
+        came off the pillow's queue, not from the page, a script or Home Assistant."""
+        if not through_queue or command is None:
+            return
+        partner = _partner(command)
+        if command.sender == self.name or (partner and command.pillow == self.name):
             return  # our own event come back (a pillow listed as its own partner)
-        if command is not None and command.forged:
-            return  # claimed to be a partner's without the family's sig: never answered
+        if command.scene is None:
+            if partner and command.event == "receipt" and outcome.outcome == "applied":
+                self._receipt(command)
+            return
+        hug = partner and command.event == "hug"
+        if outcome.outcome != "applied":
+            if hug and outcome.outcome == "expired":
+                self._answer(command, outcome, played_at=None, quiet=False, expired=True)
+            return
+        now = self.clock()
+        quiet = bool(self._quiet())
         with self._lock:
-            self.last_message = {"id": message["id"], "from": message.get("from")}
-            self._last_seen = self._clock()
-        if command is not None and command.event == "hug":
-            self._tell("returned" if message.get("reply") else "received",
-                       message.get("from"), message.get("text"))
+            if not command.forged:  # claimed a partner's name without the family's sig
+                self.target = {"id": outcome.id, "from": command.sender, "at": now}
+            if quiet:
+                self.while_quiet.append({"id": outcome.id, "from": command.sender,
+                                         "text": command.text, "at": outcome.at})
+                del self.while_quiet[:-WHILE_QUIET]
+            if hug and outcome.reply and self.last_sent and \
+                    command.reply_to["id"] == self.last_sent["id"]:
+                entry = self.last_sent["partners"].setdefault(
+                    command.pillow, _partner_entry())
+                entry["hugged_back"] = outcome.at
+        self._save()
+        if hug:
+            self._answer(command, outcome, played_at=outcome.at, quiet=quiet)
+        if hug and outcome.reply:
+            self._tell("returned", command.sender, command.text)
+        elif command.sender is not None:
+            self._tell("received", command.sender, command.text)
+        self.report()
 
-    def pressed(self, source: str = "button") -> str:
-        """Play the press here and send the hug event; returns the event's id."""
-        self.presses += 1
-        self._pressing = threading.get_ident()
+    def _answer(self, command, outcome, *, played_at: str | None, quiet: bool,
+                expired: bool = False) -> None:
+        """Send a partner a receipt for its hug: one add, on its queue only."""
+        queue = self.partners.get(command.pillow)
+        if self.family is None or self.outbox is None or queue is None or not command.id:
+            return
+        receipt = {"event": "receipt", "of": command.id, "pillow": self.name,
+                   "played_at": played_at, "quiet": quiet}
+        if expired:
+            receipt["expired"] = True
         try:
-            self._play({"scene": self.scene}, source)
-        except Exception as err:  # the event still goes: the hug was felt
-            log.warning("could not play the %r scene: %s", self.scene, err)
-        finally:
-            self._pressing = None
+            self.outbox.add(self.family.signed(receipt), to=[queue])
+        except sqlite3.Error as err:  # the hug played; only the sender's page misses it
+            log.warning("no receipt for %s: the outbox cannot keep it: %s", command.id, err)
+
+    def _receipt(self, command) -> None:
+        """A partner says our hug *command.of* played there (or expired)."""
+        played = command.played_at.timestamp() if command.played_at else None
         with self._lock:
-            recent = self._clock() - self._last_seen <= self.window
-            reply_to = dict(self.last_message) if recent and self.last_message else None
-        event = {"scene": self.send_scene, "from": self.pillow_name,
-                 "id": str(uuid.uuid4()), "sent_at": iso_now(), "ttl": HUG_TTL,
-                 "event": "hug", "pillow": self.pillow_name, "reply_to": reply_to}
+            mine = self.own.get(command.of)
+            if mine is not None and played is not None:
+                mine.setdefault("played", {})[command.pillow] = played
+            last = self.last_sent
+            current = last is not None and last["id"] == command.of
+            if current:
+                entry = last["partners"].setdefault(command.pillow, _partner_entry())
+                if command.expired:
+                    entry["expired"] = True
+                else:
+                    # As the receipt says it (no float round trip to lose a ms).
+                    entry["delivered"] = iso(command.played_at) if played else None
+                    entry["quiet"] = bool(command.quiet)
+        self._save()
+        if played is not None and not command.expired:
+            # The answer may come until the window, counted from that play, ends.
+            left = played + self.window - self.clock()
+            if left > 0:
+                self._hurry(left)
+            if current:
+                self._tell("delivered", command.pillow, None)
+        self.report()
+
+    # -- what this pillow does ---------------------------------------------------
+
+    def press(self, source: str = "button") -> dict:
+        """The hug event for a press now, kept for the partners; the night's
+        messages count as seen. Raises HugNotKept when it cannot be kept."""
+        now = self.clock()
+        with self._lock:
+            target = self.target
+            recent = target is not None and now - target["at"] <= self.window
+            reply_to = {"id": target["id"], "from": target["from"]} if recent else None
+        event = {"scene": self.send_scene, "from": self.name, "id": str(uuid.uuid4()),
+                 "sent_at": _iso(now), "ttl": self.ttl, "event": "hug",
+                 "pillow": self.name, "reply_to": reply_to}
+        if self.family is not None:
+            event = self.family.signed(event)
         if self.outbox is not None:
             try:
                 self.outbox.add(event)
             except sqlite3.Error as err:  # disk full, state_dir gone: say so, once
                 raise HugNotKept(f"the hug event could not be kept in "
                                  f"{self.outbox.path}: {err}") from None
+        with self._lock:
+            self.own[event["id"]] = {"at": now, "played": {}}
+            # Forgotten once no answer could count any more: the file stays small.
+            horizon = now - (self.ttl + self.window + 60)
+            self.own = {i: e for i, e in self.own.items() if e["at"] >= horizon}
+            if self.outbox is not None:
+                self.last_sent = {"id": event["id"], "at": event["sent_at"],
+                                  "partners": {p: _partner_entry() for p in
+                                               self.outbox.partners.values()}}
+            self.while_quiet = []
+        self._save()
         log.info("hug %s (%s)%s", event["id"], source,
                  f", answering {reply_to['id']}" if reply_to else "")
-        self._tell("pressed", self.pillow_name, None)
-        return event["id"]
+        self._tell("pressed", self.name, None)
+        self.report()
+        return event
+
+    def seen(self) -> None:
+        """The owner has seen what came in quiet hours (POST /api/seen, a press)."""
+        with self._lock:
+            if not self.while_quiet:
+                return
+            self.while_quiet = []
+        self._save()
+        self.report()
 
     def _sent(self, event: dict, queue: str) -> None:
         # A partner's queue took our hug: a hug back may come, so poll fast for it.
         if event.get("event") != "hug":
             return
         self._hurry(self.window)
-        self._tell("sent", self.pillow_name, None)
+        self._tell("sent", self.name, None)
+
+    def _dropped(self, event: dict, queue: str) -> None:
+        # Too old to send: it will never play there, and no answer will come.
+        partner = self.outbox.partners.get(queue, queue) if self.outbox else queue
+        with self._lock:
+            last = self.last_sent
+            if event.get("event") != "hug" or last is None or last["id"] != event.get("id"):
+                return
+            last["partners"].setdefault(partner, _partner_entry())["expired"] = True
+        self._save()
+        self.report()
 
     def _tell(self, kind: str, sender: str | None, text: str | None) -> None:
         try:
             self._on_hug(kind, sender, text)
         except Exception:  # Home Assistant's trouble is not the hug's
             log.exception("on_hug(%r) failed", kind)
+
+    # -- kept across restarts ----------------------------------------------------
+
+    def _load(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            log.warning("starting a new conversation: %s cannot be read (%s)",
+                        self.path, err)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save(self) -> None:
+        # Under the lock: an older state never replaces a newer one on disk.
+        with self._lock:
+            text = json.dumps({"target": self.target, "own": self.own,
+                               "last_sent": self.last_sent,
+                               "while_quiet": self.while_quiet})
+            try:
+                temporary = self.path.with_suffix(".tmp")
+                temporary.write_text(text, encoding="utf-8")
+                os.replace(temporary, self.path)
+            except OSError as err:  # the hug still goes; a restart forgets the answer
+                log.warning("cannot keep the conversation in %s: %s", self.path, err)
+
+
+def _partner(command) -> bool:
+    # A partner's signed event (SPEC, the family key); an unsigned claim is nobody's.
+    return bool(getattr(command, "partner", False))
+
+
+def _partner_entry() -> dict:
+    return {"delivered": None, "quiet": None, "hugged_back": None, "expired": False}
+
+
+def _iso(epoch: float) -> str:
+    return iso(datetime.fromtimestamp(epoch, timezone.utc))
+
+
+class Hugs:
+    """A press (the button, POST /api/hug): plays [button] scene here, through the
+    same path as any play from the page, and has the conversation send the hug."""
+
+    def __init__(self, settings, *, conversation: Conversation,
+                 play: Callable[[dict, str], object]):
+        self.scene = settings.scene
+        self.conversation = conversation
+        self._play = play
+        self.presses = 0
+
+    def pressed(self, source: str = "button") -> str:
+        """Play the press here and send the hug event; returns the event's id."""
+        self.presses += 1
+        try:
+            self._play({"scene": self.scene}, source)
+        except Exception as err:  # the event still goes: the hug was felt
+            log.warning("could not play the %r scene: %s", self.scene, err)
+        return self.conversation.press(source)["id"]
+
+    def seen(self) -> None:
+        self.conversation.seen()
 
 
 class HugButton:

@@ -29,6 +29,8 @@ _FIELDS = {"scene", "color", "brightness", "duration", "from", "text", "id",
            "sent_at", "ttl", "vibration", "warmer", "event", "pillow", "reply_to", "sig"}
 # What only a partner may say: kept only when the family key verifies `sig`.
 PARTNER_FIELDS = ("event", "pillow", "reply_to")
+# A partner's receipt for a hug (SPEC "Hugs between pillows"): it plays no scene.
+_RECEIPT = {"event", "of", "pillow", "played_at", "quiet", "expired", "sig"}
 _REPLY_TO = {"id", "from"}
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -42,7 +44,7 @@ _TEXT_UNSAFE = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u20
 class Command:
     """What one valid message asks the pillow to do."""
 
-    scene: SceneSettings
+    scene: SceneSettings | None     # None only for a partner's receipt
     color: tuple[float, float, float] | None = None
     brightness: float = 1.0
     duration: float | None = None   # None: the scene's own duration
@@ -66,6 +68,12 @@ class Command:
     # It claimed to be a partner's (event, pillow or reply_to) without a valid sig:
     # played as an ordinary message, but never the target of a reply either.
     forged: bool = False
+    # A receipt: the hug it answers, when that played there, in quiet hours or not,
+    # or that it expired before it could.
+    of: str | None = None
+    played_at: datetime | None = None
+    quiet: bool = False
+    expired: bool = False
 
 
 class Rejection(ValueError):
@@ -222,7 +230,10 @@ def command_from(data: dict, settings: Settings,
     except (ValueError, RecursionError, TypeError):
         raise Rejection("body is not plain JSON data") from None
     try:
-        return _command_from(data, settings, _verified(data, family))
+        partner = _verified(data, family)
+        if "scene" not in data and data.get("event") == "receipt":
+            return _receipt(data, partner)
+        return _command_from(data, settings, partner)
     except Rejection as err:
         reason = str(err)
         if len(reason) > MAX_REASON:  # e.g. a 60 KiB "colour" quoted back
@@ -286,6 +297,28 @@ def _command_from(data: dict, settings: Settings, partner: bool) -> Command:
         for name in claimed:
             del fields[name]
     return Command(**fields, partner=partner, forged=bool(claimed) and not partner)
+
+
+def _receipt(data: dict, partner: bool) -> Command:
+    if not partner:
+        raise Rejection("scene is missing (a receipt counts only when signed by the "
+                        "family's key)")
+    unknown = sorted(set(data) - _RECEIPT)
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        raise Rejection(f"unknown field {shown} in a receipt "
+                        f"(known: {', '.join(sorted(_RECEIPT))})")
+    pillow = _text(data.get("pillow"), "pillow", MAX_FROM)
+    of = _text(data.get("of"), "of", MAX_ID)
+    played_at = data.get("played_at")
+    if played_at is not None:
+        try:
+            played_at = parse_time(played_at)
+        except Rejection:
+            raise Rejection("played_at must be an ISO-8601 time string") from None
+    return Command(scene=None, event="receipt", pillow=pillow, sender=pillow,
+                   partner=True, of=of, played_at=played_at,
+                   quiet=data.get("quiet") is True, expired=data.get("expired") is True)
 
 
 def _reply_to(value) -> dict:

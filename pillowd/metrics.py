@@ -54,6 +54,22 @@ class PillowCollector:
                                 "Estimated current drawn by the LEDs", value=r.milliamps)
         yield GaugeMetricFamily("pillowd_web_clients", "Connected status page clients",
                                 value=self.clients())
+        outbox = p.extra.get("outbox")
+        if outbox is not None:
+            yield GaugeMetricFamily("pillowd_outbox_pending",
+                                    "Hug events and receipts not yet taken by every "
+                                    "partner's queue", value=outbox["pending"])
+            away = GaugeMetricFamily("pillowd_outbox_away",
+                                     "1 while a partner's queue refuses what is sent to it",
+                                     labels=["queue"])
+            for queue in outbox["partners"]:
+                away.add_metric([queue], int(queue in outbox["away"]))
+            yield away
+            yield CounterMetricFamily("pillowd_outbox_sent",
+                                      "Events a partner's queue took", value=outbox["sent"])
+            yield CounterMetricFamily("pillowd_outbox_dropped",
+                                      "Events dropped unsent, older than their ttl",
+                                      value=outbox["dropped"])
         mqtt = self.mqtt()
         if mqtt is not None:
             yield GaugeMetricFamily("pillowd_mqtt_online",

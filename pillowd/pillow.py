@@ -47,7 +47,7 @@ class Pillow:
         self.hardware_trouble = list(hardware_trouble)
         self.leds = renderer.strip_status()  # the strip at run time: failing or not
         renderer.on_strip(self._leds_changed)
-        self.extra: dict[str, dict] = {}  # more sections of the snapshot, e.g. "mqtt"
+        self.extra: dict[str, object] = {}  # more sections of the snapshot, e.g. "mqtt"
         # The newest partner's hug that played: from the history, so a restart keeps it.
         found = history.last_hug()
         self.last_hug = _hug(found) if found is not None else None
@@ -100,9 +100,13 @@ class Pillow:
         self.quiet = quiet
         self.changed()
 
-    def section_changed(self, name: str, value: dict) -> None:
-        """Another part's own section of the snapshot (``"mqtt"``) is now *value*."""
-        self.extra[name] = dict(value)
+    def section_changed(self, name: str, value) -> None:
+        """Another part's own section of the snapshot (``"mqtt"``, ``"outbox"``,
+        ``"last_sent"``, ``"while_quiet"``) is now *value* (JSON data, its own copy)."""
+        if isinstance(value, (dict, list)):
+            value = value.copy()
+        with self._lock:
+            self.extra[name] = value
         self.changed()
 
     # -- what the page and scripts read ------------------------------------------
@@ -116,6 +120,7 @@ class Pillow:
             full = len(self.recent) == self.recent.maxlen
             older = str(self.recent[-1].seq) if full else None
             last_hug = dict(self.last_hug) if self.last_hug else None
+            extra = dict(self.extra)
         return {
             "pillow": self.name,
             "version": __version__,
@@ -133,7 +138,7 @@ class Pillow:
             "hardware": {"ok": not (trouble := self._trouble()),
                          "error": "; ".join(trouble) or None,
                          "leds": dict(self.leds)},
-            **self.extra,
+            **extra,
         }
 
     def history_page(self, limit: int, before: int | None) -> dict:
@@ -186,11 +191,21 @@ class Loop:
 
 
 class Health:
-    """Why the pillow is unwell, for /healthz and systemd's watchdog; empty when well."""
+    """Why the pillow is unwell, for /healthz and systemd's watchdog; empty when well.
 
-    def __init__(self, loops: list[Loop], checks: dict[str, Callable[[], str | None]]):
+    *notes* are troubles that are not the pillow's own and that no restart would
+    mend (a partner's revoked token, its deleted queue): /healthz tells them, and
+    stays 200.
+    """
+
+    def __init__(self, loops: list[Loop], checks: dict[str, Callable[[], str | None]],
+                 notes: dict[str, Callable[[], list[str]]] | None = None):
         self.loops = list(loops)
         self.checks = dict(checks)
+        self.notes_from = dict(notes or {})
+
+    def notes(self) -> list[str]:
+        return [note for source in self.notes_from.values() for note in source()]
 
     def reasons(self) -> list[str]:
         found = [loop.problem() for loop in self.loops]

@@ -23,18 +23,26 @@ class Player:
     """
 
     def __init__(self, history: History, timeline: Timeline, *,
-                 on_outcome: Callable[[Outcome], None],
-                 ours: Callable[[str], bool] = lambda event_id: False):
+                 on_outcome: Callable[[Outcome], None], conversation=None):
         self._history = history
         self._timeline = timeline
         self._on_outcome = on_outcome
-        self._ours = ours  # is this id one of the pillow's own recent hug events?
+        # The hugs' Conversation (or None): told of every message's outcome, and
+        # asked whether one is a hug back.
+        self._conversation = conversation
 
-    def record(self, outcome: Outcome) -> Outcome | None:
-        """Keep and announce *outcome*; None when its delivery had one already.
+    def record(self, outcome: Outcome, command: Command | None = None) -> Outcome | None:
+        """Keep and announce *outcome* (of the queue's *command*, if it could be
+        read); None when its delivery had one already.
 
         Raises HistoryError when it cannot be kept: then nothing is announced.
         """
+        recorded = self._record(outcome)
+        if recorded is not None and command is not None:
+            self._heard(command, recorded, through_queue=True)
+        return recorded
+
+    def _record(self, outcome: Outcome) -> Outcome | None:
         recorded = self._history.record(outcome)
         if recorded is not None:
             log.info("message %s %s%s", recorded.id, recorded.outcome,
@@ -46,22 +54,36 @@ class Player:
             self._on_outcome(recorded)
         return recorded
 
-    def play(self, command: Command, outcome: Outcome) -> Outcome | None:
+    def play(self, command: Command, outcome: Outcome,
+             through_queue: bool = True) -> Outcome | None:
         """Record *outcome* (applied) and play *command*; None if already settled.
 
-        A message answering one of this pillow's own recent hugs is a hug back: it
-        is decided here, before the record, so the history, the announcement and
-        the snapshot all say so.
+        A partner's answer to one of this pillow's own recent hugs is a hug back:
+        it is decided here, before the record, so the history, the announcement
+        and the snapshot all say so. A receipt (no scene) is only recorded.
         """
-        reply = bool(command.reply_to) and self._ours(command.reply_to["id"])
-        recorded = self.record(replace(outcome, event=command.event, reply=reply))
+        conversation = self._conversation
+        reply = through_queue and conversation is not None and conversation.answers(command)
+        recorded = self._record(replace(outcome, event=command.event, reply=reply))
         if recorded is not None:
-            self._timeline.play(command, recorded.id, reply=recorded.reply)
+            # Before it plays, as the announcement: no snapshot shows the scene
+            # without its place in the conversation (last_sent, while_quiet).
+            self._heard(command, recorded, through_queue)
+            if command.scene is not None:
+                self._timeline.play(command, recorded.id, reply=recorded.reply)
         return recorded
+
+    def _heard(self, command: Command, outcome: Outcome, through_queue: bool) -> None:
+        if self._conversation is None:
+            return
+        try:
+            self._conversation.heard(command, outcome, through_queue)
+        except Exception:  # the message is kept and played: a hug's trouble is apart
+            log.exception("the conversation failed on message %s", outcome.id)
 
     def play_now(self, command: Command, source: str) -> Outcome:
         """Play *command* from *source* ("web", "button", "mqtt", "demo") at once."""
         outcome = Outcome(id=command.id or f"{source}-{uuid.uuid4()}", outcome="applied",
                           scene=command.scene.name, sender=command.sender, reason=None,
                           at=iso_now(), queue=source)
-        return self.play(command, outcome)
+        return self.play(command, outcome, through_queue=False)

@@ -104,9 +104,12 @@ class StatusPage:
         @app.get("/healthz")
         def healthz():
             reasons = self.health.reasons()
+            notes = self.health.notes()
             if reasons:
-                return jsonify({"status": "unhealthy", "reasons": reasons}), 503
-            return jsonify({"status": "ok"})
+                return jsonify({"status": "unhealthy", "reasons": reasons,
+                                **({"notes": notes} if notes else {})}), 503
+            # Troubles no restart would mend (a partner's queue refusing): said, not 503.
+            return jsonify({"status": "ok", **({"notes": notes} if notes else {})})
 
         @app.get("/metrics")
         def metrics():
@@ -138,6 +141,14 @@ class StatusPage:
                 return _error(503, str(err))
             # Accepted: it plays here now; the partners get it once their queues take it.
             return jsonify({"id": event_id}), 202
+
+        @app.post("/api/seen")
+        @self._control
+        def seen():
+            if self.hugs is None:
+                return _error(404, "this pillow keeps no messages from quiet hours")
+            self.hugs.seen()
+            return jsonify({"while_quiet": []})
 
         @app.post("/api/brightness")
         @self._control

@@ -1,5 +1,6 @@
 """Two real pillows paired by `pillowd pair` on Azurite, each on its own tokens: a hug, a
-hug back, and a partner that comes back after a minute away.
+hug back and the receipts that tell the sender, a partner that comes back after a minute
+away, and hugs that cannot leave (a revoked token, a deleted queue).
 
 What each token may and may not do (every forbidden operation refused with 403), and an
 invite that works until it is revoked, are proven in tests/test_pairing.py
@@ -9,11 +10,13 @@ not repeated here.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
 from conftest import PillowProcess, wait_for
+from pillowd.family import TOKENS_ENTRY, FamilyKey
 from test_pairing import bare_env, owner, pillow_config, pillowd, prefix  # noqa: F401
 
 TOKEN = "hug-test-token"
@@ -31,11 +34,12 @@ def pair(azurite, owner, prefix, tmp_path, bare_env):
     account key in their environment); stopped at the end."""
     out = tmp_path / "pair"
     pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix)
+    with_family_key(out, ["alice", "bob"])
     started = []
 
-    def start(name: str) -> PillowProcess:
+    def start(name: str, extra: str = "") -> PillowProcess:
         config = pillow_config(out / name, tmp_path / name)
-        config.write_text(config.read_text() + HUGGED)
+        config.write_text(config.read_text() + HUGGED + extra)
         process = PillowProcess(config, {**bare_env, "PILLOWD_CONTROL_TOKEN": TOKEN})
         started.append(process)
         return process.start()
@@ -43,6 +47,16 @@ def pair(azurite, owner, prefix, tmp_path, bare_env):
     yield start
     for process in started:
         process.stop()
+
+
+def with_family_key(out, names) -> None:
+    """The family key in each pillow's queue-sas.toml, where `pair` writes it (until
+    the branch that makes `pair` write it lands, the test adds one the same way)."""
+    key = FamilyKey.generate().text()
+    for name in names:
+        tokens = out / name / "queue-sas.toml"
+        if f"{TOKENS_ENTRY} =" not in tokens.read_text():
+            tokens.write_text(tokens.read_text() + f'{TOKENS_ENTRY} = "{key}"\n')
 
 
 def hug(pillow: PillowProcess) -> str:
@@ -68,8 +82,14 @@ def test_a_hug_plays_on_the_partner_and_its_hug_back_is_recorded_as_one(pair):
     assert state["message"]["id"] == sent and state["message"]["reply"] is False
     assert state["last_hug"]["from"] == "alice" and state["last_hug"]["reply"] is False
     # The press also played here, and is no hug received.
-    assert alice.state()["recent"][0]["scene"] == "hugged"
+    assert "hugged" in [r["scene"] for r in alice.state()["recent"]]
     assert alice.state()["last_hug"] is None
+    # bob's receipt tells alice it played there (ending in her history, playing nothing).
+    sent = wait_for(lambda: (lambda s: s if s["partners"]["bob"]["delivered"] else None)(
+        alice.state()["last_sent"]), message="delivered, on alice's snapshot")
+    assert sent["partners"]["bob"] == {"delivered": played["at"], "quiet": False,
+                                       "hugged_back": None, "expired": False}
+    assert [r for r in alice.state()["recent"] if r["from"] == "bob"][0]["scene"] is None
 
     back = hug(bob)   # answers alice's hug, which bob has just played
     (returned,) = wait_for(lambda: items(alice, back), message="bob's hug back at alice")
@@ -77,6 +97,8 @@ def test_a_hug_plays_on_the_partner_and_its_hug_back_is_recorded_as_one(pair):
     state = alice.state()
     assert state["message"] == {"id": back, "from": "bob", "text": None, "reply": True}
     assert state["last_hug"] == {"from": "bob", "at": returned["at"], "reply": True}
+    wait_for(lambda: alice.state()["last_sent"]["partners"]["bob"]["hugged_back"]
+             == returned["at"], message="hugged back, on alice's snapshot")
 
     # Kept across a restart: the history holds it.
     alice.restart()
@@ -161,3 +183,55 @@ def test_only_a_partner_can_send_a_partners_hug(pair, azurite, owner, prefix, tm
     assert back["reply"] is True
     assert alice.state()["last_hug"] == {"from": "bob", "at": back["at"], "reply": True}
     assert key.text() not in "".join(alice.output)
+
+
+def metric(pillow: PillowProcess, line: str) -> float | None:
+    found = re.search(rf"^{re.escape(line)} (\S+)$", pillow.get("/metrics").text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def cannot_leave(alice: PillowProcess, bobs_queue: str, why: str) -> dict:
+    """A press still plays and is kept, and every window on alice says it has not
+    left: the snapshot, /metrics, /healthz (a note, still 200) and last_sent."""
+    sent = hug(alice)
+    outbox = wait_for(lambda: (lambda o: o if bobs_queue in o["away"] else None)(
+        alice.state()["outbox"]), timeout=20, message="bob's queue away on alice")
+    assert outbox["pending"] == 1 and why in outbox["away"][bobs_queue]
+    assert outbox["partners"] == {bobs_queue: "bob"}
+    assert metric(alice, f'pillowd_outbox_away{{queue="{bobs_queue}"}}') == 1
+    assert metric(alice, "pillowd_outbox_pending") == 1
+    health = alice.get("/healthz")
+    # Not the pillow's own fault: restarting it would not mend it, so no 503.
+    assert health.status_code == 200, health.text
+    (note,) = health.json()["notes"]
+    assert note.startswith("hugs to bob are not delivered yet") and why in note
+    state = alice.state()
+    assert state["last_sent"]["id"] == sent
+    assert state["last_sent"]["partners"]["bob"]["delivered"] is None
+    return state
+
+
+def test_a_hug_to_a_revoked_token_says_so_and_is_not_lost(pair, owner):
+    alice = pair("alice")
+    pillowd(owner, "revoke", "alice")     # every token issued for alice is refused
+    cannot_leave(alice, alice.state()["outbox"] and next(iter(
+        alice.state()["outbox"]["partners"])), "refused the token")
+
+
+def test_a_hug_to_a_deleted_queue_says_so_and_goes_once_it_is_back(pair, azurite,
+                                                                     owner, prefix):
+    alice = pair("alice")
+    bobs_queue = f"{prefix}bob"
+    azurite.service().delete_queue(bobs_queue)
+    cannot_leave(alice, bobs_queue, "")
+    # The owner pairs again: the queue and its policies are back, and the hug goes.
+    pillowd(owner, "pair", "alice", "bob", "--out", str(alice.config.parent.parent),
+            "--prefix", prefix)
+    queue = azurite.service().get_queue_client(bobs_queue)
+    (message,) = wait_for(lambda: queue.peek_messages(32), timeout=60,
+                          message="the hug in bob's new queue")
+    assert '"event":"hug"' in message.content
+    wait_for(lambda: alice.state()["outbox"] == {
+        "pending": 0, "away": {}, "sent": 1, "dropped": 0,
+        "partners": {bobs_queue: "bob"}}, timeout=10, message="the outbox back")
+    assert alice.get("/healthz").json() == {"status": "ok"}

@@ -178,6 +178,21 @@ def test_text_may_hold_line_breaks_and_no_other_control_character():
         assert f"text contains control characters ({char}; only line breaks" in \
             reason(json.dumps({"scene": "hug", "text": bad}))
 
+def test_a_partners_receipt_has_no_scene_and_counts_only_when_signed():
+    from pillowd.family import FamilyKey
+    family = FamilyKey.generate()
+    receipt = {"event": "receipt", "of": "e-1", "pillow": "bob",
+               "played_at": "2026-11-24T10:00:01.000Z", "quiet": True}
+    c = decode(json.dumps(family.signed(receipt)), SETTINGS, family)
+    assert (c.scene, c.event, c.of, c.pillow, c.sender, c.quiet, c.partner) == (
+        None, "receipt", "e-1", "bob", "bob", True, True)
+    assert c.played_at.isoformat() == "2026-11-24T10:00:01+00:00"
+    for body in (receipt, FamilyKey.generate().signed(receipt)):
+        with pytest.raises(Rejection, match="signed by the family's key"):
+            decode(json.dumps(body), SETTINGS, family)
+    with pytest.raises(Rejection, match="unknown field 'scenery' in a receipt"):
+        decode(json.dumps(family.signed({**receipt, "scenery": 1})), SETTINGS, family)
+
 
 @pytest.mark.parametrize("fields, why", [
     ({"reply_to": "e-0"}, "reply_to must be an object"),

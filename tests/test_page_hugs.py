@@ -1,11 +1,18 @@
-"""The status page's hug card in a real Chromium: the last hug, and "Hug back"."""
+"""The status page's hug card in a real Chromium: the last hug, "Hug back", what became
+of the last hug sent (two pillows on Azurite), and what came in quiet hours."""
 
 import json
+from datetime import datetime, timedelta
 
 import pytest
 
-from conftest import BASE_CONFIG, PillowProcess, family_credentials, wait_for
+from conftest import BASE_CONFIG, PillowProcess, wait_for
+from pillowd.family import FamilyKey
+from test_hugs_between_pillows import TOKEN as PAIR_TOKEN, hug, items, pair  # noqa: F401
 from test_page import TOKEN, browser, open_page, wait_live  # noqa: F401
+from test_pairing import bare_env, owner, prefix  # noqa: F401
+
+KEY = FamilyKey.generate()
 
 OUTBOUND = """
 [scenes.hugged]
@@ -17,23 +24,24 @@ duration = 1
 
 @pytest.fixture
 def hugging(make_config, pillow_env, tmp_path):
-    """A pillow with the token, the family's key and a partner, bob, whose queue is
-    in the same local queue file: the test reads what the pillow sent there."""
+    """A pillow with the token and a partner, bob, whose queue is in the same local
+    queue file: the test reads what the pillow sent there. The family key is in the
+    pillow's tokens (the systemd credential azure-queue-sas)."""
     base = BASE_CONFIG.replace('name = "pillow"\n',
                                'name = "pillow"\noutbound_name = "bob"\n', 1)
-    family, credentials = family_credentials(tmp_path / "credentials")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "azure-queue-sas").write_text(f'family_key = "{KEY.text()}"\n')
     process = PillowProcess(make_config(OUTBOUND, base=base),
-                            {**pillow_env, "PILLOWD_CONTROL_TOKEN": TOKEN, **credentials})
-    process.family = family  # what bob's pillow signs with
+                            {**pillow_env, "PILLOWD_CONTROL_TOKEN": TOKEN,
+                             "CREDENTIALS_DIRECTORY": str(credentials)})
     yield process.start()
     process.stop()
 
 
-def hug_from_bob(family, ident: str, reply_to: dict | None = None) -> str:
-    """bob's hug as his pillow sends it: signed with the family's key."""
-    return json.dumps(family.signed({
-        "scene": "hug", "from": "bob", "id": ident, "ttl": 600, "event": "hug",
-        "pillow": "bob", "reply_to": reply_to}))
+def hug_from_bob(ident: str, reply_to: dict | None = None) -> str:
+    return json.dumps(KEY.signed({"scene": "hug", "from": "bob", "id": ident, "ttl": 600,
+                                  "event": "hug", "pillow": "bob", "reply_to": reply_to}))
 
 
 def test_the_page_shows_the_last_hug_and_hugs_back_with_the_token(
@@ -46,7 +54,7 @@ def test_the_page_shows_the_last_hug_and_hugs_back_with_the_token(
     assert page.text_content("#last-hug") == "No hug from a partner yet."
     assert page.locator("#hug").is_hidden()          # no token in this browser yet
 
-    found.main.put(hug_from_bob(p.family, "bob-1"))
+    found.main.put(hug_from_bob("bob-1"))
     page.wait_for_function(
         "document.getElementById('last-hug').textContent.startsWith('Hug from bob')")
     assert page.locator("#hug").is_hidden()
@@ -56,13 +64,78 @@ def test_the_page_shows_the_last_hug_and_hugs_back_with_the_token(
     page.get_by_role("button", name="Hug back").click()
     page.wait_for_selector("#hug-result.ok")
     # The event went to bob's queue, answering bob's hug.
-    (sent,) = wait_for(lambda: found.outbound[0].peek(), message="the hug event")
-    event = json.loads(sent.body)
+    # bob's queue holds the receipt for bob-1, then the hug event.
+    sent = wait_for(lambda: [json.loads(m.body) for m in found.outbound[0].peek()
+                             if '"event":"hug"' in m.body], message="the hug event")
+    (event,) = sent
     assert event["reply_to"] == {"id": "bob-1", "from": "bob"}
     wait_for(lambda: p.state()["recent"][0]["scene"] == "hugged",
              message="the press played here")
 
-    found.main.put(hug_from_bob(p.family, "bob-2", {"id": event["id"], "from": "test-pillow"}))
+    found.main.put(hug_from_bob("bob-2", {"id": event["id"], "from": "test-pillow"}))
     page.wait_for_function(
         "document.getElementById('last-hug').textContent.startsWith('Hug back from bob')")
     assert page.locator("#recent li").first.text_content().count("hug back") == 1
+
+
+def hhmm(at: str) -> str:
+    """14:02, in this machine's time zone, which the browser shares."""
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone().strftime("%H:%M")
+
+
+def test_the_senders_page_shows_delivered_then_hugged_back(pair, open_page):
+    alice, bob = pair("alice"), pair("bob")
+    page = open_page(alice.url + f"?token={PAIR_TOKEN}")
+    wait_live(page)
+    assert page.locator("#last-sent").is_hidden()
+    page.get_by_role("button", name="Hug back").click()
+    page.wait_for_function(
+        "document.getElementById('last-sent').textContent.includes('delivered')",
+        timeout=30_000)
+    sent = alice.state()["last_sent"]
+    bobs = sent["partners"]["bob"]
+    assert page.text_content("#last-sent") == \
+        f"sent {hhmm(sent['at'])} · delivered {hhmm(bobs['delivered'])}"
+
+    back = hug(bob)
+    page.wait_for_function(
+        "document.getElementById('last-sent').textContent.includes('hugged back')",
+        timeout=30_000)
+    (returned,) = items(alice, back)
+    assert page.text_content("#last-sent") == (
+        f"sent {hhmm(sent['at'])} · delivered {hhmm(bobs['delivered'])} · "
+        f"hugged back {hhmm(returned['at'])}")
+    assert page.text_content("#last-hug").startswith("Hug back from bob")
+
+
+def test_a_hug_into_quiet_hours_shows_on_both_pages(pair, open_page):
+    now = datetime.now()
+    quiet = (f'\n[quiet]\nstart = "{(now - timedelta(minutes=1)).strftime("%H:%M")}"\n'
+             f'end = "{(now + timedelta(minutes=5)).strftime("%H:%M")}"\n')
+    alice, bob = pair("alice"), pair("bob", quiet)
+    alices = open_page(alice.url + f"?token={PAIR_TOKEN}")
+    bobs = open_page(bob.url + f"?token={PAIR_TOKEN}")
+    wait_live(alices)
+    wait_live(bobs)
+    assert bobs.locator("#while-quiet").is_hidden()
+
+    sent = hug(alice)
+    # bob's page: the hug waits there, until seen.
+    bobs.wait_for_selector("#while-quiet:not([hidden])", timeout=30_000)
+    (played,) = items(bob, sent)
+    assert bobs.text_content("#while-quiet-list") == \
+        f"While you slept: alice, {hhmm(played['at'])}"
+    assert bob.state()["while_quiet"] == [
+        {"id": sent, "from": "alice", "text": None, "at": played["at"]}]
+    # alice's page: bob's pillow said so in its receipt.
+    alices.wait_for_function(
+        "document.getElementById('last-sent').textContent.includes('quiet hours')",
+        timeout=30_000)
+    last = alice.state()["last_sent"]
+    assert alices.text_content("#last-sent") == (
+        f"sent {hhmm(last['at'])} · delivered {hhmm(played['at'])} · "
+        "bob's pillow is in quiet hours")
+
+    bobs.get_by_role("button", name="Seen").click()
+    bobs.wait_for_selector("#while-quiet", state="hidden")
+    assert bob.state()["while_quiet"] == []

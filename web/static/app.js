@@ -272,6 +272,8 @@ function render(s) {
   }
 
   renderHug(s.last_hug);
+  renderSent(s.last_sent, s.outbox);
+  renderWhileQuiet(s.while_quiet || []);
   renderControls(s);
   tick();
 }
@@ -288,6 +290,45 @@ function renderHug(hug) {
   el.replaceChildren(hug.reply ? "Hug back from " : "Hug from ", who, ", ", when);
   el.classList.toggle("reply", !!hug.reply);
   $("hug").textContent = "Hug back";
+}
+
+// 14:02, in the phone's own time zone, the same on every browser.
+function clock(at) {
+  const d = new Date(at);
+  return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+}
+
+// What became of the last hug sent: one line per partner, from its receipts and
+// from the outbox (a partner's queue that refuses says why).
+function renderSent(sent, outbox) {
+  const list = $("last-sent");
+  list.hidden = !sent;
+  if (!sent) { list.replaceChildren(); return; }
+  const queues = Object.fromEntries(Object.entries((outbox && outbox.partners) || {})
+    .map(([queue, name]) => [name, queue]));
+  const away = (outbox && outbox.away) || {};
+  const names = Object.keys(sent.partners || {});
+  list.replaceChildren(...names.map((name) => {
+    const p = sent.partners[name];
+    const steps = [`sent ${clock(sent.at)}`];
+    if (p.expired) steps.push("not delivered (expired)");
+    else if (p.delivered) {
+      steps.push(`delivered ${clock(p.delivered)}`);
+      if (p.hugged_back) steps.push(`hugged back ${clock(p.hugged_back)}`);
+      if (p.quiet) steps.push(`${name}'s pillow is in quiet hours`);
+    } else if (away[queues[name]]) steps.push(`not delivered yet: ${name}'s queue ${away[queues[name]]}`);
+    const li = document.createElement("li");
+    li.textContent = (names.length > 1 ? `${name}: ` : "") + steps.join(" · ");
+    li.className = p.expired || (!p.delivered && away[queues[name]]) ? "bad" : "";
+    return li;
+  }));
+}
+
+// What came while the pillow was quiet, until someone has seen it.
+function renderWhileQuiet(items) {
+  $("while-quiet").hidden = !items.length;
+  const who = items.map((i) => `${i.from || "someone"}, ${clock(i.at)}`).join("; ");
+  text("while-quiet-list", items.length ? `While you slept: ${who}` : "");
 }
 
 function describeActuator(name, value) {
@@ -367,6 +408,7 @@ function showTokenState() {
   $("token-form").hidden = has;
   $("control-panel").hidden = !has;
   $("hug").hidden = !has;  // a hug is a control: it needs the token too
+  $("seen").hidden = !has;
 }
 
 function result(message, kind, where) {
@@ -448,6 +490,8 @@ if (controlsOn) {
   $("off").addEventListener("click", () => control("/api/off", {}, "Lights off."));
   $("hug").addEventListener("click", () =>
     control("/api/hug", {}, "Hug sent: it plays here and goes to your partners.", "hug-result"));
+  $("seen").addEventListener("click", () =>
+    control("/api/seen", {}, "Marked as seen.", "hug-result"));
   $("quiet").addEventListener("click", () => {
     const quiet = !(current && current.quiet);
     control("/api/quiet", { quiet }, quiet ? "Quiet now." : "Quiet ended.");

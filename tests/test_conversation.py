@@ -1,0 +1,408 @@
+"""One conversation: who a pillow answers and until when, the receipts that tell the
+sender what became of its hug, and the messages that came in quiet hours.
+
+Driven through the real paths: the queue (Consumer → Player), the page's
+/api/scene and /api/hug, Home Assistant's commands (Controls.play, source "mqtt"),
+the button (gpiozero's mock pin), each on an in-process daemon whose partner, bob,
+is played by the test with the family's key."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from conftest import BASE_CONFIG, wait_for
+from pillowd import config
+from pillowd.daemon import Daemon
+from pillowd.family import FamilyKey
+from pillowd.history import iso
+from pillowd.hugs import Conversation, HugNotKept, Outbox
+from pillowd.messages import encode
+from pillowd.queues.local import LocalStore
+
+TOKEN = "conversation-test-token"
+KEY = FamilyKey.generate()
+HUGGED = """
+[button]
+pin = 17
+{window}
+[scenes.hugged]
+effect = "solid"
+color = "#ffb347"
+duration = 1
+"""
+
+
+@pytest.fixture
+def pillow(make_config, tmp_path):
+    """alice, in process: her partner bob's queue is in her local queue file, and
+    the family key is in her tokens (the systemd credential azure-queue-sas)."""
+    made = []
+
+    def make(window: float | None = None, extra: str = "") -> Daemon:
+        base = BASE_CONFIG.replace('name = "test-pillow"', 'name = "alice"').replace(
+            'name = "pillow"\n', 'name = "pillow-alice"\noutbound_name = "pillow-bob"\n', 1)
+        text = HUGGED.format(window=f"reply_window_seconds = {window}\n" if window else "")
+        credentials = tmp_path / "credentials"
+        credentials.mkdir(exist_ok=True)
+        (credentials / "azure-queue-sas").write_text(f'family_key = "{KEY.text()}"\n')
+        settings = config.load(make_config(text + extra, base=base))
+        d = Daemon(settings, environ={"CREDENTIALS_DIRECTORY": str(credentials),
+                                      "PILLOWD_CONTROL_TOKEN": TOKEN})
+        made.append(d)
+        d.start()
+        return d
+    yield make
+    for d in made:
+        d.close()
+
+
+def now(offset: float = 0.0) -> str:
+    return iso(datetime.now(timezone.utc) + timedelta(seconds=offset))
+
+
+def from_bob(d: Daemon, fields: dict, signed: bool = True) -> None:
+    """bob's pillow puts *fields* on alice's queue, signed with the family's key."""
+    d.queues.main.put(encode(KEY.signed(fields) if signed else fields))
+
+
+def bobs_hug(ident: str, reply_to: dict | None = None, sent_at: str | None = None) -> dict:
+    return {"scene": "hug", "from": "bob", "id": ident, "sent_at": sent_at or now(),
+            "ttl": 600, "event": "hug", "pillow": "bob", "reply_to": reply_to}
+
+
+def playing(d: Daemon, ident: str) -> bool:
+    return (d.timeline.current().message or {}).get("id") == ident
+
+
+def at_bob(d: Daemon) -> list[dict]:
+    """What alice sent to bob's queue, oldest first (the outbox emptied first)."""
+    wait_for(lambda: not d.outbox.pending(), message="the outbox emptied")
+    return [json.loads(m.body) for m in d.queues.outbound[0].peek(32)]
+
+
+def api(d: Daemon, path: str, body: dict | None = None):
+    return requests.post(d.url + path.lstrip("/"), json=body or {}, timeout=5,
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def history(d: Daemon, ident: str) -> list:
+    return [o for o in d.history.page(1000) if o.id == ident]
+
+
+# -- bug: a hug back was lost after any local play ------------------------------------
+
+
+def test_a_press_answers_the_last_message_from_the_queue_whatever_played_since(pillow):
+    d = pillow()
+    # Grandma's message comes through the queue (no partner's: anyone may answer).
+    d.queues.main.put(encode({"scene": "glow", "from": "Grandma", "id": "grandma-1"}))
+    wait_for(lambda: playing(d, "grandma-1"), message="Grandma's message")
+    # The page, then Home Assistant, play scenes; the demo-like plays have ids too.
+    assert api(d, "/api/scene", {"scene": "hug", "from": "status page"}).ok
+    wait_for(lambda: d.timeline.current().message["from"] == "status page",
+             message="the page's play")
+    # Home Assistant's command path (its light's effect): an id of its own.
+    assert playing(d, d.controls.play({"scene": "glow"}, source="mqtt").id)
+
+    button = d.hardware.pin_factory.pin(17)
+    button.drive_low()
+    button.drive_high()
+    (pressed,) = wait_for(lambda: at_bob(d), message="the button's hug")
+    assert pressed["reply_to"] == {"id": "grandma-1", "from": "Grandma"}
+
+    assert api(d, "/api/hug").status_code == 202   # a press from the page answers it too
+    wait_for(lambda: len(at_bob(d)) == 2, message="the page's hug")
+    assert at_bob(d)[1]["reply_to"] == {"id": "grandma-1", "from": "Grandma"}
+
+
+def test_a_press_of_a_pillow_that_heard_nothing_through_the_queue_answers_nobody(pillow):
+    d = pillow()
+    d.controls.play({"scene": "glow", "from": "Alice", "id": "web-1"}, source="web")
+    assert api(d, "/api/hug").status_code == 202
+    (event,) = wait_for(lambda: at_bob(d), message="the hug")
+    assert event["reply_to"] is None
+
+
+# -- bug: the two sides counted the reply window from different moments --------------
+
+
+def test_a_hug_back_counts_from_when_our_hug_played_on_the_partner_not_the_press(pillow):
+    """alice's hug waited (her outbox, bob's queue) 2 s before it played on bob; bob
+    answered 1.5 s after it played: within the 3 s window on bob's side, so it is a
+    hug back here too, although the press was 3.5 s ago."""
+    d = pillow(window=3)
+    pressed = time.monotonic()
+    assert api(d, "/api/hug").status_code == 202
+    (hug,) = wait_for(lambda: at_bob(d), message="alice's hug in bob's queue")
+    sent = datetime.fromisoformat(hug["sent_at"].replace("Z", "+00:00"))
+    played = sent + timedelta(seconds=2)
+    # The test is about elapsed time: the press is past the window by the clock here.
+    time.sleep(max(0.0, pressed + 3.5 - time.monotonic()))
+    from_bob(d, {"event": "receipt", "of": hug["id"], "pillow": "bob",
+                 "played_at": iso(played), "quiet": False})
+    from_bob(d, bobs_hug("bob-back", {"id": hug["id"], "from": "alice"},
+                         sent_at=iso(played + timedelta(seconds=1.5))))
+    wait_for(lambda: playing(d, "bob-back"), message="bob's hug back playing")
+    assert d.timeline.current().message["reply"] is True
+    assert history(d, "bob-back")[0].reply is True
+    assert d.pillow.snapshot()["last_hug"]["reply"] is True
+    # The conversation hears of it just after it starts to play.
+    wait_for(lambda: d.pillow.snapshot()["last_sent"]["partners"]["bob"]["hugged_back"]
+             == history(d, "bob-back")[0].at, message="hugged back on the snapshot")
+
+    # An answer pressed after bob's window (by bob's clock) is a plain hug.
+    from_bob(d, bobs_hug("bob-late", {"id": hug["id"], "from": "alice"},
+                         sent_at=iso(played + timedelta(seconds=4.5))))
+    wait_for(lambda: playing(d, "bob-late"), message="bob's late hug playing")
+    assert history(d, "bob-late")[0].reply is False
+
+
+def test_the_receiver_counts_its_window_from_when_the_hug_played_here(pillow):
+    d = pillow(window=2)
+    # Sent long ago by bob's clock (it waited in his outbox): the window is ours, now.
+    from_bob(d, bobs_hug("bob-1", sent_at=now(-500)))
+    wait_for(lambda: playing(d, "bob-1"), message="bob's hug")
+    played = time.monotonic()
+    assert api(d, "/api/hug").status_code == 202
+    assert at_bob(d)[-1]["reply_to"] == {"id": "bob-1", "from": "bob"}
+    time.sleep(max(0.0, played + 2.5 - time.monotonic()))  # past the window
+    assert api(d, "/api/hug").status_code == 202
+    wait_for(lambda: len([e for e in at_bob(d) if e.get("event") == "hug"]) == 2,
+             message="the second hug")
+    assert [e for e in at_bob(d) if e.get("event") == "hug"][-1]["reply_to"] is None
+
+
+def test_an_unsigned_claim_is_an_ordinary_message_and_never_a_hug_back(pillow):
+    d = pillow()
+    assert api(d, "/api/hug").status_code == 202
+    (hug,) = wait_for(lambda: at_bob(d), message="alice's hug")
+    from_bob(d, bobs_hug("forged", {"id": hug["id"], "from": "alice"}), signed=False)
+    wait_for(lambda: playing(d, "forged"), message="the forged hug playing")
+    assert history(d, "forged")[0].reply is False
+    assert d.pillow.snapshot()["last_hug"] is None
+    assert len(at_bob(d)) == 1    # and no receipt goes back for it
+
+
+# -- receipts ---------------------------------------------------------------------
+
+
+def test_a_partners_hug_is_answered_with_one_signed_receipt_on_its_queue(pillow):
+    d = pillow()
+    from_bob(d, bobs_hug("bob-1"))
+    wait_for(lambda: playing(d, "bob-1"), message="bob's hug")
+    (receipt,) = wait_for(lambda: at_bob(d), message="the receipt")
+    assert KEY.verify(receipt)
+    played = history(d, "bob-1")[0].at
+    assert {k: v for k, v in receipt.items() if k != "sig"} == {
+        "event": "receipt", "of": "bob-1", "pillow": "alice", "played_at": played,
+        "quiet": False}
+    # A plain message from someone gets none.
+    d.queues.main.put(encode({"scene": "glow", "from": "Grandma", "id": "g-1"}))
+    wait_for(lambda: playing(d, "g-1"), message="Grandma's message")
+    assert len(at_bob(d)) == 1
+
+
+def test_a_receipt_tells_the_sender_delivered_and_ends_in_its_history(pillow, caplog):
+    caplog.set_level("INFO", logger="pillowd")
+    d = pillow()
+    assert d.pillow.snapshot()["last_sent"] is None
+    assert api(d, "/api/hug").status_code == 202
+    (hug,) = wait_for(lambda: at_bob(d), message="alice's hug")
+    assert KEY.verify(hug)
+    sent = d.pillow.snapshot()["last_sent"]
+    assert sent == {"id": hug["id"], "at": hug["sent_at"], "partners": {"bob": {
+        "delivered": None, "quiet": None, "hugged_back": None, "expired": False}}}
+
+    played = now()
+    from_bob(d, {"event": "receipt", "of": hug["id"], "pillow": "bob",
+                 "played_at": played, "quiet": True})
+    partner = wait_for(lambda: d.pillow.snapshot()["last_sent"]["partners"]["bob"]
+                       if d.pillow.snapshot()["last_sent"]["partners"]["bob"]["delivered"]
+                       else None, message="delivered")
+    assert partner == {"delivered": played, "quiet": True, "hugged_back": None,
+                       "expired": False}
+    (kept,) = [o for o in d.history.page(10) if o.event == "receipt"]
+    assert (kept.outcome, kept.scene, kept.sender) == ("applied", None, "bob")
+    assert not playing(d, kept.id)   # a receipt plays nothing
+    # Each step of a hug reaches the journal and Home Assistant's hook (Daemon._hug_heard).
+    assert [r.getMessage() for r in caplog.records
+            if getattr(r, "PILLOW_HUG", None) == "delivered"] == ["hug delivered (bob)"]
+
+
+def test_a_receipt_without_the_familys_signature_is_rejected(pillow):
+    d = pillow()
+    assert api(d, "/api/hug").status_code == 202
+    (hug,) = wait_for(lambda: at_bob(d), message="alice's hug")
+    from_bob(d, {"event": "receipt", "of": hug["id"], "pillow": "bob",
+                 "played_at": now(), "quiet": False}, signed=False)
+    rejected = wait_for(lambda: [o for o in d.history.page(10) if o.outcome == "rejected"],
+                        message="the forged receipt rejected")
+    assert "signed by the family's key" in rejected[0].reason
+    assert d.pillow.snapshot()["last_sent"]["partners"]["bob"]["delivered"] is None
+
+
+# -- the receiver's night ------------------------------------------------------------
+
+
+def test_messages_in_quiet_hours_wait_on_the_page_until_seen(pillow):
+    d = pillow()
+    d.controls.set_quiet(True)
+    from_bob(d, {**bobs_hug("bob-night"), "text": "sleep well"})
+    wait_for(lambda: playing(d, "bob-night"), message="bob's hug at night")
+    at = history(d, "bob-night")[0].at
+    assert d.pillow.snapshot()["while_quiet"] == [
+        {"id": "bob-night", "from": "bob", "text": "sleep well", "at": at}]
+    (receipt,) = wait_for(lambda: at_bob(d), message="the receipt")
+    assert receipt["quiet"] is True and KEY.verify(receipt)
+
+    assert api(d, "/api/seen").json() == {"while_quiet": []}
+    assert d.pillow.snapshot()["while_quiet"] == []
+    assert requests.post(d.url + "api/seen", timeout=5).status_code in (401, 403)
+
+    d.queues.main.put(encode({"scene": "glow", "from": "Grandma", "id": "g-night"}))
+    wait_for(lambda: d.pillow.snapshot()["while_quiet"], message="Grandma's, at night")
+    d.hardware.pin_factory.pin(17).drive_low()       # a press counts as seen too
+    wait_for(lambda: d.pillow.snapshot()["while_quiet"] == [], message="seen by a press")
+    d.controls.set_quiet(False)
+    from_bob(d, bobs_hug("bob-day"))
+    wait_for(lambda: playing(d, "bob-day"), message="bob's hug by day")
+    assert d.pillow.snapshot()["while_quiet"] == []
+
+
+# -- the outbox delivers only, and never what is too old -----------------------------
+
+
+def test_an_event_older_than_its_ttl_is_dropped_not_sent_and_hurries_nothing(tmp_path):
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob = store.queue("pillow-bob")
+    bob.create()
+    wall = [time.time()]
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], wall=lambda: wall[0])
+    sent, dropped = [], []
+    outbox.on_sent(lambda event, queue: sent.append(event["id"]))
+    if hasattr(outbox, "on_dropped"):
+        outbox.on_dropped(lambda event, queue: dropped.append(event["id"]))
+    outbox.add({"event": "hug", "id": "stale", "sent_at": now(), "ttl": 600})
+    outbox.add({"event": "hug", "id": "fresh", "sent_at": now(400), "ttl": 600})
+    wall[0] += 700   # an outage of 700 s: the first is past its ttl, the second not
+    assert outbox.flush() is True
+    assert [json.loads(m.body)["id"] for m in bob.peek()] == ["fresh"]
+    assert sent == ["fresh"] and dropped == ["stale"]
+    assert outbox.pending() == []
+    assert outbox.status()["dropped"] == 1
+    outbox.close()
+    store.close()
+
+
+def test_a_dropped_hug_shows_expired_and_never_rearms_fast_polling(tmp_path):
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob = store.queue("pillow-bob")
+    bob.create()
+    wall = [time.time()]
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
+                    wall=lambda: wall[0])
+    hurried, sections = [], {}
+    conversation = Conversation(
+        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
+        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY,
+        hurry=hurried.append, on_section=sections.__setitem__, clock=lambda: wall[0])
+    conversation.press()
+    wall[0] += 601
+    assert outbox.flush() is True
+    assert bob.peek() == [] and hurried == []
+    assert sections["last_sent"]["partners"]["bob"]["expired"] is True
+    outbox.close()
+    store.close()
+
+
+def test_a_hug_the_outbox_cannot_keep_is_an_error_not_a_lost_hug(tmp_path):
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob = store.queue("pillow-bob")
+    bob.create()
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob])
+    heard = []
+    conversation = Conversation("alice", window=600, send_scene="hug",
+                                path=tmp_path / "conversation.json", outbox=outbox,
+                                on_hug=lambda kind, sender, text: heard.append(kind))
+    outbox.close()   # as good as a full disk: nothing can be written
+    with pytest.raises(HugNotKept, match="could not be kept in .*outbox.sqlite3"):
+        conversation.press()
+    assert heard == []     # not "pressed": it goes nowhere
+    store.close()
+
+
+def test_the_conversation_is_kept_across_a_restart(pillow, tmp_path):
+    d = pillow()
+    from_bob(d, bobs_hug("bob-1"))
+    wait_for(lambda: playing(d, "bob-1"), message="bob's hug")
+    assert api(d, "/api/hug").status_code == 202
+    hug = wait_for(lambda: [e for e in at_bob(d) if e.get("event") == "hug"],
+                   message="alice's answer")[0]
+    d.close()
+    d = pillow()
+    assert d.pillow.snapshot()["last_sent"]["id"] == hug["id"]
+    from_bob(d, bobs_hug("bob-2", {"id": hug["id"], "from": "alice"}))
+    wait_for(lambda: playing(d, "bob-2"), message="bob's hug back after the restart")
+    assert history(d, "bob-2")[0].reply is True
+
+
+def test_a_partners_hug_that_expired_here_is_answered_so_and_shows_expired_there(pillow):
+    d = pillow()
+    from_bob(d, bobs_hug("bob-old", sent_at=now(-700)))    # past its 600 s ttl
+    wait_for(lambda: history(d, "bob-old"), message="bob's old hug recorded")
+    assert history(d, "bob-old")[0].outcome == "expired"
+    (receipt,) = wait_for(lambda: at_bob(d), message="the receipt")
+    assert KEY.verify(receipt) and receipt["expired"] is True
+    assert (receipt["of"], receipt["played_at"]) == ("bob-old", None)
+
+    # And the other way round: alice's hug expired on bob.
+    assert api(d, "/api/hug").status_code == 202
+    hug = [e for e in at_bob(d) if e.get("event") == "hug"][0]
+    from_bob(d, {"event": "receipt", "of": hug["id"], "pillow": "bob",
+                 "played_at": None, "quiet": False, "expired": True})
+    wait_for(lambda: d.pillow.snapshot()["last_sent"]["partners"]["bob"]["expired"],
+             message="expired, on alice's snapshot")
+    assert d.pillow.snapshot()["last_sent"]["partners"]["bob"]["delivered"] is None
+
+
+def test_the_sender_polls_fast_until_the_window_from_the_play_there_ends(tmp_path):
+    from pillowd.consumer import Backoff
+    from pillowd.history import Outcome
+    from pillowd.messages import decode
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob = store.queue("pillow-bob")
+    bob.create()
+    wall = [time.time()]
+    backoff = Backoff(0.1, 5.0)
+    hurried = []
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
+                    wall=lambda: wall[0])
+    conversation = Conversation(
+        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
+        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY,
+        hurry=lambda seconds: (hurried.append(seconds), backoff.hurry(seconds)),
+        clock=lambda: wall[0])
+    for _ in range(8):
+        backoff.next(found=False)
+    assert backoff.interval == 5.0
+    hug = conversation.press()
+    assert outbox.flush() and hurried == [600]      # bob's queue took it
+    assert backoff.interval == 0.1 and backoff.wake.is_set()
+    # bob played it 30 s later (his receipt says); it is now 40 s after the press.
+    played = wall[0] + 30
+    wall[0] += 40
+    settings = config.parse(BASE_CONFIG.format(state_dir=tmp_path))
+    receipt = decode(json.dumps(KEY.signed({
+        "event": "receipt", "of": hug["id"], "pillow": "bob",
+        "played_at": iso(datetime.fromtimestamp(played, timezone.utc)),
+        "quiet": False})), settings, KEY)
+    conversation.heard(receipt, Outcome(id="q-1", outcome="applied", scene=None,
+                                        sender="bob", reason=None, at=now()), True)
+    assert hurried[1] == pytest.approx(590, abs=0.01)   # 600 s from the play there
+    outbox.close()
+    store.close()
