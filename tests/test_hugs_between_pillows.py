@@ -160,7 +160,9 @@ def test_only_a_partner_can_send_a_partners_hug(pair, azurite, owner, prefix, tm
                  prefix).stdout.split()
     forged = {"scene": "hug", "event": "hug", "pillow": "bob", "from": "bob",
               "id": "forged-1", "reply_to": {"id": first, "from": "alice"}}
-    QueueClient.from_queue_url(url).send_message(json.dumps(forged))
+    # The SDK wants the queue's URL; the invite prints its /messages endpoint.
+    QueueClient.from_queue_url(url.replace("/messages?", "?")).send_message(
+        json.dumps(forged))
     (played,) = wait_for(lambda: items(alice, "forged-1"), message="the forgery played")
     assert played["outcome"] == "applied" and played["from"] == "bob"
     assert played["reply"] is False and played.get("event") is None
