@@ -16,7 +16,7 @@ import pytest
 from conftest import PillowProcess, wait_for
 from test_pairing import bare_env, owner, pillow_config, pillowd, prefix  # noqa: F401
 
-TOKEN = "hug-test-token"
+TOKEN = "hug-test-token-16+"
 HUGGED = """
 [scenes.hugged]
 effect = "solid"

@@ -715,12 +715,12 @@ def test_a_pillow_serving_every_address_links_by_its_name(make_config, pillow_en
 def test_each_step_of_a_hug_fires_home_assistants_hug_event(mqtt_pillow, home_assistant,
                                                              queues):
     ha = home_assistant()
-    p = mqtt_pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken"})
+    p = mqtt_pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken-t0ken-t0ken"})
     topic = f"{TOPIC}/hug"
 
     def kind(name):
         return lambda payload: json.loads(payload)["event_type"] == name
-    pressed = p.post("/api/hug", headers={"Authorization": "Bearer t0ken"})
+    pressed = p.post("/api/hug", headers={"Authorization": "Bearer t0ken-t0ken-t0ken"})
     assert pressed.status_code == 202
     assert json.loads(ha.wait(topic, kind("pressed")))["from"] == "test-pillow"
     # A partner's hug event arrives on the queue and plays: "received", with its words.

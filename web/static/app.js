@@ -184,10 +184,13 @@ socket.on("disconnect", markStale);
 socket.on("connect_error", () => { if (current) markStale(); else setBadge($("connection"), "cannot reach the pillow, retrying…", "warn"); });
 socket.io.on("reconnect_attempt", () => { if (current) markStale(); });
 
-socket.on("frame", (buf) => {
+// Each frame is acknowledged: the pillow sends a page only a few frames ahead of
+// what it has drawn, so a slow phone skips frames instead of piling them up.
+socket.on("frame", (buf, ack) => {
   view.frame = new Uint8Array(buf);
   lastSeen = new Date();
   draw();
+  if (typeof ack === "function") ack();
 });
 
 socket.on("state", (s) => {
