@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Callable
 
+import engineio
 import socketio
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Broadcaster:
             if not full:
                 self._sessions[eio_sid] = now
         for sid in stale:  # never joined: abandoned, or one too many
-            self.server.eio.disconnect(sid)
+            self.server.eio.end(sid)
         if full:
             log.warning("a Socket.IO session was refused: %d are open already",
                         self._max_sessions)
@@ -168,13 +169,27 @@ class Broadcaster:
             self.server.disconnect(sid, namespace=NAMESPACE)
 
 
+class _Engine(engineio.Server):
+    """Engine.IO's server, able to end a session whose client never comes back."""
+
+    def end(self, sid: str) -> None:
+        # disconnect() would wait for the client to fetch its CLOSE packet, which an
+        # abandoned polling session never does: the session is dropped unsent.
+        session = self.sockets.pop(sid, None)
+        if session is not None:
+            session.close(wait=False, abort=True)
+
+
 class _Server(socketio.Server):
     """python-socketio's server, telling the broadcaster when Engine.IO sessions
     open and close (the session cap)."""
 
     def __init__(self, broadcaster: Broadcaster, **options):
-        super().__init__(**options)
         self._broadcaster = broadcaster
+        super().__init__(**options)
+
+    def _engineio_server_class(self):
+        return _Engine
 
     def _handle_eio_connect(self, eio_sid, environ):
         if not self._broadcaster._session_opened(eio_sid):

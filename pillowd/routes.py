@@ -68,7 +68,10 @@ def index():
     return render_template("index.html", name="pillowd" if p.policy.private else p.pillow.name,
                            controls=p.policy.token is not None,
                            private=p.policy.private,
-                           token_problem=p.policy.token_problem)
+                           token_problem=p.policy.token_problem or (
+                               "this pillow is private and has no control token: nothing "
+                               "can be read here until one is configured"
+                               if p.policy.private and p.policy.token is None else None))
 
 
 @bp.get("/api/state")

@@ -147,7 +147,15 @@ if (typeof io === "undefined") {
   $("stale").hidden = false;
   throw new Error("socket.io client script missing: static/vendor/socket.io.min.js");
 }
-const socket = io("/pillow", { transports: ["websocket", "polling"] });
+// A private pillow ([web] private) shows nothing without the token: the page
+// connects only once it has one, and sends it with the connect.
+const privateMode = document.body.dataset.private === "on";
+if (document.body.dataset.controls === "on") takeTokenFromAddress();
+const socket = io("/pillow", {
+  transports: ["websocket", "polling"],
+  auth: (send) => send(privateMode ? { token: localStorage.getItem(TOKEN_KEY) || "" } : {}),
+  autoConnect: !privateMode || !!localStorage.getItem(TOKEN_KEY),
+});
 let current = null;
 let lastSeen = null;
 
@@ -181,7 +189,19 @@ socket.on("connect", () => {
   if (!current || document.body.classList.contains("stale")) setBadge($("connection"), "connected, loading…", "warn");
 });
 socket.on("disconnect", markStale);
-socket.on("connect_error", () => { if (current) markStale(); else setBadge($("connection"), "cannot reach the pillow, retrying…", "warn"); });
+socket.on("connect_error", (err) => {
+  // Refused by the pillow itself (a private one, and a wrong token): asking again
+  // with the same token would only count as another wrong guess.
+  if (privateMode && socket.active === false) {
+    localStorage.removeItem(TOKEN_KEY);
+    setBadge($("connection"), "locked: enter the control token", "bad");
+    if (typeof showTokenState === "function") showTokenState();
+    result(`The pillow refused: ${err.message}`, "bad");
+    return;
+  }
+  if (current) markStale(); else setBadge($("connection"), "cannot reach the pillow, retrying…", "warn");
+});
+if (privateMode && !socket.active) setBadge($("connection"), "locked: enter the control token", "bad");
 socket.io.on("reconnect_attempt", () => { if (current) markStale(); });
 
 // Each frame is acknowledged: the pillow sends a page only a few frames ahead of
@@ -217,6 +237,11 @@ function render(s) {
 
   // The LEDs or GPIO could not start: the pillow runs on (queue, history, this
   // page) and says why here, as /healthz does.
+  // A control token too short to accept: said here as in the log.
+  const web = s.web || {};
+  $("token-problem").hidden = !web.problem;
+  text("token-problem", web.problem || "");
+
   const hw = s.hardware || {ok: true};
   $("hardware-trouble").hidden = hw.ok;
   text("hardware-trouble", hw.ok ? "" : `The pillow's hardware is not working: ${hw.error}`);
@@ -341,7 +366,9 @@ let olderStarted = false;
 $("older").addEventListener("click", async () => {
   if (!olderCursor) return;
   olderStarted = true;
-  const reply = await fetch(`/api/history?limit=50&before=${encodeURIComponent(olderCursor)}`);
+  const token = localStorage.getItem(TOKEN_KEY);
+  const reply = await fetch(`/api/history?limit=50&before=${encodeURIComponent(olderCursor)}`,
+    { headers: token ? { Authorization: `Bearer ${token}` } : {} });
   if (!reply.ok) return;
   const page = await reply.json();
   $("older-list").append(...page.items.map(outcomeItem));
@@ -419,7 +446,6 @@ function renderControls(s) {
 }
 
 if (controlsOn) {
-  takeTokenFromAddress();
   showTokenState();
   $("token-form").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -429,6 +455,7 @@ if (controlsOn) {
     $("token").value = "";
     showTokenState();
     result("Unlocked. The pillow checks the token on every control.", "ok");
+    if (privateMode && !socket.connected) socket.connect();
   });
   $("forget").addEventListener("click", () => {
     localStorage.removeItem(TOKEN_KEY);
