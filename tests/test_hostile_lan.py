@@ -298,3 +298,16 @@ def test_a_private_pillow_shows_nothing_without_the_token(make_config, pillow_en
             client.disconnect()
     finally:
         p.stop()
+
+
+def test_the_control_token_comes_from_the_systemd_credential(pillow, tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "control-token").write_text(TOKEN + "\n")
+    p = pillow(env={"CREDENTIALS_DIRECTORY": str(credentials)})
+    assert p.post("/api/quiet", json={"quiet": True}, headers=AUTH).status_code == 200
+    assert p.state()["quiet"] is True
+    # The environment variable, when set, wins over the credential.
+    q = pillow(env={"CREDENTIALS_DIRECTORY": str(credentials),
+                    "PILLOWD_CONTROL_TOKEN": "another-token-of-16-chars"})
+    assert q.post("/api/quiet", json={}, headers=AUTH).status_code == 401
