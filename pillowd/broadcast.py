@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from typing import Callable
 
 import engineio
@@ -23,6 +24,9 @@ MAX_SESSIONS = 64
 # Seconds a session may take from its handshake to joining /pillow: past that it
 # is abandoned, and ended at the next handshake.
 JOIN_SECONDS = 5.0
+# Handshakes one address may make in a burst, and per second after it: each
+# session costs Engine.IO a thread until its first ping (25 s), even one ended at once.
+HANDSHAKE_BURST, HANDSHAKES_PER_SECOND = MAX_SESSIONS, 1.0
 # Events a page may send in a burst, and per second after it: a page sends none of
 # its own (only acknowledgements, which are not events), so a client past this is
 # not our page, and is disconnected.
@@ -35,25 +39,32 @@ class Refused(Exception):
     """Why a page may not connect (told to the client as its connect_error)."""
 
 
+class Allowance:
+    """A token bucket: *burst* at once, then *rate* a second."""
+
+    def __init__(self, burst: float, rate: float, clock):
+        self._burst, self._rate, self._clock = burst, rate, clock
+        self._left, self._at = float(burst), clock()
+
+    def spend(self) -> bool:
+        now = self._clock()
+        self._left = min(self._burst, self._left + (now - self._at) * self._rate)
+        self._at = now
+        if self._left < 1:
+            return False
+        self._left -= 1
+        return True
+
+
 class _Page:
     """One connected page: its frames in flight and its event allowance."""
 
     def __init__(self, clock):
         self.in_flight = 0
-        self.allowance = float(EVENT_BURST)
-        self._clock = clock
-        self._at = clock()
+        self.events = Allowance(EVENT_BURST, EVENTS_PER_SECOND, clock)
 
     def acked(self, *_):
         self.in_flight = max(0, self.in_flight - 1)
-
-    def spend(self) -> bool:
-        """One event from the client; False once it sends faster than a page would."""
-        now = self._clock()
-        self.allowance = min(EVENT_BURST, self.allowance + (now - self._at) * EVENTS_PER_SECOND)
-        self._at = now
-        self.allowance -= 1
-        return self.allowance >= 0
 
 
 class Broadcaster:
@@ -77,6 +88,7 @@ class Broadcaster:
         self._pages: dict[str, _Page] = {}       # Socket.IO sid -> its page
         self._sessions: dict[str, float] = {}    # Engine.IO sid -> handshake time, until it joins
         self._joined: set[str] = set()           # Engine.IO sids that joined /pillow
+        self._handshakes: OrderedDict[str, Allowance] = OrderedDict()  # per address
         self._lock = threading.Lock()            # the three above
         # A binary event goes out as two Engine.IO packets: one interleaved with
         # another thread's would corrupt the client's stream.
@@ -120,9 +132,16 @@ class Broadcaster:
 
     # -- sessions and pages ------------------------------------------------------------
 
-    def _session_opened(self, eio_sid: str) -> bool:
+    def _session_opened(self, eio_sid: str, address: str) -> bool:
         now = self._clock()
         with self._lock:
+            allowance = self._handshakes.pop(address, None) or Allowance(
+                HANDSHAKE_BURST, HANDSHAKES_PER_SECOND, self._clock)
+            self._handshakes[address] = allowance
+            while len(self._handshakes) > 1024:
+                self._handshakes.popitem(last=False)
+            if not allowance.spend():
+                return False  # a page reconnects now and then, not this often
             stale = [s for s, at in self._sessions.items() if now - at > self._join_seconds]
             if self.sessions - len(stale) >= self._max_sessions and self._sessions:
                 stale.append(min(self._sessions, key=self._sessions.get))
@@ -133,9 +152,6 @@ class Broadcaster:
                 self._sessions[eio_sid] = now
         for sid in stale:  # never joined: abandoned, or one too many
             self.server.eio.end(sid)
-        if full:
-            log.warning("a Socket.IO session was refused: %d are open already",
-                        self._max_sessions)
         return not full
 
     def _session_closed(self, eio_sid: str) -> None:
@@ -162,7 +178,7 @@ class Broadcaster:
     def _client_event(self, sid: str, event) -> None:
         # No event of a page is ours to handle, reserved names included.
         page = self._pages.get(sid)
-        if page is not None and not page.spend():
+        if page is not None and not page.events.spend():
             log.warning("a status page client sent events faster than a page does: "
                         "disconnected")
             self._pages.pop(sid, None)
@@ -192,7 +208,7 @@ class _Server(socketio.Server):
         return _Engine
 
     def _handle_eio_connect(self, eio_sid, environ):
-        if not self._broadcaster._session_opened(eio_sid):
+        if not self._broadcaster._session_opened(eio_sid, environ.get("REMOTE_ADDR", "")):
             return False  # Engine.IO answers the handshake 401
         return super()._handle_eio_connect(eio_sid, environ)
 

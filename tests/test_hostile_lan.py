@@ -252,8 +252,8 @@ def test_abandoned_sessions_never_exceed_the_cap(pillow):
     from pillowd.broadcast import MAX_SESSIONS
     p = pillow()
     sids = []
-    for _ in range(MAX_SESSIONS + 40):
-        answer = get(p, HANDSHAKE)
+    for n in range(MAX_SESSIONS + 40):  # from many addresses: each has its own rate
+        answer = get(p, HANDSHAKE, source=f"127.0.1.{n + 1}")
         assert answer.status_code == 200
         sids.append(json.loads(answer.text[answer.text.index("{"):])["sid"])
     alive = [sid for sid in sids
@@ -266,6 +266,15 @@ def test_abandoned_sessions_never_exceed_the_cap(pillow):
         watcher.wait_state(lambda s: True, message="a page after the flood")
     finally:
         watcher.close()
+
+
+def test_handshakes_from_one_address_are_rate_limited(pillow):
+    from pillowd.broadcast import HANDSHAKE_BURST
+    p = pillow()
+    statuses = [get(p, HANDSHAKE).status_code for _ in range(HANDSHAKE_BURST + 20)]
+    assert statuses[:HANDSHAKE_BURST] == [200] * HANDSHAKE_BURST
+    assert statuses.count(401) >= 10  # refused before Engine.IO starts a thread for it
+    assert get(p, HANDSHAKE, source="127.0.0.2").status_code == 200
 
 
 # -- private ---------------------------------------------------------------------------
