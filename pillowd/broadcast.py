@@ -24,9 +24,11 @@ MAX_SESSIONS = 64
 # Seconds a session may take from its handshake to joining /pillow: past that it
 # is abandoned, and ended at the next handshake.
 JOIN_SECONDS = 5.0
-# Handshakes one address may make in a burst, and per second after it: each
-# session costs Engine.IO a thread until its first ping (25 s), even one ended at once.
+# Handshakes one address may make in a burst, and per second after it, and all
+# addresses together: each session costs Engine.IO a thread until its first ping
+# (25 s), even one ended at once, so at most 128 + 25 × 2 such threads.
 HANDSHAKE_BURST, HANDSHAKES_PER_SECOND = MAX_SESSIONS, 1.0
+ALL_HANDSHAKE_BURST, ALL_HANDSHAKES_PER_SECOND = 2 * MAX_SESSIONS, 2.0
 # Events a page may send in a burst, and per second after it: a page sends none of
 # its own (only acknowledgements, which are not events), so a client past this is
 # not our page, and is disconnected.
@@ -89,6 +91,8 @@ class Broadcaster:
         self._sessions: dict[str, float] = {}    # Engine.IO sid -> handshake time, until it joins
         self._joined: set[str] = set()           # Engine.IO sids that joined /pillow
         self._handshakes: OrderedDict[str, Allowance] = OrderedDict()  # per address
+        self._all_handshakes = Allowance(ALL_HANDSHAKE_BURST, ALL_HANDSHAKES_PER_SECOND,
+                                        clock)
         self._lock = threading.Lock()            # the three above
         # A binary event goes out as two Engine.IO packets: one interleaved with
         # another thread's would corrupt the client's stream.
@@ -140,7 +144,7 @@ class Broadcaster:
             self._handshakes[address] = allowance
             while len(self._handshakes) > 1024:
                 self._handshakes.popitem(last=False)
-            if not allowance.spend():
+            if not allowance.spend() or not self._all_handshakes.spend():
                 return False  # a page reconnects now and then, not this often
             stale = [s for s, at in self._sessions.items() if now - at > self._join_seconds]
             if self.sessions - len(stale) >= self._max_sessions and self._sessions:
