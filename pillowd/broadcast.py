@@ -95,8 +95,9 @@ class Broadcaster:
                                         clock)
         self._lock = threading.Lock()            # the three above
         # A binary event goes out as two Engine.IO packets: one interleaved with
-        # another thread's would corrupt the client's stream.
-        self._emit_lock = threading.Lock()
+        # another thread's would corrupt the client's stream. Held across a whole
+        # connect too, whose CONNECT packet python-socketio sends itself.
+        self.emit_lock = threading.RLock()
         self.server = _Server(self, async_mode="threading", async_handlers=False,
                               logger=False, engineio_logger=False,
                               max_http_buffer_size=MAX_PACKET)
@@ -119,7 +120,7 @@ class Broadcaster:
     # -- sending ---------------------------------------------------------------------
 
     def _emit(self, event, data, sid, callback=None) -> None:
-        with self._emit_lock:
+        with self.emit_lock:
             self.server.emit(event, data, to=sid, namespace=NAMESPACE, callback=callback)
 
     def send_state(self) -> None:
@@ -215,6 +216,10 @@ class _Server(socketio.Server):
         if not self._broadcaster._session_opened(eio_sid, environ.get("REMOTE_ADDR", "")):
             return False  # Engine.IO answers the handshake 401
         return super()._handle_eio_connect(eio_sid, environ)
+
+    def _handle_connect(self, eio_sid, namespace, data):
+        with self._broadcaster.emit_lock:
+            return super()._handle_connect(eio_sid, namespace, data)
 
     def _handle_eio_disconnect(self, eio_sid, reason):
         try:
