@@ -31,9 +31,10 @@ REFUSED = {401, 403, 413, 421, 429}
 # so the client sees it rather than a reset (werkzeug would read up to 10 GB).
 DRAIN_BYTES = 1 << 20
 
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-         b"Content-Length: 46\r\nRetry-After: 5\r\nConnection: close\r\n\r\n"
-         b'{"error": "the pillow is serving enough pages"}')
+_BUSY_BODY = b'{"error": "the pillow is serving as many connections as it can"}'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nServer: pillowd\r\n"
+         b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+         b"Retry-After: 5\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 def connection_cap(wanted: int = MAX_CONNECTIONS) -> int:

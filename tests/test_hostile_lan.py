@@ -320,3 +320,21 @@ def test_the_control_token_comes_from_the_systemd_credential(pillow, tmp_path):
     q = pillow(env={"CREDENTIALS_DIRECTORY": str(credentials),
                     "PILLOWD_CONTROL_TOKEN": "another-token-of-16-chars"})
     assert q.post("/api/quiet", json={}, headers=AUTH).status_code == 401
+
+
+def test_the_pushers_are_loops_that_health_watches(make_config, pillow_env):
+    from pillowd import config as loader
+    from pillowd.daemon import Daemon
+    d = Daemon(loader.load(make_config()), environ=pillow_env)
+    try:
+        d.start()
+        watched = {loop.name: loop for loop in d.health.loops}
+        assert {"state push", "frame push"} <= set(watched)
+        assert watched["frame push"].thread.name == "pillowd-frames"
+        assert d.health.reasons() == []
+        d.broadcaster.frames.stop()  # the loop ends while the pillow runs on
+        wait_for(lambda: not watched["frame push"].thread.is_alive(), message="the end")
+        assert "the frame push loop has stopped" in d.health.reasons()
+        assert d.health.watchdog_checks()["frame push loop"]() is False
+    finally:
+        d.close()
