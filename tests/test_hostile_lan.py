@@ -338,3 +338,31 @@ def test_the_pushers_are_loops_that_health_watches(make_config, pillow_env):
         assert d.health.watchdog_checks()["frame push loop"]() is False
     finally:
         d.close()
+
+
+def test_a_page_that_never_acknowledges_gets_only_a_few_frames(pillow):
+    from pillowd.broadcast import BACKLOG
+    p = pillow()
+    port = address(p)[1]
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", timeout=10)
+    try:
+        assert ws.recv().startswith("0{")  # Engine.IO open
+        ws.send("40/pillow,")             # join, and never acknowledge anything
+        p.cli("send", "glow")             # breathing: a new frame on every render
+        watcher = Watcher(p.url)          # a page that does acknowledge
+        try:
+            wait_for(lambda: len(watcher.frames) >= 30, message="30 frames to a real page")
+        finally:
+            watcher.close()
+        binary = 0
+        ws.settimeout(0.5)
+        try:
+            while True:
+                opcode, _ = ws.recv_data()
+                binary += opcode == websocket.ABNF.OPCODE_BINARY
+        except websocket.WebSocketTimeoutException:
+            pass
+        assert 1 <= binary <= BACKLOG
+    finally:
+        ws.close()
