@@ -1,6 +1,4 @@
-"""The status page and its API: a Flask app (routes in pillowd.routes), Socket.IO
-(pillowd.broadcast) and the rules in front of both (pillowd.webauth), served by
-pillowd.webserver."""
+"""The status page: the Flask app, Socket.IO and the host rules in front, and the server that runs them."""
 
 from __future__ import annotations
 

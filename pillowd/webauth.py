@@ -1,10 +1,10 @@
-"""Who the status page answers: its own host names, the control token, repeated
-wrong tokens, and the headers every answer carries."""
+"""Who the status page answers: its own names, the control token, and the headers on every answer."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import logging
 import socket
 import threading
@@ -205,13 +205,8 @@ class Guard:
 
         why = self.policy.foreign_host(environ.get("HTTP_HOST"))
         if why is not None:
-            body = ('{"error": %s}' % _json_string(why)).encode()
+            body = json.dumps({"error": why}).encode()
             start("421 Misdirected Request", [("Content-Type", "application/json"),
                                               ("Content-Length", str(len(body)))])
             return [body]
         return self.app(environ, start)
-
-
-def _json_string(text: str) -> str:
-    import json
-    return json.dumps(text)
