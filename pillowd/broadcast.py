@@ -187,7 +187,8 @@ class Broadcaster:
             log.warning("a status page client sent events faster than a page does: "
                         "disconnected")
             self._pages.pop(sid, None)
-            self.server.disconnect(sid, namespace=NAMESPACE)
+            # The whole session, not only /pillow: it could join again at once.
+            self.server.eio.end(self.server.manager.eio_sid_from_sid(sid, NAMESPACE))
 
 
 class _Engine(engineio.Server):
