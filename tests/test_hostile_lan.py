@@ -198,6 +198,31 @@ def test_a_half_sent_request_is_dropped_and_does_not_hold_the_page(pillow):
             s.close()
 
 
+def test_headers_sent_a_byte_at_a_time_meet_a_deadline(pillow):
+    """A deadline for the whole header, not a timeout per read: a trickle that never
+    pauses for long is still dropped (the server allows 10 s)."""
+    import time
+    p = pillow()
+    sent = 0
+    with socket.create_connection(address(p), timeout=60) as s:
+        s.sendall(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        try:
+            while sent < 40:
+                s.sendall(b"X-Slow-%d: 1\r\n" % sent)
+                sent += 1
+                time.sleep(1.0)
+            closed = False
+        except OSError:
+            closed = True
+        if not closed:
+            s.settimeout(1.0)
+            try:
+                closed = s.recv(100) == b""
+            except OSError:
+                closed = False
+    assert closed and sent < 30, f"still open after {sent} header lines"
+
+
 def test_at_the_file_limit_the_page_still_answers(pillow):
     p = pillow()
     subprocess.run(["prlimit", f"--pid={p.pid}", "--nofile=128:128"], check=True)
