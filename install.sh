@@ -354,6 +354,7 @@ install_files() {
         say "installing the default config as $CONF_DIR/config.toml"
         run install -m 0644 "$SRC/config.toml" "$CONF_DIR/config.toml"
     fi
+    install_control_token
     run install -d -m 0750 "$STATE_DIR"
     ((STAGING)) || run chown pillowd:pillowd "$STATE_DIR"
     run install -m 0644 "$SRC/systemd/pillowd.service" "$UNIT"
@@ -365,6 +366,27 @@ install_files() {
     fi
     install_root_dropin
     [[ ! -f $SRC/docs/raspberry-pi.md ]] || run install -m 0644 "$SRC/docs/raspberry-pi.md" "$DOC_DIR/"
+}
+
+# The control token: a random 128-bit one when there is none, readable by root
+# only; systemd hands it to the daemon as the credential control-token (the
+# unit's LoadCredential=). An existing one is kept, whatever its age.
+install_control_token() {
+    local file=$CONF_DIR/control-token shown=${CONF_DIR#"$ROOT"}/control-token
+    if [[ -s $file ]]; then
+        say "keeping the control token in $shown (read it with: sudo cat $shown)"
+        return 0
+    fi
+    say "making a random control token in $shown (read it with: sudo cat $shown)"
+    if ((DRY_RUN)); then
+        printf '+ %s\n' "write a random 128-bit token to $file (mode 0600)"
+        return 0
+    fi
+    local token
+    token=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(16))') \
+        || die "cannot make a random control token"
+    (umask 077 && printf '%s\n' "$token" >"$file.new") || die "cannot write $file"
+    mv -f -- "$file.new" "$file"
 }
 
 # Root only where the config needs it: the drop-in is there when the config asks

@@ -17,7 +17,7 @@ import requests
 
 from pillowd.testing import PillowProcess
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-bench-token"
 CONFIG = """
 [pillow]
 name = "bench-pillow"

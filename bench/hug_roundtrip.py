@@ -51,7 +51,7 @@ from pillowd.testing.azurite import Azurite
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 20))
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", 180))
 HURRY_SECONDS = float(os.environ.get("BENCH_HURRY_SECONDS", 30))
-TOKEN = "bench-token"
+TOKEN = "bench-token-bench-token"
 POLL_MAX = 5.0
 WINDOW = 600.0           # [button] reply_window_seconds, shipped
 BEFORE_RECEIPTS = 5460   # queue requests per hug before receipts (docs/pairing.md)

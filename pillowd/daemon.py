@@ -161,8 +161,23 @@ def page_url_for_others(host: str, url: str) -> str:
     return f"http://{name if '.' in name else name + '.local'}:{port}/"
 
 
+# The systemd credential (LoadCredential=) install.sh makes: a random control token.
+TOKEN_CREDENTIAL = "control-token"
+
+
 def control_token(settings: Settings, environ=os.environ) -> str | None:
+    """The control token: $control_token_env, else the systemd credential."""
     token = environ.get(settings.web.control_token_env, "").strip()
+    if not token and environ.get("CREDENTIALS_DIRECTORY"):
+        path = Path(environ["CREDENTIALS_DIRECTORY"]) / TOKEN_CREDENTIAL
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            token = ""
+        except (OSError, UnicodeDecodeError) as err:
+            raise PillowError(f"cannot read the systemd credential {TOKEN_CREDENTIAL}: "
+                              f"{getattr(err, 'strerror', None) or type(err).__name__}"
+                              ) from None
     return token or None
 
 
@@ -325,6 +340,19 @@ class Daemon:
                 settings, put=self.queues.main.put if local else None,
                 play=None if local else self.controls.play)))
 
+        from .broadcast import Broadcaster  # python-socketio only once the rest stands
+        from .webauth import Policy
+
+        web = settings.web
+        self.policy = Policy(control_token(settings, environ),
+                             allowed_hosts=web.allowed_hosts, private=web.private)
+        self.pillow.section_changed("web", {"controls": self.policy.token is not None,
+                                            "private": web.private,
+                                            "problem": self.policy.token_problem})
+        self.broadcaster = Broadcaster(self.pillow, self.renderer, admit=self.policy.admit)
+        self._loops += [("state push", "pillowd-state", self.broadcaster.states),
+                        ("frame push", "pillowd-frames", self.broadcaster.frames)]
+
         self._threads = [threading.Thread(target=self._guarded(label, part.run),
                                           name=name, daemon=True)
                          for label, name, part in self._loops]
@@ -335,6 +363,10 @@ class Daemon:
                  Loop("queue", by_label["queue"],
                       heartbeat=lambda: self.consumer.heartbeat,
                       stall_seconds=q.poll_max_seconds + q.visibility_timeout_seconds + 30)]
+        loops += [Loop(label, by_label[label], heartbeat=lambda part=part: part.heartbeat,
+                       stall_seconds=10.0, resting=lambda part=part: part.resting)
+                  for label, part in (("state push", self.broadcaster.states),
+                                      ("frame push", self.broadcaster.frames))]
         self.health = Health(loops, {
             "hardware": lambda: "; ".join(trouble) or None,
             "leds": self.renderer.strip_trouble,
@@ -346,7 +378,7 @@ class Daemon:
 
         self.page = StatusPage(
             self.pillow, controls=self.controls, hugs=self.hugs, health=self.health,
-            renderer=self.renderer, token=control_token(settings, environ),
+            broadcaster=self.broadcaster, policy=self.policy,
             metrics=lambda clients: Metrics(self.pillow, self.consumer,
                                             self.renderer, clients,
                                             mqtt=lambda: self.mqtt))

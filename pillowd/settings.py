@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
@@ -77,6 +78,29 @@ def _aliases(value) -> str | None:
     return "must be a list of non-empty strings"
 
 
+_HOST_NAME = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
+                        r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.?$", re.IGNORECASE)
+
+
+def _host_names(value) -> str | None:
+    # [web] allowed_hosts: names as a browser sends them in Host, without a port.
+    for name in value:
+        if isinstance(name, str) and len(name) <= 253 and (
+                _HOST_NAME.match(name) or _ip_address(name.strip("[]"))):
+            continue
+        return (f"{name!r} is not a host name or address (like \"pillow.example.net\", "
+                "no scheme, port or path)")
+    return None
+
+
+def _ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _key(default, check: Check | None = None):
     return field(default=default, metadata={"check": check})
 
@@ -141,6 +165,9 @@ class WebSettings:
     host: str = _key("0.0.0.0", _non_empty)
     port: int = _key(8080, _range(0, 65535))
     control_token_env: str = _key("PILLOWD_CONTROL_TOKEN")
+    # Host names the page answers to besides its own (a reverse proxy, a DNS name).
+    allowed_hosts: tuple[str, ...] = _key((), _host_names)
+    private: bool = _key(False)  # true: reading needs the control token too
 
 
 @dataclass(frozen=True)

@@ -356,14 +356,14 @@ def test_an_unexpected_error_in_an_api_route_answers_json(make_config, pillow_en
     from pillowd import config as loader
 
     d = Daemon(loader.load(make_config()), environ={**pillow_env,
-                                                    "PILLOWD_CONTROL_TOKEN": "t0ken"})
+                                                    "PILLOWD_CONTROL_TOKEN": "t0ken-t0ken-t0ken"})
     try:
         def broken(data, source="web"):
             raise RuntimeError("injected bug with a secret inside")
         d.controls.play = broken
         client = d.page.app.test_client()
         answer = client.post("/api/scene", json={"scene": "glow"},
-                             headers={"Authorization": "Bearer t0ken"})
+                             headers={"Authorization": "Bearer t0ken-t0ken-t0ken"})
         assert answer.status_code == 500
         assert answer.is_json and "secret" not in answer.get_data(as_text=True)
         assert "internal error" in answer.json["error"]

@@ -163,12 +163,12 @@ def test_http_endpoints(pillow):
 
 
 def test_control_token_guards_post_scene(pillow, watch):
-    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "s3cret-token"})
+    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "s3cret-token-for-tests"})
     watcher = watch(p.url)
     assert p.post("/api/scene", json={"scene": "hug"}).status_code == 401
     assert p.post("/api/scene", json={"scene": "hug"},
                   headers={"Authorization": "Bearer wrong"}).status_code == 401
-    auth = {"Authorization": "Bearer s3cret-token"}
+    auth = {"Authorization": "Bearer s3cret-token-for-tests"}
     bad = p.post("/api/scene", json={"scene": "nap"}, headers=auth)
     assert bad.status_code == 400 and "unknown scene" in bad.json()["error"]
     huge = p.post("/api/scene", data=b"x" * 70_000, headers=auth)
@@ -177,9 +177,9 @@ def test_control_token_guards_post_scene(pillow, watch):
     assert ok.status_code == 200 and ok.json()["outcome"] == "applied"
     watcher.wait_state(lambda s: s["scene"] == "glow", message="the web scene")
     # The token never shows in the page, the state or the output.
-    assert "s3cret-token" not in p.get("/").text
-    assert "s3cret-token" not in json.dumps(p.state())
-    assert "s3cret-token" not in "".join(p.output)
+    assert "s3cret-token-for-tests" not in p.get("/").text
+    assert "s3cret-token-for-tests" not in json.dumps(p.state())
+    assert "s3cret-token-for-tests" not in "".join(p.output)
 
 
 def test_port_taken_is_one_line_error(make_config, pillow_env):

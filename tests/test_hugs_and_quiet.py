@@ -248,8 +248,8 @@ def test_a_history_from_before_hug_backs_is_migrated_and_kept(tmp_path):
 
 
 def test_api_hug_works_with_no_button_and_no_partner(pillow):
-    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "t"})
-    answer = p.post("/api/hug", headers={"Authorization": "Bearer t"})
+    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "t-t-t-t-t-t-t-t-t"})
+    answer = p.post("/api/hug", headers={"Authorization": "Bearer t-t-t-t-t-t-t-t-t"})
     assert answer.status_code == 202 and len(answer.json()["id"]) == 36
     # No [scenes.hugged] in this config: nothing plays, and nothing fails.
     assert p.state()["scene"] == "idle"

@@ -248,3 +248,15 @@ def test_an_unknown_extra_is_one_clear_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == ("install.sh: error: unknown extra 'frobnicate': "
                                      "pyproject.toml has identity, pi, systemd, test")
+
+
+def test_a_random_control_token_is_made_once_for_root_only(staged):
+    root, before, after, again, first = staged
+    token = root / "etc/pillowd/control-token"
+    assert before["etc/pillowd/control-token"][1] == 0o600
+    text = token.read_text().strip()
+    assert len(text) >= 22 and text.isascii()  # 128 random bits, URL-safe base64
+    assert "sudo cat /etc/pillowd/control-token" in first.stdout
+    assert "keeping the control token" in again.stdout  # and unchanged (snapshots)
+    unit = (REPO / "systemd/pillowd.service").read_text()
+    assert "LoadCredential=control-token:/etc/pillowd/control-token" in unit

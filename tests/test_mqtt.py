@@ -717,12 +717,12 @@ def test_each_step_of_a_hug_fires_home_assistants_hug_event(mqtt_pillow, home_as
     from conftest import family_credentials
     ha = home_assistant()
     family, credentials = family_credentials(tmp_path / "credentials")
-    p = mqtt_pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken", **credentials})
+    p = mqtt_pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken-t0ken-t0ken", **credentials})
     topic = f"{TOPIC}/hug"
 
     def kind(name):
         return lambda payload: json.loads(payload)["event_type"] == name
-    pressed = p.post("/api/hug", headers={"Authorization": "Bearer t0ken"})
+    pressed = p.post("/api/hug", headers={"Authorization": "Bearer t0ken-t0ken-t0ken"})
     assert pressed.status_code == 202
     assert json.loads(ha.wait(topic, kind("pressed")))["from"] == "test-pillow"
     # A partner's hug event arrives on the queue and plays: "received", with its words.

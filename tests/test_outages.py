@@ -34,7 +34,7 @@ def poll_interval(p) -> float:
 
 
 def test_history_locked_reports_offline_with_reason_then_recovers(pillow):
-    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "t"})
+    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "t-t-t-t-t-t-t-t-t"})
     state = p.config.parent / "state"
     p.cli("send", "hug", "--from", "before")
     wait_for(lambda: p.state()["queue"]["applied"] == 1, message="the first hug")
@@ -53,7 +53,7 @@ def test_history_locked_reports_offline_with_reason_then_recovers(pillow):
         assert 0 < poll_interval(p) <= POLL_MAX
         # A play from the page cannot be recorded either: refused, with the reason.
         refused = requests.post(p.url + "api/scene", json={"scene": "hug"}, timeout=30,
-                                headers={"Authorization": "Bearer t"})
+                                headers={"Authorization": "Bearer t-t-t-t-t-t-t-t-t"})
         assert refused.status_code == 503 and "locked" in refused.json()["error"]
     back = wait_for(lambda: (s := p.state())["queue"]["online"] and
                     s["queue"]["applied"] == 2 and s, timeout=30,

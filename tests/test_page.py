@@ -32,7 +32,10 @@ def open_page(browser):
     contexts, requests, errors = [], [], []
 
     def open_(url, **context_options):
-        context = browser.new_context(**context_options)
+        # The tests' own wait_for_function() scripts are eval'd, which the page's
+        # Content-Security-Policy forbids; test_the_page_works_under_its_own_csp
+        # opens the page with the policy in force.
+        context = browser.new_context(**{"bypass_csp": True, **context_options})
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -310,3 +313,64 @@ def test_no_trouble_banner_while_the_hardware_works(open_page, pillow):
     page = open_page(pillow().url)
     wait_live(page)
     assert page.is_hidden("#hardware-trouble")
+
+
+def test_the_page_works_under_its_own_content_security_policy(pillow, browser):
+    from playwright.sync_api import expect
+    p = pillow(env={"PILLOWD_CONTROL_TOKEN": TOKEN})
+    context = browser.new_context()  # the policy in force, unlike open_page's
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        refused, errors = [], []
+        page.on("console", lambda m: refused.append(m.text)
+                if "Content Security Policy" in m.text else None)
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(p.url + f"?token={TOKEN}")
+        wait_live(page)
+        p.cli("send", "hug", "--from", "Alice")
+        expect(page.locator("#sender")).to_have_text("Alice")
+        # The canvas is drawn: the hug's red at the first LED.
+        wait_for(lambda: page.evaluate("""() => {
+            const [p] = window.pillowPage.ledPositions();
+            const d = document.getElementById('leds').getContext('2d')
+                .getImageData(p.x, p.y, 1, 1).data;
+            return d[0] === 255 && d[1] === 0 && d[2] === 0; }"""), message="a red LED")
+        page.get_by_role("button", name="Lights off").click()
+        wait_for(lambda: p.state()["leds"]["brightness"] == 0, message="lights off")
+        assert refused == [] and errors == []
+    finally:
+        context.close()
+
+
+def test_a_private_pillow_page_asks_for_the_token_once(make_config, pillow_env, browser):
+    from playwright.sync_api import expect
+    from conftest import ROOT, PillowProcess
+    config = make_config()
+    config.write_text(config.read_text().replace('host = "127.0.0.1"',
+                                                 'host = "127.0.0.1"\nprivate = true'))
+    p = PillowProcess(config, {**pillow_env, "PILLOWD_CONTROL_TOKEN": TOKEN}, cwd=ROOT).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(p.url)
+        page.wait_for_selector("#connection.bad")
+        assert "test-pillow" not in page.content()
+        assert page.locator("#token-form").is_visible()
+        page.get_by_label("Control token").fill("a-wrong-token-of-length")
+        page.get_by_role("button", name="Unlock").click()
+        page.wait_for_selector("#control-result.bad")
+        assert "refused" in page.text_content("#control-result")
+        assert page.locator("#token-form").is_visible()
+
+        page.get_by_label("Control token").fill(TOKEN)
+        page.get_by_role("button", name="Unlock").click()
+        wait_live(page)
+        expect(page.locator("#name")).to_have_text("test-pillow")
+        page.goto(p.url)  # asked once: kept in this browser
+        wait_live(page)
+        assert page.locator("#token-form").is_hidden()
+    finally:
+        context.close()
+        p.stop()

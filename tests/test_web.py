@@ -7,7 +7,7 @@ import socketio
 
 from conftest import wait_for
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -142,10 +142,10 @@ def test_frames_are_binary_and_at_most_20_a_second(pillow):
 
 
 def test_history_pages_with_a_cursor_newest_first(pillow):
-    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken"})
+    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken-t0ken-t0ken"})
     for i in range(30):
         p.post("/api/scene", json={"scene": "glow", "id": f"m{i}"},
-               headers={"Authorization": "Bearer t0ken"})
+               headers={"Authorization": "Bearer t0ken-t0ken-t0ken"})
     seen, cursor = [], None
     while True:
         page = p.get("/api/history", params={"limit": 7, "before": cursor}).json()

@@ -147,7 +147,15 @@ if (typeof io === "undefined") {
   $("stale").hidden = false;
   throw new Error("socket.io client script missing: static/vendor/socket.io.min.js");
 }
-const socket = io("/pillow", { transports: ["websocket", "polling"] });
+// A private pillow ([web] private) shows nothing without the token: the page
+// connects only once it has one, and sends it with the connect.
+const privateMode = document.body.dataset.private === "on";
+if (document.body.dataset.controls === "on") takeTokenFromAddress();
+const socket = io("/pillow", {
+  transports: ["websocket", "polling"],
+  auth: (send) => send(privateMode ? { token: localStorage.getItem(TOKEN_KEY) || "" } : {}),
+  autoConnect: !privateMode || !!localStorage.getItem(TOKEN_KEY),
+});
 let current = null;
 let lastSeen = null;
 
@@ -181,13 +189,28 @@ socket.on("connect", () => {
   if (!current || document.body.classList.contains("stale")) setBadge($("connection"), "connected, loading…", "warn");
 });
 socket.on("disconnect", markStale);
-socket.on("connect_error", () => { if (current) markStale(); else setBadge($("connection"), "cannot reach the pillow, retrying…", "warn"); });
+socket.on("connect_error", (err) => {
+  // Refused by the pillow itself (a private one, and a wrong token): asking again
+  // with the same token would only count as another wrong guess.
+  if (privateMode && socket.active === false) {
+    localStorage.removeItem(TOKEN_KEY);
+    setBadge($("connection"), "locked: enter the control token", "bad");
+    if (typeof showTokenState === "function") showTokenState();
+    result(`The pillow refused: ${err.message}`, "bad");
+    return;
+  }
+  if (current) markStale(); else setBadge($("connection"), "cannot reach the pillow, retrying…", "warn");
+});
+if (privateMode && !socket.active) setBadge($("connection"), "locked: enter the control token", "bad");
 socket.io.on("reconnect_attempt", () => { if (current) markStale(); });
 
-socket.on("frame", (buf) => {
+// Each frame is acknowledged: the pillow sends a page only a few frames ahead of
+// what it has drawn, so a slow phone skips frames instead of piling them up.
+socket.on("frame", (buf, ack) => {
   view.frame = new Uint8Array(buf);
   lastSeen = new Date();
   draw();
+  if (typeof ack === "function") ack();
 });
 
 socket.on("state", (s) => {
@@ -211,6 +234,11 @@ function render(s) {
   text("sender", (m && m.from) || "someone");
   $("text").hidden = !(m && m.text);
   text("text", (m && m.text) || "");
+
+  // A control token too short to accept: said here as in the log.
+  const web = s.web || {};
+  $("token-problem").hidden = !web.problem;
+  text("token-problem", web.problem || "");
 
   // The LEDs or GPIO could not start, or the strip fails now: the pillow runs on
   // (queue, history, motors, this page) and says why here, as /healthz does.
@@ -382,7 +410,9 @@ let olderStarted = false;
 $("older").addEventListener("click", async () => {
   if (!olderCursor) return;
   olderStarted = true;
-  const reply = await fetch(`/api/history?limit=50&before=${encodeURIComponent(olderCursor)}`);
+  const token = localStorage.getItem(TOKEN_KEY);
+  const reply = await fetch(`/api/history?limit=50&before=${encodeURIComponent(olderCursor)}`,
+    { headers: token ? { Authorization: `Bearer ${token}` } : {} });
   if (!reply.ok) return;
   const page = await reply.json();
   $("older-list").append(...page.items.map(outcomeItem));
@@ -461,7 +491,6 @@ function renderControls(s) {
 }
 
 if (controlsOn) {
-  takeTokenFromAddress();
   showTokenState();
   $("token-form").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -471,6 +500,7 @@ if (controlsOn) {
     $("token").value = "";
     showTokenState();
     result("Unlocked. The pillow checks the token on every control.", "ok");
+    if (privateMode && !socket.connected) socket.connect();
   });
   $("forget").addEventListener("click", () => {
     localStorage.removeItem(TOKEN_KEY);
