@@ -39,7 +39,7 @@ import socketio
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pillowd.messages import encode
-from pillowd.mqtt import HomeAssistant
+from pillowd.homeassistant import HomeAssistant
 from pillowd.queues.local import LocalStore
 from pillowd.testing import PillowProcess
 from pillowd.testing.mosquitto import Mosquitto

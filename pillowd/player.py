@@ -24,11 +24,13 @@ class Player:
 
     def __init__(self, history: History, timeline: Timeline, *,
                  on_outcome: Callable[[Outcome], None],
-                 ours: Callable[[str], bool] = lambda event_id: False):
+                 ours: Callable[[str], bool] = lambda event_id: False,
+                 on_played: Callable[[Command, Outcome], None] = lambda c, o: None):
         self._history = history
         self._timeline = timeline
         self._on_outcome = on_outcome
         self._ours = ours  # is this id one of the pillow's own recent hug events?
+        self._on_played = on_played  # after it plays: who sent it, its words
 
     def record(self, outcome: Outcome) -> Outcome | None:
         """Keep and announce *outcome*; None when its delivery had one already.
@@ -57,6 +59,10 @@ class Player:
         recorded = self.record(replace(outcome, event=command.event, reply=reply))
         if recorded is not None:
             self._timeline.play(command, recorded.id, reply=recorded.reply)
+            try:
+                self._on_played(command, recorded)
+            except Exception:  # a listener's trouble must not leave a message half done
+                log.exception("a played listener failed")
         return recorded
 
     def play_now(self, command: Command, source: str) -> Outcome:
