@@ -1,4 +1,4 @@
-"""What the pillow published on a broker, so that a rename or a removed [mqtt] removes it."""
+"""What the pillow published on a broker: a rename or a removed [mqtt] empties it."""
 
 from __future__ import annotations
 

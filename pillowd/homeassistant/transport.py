@@ -1,4 +1,4 @@
-"""The MQTT connection: paho-mqtt 2.x run by one named thread that sleeps until there is work."""
+"""The MQTT connection: paho-mqtt 2.x on one named thread that sleeps until needed."""
 
 from __future__ import annotations
 
@@ -185,7 +185,8 @@ class Connection:
         self._thread = threads.start(self.name, self._run)
 
     def close(self, timeout: float = 1.0) -> None:
-        """Say the will's "offline" (a clean stop is not a crash), disconnect; safe twice."""
+        """Publish the will's payload (a clean stop is not a crash), disconnect;
+        safe twice."""
         if self._closed:
             return
         self._closed = True
