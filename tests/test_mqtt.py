@@ -797,3 +797,56 @@ def test_home_assistants_brightness_is_a_share_of_the_ceiling_and_round_trips(
         assert light(ha.latest(states))["brightness"] == 255
     finally:
         proc.stop()
+
+
+def test_an_entity_is_one_class_the_device_publishes_and_commands(broker, home_assistant):
+    """The shape: a new entity says its config, its state and its command in one
+    class; the device and the connection need nothing more."""
+    from pillowd.homeassistant import Connection, Device
+    from pillowd.homeassistant.entities import Entity, QuietSwitch
+    from pillowd.messages import Rejection
+
+    class Scene(Entity):
+        component, key, name, icon, commands = "select", "scene", "Scene", "mdi:play", True
+
+        def config(self):
+            return {**super().config(), "options": self.scenes}
+
+        def states(self, snapshot):
+            return {self.state_topic: snapshot["scene"]}
+
+        def command(self, payload, snapshot):
+            if payload.decode("utf-8", "replace") not in self.scenes:
+                raise Rejection("no such scene")
+            self.controls.play({"scene": payload.decode()}, "mqtt")
+
+    controls, topic = Controls(), "pillowd/den"
+    snapshot = dict(SNAPSHOT)
+    entities = [cls(topic, controls=controls, scenes=SCENES) for cls in (Scene, QuietSwitch)]
+    device = Device(pillow_name="den", version="0.1.0", page_url="",
+                    discovery_prefix=PREFIX, topic=topic, entities=entities,
+                    snapshot=lambda: snapshot)
+    connection = Connection(
+        host="127.0.0.1", port=broker.port, username=None, password=None, tls=False,
+        ca_file=None, client_id="pillowd-den", will=(device.availability_topic, "offline"),
+        subscriptions=device.subscriptions, on_connect=device.connected,
+        on_message=device.message,
+        on_wake=lambda: device.publish_pending(connection.publish))
+    ha = home_assistant()
+    connection.start()
+    try:
+        config = json.loads(ha.wait(f"{PREFIX}/select/den/scene/config"))
+        assert config["unique_id"] == "den_scene" and config["options"] == SCENES
+        assert config["command_topic"] == f"{topic}/scene/set"
+        assert config["device"]["identifiers"] == ["den"]
+        assert ha.wait(f"{topic}/scene/state") == b"idle"
+        ha.publish(f"{topic}/scene/set", "nope")
+        ha.publish(f"{topic}/scene/set", "glow")
+        wait_for(lambda: controls.calls, message="the command")
+        assert controls.calls == [("play", {"scene": "glow"}, "mqtt")]
+        assert (device.commands, device.ignored) == (1, 1)
+        snapshot["scene"] = "glow"
+        connection.poke()
+        ha.wait(f"{topic}/scene/state", lambda p: p == b"glow")
+    finally:
+        connection.close()

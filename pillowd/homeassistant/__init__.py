@@ -10,7 +10,8 @@ from .entities import ENTITIES, HUG_EVENTS, HugEvent
 from .published import Published, remove_entities
 from .transport import Connection, MqttError, login_from
 
-__all__ = ["HomeAssistant", "MqttError", "login_from", "remove_entities", "HUG_EVENTS"]
+__all__ = ["HomeAssistant", "Connection", "Device", "MqttError", "login_from",
+           "remove_entities", "HUG_EVENTS"]
 
 # Where a play comes from when no one sent it (Player's sources): the page, the
 # button, Home Assistant itself and the demo. Never someone's message.
