@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections import deque
 from typing import Callable
 
@@ -89,7 +88,6 @@ class Light(Entity):
     def __init__(self, topic: str, **parts):
         super().__init__(topic, **parts)
         self._restore = 1.0        # the dimmer for an ON after an OFF
-        self._lock = threading.Lock()
 
     def config(self) -> dict:
         return {**super().config(), "schema": "json",
@@ -137,11 +135,10 @@ class Light(Entity):
             if "scene" not in play:  # a colour alone recolours what plays now
                 play["scene"] = now.get("scene") or "idle"
             self.controls.play(play, "mqtt")  # raises Rejection: nothing changed
-        with self._lock:
-            if dimmer is None and _dimmer(now) <= 0:
-                dimmer = self._restore  # ON after OFF lights it as it was
-            if dimmer is not None and dimmer > 0:
-                self._restore = dimmer
+        if dimmer is None and _dimmer(now) <= 0:
+            dimmer = self._restore  # ON after OFF lights it as it was
+        if dimmer is not None and dimmer > 0:
+            self._restore = dimmer
         if dimmer is not None:
             ceiling = float((now.get("leds") or {}).get("ceiling") or 1.0)
             self.controls.set_brightness(dimmer * ceiling)
