@@ -850,3 +850,15 @@ def test_an_entity_is_one_class_the_device_publishes_and_commands(broker, home_a
         ha.wait(f"{topic}/scene/state", lambda p: p == b"glow")
     finally:
         connection.close()
+
+
+def test_the_demo_fires_no_received(pillow, broker, home_assistant):
+    ha = home_assistant()
+    p = pillow(mqtt_table(broker.port), args=["--demo"])
+    # The demo's messages go through the local queue with a sender, as a friend's
+    # would; they are still not someone's message.
+    wait_for(lambda: p.state()["queue"]["applied"] >= 1, timeout=20, message="a demo play")
+    assert p.state()["recent"][0]["from"] in ("Alice", "Bob", "Grandma", "Sam")
+    p.cli("send", "glow", "--from", "Sentinel")
+    ha.wait(f"{TOPIC}/hug", lambda e: json.loads(e)["from"] == "Sentinel")
+    assert hug_events(ha) == [("received", "Sentinel", None)]
