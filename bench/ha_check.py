@@ -24,7 +24,7 @@ the pillow; exits 1 if a check failed. Figures and versions: docs/home-assistant
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -282,6 +282,8 @@ def main() -> int:
             print("    ", line[:300])
         if args.keep:
             print("work directory:", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print("all checks passed" if not checks.failed else f"{checks.failed} check(s) FAILED")
     return 1 if checks.failed else 0
 
