@@ -3,7 +3,7 @@ message → MQTT publish, with the goals beside the figures.
 
     .venv/bin/python bench/mqtt.py [--rounds 200]
 
-Needs Debian's mosquitto (`make test-deps` installs it). Three figures:
+Needs Debian's mosquitto (`make test-deps` installs it). The figures:
 
 1. light command → LEDs changed: a paho client publishes a JSON light command
    (a new colour of a solid scene with no cross-fade) and times the first Socket.IO
@@ -14,9 +14,8 @@ Needs Debian's mosquitto (`make test-deps` installs it). Three figures:
    queue; the figure runs from its `at` in /api/history (written when the outcome
    is stamped, just before its synchronous=FULL write to the history and its log
    line) to the paho subscriber receiving the last-sender state, on the same clock:
-   on a busy disk that write is most of the tail. The hug flow that would call
-   `HomeAssistant.hug()` is not on this branch; this is the same path a hug event
-   takes from the pillow's state change to the broker and back out.
+   on a busy disk that write is most of the tail. Beside it, the same message's
+   `received` hug event (the Player's on_played -> HomeAssistant.played()).
 3. hug() → event received: HomeAssistant.hug() called in this process (its own
    MQTT thread, the same broker) to the subscriber receiving the event.
 """
@@ -39,7 +38,7 @@ import socketio
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pillowd.messages import encode
-from pillowd.mqtt import HomeAssistant
+from pillowd.homeassistant import HomeAssistant
 from pillowd.queues.local import LocalStore
 from pillowd.testing import PillowProcess
 from pillowd.testing.mosquitto import Mosquitto
@@ -197,10 +196,10 @@ def light_to_leds(port: int, url: str, rounds: int, rng: random.Random) -> list[
 
 
 def applied_to_published(state: Path, url: str, subscriber: Subscriber, rounds: int,
-                         rng: random.Random) -> tuple[list[float], list[float]]:
-    """(applied -> MQTT subscriber, applied -> Socket.IO `state` client) per round:
-    the second, on the page's path from the same change, tells what comes before
-    MQTT (the history write) from MQTT's own share."""
+                         rng: random.Random) -> tuple[list[float], list[float], list[float]]:
+    """(applied -> MQTT subscriber, applied -> Socket.IO `state` client, applied ->
+    `received` event) per round: the second, on the page's path from the same
+    change, tells what comes before MQTT (the history write) from MQTT's own share."""
     store = LocalStore(state / "queue.sqlite3")
     queue = store.queue("pillow")
     page: dict[str, float] = {}
@@ -215,12 +214,14 @@ def applied_to_published(state: Path, url: str, subscriber: Subscriber, rounds: 
     client = socketio.Client(reconnection=False)
     client.on("state", on_state, namespace="/pillow")
     client.connect(url, namespaces=["/pillow"], transports=["websocket"])
-    mqtt, web = [], []
+    mqtt, web, events = [], [], []
     try:
         for n in range(rounds):
             sender = f"Alice-{n}"
             queue.put(encode({"scene": "bench", "from": sender, "id": f"bench-{n}"}))
             received = subscriber.wait(f"{TOPIC}/last_sender/state", sender.encode())
+            event = subscriber.wait(f"{TOPIC}/hug", json.dumps(
+                {"event_type": "received", "from": sender, "text": None}).encode())
             with seen:
                 seen.wait_for(lambda: sender in page, 5)
             item = requests.get(url + "api/history?limit=1", timeout=5).json()["items"][0]
@@ -228,11 +229,12 @@ def applied_to_published(state: Path, url: str, subscriber: Subscriber, rounds: 
             applied = datetime.fromisoformat(item["at"].replace("Z", "+00:00")).timestamp()
             mqtt.append(received - applied)
             web.append(page[sender] - applied)
+            events.append(event - applied)
             time.sleep(rng.uniform(0.02, 0.1))
     finally:
         client.disconnect()
         store.close()
-    return mqtt, web
+    return mqtt, web, events
 
 
 def hug_to_event(port: int, subscriber: Subscriber, rounds: int,
@@ -285,9 +287,11 @@ def main() -> None:
                     time.sleep(0.05)
                 report("light command -> LEDs changed (Socket.IO frame)",
                        light_to_leds(port, url, args.rounds, rng), 100)
-                mqtt, web = applied_to_published(state, url, subscriber, args.rounds, rng)
+                mqtt, web, events = applied_to_published(state, url, subscriber,
+                                                         args.rounds, rng)
                 report("message applied -> last-sender state at subscriber", mqtt, 50)
                 report("  the same change -> Socket.IO state (for comparison)", web, None)
+                report("message applied -> `received` hug event at subscriber", events, 50)
             report("HomeAssistant.hug() -> event at subscriber (in process)",
                    hug_to_event(port, subscriber, args.rounds, rng), 50)
         finally:

@@ -14,6 +14,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
+from uuid import uuid4
 
 from . import __version__, threads
 from .actuators import ActuatorError, Actuators, build_parts
@@ -200,7 +201,8 @@ class Demo:
         scenes = list(self._scenes) or ["idle"]
         while not self._stopped.wait(self._every):
             scene = rng.choice(scenes)
-            fields = {"scene": scene, "from": rng.choice(senders),
+            # "demo-": Home Assistant never takes it for someone's message.
+            fields = {"scene": scene, "from": rng.choice(senders), "id": f"demo-{uuid4()}",
                       "text": rng.choice(notes), "duration": 4}
             if self._scenes.get(scene):
                 fields["color"] = rng.choice(colors)
@@ -295,7 +297,7 @@ class Daemon:
             on_section=self.pillow.section_changed)
         self.conversation.report()
         self.player = Player(self.history, self.timeline, on_outcome=self.pillow.outcome,
-                             conversation=self.conversation)
+                             conversation=self.conversation, on_played=self._played)
         self.consumer = Consumer(
             self.queues.main, self.queues.poison, self.history, self.player,
             decode=lambda body: decode(body, settings, family),
@@ -429,7 +431,7 @@ class Daemon:
 
     def _build_mqtt(self, state_dir: Path, environ):
         """Home Assistant over MQTT when [mqtt] is there; None otherwise."""
-        from . import mqtt
+        from . import homeassistant as mqtt
 
         settings, m = self.settings, self.settings.mqtt
         # What was published, so that removing [mqtt] can remove it too; without
@@ -469,15 +471,18 @@ class Daemon:
                 f"queue {queue!r} {why}" for queue, why in sorted(away.items())]
 
     def _hug_heard(self, kind: str, sender: str | None, text: str | None) -> None:
-        """Each step of a hug (pressed, sent, received, returned): the journal, and
-        Home Assistant's `hug` event entity when [mqtt] is there. (Home Assistant is
-        built after the hugs, once the page's address is known.)"""
+        """Each step of a hug (pressed, sent, received, returned, delivered): the
+        journal, and Home Assistant's `hug` event entity when [mqtt] is there.
+        (Home Assistant is built after the hugs, once the page's address is known.)"""
         log.info("hug %s%s", kind, f" ({sender})" if sender else "",
                  extra={"PILLOW_HUG": kind})
+        if self.mqtt is not None and kind != "received":  # _played() fires that
+            self.mqtt.hug(kind, sender, text)
+
+    def _played(self, command, outcome) -> None:
+        """A message played: Home Assistant's `received` for each one from someone."""
         if self.mqtt is not None:
-            from .mqtt import HUG_EVENTS
-            if kind in HUG_EVENTS:  # "delivered" once Home Assistant's entity lists it
-                self.mqtt.hug(kind, sender, text)
+            self.mqtt.played(command, outcome)
 
     def _quiet_changed(self, quiet: bool) -> None:
         q = self.settings.quiet or QuietSettings()
@@ -510,7 +515,7 @@ class Daemon:
         if self.mqtt is not None:
             self.mqtt.start()
         elif self._mqtt_marker.exists():  # [mqtt] was removed: remove the device too
-            from .mqtt import remove_entities
+            from .homeassistant import remove_entities
             username, password = self._mqtt_login
             threads.start("pillowd-mqtt-rm", lambda: remove_entities(
                 self._mqtt_marker, username=username, password=password))

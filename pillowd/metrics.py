@@ -19,7 +19,7 @@ class PillowCollector:
         self.consumer = consumer
         self.renderer = renderer
         self.clients = clients
-        # () -> pillowd.mqtt.HomeAssistant or None: it is built after the page that
+        # () -> pillowd.homeassistant.HomeAssistant or None: it is built after the page that
         # serves these metrics, since it needs the page's address.
         self.mqtt = mqtt or (lambda: None)
 

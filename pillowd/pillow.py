@@ -127,7 +127,10 @@ class Pillow:
             **playing.describe(),
             "leds": {"count": self.renderer.strip.count,
                      "brightness": self.renderer.brightness,
-                     "milliamps": self.renderer.milliamps},
+                     "milliamps": self.renderer.milliamps,
+                     # The dimmer as set (before quiet hours), and its ceiling.
+                     "level": self.renderer.level,
+                     "ceiling": self.renderer.output.brightness},
             "actuators": dict(self.actuators),
             "queue": {**self.queue, **counts},
             "recent": recent,

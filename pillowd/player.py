@@ -23,13 +23,15 @@ class Player:
     """
 
     def __init__(self, history: History, timeline: Timeline, *,
-                 on_outcome: Callable[[Outcome], None], conversation=None):
+                 on_outcome: Callable[[Outcome], None], conversation=None,
+                 on_played: Callable[[Command, Outcome], None] = lambda c, o: None):
         self._history = history
         self._timeline = timeline
         self._on_outcome = on_outcome
         # The hugs' Conversation (or None): told of every message's outcome, and
         # asked whether one is a hug back.
         self._conversation = conversation
+        self._on_played = on_played  # after it plays: who sent it, its words
 
     def record(self, outcome: Outcome, command: Command | None = None) -> Outcome | None:
         """Keep and announce *outcome* (of the queue's *command*, if it could be
@@ -71,6 +73,10 @@ class Player:
             self._heard(command, recorded, through_queue)
             if command.scene is not None:
                 self._timeline.play(command, recorded.id, reply=recorded.reply)
+                try:
+                    self._on_played(command, recorded)
+                except Exception:  # a listener's trouble must not leave a message half done
+                    log.exception("a played listener failed")
         return recorded
 
     def _heard(self, command: Command, outcome: Outcome, through_queue: bool) -> None:

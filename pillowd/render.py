@@ -249,6 +249,11 @@ class Renderer:
         """What everything shown is scaled by now, 0..1."""
         return self._level * self._cap
 
+    @property
+    def level(self) -> float:
+        """The dimmer (0..ceiling) as set, before quiet hours' cap."""
+        return self._level
+
     def set_brightness(self, level: float) -> None:
         """Dim (or restore) the LEDs; never above the configured ceiling."""
         self._level = min(max(float(level), 0.0), self.output.brightness)

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from conftest import run_cli, wait_for
 from pillowd.testing.mosquitto import Mosquitto, free_port
 from pillowd.config import ConfigError, parse
-from pillowd.mqtt import HomeAssistant, MqttError, login_from
+from pillowd.homeassistant import HomeAssistant, MqttError, login_from
 
 NODE = "test-pillow"            # conftest's [pillow] name
 TOPIC = f"pillowd/{NODE}"
@@ -33,7 +33,8 @@ COMMON_KEYS = {"availability", "availability_mode", "availability_template",
                "json_attributes_topic", "name", "object_id", "origin",
                "payload_available", "payload_not_available", "qos", "unique_id"}
 KEYS = {
-    "light": COMMON_KEYS | {"schema", "brightness", "brightness_scale", "command_topic",
+    "light": COMMON_KEYS | {"schema", "brightness", "brightness_scale", "color_mode",
+                            "command_topic",
                             "effect", "effect_list", "flash_time_long", "flash_time_short",
                             "max_mireds", "min_mireds", "optimistic", "retain",
                             "state_topic", "supported_color_modes", "white_scale"},
@@ -195,10 +196,12 @@ def test_discovery_matches_home_assistants_documented_schema(mqtt_pillow, home_a
     assert lamp["schema"] == "json" and lamp["name"] is None  # the device's own name
     assert lamp["brightness"] is True and lamp["brightness_scale"] == 255
     assert set(lamp["supported_color_modes"]) <= COLOR_MODES
-    assert lamp["supported_color_modes"] == ["rgb"]
+    # Both: Home Assistant 2024.3 refuses one without the other; 2025 ignores
+    # color_mode in discovery (homeassistant/components/mqtt/light/schema_json.py).
+    assert lamp["supported_color_modes"] == ["rgb"] and lamp["color_mode"] is True
     assert lamp["effect"] is True and lamp["effect_list"] == proc.state()["scenes"] == SCENES
     hug = kinds["event"]
-    assert hug["event_types"] == ["pressed", "sent", "received", "returned"]
+    assert hug["event_types"] == ["pressed", "sent", "received", "returned", "delivered"]
     assert hug["state_topic"] == f"{TOPIC}/hug"
     switch = kinds["switch"]
     assert (switch["payload_on"], switch["payload_off"]) == ("ON", "OFF")
@@ -627,7 +630,7 @@ def test_the_shipped_config_documents_every_mqtt_key():
 
 def test_a_removal_that_cannot_happen_now_waits_for_the_next_start(locked_broker, tmp_path,
                                                                     caplog):
-    from pillowd.mqtt import remove_entities
+    from pillowd.homeassistant import remove_entities
     marker = tmp_path / "mqtt-entities.json"
     topic = f"{PREFIX}/switch/x/quiet/config"
     publisher = HomeAssistantStandIn(locked_broker.port, topics=("unused",),
@@ -731,3 +734,133 @@ def test_each_step_of_a_hug_fires_home_assistants_hug_event(mqtt_pillow, home_as
         "event": "hug", "pillow": "alice", "reply_to": None})))
     received = json.loads(ha.wait(topic, kind("received")))
     assert (received["from"], received["text"]) == ("alice", "thinking of you")
+
+
+def hug_events(ha: HomeAssistantStandIn) -> list[tuple[str, str | None, str | None]]:
+    return [(e["event_type"], e["from"], e["text"])
+            for e in map(json.loads, ha.on(f"{TOPIC}/hug"))]
+
+
+def test_every_message_from_someone_fires_received_and_no_local_play_does(
+        mqtt_pillow, home_assistant, queues):
+    ha = home_assistant()
+    p = mqtt_pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken"})
+    token = {"Authorization": "Bearer t0ken"}
+
+    def played(n: int) -> None:  # n more have played since the press
+        wait_for(lambda: p.state()["queue"]["applied"] >= pressed + n,
+                 message=f"{n} applied")
+
+    assert p.post("/api/hug", headers=token).status_code == 202     # a press: no sender
+    ha.wait(f"{TOPIC}/hug")
+    pressed = p.state()["queue"]["applied"]
+    assert p.post("/api/scene", json={"scene": "glow"}, headers=token).status_code == 200
+    played(1)
+    ha.publish(f"{TOPIC}/light/set", json.dumps({"state": "ON", "effect": "hug"}))
+    played(2)
+    p.cli("send", "hug", "--from", "Alice", "--text", "hi")          # not a partner
+    played(3)
+    queues(p.config).main.put(json.dumps({                           # a partner's hug
+        "scene": "hug", "from": "alice", "text": "thinking of you", "id": "alice-1",
+        "event": "hug", "pillow": "alice", "reply_to": None}))
+    played(4)
+    p.cli("send", "glow", "--from", "Sentinel")
+    # Published in the order they happened: once the sentinel's is there, every
+    # event before it is too, and a local play that fired one would show.
+    ha.wait(f"{TOPIC}/hug", lambda e: json.loads(e)["from"] == "Sentinel")
+    assert hug_events(ha) == [("pressed", NODE, None),
+                              ("received", "Alice", "hi"),
+                              ("received", "alice", "thinking of you"),  # once
+                              ("received", "Sentinel", None)]
+
+
+def test_home_assistants_brightness_is_a_share_of_the_ceiling_and_round_trips(
+        make_config, pillow_env, broker, home_assistant):
+    from conftest import BASE_CONFIG, PillowProcess
+    base = BASE_CONFIG.replace("brightness = 1.0", "brightness = 0.6")  # as shipped
+    proc = PillowProcess(make_config(mqtt_table(broker.port), base=base), pillow_env)
+    proc.start()
+    try:
+        ha = home_assistant()
+        states, command = f"{TOPIC}/light/state", f"{TOPIC}/light/set"
+        assert light(ha.wait(states))["brightness"] == 255  # at the ceiling: full
+        for asked in (128, 1, 254, 255):
+            seen = len(ha.on(states))
+            ha.publish(command, json.dumps({"state": "ON", "brightness": asked}))
+            shown = light(ha.wait(states, after=seen))
+            assert shown["brightness"] == asked
+            assert proc.state()["leds"]["brightness"] == pytest.approx(0.6 * asked / 255)
+        # Quiet hours dim the LEDs further, and the switch says so; the light keeps
+        # what was asked for, as a dimmer would.
+        ha.publish(f"{TOPIC}/quiet/set", "ON")
+        wait_for(lambda: proc.state()["quiet"], message="quiet")
+        assert proc.state()["leds"]["brightness"] == pytest.approx(0.1)
+        ha.wait(f"{TOPIC}/quiet/state", lambda p: p == b"ON")
+        assert light(ha.latest(states))["brightness"] == 255
+    finally:
+        proc.stop()
+
+
+def test_an_entity_is_one_class_the_device_publishes_and_commands(broker, home_assistant):
+    """The shape: a new entity says its config, its state and its command in one
+    class; the device and the connection need nothing more."""
+    from pillowd.homeassistant import Connection, Device
+    from pillowd.homeassistant.entities import Entity, QuietSwitch
+    from pillowd.messages import Rejection
+
+    class Scene(Entity):
+        component, key, name, icon, commands = "select", "scene", "Scene", "mdi:play", True
+
+        def config(self):
+            return {**super().config(), "options": self.scenes}
+
+        def states(self, snapshot):
+            return {self.state_topic: snapshot["scene"]}
+
+        def command(self, payload, snapshot):
+            if payload.decode("utf-8", "replace") not in self.scenes:
+                raise Rejection("no such scene")
+            self.controls.play({"scene": payload.decode()}, "mqtt")
+
+    controls, topic = Controls(), "pillowd/den"
+    snapshot = dict(SNAPSHOT)
+    entities = [cls(topic, controls=controls, scenes=SCENES) for cls in (Scene, QuietSwitch)]
+    device = Device(pillow_name="den", version="0.1.0", page_url="",
+                    discovery_prefix=PREFIX, topic=topic, entities=entities,
+                    snapshot=lambda: snapshot)
+    connection = Connection(
+        host="127.0.0.1", port=broker.port, username=None, password=None, tls=False,
+        ca_file=None, client_id="pillowd-den", will=(device.availability_topic, "offline"),
+        subscriptions=device.subscriptions, on_connect=device.connected,
+        on_message=device.message,
+        on_wake=lambda: device.publish_pending(connection.publish))
+    ha = home_assistant()
+    connection.start()
+    try:
+        config = json.loads(ha.wait(f"{PREFIX}/select/den/scene/config"))
+        assert config["unique_id"] == "den_scene" and config["options"] == SCENES
+        assert config["command_topic"] == f"{topic}/scene/set"
+        assert config["device"]["identifiers"] == ["den"]
+        assert ha.wait(f"{topic}/scene/state") == b"idle"
+        ha.publish(f"{topic}/scene/set", "nope")
+        ha.publish(f"{topic}/scene/set", "glow")
+        wait_for(lambda: controls.calls, message="the command")
+        assert controls.calls == [("play", {"scene": "glow"}, "mqtt")]
+        assert (device.commands, device.ignored) == (1, 1)
+        snapshot["scene"] = "glow"
+        connection.poke()
+        ha.wait(f"{topic}/scene/state", lambda p: p == b"glow")
+    finally:
+        connection.close()
+
+
+def test_the_demo_fires_no_received(pillow, broker, home_assistant):
+    ha = home_assistant()
+    p = pillow(mqtt_table(broker.port), args=["--demo"])
+    # The demo's messages go through the local queue with a sender, as a friend's
+    # would; they are still not someone's message.
+    wait_for(lambda: p.state()["queue"]["applied"] >= 1, timeout=20, message="a demo play")
+    assert p.state()["recent"][0]["from"] in ("Alice", "Bob", "Grandma", "Sam")
+    p.cli("send", "glow", "--from", "Sentinel")
+    ha.wait(f"{TOPIC}/hug", lambda e: json.loads(e)["from"] == "Sentinel")
+    assert hug_events(ha) == [("received", "Sentinel", None)]

@@ -1,0 +1,109 @@
+"""The pillow in Home Assistant over MQTT: one device of entities on one connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .device import Device, slug
+from .entities import ENTITIES, HUG_EVENTS, HugEvent
+from .published import Published, remove_entities
+from .transport import Connection, MqttError, login_from
+
+__all__ = ["HomeAssistant", "Connection", "Device", "MqttError", "login_from",
+           "remove_entities", "HUG_EVENTS"]
+
+# Where a play comes from when no one sent it (Player's sources): the page, the
+# button, Home Assistant itself and the demo. Never someone's message.
+LOCAL_SOURCES = frozenset({"web", "button", "mqtt", "demo"})
+
+
+class HomeAssistant:
+    """The pillow as one Home Assistant device (entities.ENTITIES) over MQTT discovery.
+
+    Builds the parts and joins them: the entities act through *controls* (the
+    web page's calls) and read *snapshot*; the device publishes them; the
+    connection (one thread, "pillowd-mqtt") carries it. The daemon's threads only
+    note a change with state_changed(), hug() and played(), which never wait on
+    the network.
+    """
+
+    def __init__(self, *, host: str, port: int, username: str | None,
+                 password: str | None, tls: bool, ca_file: str | None,
+                 discovery_prefix: str, topic: str, pillow_name: str, version: str,
+                 page_url: str, scenes: list[str], controls,
+                 snapshot: Callable[[], dict],
+                 on_status: Callable[[dict], None] | None = None,
+                 marker: str | Path | None = None,
+                 reconnect_seconds: tuple[float, float] = (1.0, 60.0)):
+        node = slug(pillow_name)
+        topic = (topic or f"pillowd/{node}").strip("/")
+        self.entities = [cls(topic, controls=controls, scenes=scenes) for cls in ENTITIES]
+        self._hug = next(e for e in self.entities if isinstance(e, HugEvent))
+        published = Published(marker, host=host, port=port, tls=tls,
+                              ca_file=ca_file or None) if marker else None
+        self.device = Device(pillow_name=pillow_name, version=version, page_url=page_url,
+                             discovery_prefix=discovery_prefix, topic=topic,
+                             entities=self.entities, snapshot=snapshot,
+                             published=published)
+        self.connection = Connection(
+            host=host, port=port, username=username, password=password, tls=tls,
+            ca_file=ca_file, client_id=f"pillowd-{node}",
+            will=(self.device.availability_topic, "offline"),
+            subscriptions=self.device.subscriptions, on_connect=self.device.connected,
+            on_message=self.device.message,
+            on_wake=lambda: self.device.publish_pending(self.connection.publish),
+            on_status=on_status, reconnect_seconds=reconnect_seconds)
+
+    def start(self) -> None:
+        self.connection.start()
+
+    def close(self) -> None:
+        """Say offline (a clean stop is not a crash), disconnect; safe twice."""
+        self.connection.close()
+
+    # -- what the daemon and /metrics read --------------------------------------------
+
+    @property
+    def status(self) -> dict:
+        return self.connection.status
+
+    @property
+    def connects(self) -> int:
+        return self.connection.connects
+
+    @property
+    def publishes(self) -> int:
+        return self.connection.publishes
+
+    @property
+    def commands(self) -> int:
+        return self.device.commands
+
+    @property
+    def ignored(self) -> int:
+        return self.device.ignored
+
+    def discovery(self) -> dict[str, dict]:
+        return self.device.discovery()
+
+    # -- what the daemon tells it (any thread; never blocks) ------------------------
+
+    def state_changed(self) -> None:
+        """The pillow's state changed: a burst of changes costs one publish of the
+        latest, read from the snapshot on the MQTT thread."""
+        self.connection.poke()
+
+    def hug(self, event_type: str, sender: str | None = None,
+            text: str | None = None) -> None:
+        """Fire the ``hug`` event in Home Assistant (dropped while offline)."""
+        self._hug.fire(event_type, sender, text)
+        self.connection.poke()
+
+    def played(self, command, outcome) -> None:
+        """A message played (Player's on_played): one from someone, whoever it is,
+        fires ``received``; the page's, the button's, Home Assistant's and the
+        demo's plays do not."""
+        if (outcome.sender and outcome.queue not in LOCAL_SOURCES
+                and not outcome.id.startswith("demo-")):
+            self.hug("received", outcome.sender, command.text)
