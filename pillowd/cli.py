@@ -188,7 +188,8 @@ def _check_config(path: str) -> int:
         settings = load(path)
     except ConfigError as err:
         for problem in err.problems:
-            where = f"{err.path}:{problem.line}" if problem.line else err.path
+            file = problem.file or err.path
+            where = f"{file}:{problem.line}" if problem.line else file
             print(f"{where}: {problem.key}: {problem.why}", file=sys.stderr)
         return 1
     print(f"{path}: OK ({len(settings.scenes)} scenes: {', '.join(settings.scenes)})")
