@@ -292,7 +292,8 @@ def _owner_command(options) -> int:
             for name, pillow in files.items():
                 folder = pillow.write(options.out)
                 print(f"{name}: {folder / 'queue.toml'} and {folder / pairing.SAS_FILE}")
-            print("copy each folder's two files to its pillow (docs/pairing.md)",
+            print("copy each folder to its pillow and there run: sudo pillowd join FOLDER "
+                  "(docs/pairing.md)",
                   file=sys.stderr)
         elif options.command == "invite":
             urls = pairing.invite(account, options.name, to=options.to,

@@ -142,10 +142,17 @@ class Service:
 
     def restart(self) -> str | None:
         """Restarts it (Type=notify: returns once READY=1); why it failed, or None."""
+        since = f"@{int(time.time())}"
         result = self._call("restart", self.unit)
         if result.returncode == 0 and self.active():
             return None
-        return (result.stderr.strip() or f"{self.unit} is not active").splitlines()[-1]
+        # The daemon's own one-line reason, as its journal has it ("pillowd: azure: ...").
+        journal = self._run(["journalctl", f"--unit={self.unit}", f"--since={since}",
+                             "--output=cat", "--no-pager"],
+                            capture_output=True, text=True, timeout=60).stdout
+        reasons = [line.removeprefix("pillowd: ") for line in journal.splitlines()
+                   if line.startswith("pillowd: ")]
+        return reasons[-1] if reasons else f"{self.unit} is not active"
 
     def active(self) -> bool:
         return self._call("is-active", "--quiet", self.unit).returncode == 0
