@@ -170,7 +170,10 @@ class Files:
         staged = []
         try:
             for path, (text, mode) in self._files.items():
-                path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                if not path.parent.is_dir():
+                    path.parent.mkdir(parents=True)
+                    # Readable by the service user whatever this process's umask.
+                    path.parent.chmod(0o755)
                 fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
                 staged.append((Path(tmp), path))
                 with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -87,7 +87,12 @@ def tree(folder: Path) -> dict:
 def test_join_installs_the_keys_and_root_only_tokens_and_the_service_runs_on_them(pi):
     config, folder, supervisor, port = pi
     said = []
-    address = join(folder, config, service=supervisor, say=said.append)
+    old_umask = os.umask(0o077)  # as a careful admin's shell, or pillowd's own
+    try:
+        address = join(folder, config, service=supervisor, say=said.append)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((config.parent / "config.d").stat().st_mode) == 0o755
     dropin = config.parent / "config.d" / "50-pair.toml"
     tokens = config.parent / "queue-sas.toml"
     assert dropin.read_text() == (folder / "queue.toml").read_text()
