@@ -27,7 +27,7 @@ UNIT = "pillowd.service"
 READY_SECONDS = 90.0
 
 
-class JoinError(PillowError):
+class JoinError(PillowError, ValueError):
     """The folder cannot be joined; nothing was installed."""
 
 
