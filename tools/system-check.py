@@ -30,8 +30,10 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -57,6 +59,7 @@ ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 START = time.monotonic()
+FIGURES: list[str] = []  # printed at the end, pass or fail
 
 
 class CheckFailed(Exception):
@@ -334,11 +337,94 @@ def network_up() -> None:
         run("ip", "-n", ns, "link", "set", "lo", "up")
 
 
+class Relay:
+    """Between the pillows and Azurite, on the bridge: passes every request on, and
+    can hold back one pillow's DELETEs, so that a message it has taken stays in its
+    hands until it is killed; it notes when each DELETE came, and from whom."""
+
+    def __init__(self, host: str, upstream_port: int):
+        self.upstream = (host, upstream_port)
+        self.server = socket.create_server((host, 0))
+        self.port = self.server.getsockname()[1]
+        self.hold_from: str | None = None
+        self.held = threading.Event()
+        self.released = threading.Event()
+        self.deletes: list[tuple[float, str, str]] = []  # (monotonic, client, path)
+        threading.Thread(target=self._accept, daemon=True, name="relay").start()
+
+    def hold_deletes(self, client: str) -> None:
+        self.held.clear()
+        self.released.clear()
+        self.hold_from = client
+
+    def release(self) -> None:
+        self.hold_from = None
+        self.released.set()  # the held connection is dropped, as by a dead process
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, address = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client, address[0]), daemon=True,
+                             name="relay-conn").start()
+
+    def _serve(self, client: socket.socket, peer: str) -> None:
+        upstream = socket.create_connection(self.upstream)
+        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True,
+                         name="relay-back").start()
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(buffer) < length:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                body, buffer = buffer[:length], buffer[length:]
+                method, path = head.split(b" ")[:2]
+                if method == b"DELETE":
+                    self.deletes.append((time.monotonic(), peer, path.decode()))
+                    if peer == self.hold_from:
+                        self.held.set()
+                        self.released.wait()
+                        return
+                upstream.sendall(head + b"\r\n\r\n" + body)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.close()
+
+
 def start_azurite(location: Path) -> tuple[subprocess.Popen, str]:
     binary = SRC / "node_modules/.bin/azurite-queue"
     if not binary.exists():
         raise CheckFailed("node_modules/.bin/azurite-queue is missing: run `make test-deps`")
-    import socket
     with socket.socket() as s:
         s.bind((HOST_IP, 0))
         port = s.getsockname()[1]
@@ -354,9 +440,12 @@ def start_azurite(location: Path) -> tuple[subprocess.Popen, str]:
         with socket.create_connection((HOST_IP, port), timeout=1):
             return True
     wait_until("Azurite listening", listening, 60)
-    return proc, (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-                  f"AccountKey={ACCOUNT_KEY};"
-                  f"QueueEndpoint=http://{HOST_IP}:{port}/devstoreaccount1;")
+    return proc, port
+
+
+def connection_string(port: int) -> str:
+    return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={ACCOUNT_KEY};QueueEndpoint=http://{HOST_IP}:{port}/devstoreaccount1;")
 
 
 # -- the pillows' pages ----------------------------------------------------------------
@@ -426,17 +515,19 @@ def control_token(box: Container) -> str:
 
 # -- the check -------------------------------------------------------------------------
 
-def check(run_dir: Path) -> list[str]:
-    figures = []
+def check(run_dir: Path) -> None:
+    figures = FIGURES
     boxes: dict[str, Container] = {}
-    azurite = None
+    azurite = relay = None
     mounts = []
     try:
         base = base_root()
         installed = installed_root(base)
         with step("network: bridge, a namespace per pillow; Azurite on the bridge"):
             network_up()
-            azurite, connection = start_azurite(run_dir / "azurite")
+            azurite, port = start_azurite(run_dir / "azurite")
+            relay = Relay(HOST_IP, port)  # what the pillows and the owner reach
+            connection = connection_string(relay.port)
         with step("boot alice and bob (overlays of the installed root)"):
             for name in PILLOWS:
                 layer = run_dir / name
@@ -565,27 +656,52 @@ def check(run_dir: Path) -> list[str]:
             figures.append(f"watchdog: {WATCHDOG_WINDOW:.0f} s, NRestarts=0, last ping "
                            f"{pinged:.0f} s before the end")
 
-        with step("SIGKILL bob's pillowd: systemd restarts it, the hug that waited plays"):
+        with step("SIGKILL bob's pillowd holding a message: systemd restarts it, the "
+                  "message is given back and settled, the hug that waited plays"):
             bob = boxes["bob"]
             before = state("bob")["last_hug"]
+            # bob takes alice's hug and plays it; its DELETE is held here, so the
+            # message is still in bob's hands when it is killed.
+            relay.hold_deletes(PILLOWS["bob"])
+            press("alice", tokens["alice"])
+            if not relay.held.wait(30):
+                raise CheckFailed("bob did not come to delete alice's hug within 30 s")
+            held = state("bob")["last_hug"]
+            message = next(path for _, peer, path in reversed(relay.deletes)
+                           if peer == PILLOWS["bob"]).split("?")[0]
+            if held == before or held["from"] != "alice":
+                raise CheckFailed(f"bob took alice's hug but does not show it: {held}")
             killed = time.monotonic()
             bob.sh(f"kill -KILL {bob_pid}")
+            relay.release()
+            before = held
             press("alice", tokens["alice"])  # arrives while bob is down
             wait_until("bob restarted by systemd", lambda: bob.show(
                 "NRestarts", "ActiveState") == {"NRestarts": "1", "ActiveState": "active"},
                 60)
             ready = int(bob.show("ActiveEnterTimestampMonotonic")) / 1e6
-            seen = wait_until("bob plays alice's hug after the restart", lambda: (
+            seen = wait_until("bob plays the hug that waited", lambda: (
                 (h := state("bob")["last_hug"]) and h != before and h["from"] == "alice"
                 and time.monotonic()), 60, every=0.05)
-            late = seen - ready
-            figures.append(f"SIGKILL -> ready again: {ready - killed:.1f} s (RestartSec=10s); "
-                           f"ready -> the waiting hug on the page: {late:.2f} s")
-            if "status=9/KILL" not in bob.journal():
+            settled = wait_until("bob settles the message it held", lambda: next(
+                (when for when, peer, path in relay.deletes if peer == PILLOWS["bob"]
+                 and when > ready and path.split("?")[0] == message), None), 60, every=0.05)
+            figures.append(f"SIGKILL -> ready again: {ready - killed:.1f} s "
+                           f"(RestartSec=10s); ready -> the hug that waited on the page: "
+                           f"{seen - ready:.2f} s; ready -> the message it held settled: "
+                           f"{settled - ready:.2f} s")
+            journal = bob.journal()
+            if "status=9/KILL" not in journal:
                 raise CheckFailed("bob's journal does not show the SIGKILL")
-            if late > 2.0:
-                raise CheckFailed(f"the hug that waited played {late:.2f} s after bob was "
-                                  "ready again (limit 2 s)")
+            for what, late in (("the hug that waited played", seen - ready),
+                               ("the message bob held was settled", settled - ready)):
+                if late > 2.0:
+                    raise CheckFailed(
+                        f"{what} {late:.2f} s after bob was ready again (limit 2 s)"
+                        + ("; bob's journal: " + "; ".join(
+                            line.split(": ", 1)[-1] for line in journal.splitlines()
+                            if "back on" in line or "comes back" in line)[:600]
+                           if "held" in what else ""))
 
         with step("every hug in its receiver's history once, played"):
             for name in PILLOWS:
@@ -603,7 +719,6 @@ def check(run_dir: Path) -> list[str]:
                     f"{lit} LEDs lit at the end")
                 if result != {"Result": "success", "ActiveState": "inactive"} or lit:
                     raise CheckFailed(f"{name}: stop left {result}, {lit} LEDs lit")
-        return figures
     except BaseException:
         for name, box in boxes.items():
             if box.proc is not None and box.proc.poll() is None:
@@ -614,6 +729,8 @@ def check(run_dir: Path) -> list[str]:
             box.poweroff()
         for mount in mounts:
             run("umount", mount, check=False)
+        if relay is not None:
+            relay.close()
         if azurite is not None:
             azurite.terminate()
             azurite.wait(10)
@@ -638,12 +755,14 @@ def main() -> int:
         f"{'v2' if Path('/sys/fs/cgroup/cgroup.controllers').exists() else 'v1'}")
     try:
         tools()
-        figures = check(run_dir)
+        check(run_dir)
     except CheckFailed as err:
+        for figure in FIGURES:
+            say(f"  {figure}")
         say(f"FAIL: {err}")
         say(f"logs kept in {run_dir} (journals, consoles, Azurite)")
         return 1
-    for figure in figures:
+    for figure in FIGURES:
         say(f"  {figure}")
     say(f"PASS in {time.monotonic() - START:.1f} s")
     shutil.rmtree(run_dir, ignore_errors=True)
