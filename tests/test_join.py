@@ -162,3 +162,31 @@ def test_join_on_the_command_line_is_one_line_for_a_wrong_folder(tmp_path):
     assert result.stderr.strip() == (f"pillowd: {tmp_path / 'nope'} has no queue.toml: give "
                                      "the folder pillowd pair wrote for this pillow "
                                      "(OUT/NAME)")
+
+
+def test_the_unit_hands_the_installed_tokens_to_the_daemon(pi, tmp_path):
+    # What systemd does with the unit's LoadCredential= lines, on join's files: the
+    # daemon (not root) must find its tokens in the credential, as it cannot read
+    # the root-only file. Before the unit loaded azure-queue-sas, it found none.
+    from pillowd.config import load
+    from pillowd.daemon import open_queues
+    config, folder, supervisor, _ = pi
+    join(folder, config, service=supervisor, say=lambda line: None)
+    supervisor.stop()
+    unit = Path(__file__).resolve().parent.parent / "systemd" / "pillowd.service"
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for line in unit.read_text().splitlines():
+        if line.startswith("LoadCredential="):
+            name, path = line.removeprefix("LoadCredential=").split(":", 1)
+            installed = config.parent / Path(path).relative_to("/etc/pillowd")
+            if installed.exists():
+                shutil.copy(installed, credentials / name)
+    # The service user's view of the root-only file: not there for it to read.
+    (config.parent / "queue-sas.toml").rename(config.parent / "root-only.toml")
+    queues = open_queues(load(config), {"CREDENTIALS_DIRECTORY": str(credentials)})
+    try:
+        assert "systemd credential azure-queue-sas" in queues.main.account.source
+        assert queues.main.peek() == []
+    finally:
+        queues.close()
