@@ -13,8 +13,9 @@
 # namespace of its own on a bridge where Azurite listens. On the host, as the
 # owner: `pillowd pair alice bob`; on each pillow, as docs/pairing.md says:
 # `sudo pillowd join DIR`. Then, under their systemd: READY, a hug each way,
-# a reboot, the watchdog fed for two minutes, SIGKILL and the hug that waited,
-# `systemctl stop` leaving the LEDs dark. Every step prints its time; on failure
+# a reboot, the watchdog fed for two minutes, SIGKILL while a message is held
+# (given back and settled) and the hug that waited (played), every hug once in
+# its receiver's history, `systemctl stop` leaving the LEDs dark. Every step prints its time; on failure
 # the containers' journals are kept under the run directory it names.
 #
 # This host has no systemd as PID 1 and no D-Bus: the containers run with
@@ -421,7 +422,7 @@ class Relay:
         self.server.close()
 
 
-def start_azurite(location: Path) -> tuple[subprocess.Popen, str]:
+def start_azurite(location: Path) -> tuple[subprocess.Popen, int]:
     binary = SRC / "node_modules/.bin/azurite-queue"
     if not binary.exists():
         raise CheckFailed("node_modules/.bin/azurite-queue is missing: run `make test-deps`")
