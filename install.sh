@@ -102,6 +102,8 @@ readonly UNIT=$UNIT_DIR/pillowd.service
 readonly DROPIN=$UNIT_DIR/pillowd.service.d/pwm-root.conf
 readonly UDEV_RULE=$ROOT/etc/udev/rules.d/60-pillowd-leds.rules
 readonly DOC_DIR=$PREFIX/share/doc/pillowd
+# On PATH, so the owner's commands are `sudo pillowd join DIR` and the like.
+readonly COMMAND_LINK=$ROOT/usr/local/bin/pillowd
 
 is_raspberry_pi() {
     grep -qs "Raspberry Pi" /proc/device-tree/model
@@ -366,6 +368,8 @@ install_files() {
     fi
     install_root_dropin
     [[ ! -f $SRC/docs/raspberry-pi.md ]] || run install -m 0644 "$SRC/docs/raspberry-pi.md" "$DOC_DIR/"
+    run install -d -m 0755 "${COMMAND_LINK%/*}"
+    run ln -sfn "$PREFIX/bin/pillowd" "$COMMAND_LINK"
 }
 
 # The control token: a random 128-bit one when there is none, readable by root
@@ -439,6 +443,8 @@ uninstall() {
         run systemctl disable --now pillowd.service || true
     fi
     local path
+    [[ ! -L $COMMAND_LINK || $(readlink -- "$COMMAND_LINK") != "$PREFIX/bin/pillowd" ]] \
+        || run rm -f -- "$COMMAND_LINK"
     for path in "$DROPIN" "$UNIT" "$UDEV_RULE"; do
         [[ ! -e $path ]] || run rm -f -- "$path"
     done

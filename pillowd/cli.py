@@ -1,4 +1,4 @@
-"""The pillowd command line: run, send, check-config, poison, and pair, invite, revoke."""
+"""The pillowd command line: run, send, check-config, poison, pair, invite, revoke, and join."""
 
 from __future__ import annotations
 
@@ -136,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Deletes the stored access policy NAME on every queue of the "
                     "account; Azure takes up to 30 s to refuse its tokens." + key_note)
     revoke.add_argument("name", metavar="NAME")
+    join = command("join", "on the pillow, as root: run the installed service on the "
+                           "folder pillowd pair wrote for it")
+    join.add_argument("folder", metavar="DIR",
+                      help="the folder with this pillow's queue.toml and queue-sas.toml")
     return parser
 
 
@@ -165,6 +169,8 @@ def main(args: list[str] | None = None) -> int:
         path = options.config or default_config()
         if options.command == "check-config":
             return _check_config(path)
+        if options.command == "join":
+            return _join(path, options.folder)
         settings = load(path)
         if getattr(options, "state_dir", None):
             settings = with_state_dir(settings, options.state_dir)
@@ -205,10 +211,21 @@ def _check_config(path: str) -> int:
         settings = load(path)
     except ConfigError as err:
         for problem in err.problems:
-            where = f"{err.path}:{problem.line}" if problem.line else err.path
+            file = problem.file or err.path
+            where = f"{file}:{problem.line}" if problem.line else file
             print(f"{where}: {problem.key}: {problem.why}", file=sys.stderr)
         return 1
     print(f"{path}: OK ({len(settings.scenes)} scenes: {', '.join(settings.scenes)})")
+    return 0
+
+
+def _join(path: str, folder: str) -> int:
+    from .join import Service, join
+
+    logging.getLogger("azure").setLevel(logging.WARNING)  # no request-by-request log
+    address = join(folder, path, service=Service(),
+                   say=lambda line: print(f"pillowd: {line}", flush=True))
+    print(f"pillowd is ready: {address}")
     return 0
 
 
@@ -313,7 +330,8 @@ def _owner_command(options) -> int:
                     print(f"{name}: the invite {name!r} on {queue} is now {name}'s pillow "
                           "policy: its links work as long as the pillow does "
                           f"(pillowd revoke {name} ends both)", file=sys.stderr)
-            print("copy each folder's two files to its pillow (docs/pairing.md)",
+            print("copy each folder to its pillow and there run: sudo pillowd join FOLDER "
+                  "(docs/pairing.md)",
                   file=sys.stderr)
         elif options.command == "invite":
             _invite(account, options)

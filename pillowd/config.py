@@ -21,7 +21,11 @@ from .settings import (DEFAULT_SCENES, ActuatorSettings, ButtonSettings, Check,
                        QuietSettings, SceneSettings, ServoSettings, Settings,
                        VibrationSettings, WarmerSettings, WebSettings)
 
-__all__ = ["ConfigError", "Problem", "load", "parse", "with_state_dir"]
+__all__ = ["ConfigError", "Problem", "drop_ins", "load", "parse", "with_state_dir"]
+
+# Beside the config file: every *.toml here is read after it, in name order, each
+# overriding the keys it sets (`pillowd join` writes the pillow's keys here).
+DROP_IN_DIR = "config.d"
 
 
 @dataclass(frozen=True)
@@ -31,9 +35,12 @@ class Problem:
     key: str
     line: int | None
     why: str
+    file: str | None = None  # a drop-in in config.d/; None: the config file itself
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line else ""
+        if self.file:
+            where = f"{self.file}{' ' if where else ': '}{where}"
         return f"{where}{self.key}: {self.why}"
 
 
@@ -93,23 +100,42 @@ _SCENE_KEYS = {f.name: f for f in fields(SceneSettings)
                if f.name not in ("name", "effect", "params")}
 
 
+class _Line(int):
+    """A line number that knows its file, when that is a drop-in."""
+
+    file: str | None = None
+
+    def __new__(cls, number: int, file: str | None):
+        line = super().__new__(cls, number)
+        line.file = file
+        return line
+
+
 class _Lines:
-    """Finds the line a key was written on; tomllib does not keep positions."""
+    """Finds the line a key was written on; tomllib does not keep positions. With
+    drop-ins, the last file that sets a key is where it was written."""
 
     _header = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
     _assign = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, file: str | None = None):
         self.keys: dict[tuple[str, str], int] = {}
         self.tables: dict[str, int] = {}
+        self.add(text, file)
+
+    def add(self, text: str, file: str | None) -> None:
         table = ""
+        keys: dict[tuple[str, str], int] = {}
+        tables: dict[str, int] = {}
         for number, line in enumerate(text.splitlines(), start=1):
             if m := self._header.match(line):
                 table = ".".join(
                     part.strip().strip("\"'") for part in m.group(1).split("."))
-                self.tables.setdefault(table, number)
+                tables.setdefault(table, _Line(number, file))
             elif m := self._assign.match(line):
-                self.keys.setdefault((table, m.group(1).strip("\"'")), number)
+                keys.setdefault((table, m.group(1).strip("\"'")), _Line(number, file))
+        self.keys.update(keys)
+        self.tables.update(tables)
 
     def of(self, table: str, key: str | None = None) -> int | None:
         if key is None:
@@ -252,15 +278,35 @@ def _scene(name: str, raw: dict, lines: _Lines, problems: list[Problem]):
     return SceneSettings(name=name, effect=effect_name, params=params, **values)
 
 
-def parse(text: str, source: str = "<text>") -> Settings:
-    """Settings from TOML *text*; raises ConfigError listing every problem."""
+def _toml(text: str, source: str, file: str | None) -> dict:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         m = re.search(r"line (\d+)", str(err))
         raise ConfigError(source, [Problem(
-            "(file)", int(m.group(1)) if m else None, f"not valid TOML: {err}")])
+            "(file)", int(m.group(1)) if m else None, f"not valid TOML: {err}",
+            file)]) from None
+
+
+def _merge(into: dict, data: dict) -> None:
+    """*data*'s keys over *into*'s, table by table: a drop-in's [queue] name replaces
+    that one key, not the whole [queue]."""
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def parse(text: str, source: str = "<text>",
+          drop_ins: list[tuple[str, str]] = ()) -> Settings:
+    """Settings from TOML *text*, then each (file, text) of *drop_ins* over it;
+    raises ConfigError listing every problem, each with its file and line."""
+    data = _toml(text, source, None)
     lines = _Lines(text)
+    for file, extra in drop_ins:
+        _merge(data, _toml(extra, source, file))
+        lines.add(extra, file)
     problems: list[Problem] = []
     sections = {}
     for table, value in data.items():
@@ -286,7 +332,9 @@ def parse(text: str, source: str = "<text>") -> Settings:
     _check_queue(settings, lines, problems)
     _check_parts(settings, lines, problems)
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, [
+            replace(p, file=getattr(p.line, "file", None)) if p.file is None else p
+            for p in problems])
     return settings
 
 
@@ -388,16 +436,31 @@ def _check_parts(settings: Settings, lines: _Lines, problems: list[Problem]) -> 
                                 "no quiet hours)"))
 
 
-def load(path: str | Path) -> Settings:
-    """Settings from the file at *path*; ConfigError when missing or bad."""
-    path = Path(path)
+def _read(path: Path, source: Path, file: str | None) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(path, [Problem("(file)", None, "no such file")]) from None
+        raise ConfigError(source, [Problem("(file)", None, "no such file", file)]) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(path, [Problem("(file)", None, f"cannot read: {err}")]) from None
-    return parse(text, str(path))
+        raise ConfigError(source, [Problem("(file)", None, f"cannot read: {err}",
+                                           file)]) from None
+
+
+def drop_ins(path: str | Path) -> list[Path]:
+    """The drop-ins of the config file at *path*: config.d/*.toml beside it, in name
+    order."""
+    folder = Path(path).parent / DROP_IN_DIR
+    return sorted((p for p in folder.glob("*.toml") if p.is_file()),
+                  key=lambda p: p.name)
+
+
+def load(path: str | Path) -> Settings:
+    """Settings from the file at *path* and its drop-ins; ConfigError when missing or
+    bad."""
+    path = Path(path)
+    text = _read(path, path, None)
+    extra = [(str(p), _read(p, path, str(p))) for p in drop_ins(path)]
+    return parse(text, str(path), extra)
 
 
 def with_state_dir(settings: Settings, state_dir: str) -> Settings:

@@ -151,3 +151,49 @@ def test_the_loader_imports_no_hardware_library():
 def test_the_default_led_pin_is_spi_which_needs_no_root():
     # GPIO 10 (SPI) runs under the unprivileged unit; 18 (PWM) would need root.
     assert parse("").leds.pin == 10
+
+
+def test_drop_ins_in_config_d_override_the_keys_they_set_in_name_order(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[pillow]\nname = "main"\n[queue]\nname = "pillow"\n'
+                      'poll_max_seconds = 7\n[scenes.idle]\neffect = "solid"\n'
+                      'color = "#102030"\n')
+    assert load(config).pillow.name == "main"  # no config.d: the file alone
+    drop = tmp_path / "config.d"
+    drop.mkdir()
+    (drop / "50-pair.toml").write_text('[pillow]\nname = "alice"\n[queue]\n'
+                                       'name = "pillow-alice"\n')
+    (drop / "90-local.toml").write_text('[pillow]\nname = "alice-bedroom"\n'
+                                        '[scenes.idle]\ncolor = "#000010"\n')
+    (drop / "README").write_text("not toml: ignored\n")
+    settings = load(config)
+    assert settings.pillow.name == "alice-bedroom"          # the last file wins
+    assert settings.queue.name == "pillow-alice"            # a key the drop-in sets
+    assert settings.queue.poll_max_seconds == 7.0           # one it leaves alone
+    assert settings.scenes["idle"].effect == "solid"        # merged table by table
+    assert settings.source == str(config)  # sas_file stays relative to the config
+
+
+def test_check_config_names_the_drop_in_file_and_line_of_a_bad_key(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[leds]\ncount = 30\n')
+    drop = tmp_path / "config.d"
+    drop.mkdir()
+    bad = drop / "50-pair.toml"
+    bad.write_text('[pillow]\nname = "alice"\n\n[queue]\npoll_max_seconds = "soon"\n')
+    result = run_cli("check-config", "--config", str(config), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(
+        f"{bad}:5: queue.poll_max_seconds: must be a number")
+    with pytest.raises(ConfigError) as caught:
+        load(config)
+    assert f"{bad} line 5: queue.poll_max_seconds" in str(caught.value)
+    # A key of the config file itself is still named there, not in the drop-in.
+    config.write_text('[leds]\ncount = -1\n')
+    bad.write_text('[pillow]\nname = "alice"\n')
+    result = run_cli("check-config", "--config", str(config), check=False)
+    assert result.stderr.strip() == f"{config}:2: leds.count: must be at least 1, not -1"
+    bad.write_text('[pillow\n')
+    result = run_cli("check-config", "--config", str(config), check=False)
+    assert result.stderr.startswith(f"{bad}:1: (file): not valid TOML")
+    assert "Traceback" not in result.stderr

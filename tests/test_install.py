@@ -112,6 +112,8 @@ def test_stages_the_whole_tree(staged):
         (REPO / "systemd/pillowd.service").read_bytes()
     # The root drop-in only on request.
     assert not (root / "etc/systemd/system/pillowd.service.d").exists()
+    # On PATH, for the owner's `sudo pillowd join DIR` (docs/pairing.md).
+    assert before["usr/local/bin/pillowd"] == ("link", str(root / "opt/pillowd/bin/pillowd"))
 
 
 def test_second_run_changes_nothing_and_keeps_the_edited_config(staged):
@@ -159,6 +161,7 @@ def test_uninstall_keeps_config_and_state(staged, tmp_path):
     assert not (root / "opt/pillowd").exists()
     assert not (root / "etc/systemd/system/pillowd.service").exists()
     assert not (root / "etc/systemd/system/pillowd.service.d").exists()
+    assert not (root / "usr/local/bin/pillowd").is_symlink()
     assert (root / "etc/pillowd/config.toml").read_text().endswith(EDIT)
     assert (root / "var/lib/pillowd/history.sqlite").read_bytes() == b"state"
     assert "kept" in result.stdout

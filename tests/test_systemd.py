@@ -351,20 +351,38 @@ def test_unit_has_the_promised_directives():
     expected = {
         "Type": ["notify"], "NotifyAccess": ["main"], "Restart": ["on-failure"],
         "User": ["pillowd"], "Group": ["pillowd"], "SupplementaryGroups": ["gpio spi"],
-        "StateDirectory": ["pillowd"], "ConfigurationDirectory": ["pillowd"],
+        "StateDirectory": ["pillowd"],
         "ProtectSystem": ["strict"], "ProtectHome": ["yes"], "PrivateTmp": ["yes"],
         "NoNewPrivileges": ["yes"], "DevicePolicy": ["closed"],
     }
     for key, value in expected.items():
         assert directives.get(key) == value, key
     assert directives["WatchdogSec"]
-    assert directives["LoadCredential"] == [
-        "azure-storage-connection-string:/etc/pillowd/azure-storage-connection-string",
-        "mqtt-password:/etc/pillowd/mqtt-password"]
-    # The fallbacks that keep a missing credential file from failing the unit.
-    assert [c.split(":")[0] for c in directives["SetCredential"]] == \
-        ["azure-storage-connection-string", "mqtt-password"]
     assert "/dev/mem rw" not in directives["DeviceAllow"]  # root drop-in only
+    # ProtectSystem=strict leaves /etc read-only unless a directive opens it again.
+    assert "ConfigurationDirectory" not in directives
+    assert not any("/etc" in path for key in ("ReadWritePaths", "BindPaths")
+                   for path in directives.get(key, []))
+
+
+def test_the_unit_loads_every_credential_the_daemon_reads():
+    # Bug 1: the daemon reads the pillow's tokens as azure-queue-sas, but the unit did
+    # not load it, so it fell back to the root-only sas_file and was refused forever.
+    from pillowd import mqtt
+    from pillowd.queues import azure
+    loads, defaults = {}, []
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("LoadCredential="):
+            name, path = line.removeprefix("LoadCredential=").split(":", 1)
+            loads[name] = path
+        elif line.startswith("SetCredential="):
+            defaults.append(line.removeprefix("SetCredential=").split(":", 1)[0])
+    for name in (azure.CONNECTION_STRING_CREDENTIAL, azure.SAS_CREDENTIAL, mqtt.CREDENTIAL):
+        assert name in loads, f"the unit does not load the credential {name}"
+        assert loads[name].startswith("/etc/pillowd/"), loads[name]
+    # Each may be absent: a default keeps a missing file from failing the unit.
+    assert sorted(defaults) == sorted(loads)
+    assert loads[azure.SAS_CREDENTIAL] == "/etc/pillowd/queue-sas.toml"
 
 
 def _exposure(result):

@@ -1,0 +1,261 @@
+"""`pillowd join`: makes the installed service run on the folder `pillowd pair` wrote for one pillow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .config import DROP_IN_DIR, ConfigError, drop_ins, parse
+from .errors import PillowError
+from .family import TOKENS_ENTRY, FamilyKey
+from .pairing import SAS_FILE
+from .settings import Settings
+
+QUEUE_FILE = "queue.toml"
+# The pillow's keys, as a drop-in: a later file (90-local.toml) may still override them.
+DROP_IN = "50-pair.toml"
+UNIT = "pillowd.service"
+READY_SECONDS = 90.0
+
+
+class JoinError(PillowError, ValueError):
+    """The folder cannot be joined; nothing was installed."""
+
+
+@dataclass(frozen=True)
+class Folder:
+    """What `pair` wrote for one pillow: its config keys and its tokens (secret)."""
+
+    path: Path
+    keys: str
+    tokens: str
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Folder":
+        path = Path(path)
+        texts = []
+        for name in (QUEUE_FILE, SAS_FILE):
+            try:
+                texts.append((path / name).read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise JoinError(f"{path} has no {name}: give the folder pillowd pair "
+                                "wrote for this pillow (OUT/NAME)") from None
+            except (OSError, UnicodeDecodeError) as err:
+                raise JoinError(f"cannot read {path / name}: "
+                                f"{getattr(err, 'strerror', None) or err}") from None
+        return cls(path, *texts)
+
+
+def settings_with(config: Path, folder: Folder) -> Settings:
+    """The settings the service will run on: the config, its other drop-ins, and the
+    folder's keys as config.d/50-pair.toml. ConfigError names the file and line."""
+    ours = config.parent / DROP_IN_DIR / DROP_IN
+    try:
+        text = config.read_text(encoding="utf-8")
+    except OSError as err:
+        raise JoinError(f"cannot read the config {config}: {err.strerror or err} "
+                        "(is pillowd installed? sudo ./install.sh)") from None
+    extra = [(str(p), p.read_text(encoding="utf-8")) for p in drop_ins(config)
+             if p != ours]
+    extra.append((str(folder.path / QUEUE_FILE), folder.keys))
+    extra.sort(key=lambda item: DROP_IN if item[0] == str(folder.path / QUEUE_FILE)
+               else Path(item[0]).name)
+    try:
+        settings = parse(text, str(config), extra)
+    except ConfigError as err:
+        raise JoinError(str(err)) from None
+    if settings.queue.backend != "azure" or not settings.queue.account_url:
+        raise JoinError(f"{folder.path / QUEUE_FILE} is not a pillow's queue.toml from "
+                        "pillowd pair (no [queue] backend \"azure\" with an account_url)")
+    return settings
+
+
+def check_tokens(settings: Settings, folder: Folder) -> list[str]:
+    """Checks each token of *folder* against Azure as the service will use it;
+    returns the queues checked. Errors name the queue, never the token."""
+    from .queues.azure import AzureAccount
+
+    source = str(folder.path / SAS_FILE)
+    try:
+        data = tomllib.loads(folder.tokens)
+    except tomllib.TOMLDecodeError as err:
+        raise JoinError(f"{source} is not valid TOML ({err})") from None
+    if TOKENS_ENTRY in data:
+        FamilyKey.from_text(str(data[TOKENS_ENTRY]))  # FamilyKeyError says what is wrong
+    own = [settings.queue.name, settings.poison_name]
+    queues = [*own, *settings.outbound_names]
+    tokens = {}
+    for queue in queues:
+        token = data.get(queue)
+        if not isinstance(token, str) or not token.strip():
+            raise JoinError(f"{source} has no token for queue {queue!r}: pair this "
+                            "pillow again (pillowd pair) and copy its folder")
+        tokens[queue] = token.strip().lstrip("?")
+    account = AzureAccount.from_tokens(settings.queue.account_url, tokens, source=source)
+    try:
+        for name in queues:
+            queue = account.queue(name)
+            # Its properties: a wrong or revoked token, or a deleted queue, is refused,
+            # while a partner's add-only token passes (AuthorizationPermissionMismatch).
+            queue.create()
+            if name in own:
+                queue.peek(1)  # what the service reads with, without taking a message
+    except PillowError as err:
+        raise JoinError(f"{err} (a policy made by pillowd pair less than 30 s ago may "
+                        "not be in force yet: try again in a minute)"
+                        if "refused" in str(err) else str(err)) from None
+    finally:
+        account.close()
+    return queues
+
+
+class Service:
+    """The installed pillowd.service, through systemctl."""
+
+    def __init__(self, unit: str = UNIT, systemctl: str = "systemctl",
+                 run: Callable[..., subprocess.CompletedProcess] = subprocess.run):
+        self.unit = unit
+        self._systemctl = systemctl
+        self._run = run
+
+    def _call(self, *args: str) -> subprocess.CompletedProcess:
+        return self._run([self._systemctl, *args], capture_output=True, text=True,
+                         timeout=300)
+
+    def present(self) -> str | None:
+        """Why the service cannot be restarted here, or None when it can."""
+        if not Path("/run/systemd/system").is_dir():
+            return "systemd is not running here"
+        state = self._call("show", "--property=LoadState", "--value", self.unit)
+        if state.stdout.strip() != "loaded":
+            return f"{self.unit} is not installed (sudo ./install.sh first)"
+        return None
+
+    def restart(self) -> str | None:
+        """Restarts it (Type=notify: returns once READY=1); why it failed, or None."""
+        since = f"@{int(time.time())}"
+        result = self._call("restart", self.unit)
+        if result.returncode == 0 and self.active():
+            return None
+        # The daemon's own one-line reason, as its journal has it ("pillowd: azure: ...").
+        journal = self._run(["journalctl", f"--unit={self.unit}", f"--since={since}",
+                             "--output=cat", "--no-pager"],
+                            capture_output=True, text=True, timeout=60).stdout
+        reasons = [line.removeprefix("pillowd: ") for line in journal.splitlines()
+                   if line.startswith("pillowd: ")]
+        return reasons[-1] if reasons else f"{self.unit} is not active"
+
+    def active(self) -> bool:
+        return self._call("is-active", "--quiet", self.unit).returncode == 0
+
+
+class Files:
+    """Writes each file to a temporary beside it and moves them all into place
+    together; undo() puts back what was there."""
+
+    def __init__(self, files: dict[Path, tuple[str, int]]):
+        self._files = files
+        self._before: dict[Path, tuple[str, int] | None] = {}
+
+    def install(self) -> None:
+        staged = []
+        try:
+            for path, (text, mode) in self._files.items():
+                if not path.parent.is_dir():
+                    path.parent.mkdir(parents=True)
+                    # Readable by the service user whatever this process's umask.
+                    path.parent.chmod(0o755)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+                staged.append((Path(tmp), path))
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    os.fchmod(f.fileno(), mode)  # before the secret is written
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+            for tmp, path in staged:
+                self._before[path] = (path.read_text(encoding="utf-8"),
+                                      path.stat().st_mode & 0o777) if path.exists() else None
+            for tmp, path in staged:
+                os.replace(tmp, path)
+        finally:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+
+    def undo(self) -> None:
+        for path, before in self._before.items():
+            if before is None:
+                path.unlink(missing_ok=True)
+            else:
+                Files({path: before}).install()
+
+
+def wait_healthy(port: int, timeout: float = READY_SECONDS) -> str | None:
+    """None once the page's /healthz says ok, else the last reason it gave."""
+    url = f"http://127.0.0.1:{port}/healthz"
+    deadline = time.monotonic() + timeout
+    why = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return None if response.status == 200 else f"HTTP {response.status}"
+        except urllib.error.HTTPError as err:
+            try:
+                why = "; ".join(json.loads(err.read()).get("reasons", [])) or str(err.code)
+            except ValueError:
+                why = f"HTTP {err.code}"
+        except OSError as err:
+            why = str(getattr(err, "reason", err))
+        time.sleep(1)  # the service is polled from outside: nothing to wait on here
+    return why
+
+
+def join(folder_path: str | Path, config: str | Path, *, service: Service,
+         say: Callable[[str], None] = print, healthy=wait_healthy) -> str:
+    """Installs the folder for the service at *config*; returns the page's address."""
+    from .daemon import page_url_for_others
+
+    if os.geteuid() != 0:
+        raise JoinError("join installs root-only credentials: run it as root "
+                        f"(sudo pillowd join {folder_path})")
+    config = Path(config)
+    folder = Folder.read(folder_path)
+    settings = settings_with(config, folder)
+    why_not = service.present()
+    if why_not and "not running" not in why_not:
+        raise JoinError(why_not)
+    checked = check_tokens(settings, folder)
+    say(f"tokens accepted by {settings.queue.account_url.rstrip('/')} for "
+        f"{', '.join(checked)}")
+    files = Files({config.parent / DROP_IN_DIR / DROP_IN: (folder.keys, 0o644),
+                   config.parent / SAS_FILE: (folder.tokens, 0o600)})
+    files.install()
+    say(f"installed {config.parent / DROP_IN_DIR / DROP_IN} and "
+        f"{config.parent / SAS_FILE} (root only; the service's credential azure-queue-sas)")
+    address = page_url_for_others(settings.web.host,
+                                  f"http://127.0.0.1:{settings.web.port}/")
+    if why_not:
+        say(f"{why_not}: pillowd will run as {settings.pillow.name!r} when the system "
+            f"boots with systemd ({address})")
+        return address
+    say(f"restarting {service.unit} as {settings.pillow.name!r}")
+    failed = service.restart()
+    if failed:
+        files.undo()
+        again = service.restart()
+        raise JoinError(f"{service.unit} did not start as {settings.pillow.name!r} "
+                        f"({failed}; see journalctl -u pillowd -b); the previous setup "
+                        f"is back{'' if again is None else ' but did not start either'}")
+    why = healthy(settings.web.port)
+    if why:
+        raise JoinError(f"{service.unit} started but its page is not healthy: {why} "
+                        "(see journalctl -u pillowd -b)")
+    return address

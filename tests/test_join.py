@@ -1,0 +1,192 @@
+"""pillowd join on Azurite: the pair folder becomes a drop-in and a root-only credential,
+each token is checked first, a bad one is named and nothing is half-installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import BASE_CONFIG, PillowProcess, run_cli
+from pillowd.join import JoinError, join
+from pillowd.testing.services import free_port
+from test_pairing import owner, pillowd, prefix  # noqa: F401 (fixtures)
+
+
+class Supervisor:
+    """What systemd does for the unit, for a config under a test folder: restart runs
+    `pillowd run` on the installed files, with the token file handed over as the
+    credential azure-queue-sas (LoadCredential=), and fails when the daemon does."""
+
+    unit = "pillowd.service"
+
+    def __init__(self, config: Path, env: dict):
+        self.config = config
+        self.env = env
+        self.process: PillowProcess | None = None
+        self.restarts = 0
+        self.credentials = Path(tempfile.mkdtemp(prefix="pillowd-creds-"))
+
+    def present(self):
+        return None
+
+    def restart(self):
+        self.restarts += 1
+        self.stop()
+        tokens = self.config.parent / "queue-sas.toml"
+        (self.credentials / "azure-queue-sas").unlink(missing_ok=True)
+        if tokens.exists():
+            shutil.copy(tokens, self.credentials / "azure-queue-sas")
+        self.process = PillowProcess(self.config, {
+            **self.env, "CREDENTIALS_DIRECTORY": str(self.credentials)})
+        try:
+            self.process.start(timeout=60)
+        except Exception as err:
+            self.process = None
+            return str(err).splitlines()[-1]
+        return None
+
+    def stop(self):
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+
+@pytest.fixture
+def pi(tmp_path, owner, prefix):  # noqa: F811
+    """An installed pillow's /etc/pillowd (the shipped-like test config, local queue),
+    and the folder pair wrote for alice."""
+    etc = tmp_path / "etc" / "pillowd"
+    etc.mkdir(parents=True)
+    port = free_port()
+    config = etc / "config.toml"
+    config.write_text(BASE_CONFIG.format(state_dir=tmp_path / "state")
+                      .replace("port = 0", f"port = {port}"))
+    out = tmp_path / "pair"
+    pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PILLOWD_", "AZURE_", "NOTIFY_SOCKET", "WATCHDOG_",
+                                "CREDENTIALS_DIRECTORY"))}
+    supervisor = Supervisor(config, env)
+    yield config, out / "alice", supervisor, port
+    supervisor.stop()
+    shutil.rmtree(supervisor.credentials, ignore_errors=True)
+
+
+def tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_join_installs_the_keys_and_root_only_tokens_and_the_service_runs_on_them(pi):
+    config, folder, supervisor, port = pi
+    said = []
+    old_umask = os.umask(0o077)  # as a careful admin's shell, or pillowd's own
+    try:
+        address = join(folder, config, service=supervisor, say=said.append)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((config.parent / "config.d").stat().st_mode) == 0o755
+    dropin = config.parent / "config.d" / "50-pair.toml"
+    tokens = config.parent / "queue-sas.toml"
+    assert dropin.read_text() == (folder / "queue.toml").read_text()
+    assert tokens.read_text() == (folder / "queue-sas.toml").read_text()
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o600 and tokens.stat().st_uid == 0
+    assert stat.S_IMODE(dropin.stat().st_mode) == 0o644
+    assert address == f"http://127.0.0.1:{port}/"  # [web] host as configured
+    assert supervisor.restarts == 1
+    # The daemon runs as alice, on her azure queue, from the credential.
+    state = requests.get(f"{address}api/state", timeout=10).json()
+    assert state["pillow"] == "alice"
+    assert state["queue"]["backend"] == "azure" and state["queue"]["online"]
+    assert any("tokens accepted" in line for line in said)
+    secret = (folder / "queue-sas.toml").read_text()
+    for line in said + supervisor.process.output:
+        assert "sig=" not in line and secret not in line
+    # Again with the same folder: the same files, a restart, nothing else.
+    before = tree(config.parent)
+    join(folder, config, service=supervisor, say=said.append)
+    assert tree(config.parent) == before
+
+
+@pytest.mark.parametrize("fault", ["bad signature", "missing token", "queue deleted"])
+def test_a_refused_or_missing_token_is_named_and_nothing_is_installed(pi, fault, prefix,  # noqa: F811
+                                                                      azurite):
+    config, folder, supervisor, _ = pi
+    sas = folder / "queue-sas.toml"
+    text = sas.read_text()
+    partner = f"{prefix}bob"
+    if fault == "bad signature":
+        sas.write_text(text.replace(f'"{partner}" = "', f'"{partner}" = "sig=A&'))
+    elif fault == "missing token":
+        sas.write_text("\n".join(line for line in text.splitlines()
+                                 if not line.startswith(f'"{partner}"')) + "\n")
+    else:
+        azurite.service().delete_queue(f"{prefix}alice-poison")
+        partner = f"{prefix}alice-poison"
+    before = tree(config.parent)
+    with pytest.raises(JoinError) as err:
+        join(folder, config, service=supervisor, say=lambda line: None)
+    assert f"queue '{partner}'" in str(err.value)
+    assert "sig=" not in str(err.value) and "sv=" not in str(err.value)
+    assert tree(config.parent) == before and supervisor.restarts == 0
+
+
+def test_a_failed_restart_puts_the_previous_setup_back(pi):
+    config, folder, supervisor, port = pi
+    dropin = config.parent / "config.d" / "50-pair.toml"
+    dropin.parent.mkdir()
+    dropin.write_text('[pillow]\nname = "before"\n')
+    before = tree(config.parent)
+    # The page's port is taken: the daemon cannot start on the new setup (nor the old).
+    with socket.create_server(("127.0.0.1", port)):
+        with pytest.raises(JoinError) as err:
+            join(folder, config, service=supervisor, say=lambda line: None)
+    assert "did not start as 'alice'" in str(err.value)
+    assert "the previous setup is back" in str(err.value)
+    assert tree(config.parent) == before
+    assert not (config.parent / "queue-sas.toml").exists()
+
+
+def test_join_on_the_command_line_is_one_line_for_a_wrong_folder(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    result = run_cli("join", str(tmp_path / "nope"), "--config", str(config), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"pillowd: {tmp_path / 'nope'} has no queue.toml: give "
+                                     "the folder pillowd pair wrote for this pillow "
+                                     "(OUT/NAME)")
+
+
+def test_the_unit_hands_the_installed_tokens_to_the_daemon(pi, tmp_path):
+    # What systemd does with the unit's LoadCredential= lines, on join's files: the
+    # daemon (not root) must find its tokens in the credential, as it cannot read
+    # the root-only file. Before the unit loaded azure-queue-sas, it found none.
+    from pillowd.config import load
+    from pillowd.daemon import open_queues
+    config, folder, supervisor, _ = pi
+    join(folder, config, service=supervisor, say=lambda line: None)
+    supervisor.stop()
+    unit = Path(__file__).resolve().parent.parent / "systemd" / "pillowd.service"
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for line in unit.read_text().splitlines():
+        if line.startswith("LoadCredential="):
+            name, path = line.removeprefix("LoadCredential=").split(":", 1)
+            installed = config.parent / Path(path).relative_to("/etc/pillowd")
+            if installed.exists():
+                shutil.copy(installed, credentials / name)
+    # The service user's view of the root-only file: not there for it to read.
+    (config.parent / "queue-sas.toml").rename(config.parent / "root-only.toml")
+    queues = open_queues(load(config), {"CREDENTIALS_DIRECTORY": str(credentials)})
+    try:
+        assert "systemd credential azure-queue-sas" in queues.main.account.source
+        assert queues.main.peek() == []
+    finally:
+        queues.close()
