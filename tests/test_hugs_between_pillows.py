@@ -19,7 +19,7 @@ from conftest import PillowProcess, wait_for
 from pillowd.family import TOKENS_ENTRY, FamilyKey
 from test_pairing import bare_env, owner, pillow_config, pillowd, prefix  # noqa: F401
 
-TOKEN = "hug-test-token-16+"
+TOKEN = "hug-test-token-sixteen"  # no "+": the page takes it from a URL
 HUGGED = """
 [scenes.hugged]
 effect = "solid"

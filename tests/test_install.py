@@ -250,7 +250,7 @@ def test_an_unknown_extra_is_one_clear_line(tmp_path):
                      check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == ("install.sh: error: unknown extra 'frobnicate': "
-                                     "pyproject.toml has identity, pi, systemd, test")
+                                     "pyproject.toml has identity, owner, pi, systemd, test")
 
 
 def test_a_random_control_token_is_made_once_for_root_only(staged):

@@ -744,8 +744,8 @@ def hug_events(ha: HomeAssistantStandIn) -> list[tuple[str, str | None, str | No
 def test_every_message_from_someone_fires_received_and_no_local_play_does(
         mqtt_pillow, home_assistant, queues):
     ha = home_assistant()
-    p = mqtt_pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken"})
-    token = {"Authorization": "Bearer t0ken"}
+    p = mqtt_pillow(env={"PILLOWD_CONTROL_TOKEN": "t0ken-t0ken-t0ken"})
+    token = {"Authorization": "Bearer t0ken-t0ken-t0ken"}
 
     def played(n: int) -> None:  # n more have played since the press
         wait_for(lambda: p.state()["queue"]["applied"] >= pressed + n,

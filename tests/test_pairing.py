@@ -382,7 +382,8 @@ def test_an_invite_sends_with_pillowd_and_curl_until_revoked(azurite, owner, pre
         [("carol-1", "Carol"), ("carol-2", "Carol"), (None, "curl")]
 
     revoked = pillowd(owner, "revoke", "carol")
-    assert revoked.stdout.split() == [f"{prefix}alice"]
+    # Revoking is account-wide: other tests' queues on this Azurite may hold a carol.
+    assert [q for q in revoked.stdout.split() if q.startswith(prefix)] == [f"{prefix}alice"]
 
     # Azure may take up to 30 s; Azurite applies it at once. Wait for the refusal.
     def refused_now():

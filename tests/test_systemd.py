@@ -368,7 +368,8 @@ def test_unit_has_the_promised_directives():
 def test_the_unit_loads_every_credential_the_daemon_reads():
     # Bug 1: the daemon reads the pillow's tokens as azure-queue-sas, but the unit did
     # not load it, so it fell back to the root-only sas_file and was refused forever.
-    from pillowd import mqtt
+    from pillowd.daemon import TOKEN_CREDENTIAL
+    from pillowd.homeassistant import transport
     from pillowd.queues import azure
     loads, defaults = {}, []
     for line in UNIT.read_text().splitlines():
@@ -377,7 +378,8 @@ def test_the_unit_loads_every_credential_the_daemon_reads():
             loads[name] = path
         elif line.startswith("SetCredential="):
             defaults.append(line.removeprefix("SetCredential=").split(":", 1)[0])
-    for name in (azure.CONNECTION_STRING_CREDENTIAL, azure.SAS_CREDENTIAL, mqtt.CREDENTIAL):
+    for name in (azure.CONNECTION_STRING_CREDENTIAL, azure.SAS_CREDENTIAL,
+                 transport.CREDENTIAL, TOKEN_CREDENTIAL):
         assert name in loads, f"the unit does not load the credential {name}"
         assert loads[name].startswith("/etc/pillowd/"), loads[name]
     # Each may be absent: a default keeps a missing file from failing the unit.
