@@ -19,6 +19,7 @@ from uuid import uuid4
 from . import __version__, threads
 from .actuators import ActuatorError, Actuators, build_parts
 from .consumer import Backoff, Consumer
+from .credentials import credential
 from .errors import PillowError
 from .hardware import Hardware, HardwareError, open_hardware, open_mock
 from .history import History
@@ -169,16 +170,8 @@ TOKEN_CREDENTIAL = "control-token"
 def control_token(settings: Settings, environ=os.environ) -> str | None:
     """The control token: $control_token_env, else the systemd credential."""
     token = environ.get(settings.web.control_token_env, "").strip()
-    if not token and environ.get("CREDENTIALS_DIRECTORY"):
-        path = Path(environ["CREDENTIALS_DIRECTORY"]) / TOKEN_CREDENTIAL
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            token = ""
-        except (OSError, UnicodeDecodeError) as err:
-            raise PillowError(f"cannot read the systemd credential {TOKEN_CREDENTIAL}: "
-                              f"{getattr(err, 'strerror', None) or type(err).__name__}"
-                              ) from None
+    if not token:
+        token = credential(TOKEN_CREDENTIAL, environ).strip()
     return token or None
 
 

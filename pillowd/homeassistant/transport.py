@@ -9,13 +9,13 @@ import socket
 import ssl
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .. import threads
+from ..credentials import CredentialError, credential
 from ..errors import PillowError
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,11 @@ def login_from(username_env: str, password_env: str,
     the systemd credential ``mqtt-password``; (None, None) when there is no user."""
     username = environ.get(username_env, "").strip() if username_env else ""
     password = environ.get(password_env, "") if password_env else ""
-    if not password and environ.get("CREDENTIALS_DIRECTORY"):
-        path = Path(environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL
+    if not password:
         try:
-            password = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except FileNotFoundError:
-            password = ""
-        except (OSError, UnicodeDecodeError) as err:
-            raise MqttError(f"mqtt: cannot read the systemd credential {CREDENTIAL}: "
-                            f"{getattr(err, 'strerror', None) or type(err).__name__}"
-                            ) from None
+            password = credential(CREDENTIAL, environ).rstrip("\r\n")
+        except CredentialError as err:
+            raise MqttError(f"mqtt: {err}") from None
     if not username:
         if password:  # MQTT 3.1.1 has no password without a user name
             log.warning("mqtt: a password is set but $%s (the user name) is not; "

@@ -8,6 +8,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from ..credentials import CredentialError, credential as read_credential
 from ..errors import PillowError
 from ..family import TOKENS_ENTRY, FamilyKey, FamilyKeyError
 
@@ -16,18 +17,11 @@ SAS_CREDENTIAL = "azure-queue-sas"
 
 
 def credential(environ, name: str) -> str:
-    """The systemd credential *name*, stripped; "" when absent or blank (the unit's
-    SetCredential= default is a lone newline, so a missing file is not fatal)."""
-    if not environ.get("CREDENTIALS_DIRECTORY"):
-        return ""
-    path = Path(environ["CREDENTIALS_DIRECTORY"]) / name
+    """The systemd credential *name*, stripped; "" when absent or blank."""
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return ""
-    except (OSError, UnicodeDecodeError) as err:
-        raise PillowError(f"azure: cannot read the systemd credential {name}: "
-                          f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
+        return read_credential(name, environ).strip()
+    except CredentialError as err:
+        raise PillowError(f"azure: {err}") from None
 
 
 def tokens_source(sas_file: str, config_dir: str | Path = ".",
