@@ -263,3 +263,14 @@ def test_a_random_control_token_is_made_once_for_root_only(staged):
     assert "keeping the control token" in again.stdout  # and unchanged (snapshots)
     unit = (REPO / "systemd/pillowd.service").read_text()
     assert "LoadCredential=control-token:/etc/pillowd/control-token" in unit
+
+
+def test_every_package_of_the_source_tree_is_installed():
+    # pillowd.homeassistant once existed only in the checkout: an editable install
+    # found it, the installed pillow (install.sh, a wheel) did not start.
+    import tomllib
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(REPO).parts)
+             for path in (REPO / "pillowd").rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
