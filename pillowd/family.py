@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 
 from .errors import PillowError
@@ -15,6 +16,7 @@ from .errors import PillowError
 # queue name, so the entry can never be mistaken for a queue's token.
 TOKENS_ENTRY = "family_key"
 _KEY_BYTES = 32
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
 class FamilyKeyError(PillowError, ValueError):
@@ -48,10 +50,15 @@ class FamilyKey:
     @classmethod
     def from_text(cls, text: str) -> "FamilyKey":
         """The key as `text()` wrote it (base64url); errors never quote it."""
+        text = text.strip()
+        # Strictly: base64 decoding skips what is not in its alphabet, so a character
+        # slipped in by hand would quietly make another key, and every partner's hug
+        # would play as a stranger's.
+        if not _BASE64URL.fullmatch(text):
+            raise FamilyKeyError("the family key is not base64url text")
         try:
-            padded = text.strip() + "=" * (-len(text.strip()) % 4)
-            secret = base64.urlsafe_b64decode(padded.encode("ascii"))
-        except (ValueError, UnicodeEncodeError):
+            secret = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except ValueError:
             raise FamilyKeyError("the family key is not base64url text") from None
         return cls(secret)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import time
 import tomllib
 import urllib.error
@@ -17,7 +16,7 @@ from typing import Callable
 from .config import DROP_IN_DIR, ConfigError, drop_ins, parse
 from .errors import PillowError
 from .family import TOKENS_ENTRY, FamilyKey
-from .pairing import SAS_FILE
+from .pairing import SAS_FILE, Files
 from .settings import Settings
 
 QUEUE_FILE = "queue.toml"
@@ -156,46 +155,6 @@ class Service:
 
     def active(self) -> bool:
         return self._call("is-active", "--quiet", self.unit).returncode == 0
-
-
-class Files:
-    """Writes each file to a temporary beside it and moves them all into place
-    together; undo() puts back what was there."""
-
-    def __init__(self, files: dict[Path, tuple[str, int]]):
-        self._files = files
-        self._before: dict[Path, tuple[str, int] | None] = {}
-
-    def install(self) -> None:
-        staged = []
-        try:
-            for path, (text, mode) in self._files.items():
-                if not path.parent.is_dir():
-                    path.parent.mkdir(parents=True)
-                    # Readable by the service user whatever this process's umask.
-                    path.parent.chmod(0o755)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-                staged.append((Path(tmp), path))
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    os.fchmod(f.fileno(), mode)  # before the secret is written
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-            for tmp, path in staged:
-                self._before[path] = (path.read_text(encoding="utf-8"),
-                                      path.stat().st_mode & 0o777) if path.exists() else None
-            for tmp, path in staged:
-                os.replace(tmp, path)
-        finally:
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
-
-    def undo(self) -> None:
-        for path, before in self._before.items():
-            if before is None:
-                path.unlink(missing_ok=True)
-            else:
-                Files({path: before}).install()
 
 
 def wait_healthy(port: int, timeout: float = READY_SECONDS) -> str | None:

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -84,20 +85,51 @@ class PillowFiles:
         """Writes DIRECTORY/NAME/queue.toml and queue-sas.toml (mode 0600); returns the folder."""
         folder = Path(directory) / self.name
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "queue.toml").write_text(self.queue_toml, encoding="utf-8")
-        _write_secret(folder / SAS_FILE, self.sas_toml)
+        Files({folder / "queue.toml": (self.queue_toml, 0o644),
+               folder / SAS_FILE: (self.sas_toml, 0o600)}).install()
         return folder
 
 
-def _write_secret(path: Path, text: str) -> None:
-    # Created 0600 from the start: a token never sits world-readable, even briefly,
-    # and an older file with looser bits is tightened before it is rewritten.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode("utf-8"))
-    finally:
-        os.close(fd)
+class Files:
+    """Writes each file to a temporary beside it and moves them all into place
+    together; undo() puts back what was there. A full disk or a crash midway
+    leaves the old files as they were (queue-sas.toml holds the only copy of the
+    family key a rerun of pair reuses; cut short, the rerun would make a new one)."""
+
+    def __init__(self, files: dict[Path, tuple[str, int]]):
+        self._files = files
+        self._before: dict[Path, tuple[str, int] | None] = {}
+
+    def install(self) -> None:
+        staged = []
+        try:
+            for path, (text, mode) in self._files.items():
+                if not path.parent.is_dir():
+                    path.parent.mkdir(parents=True)
+                    # Readable by the service user whatever this process's umask.
+                    path.parent.chmod(0o755)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+                staged.append((Path(tmp), path))
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    os.fchmod(f.fileno(), mode)  # before the secret is written
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+            for tmp, path in staged:
+                self._before[path] = (path.read_text(encoding="utf-8"),
+                                      path.stat().st_mode & 0o777) if path.exists() else None
+            for tmp, path in staged:
+                os.replace(tmp, path)
+        finally:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+
+    def undo(self) -> None:
+        for path, before in self._before.items():
+            if before is None:
+                path.unlink(missing_ok=True)
+            else:
+                Files({path: before}).install()
 
 
 def pillow_name(name: str) -> str:

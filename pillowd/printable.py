@@ -26,8 +26,10 @@ def escape(text, keep: str = "") -> str:
     """*text* (anything: str() is taken) with every unsafe character but those in
     *keep* written as a Python escape; plain text comes back unchanged."""
     text = str(text)
-    if text.isprintable() and not any(unsafe(c) for c in text if c not in keep):
-        return text  # the common case, in one pass of C code
+    if text.isprintable():
+        # The common case, in one pass of C code: str.isprintable() is False for
+        # every unsafe category (and a few safe ones, left to the loop below).
+        return text
     out = []
     for char in text:
         if char in keep or not unsafe(char):

@@ -36,6 +36,17 @@ def test_the_key_round_trips_as_text_and_is_never_shown():
         FamilyKey.from_text("not base64 ✗")
 
 
+def test_a_key_mangled_by_hand_is_refused_not_read_as_another_key():
+    # base64 decoding skips characters outside its alphabet: a stray one would give
+    # a different key, and every partner's hug would then play as a stranger's.
+    text = FamilyKey.generate().text()
+    for mangled in (text[:10] + "!" + text[10:], text[:10] + " " + text[10:],
+                    text[:10] + "\n" + text[10:], text[:10] + "/" + text[11:]):
+        with pytest.raises(FamilyKeyError, match="not base64url"):
+            FamilyKey.from_text(mangled)
+    assert FamilyKey.from_text(f"  {text}\n").text() == text   # around it: fine
+
+
 def test_the_tokens_file_holds_the_family_key_beside_the_tokens(tmp_path):
     from pillowd.errors import PillowError
     from pillowd.queues.tokens import family_key, read_family_key, read_tokens

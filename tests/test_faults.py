@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import both_backends, wait_for
+from conftest import both_backends, fill, wait_for
 from pillowd import config
 from pillowd.config import parse
 from pillowd.daemon import Daemon
@@ -207,35 +205,6 @@ def test_a_65400_byte_message_is_poisoned_cut_and_the_three_hugs_after_it_play(
 
 
 # -- the pillow's own disk is full ---------------------------------------------------
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 4 MB file system (tmpfs) to be the pillow's state_dir; needs root."""
-    mount = tmp_path / "state"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs",
-                           str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
-
-
-def fill(disk) -> None:
-    """Fill *disk* to the last byte, as a busy SD card ends up."""
-    with open(disk / "filler", "wb", buffering=0) as f:
-        chunk = b"\0" * 65536
-        while True:
-            try:
-                f.write(chunk)
-            except OSError as err:
-                assert err.errno == errno.ENOSPC
-                if len(chunk) == 1:
-                    return
-                chunk = chunk[: len(chunk) // 2]
 
 
 @pytest.mark.parametrize("backend", ["azure"], indirect=True)

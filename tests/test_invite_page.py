@@ -317,6 +317,27 @@ def test_an_expired_or_revoked_link_says_so(azurite, websites, cors, owner, pref
     assert page.is_visible("#no-invite") and not page.is_visible("button.send")
 
 
+def test_what_a_friend_types_never_gets_the_hug_rejected(azurite, websites, cors, owner,
+                                                         prefix, tmp_path, phone):
+    from pillowd.config import parse
+    from pillowd.messages import decode
+    pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path), "--prefix", prefix)
+    site = websites()
+    _, link = pillowd(owner, "invite", "carol", "--to", "alice", "--prefix", prefix,
+                      "--page", "--page-url", site.origin).stdout.split()
+    page = phone()
+    page.goto(link)
+    # Pasted from a chat: right-to-left marks (in Hebrew and Arabic text), a line
+    # separator, a C1 control, an emoji.
+    page.fill("#text", "\u05e9\u05dc\u05d5\u05dd\u200f \u2028hi\u0085 \U0001f917")
+    assert tap_and_read(page)[0] == "sent"
+    (message,) = azurite.service().get_queue_client(f"{prefix}alice").peek_messages()
+    settings = parse('[scenes.idle]\neffect = "solid"\ncolor = "#000000"\n'
+                     '[scenes.hug]\neffect = "solid"\ncolor = "#ff0000"\n')
+    command = decode(message.content, settings)   # no Rejection: the pillow plays it
+    assert command.text == "\u05e9\u05dc\u05d5\u05dd   hi  \U0001f917"
+
+
 def test_a_full_queue_or_cors_table_is_named_and_nothing_is_published(
         azurite, blob_service, cors, owner, prefix, tmp_path):
     pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path), "--prefix", prefix)

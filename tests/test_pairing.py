@@ -14,7 +14,7 @@ import requests
 from azure.core.exceptions import HttpResponseError
 from azure.storage.queue import AccessPolicy, QueueClient
 
-from conftest import BASE_CONFIG, PillowProcess, run_cli, wait_for
+from conftest import BASE_CONFIG, PillowProcess, fill, run_cli, wait_for
 
 WRONG_KEY = "bm90IHRoZSBhY2NvdW50IGtleSwgYnV0IHNoYXBlZCBsaWtlIG9uZQ=="
 
@@ -242,6 +242,27 @@ def test_pair_writes_one_family_key_and_a_second_run_keeps_it_and_the_tokens(
                           "hold different family keys")
     assert keys["alice"] not in line
     assert (old / "alice" / "queue-sas.toml").read_text() == kept
+
+
+def test_a_rewrite_that_fails_on_a_full_disk_keeps_the_old_folder_whole(small_disk):
+    """The family key lives only in these files: a rewrite cut short (a full disk, a
+    crash) must leave the old one whole, or the next pair would make a new key."""
+    from pillowd.family import FamilyKey
+    from pillowd.pairing import PillowFiles, family_key_in
+    key = FamilyKey.generate()
+    PillowFiles("alice", "[queue]\n", {"pq-alice": "sv=1&sig=a"}, key).write(small_disk)
+    before = (small_disk / "alice" / "queue-sas.toml").read_text()
+    fill(small_disk)
+    # Many partners: each new file needs more room than the old one freed.
+    many = {f"pq-friend{n}": "sv=2&sig=" + "b" * 200 for n in range(40)}
+    for queue_toml in ("[queue]\n", "[queue]\n" * 1000):
+        with pytest.raises(OSError):
+            PillowFiles("alice", queue_toml, many, key).write(small_disk)
+        assert (small_disk / "alice" / "queue-sas.toml").read_text() == before
+        assert (small_disk / "alice" / "queue.toml").read_text() == "[queue]\n"
+        assert family_key_in(small_disk, ["alice"]).text() == key.text()
+    assert [p.name for p in (small_disk / "alice").iterdir()] in (
+        ["queue.toml", "queue-sas.toml"], ["queue-sas.toml", "queue.toml"])
 
 
 def test_a_rerun_upgrades_an_older_pairs_own_queue_policy_in_place(

@@ -4,6 +4,10 @@
 
 const STORE = "pillowd-invite";
 const MAX_TEXT = 280;  // the pillow's limit on a message's text (pillowd/messages.py)
+// The characters the pillow refuses in a note (messages.py's _TEXT_UNSAFE; the line
+// breaks it allows cannot be typed in one line): controls, bidi marks, overrides and
+// isolates, separators, and a lone half of a surrogate pair.
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]|\p{Cs}/gu;
 
 // The invite: {from, pillows: [{name, url, until}]}. The link carries it in the
 // fragment, which no request sends; it is kept on the phone so that the page opened
@@ -106,9 +110,10 @@ async function send(invite, pillow, button) {
   const form = document.getElementById("hug");
   const message = {scene: "hug", id: messageId(), sent_at: new Date().toISOString()};
   if (invite.from) message.from = invite.from.slice(0, 64);
-  // Control characters would get the hug rejected by the pillow: they go here.
-  const text = form.elements.text.value.replace(/[\u0000-\u001f\u007f\u202a-\u202e\u2066-\u2069]/g, " ").trim();
-  if (text) message.text = text.slice(0, MAX_TEXT);
+  // What the pillow refuses in a note would get the whole hug rejected: a space instead.
+  const text = form.elements.text.value.replace(UNSAFE, " ").trim();
+  // Cut by characters, as the pillow counts: never half of an emoji's pair.
+  if (text) message.text = Array.from(text).slice(0, MAX_TEXT).join("");
   if (form.elements.colour.value) message.color = form.elements.colour.value;
   const xml = `<QueueMessage><MessageText>${base64(JSON.stringify(message))}</MessageText></QueueMessage>`;
   button.disabled = true;
