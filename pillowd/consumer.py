@@ -196,9 +196,10 @@ class Consumer:
     def trouble(self) -> str | None:
         """Why the pillow takes no messages although the queue may be fine (its own
         history cannot be written), for /healthz; None otherwise."""
-        if self.history_trouble is None:
+        trouble = self.history_trouble  # once: the queue thread may clear it meanwhile
+        if trouble is None:
             return None
-        return f"{self.history_trouble} (taking no messages until it can)"
+        return f"{trouble} (taking no messages until it can)"
 
     def _give_back(self) -> None:
         """Make the messages a killed run had taken visible again, instead of hidden

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -13,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from . import files
 from .errors import PillowError
 from .history import iso
 from .queues import QueueAuthError, QueueError, QueueUnavailable
@@ -518,9 +518,7 @@ class Conversation:
                                "last_sent": self.last_sent,
                                "while_quiet": self.while_quiet})
             try:
-                temporary = self.path.with_suffix(".tmp")
-                temporary.write_text(text, encoding="utf-8")
-                os.replace(temporary, self.path)
+                files.write(self.path, text)
             except OSError as err:  # the hug still goes; a restart forgets the answer
                 log.warning("cannot keep the conversation in %s: %s", self.path, err)
 

@@ -16,7 +16,8 @@ from typing import Callable
 from .config import DROP_IN_DIR, ConfigError, drop_ins, parse
 from .errors import PillowError
 from .family import TOKENS_ENTRY, FamilyKey
-from .pairing import SAS_FILE, Files
+from .files import Files
+from .pairing import SAS_FILE
 from .settings import Settings
 
 QUEUE_FILE = "queue.toml"

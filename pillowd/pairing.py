@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import PillowError
 from .family import TOKENS_ENTRY, FamilyKey
+from .files import Files
 
 if TYPE_CHECKING:
     from azure.storage.queue import AccessPolicy
@@ -63,7 +62,7 @@ class PillowFiles:
 
     name: str
     queue_toml: str
-    tokens: dict[str, str]
+    tokens: dict[str, str] = field(repr=False)  # secrets: never in a repr or log
     family_key: FamilyKey | None = None
     # Partners' queues where an invite of this name became the pillow's policy.
     replaced_invites: tuple[str, ...] = ()
@@ -88,48 +87,6 @@ class PillowFiles:
         Files({folder / "queue.toml": (self.queue_toml, 0o644),
                folder / SAS_FILE: (self.sas_toml, 0o600)}).install()
         return folder
-
-
-class Files:
-    """Writes each file to a temporary beside it and moves them all into place
-    together; undo() puts back what was there. A full disk or a crash midway
-    leaves the old files as they were (queue-sas.toml holds the only copy of the
-    family key a rerun of pair reuses; cut short, the rerun would make a new one)."""
-
-    def __init__(self, files: dict[Path, tuple[str, int]]):
-        self._files = files
-        self._before: dict[Path, tuple[str, int] | None] = {}
-
-    def install(self) -> None:
-        staged = []
-        try:
-            for path, (text, mode) in self._files.items():
-                if not path.parent.is_dir():
-                    path.parent.mkdir(parents=True)
-                    # Readable by the service user whatever this process's umask.
-                    path.parent.chmod(0o755)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-                staged.append((Path(tmp), path))
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    os.fchmod(f.fileno(), mode)  # before the secret is written
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-            for tmp, path in staged:
-                self._before[path] = (path.read_text(encoding="utf-8"),
-                                      path.stat().st_mode & 0o777) if path.exists() else None
-            for tmp, path in staged:
-                os.replace(tmp, path)
-        finally:
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
-
-    def undo(self) -> None:
-        for path, before in self._before.items():
-            if before is None:
-                path.unlink(missing_ok=True)
-            else:
-                Files({path: before}).install()
 
 
 def pillow_name(name: str) -> str:

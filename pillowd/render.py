@@ -189,10 +189,11 @@ class Renderer:
 
     def strip_trouble(self) -> str | None:
         """Why the LEDs show nothing new, for /healthz; None while they work."""
-        if self.strip_error is None:
+        # Read once each: the render thread may clear them meanwhile.
+        error, failures, since = self.strip_error, self.strip_failures, self.strip_since
+        if error is None:
             return None
-        return (f"LEDs: {self.strip_error} ({self.strip_failures} writes failed "
-                f"since {self.strip_since}; retrying)")
+        return f"LEDs: {error} ({failures} writes failed since {since}; retrying)"
 
     def _show(self, pixels: np.ndarray) -> bool:
         """Send *pixels* to the strip; False, and the next try scheduled, if it failed."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from .. import files
 from .transport import KEEPALIVE, _refusal, describe_failure
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,7 @@ class Published:
         data = {"host": self.host, "port": self.port, "tls": self.tls,
                 "ca_file": self.ca_file, "topics": list(topics)}
         try:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-            os.replace(tmp, self.path)
+            files.write(self.path, json.dumps(data, indent=1))
         except OSError as err:
             log.warning("mqtt: cannot remember the published entities in %s: %s "
                         "(removing [mqtt] will not remove them)", self.path,
