@@ -66,6 +66,8 @@ bench: test-deps
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/actuators.py
 	$(BIN)/python bench/mqtt.py
+	$(BIN)/python bench/hostile.py
+	$(BIN)/python bench/hug_roundtrip.py
 
 clean:
 	rm -rf $(VENV) node_modules web/static/vendor .state .pytest_cache
