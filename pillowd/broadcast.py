@@ -96,6 +96,7 @@ class _Page:
         self.version = version            # of the state sent on connect
         self.in_flight = 0
         self.active = False
+        self.flooded = False
         self.events = Allowance(EVENT_BURST, EVENTS_PER_SECOND, clock)
         self._activated = activated
 
@@ -171,9 +172,13 @@ class Broadcaster:
     @property
     def clients(self) -> int:
         """Pages connected now."""
-        if not self._pages:  # the render thread asks at every frame
-            return 0
-        return len(self._live())
+        return len(self._live()) if self._pages else 0
+
+    @property
+    def watched(self) -> bool:
+        """Whether a page may be watching: cheap enough for every rendered frame (a
+        page that left is forgotten at the next push)."""
+        return bool(self._pages)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -237,8 +242,9 @@ class Broadcaster:
 
     def _client_event(self, sid: str) -> None:
         page = self._pages.get(sid)
-        if page is None or page.events.spend():
+        if page is None or page.flooded or page.events.spend():
             return
+        page.flooded = True
         log.warning("a status page client sent events faster than a page does: "
                     "disconnected")
         self.socketio.server.disconnect(sid, namespace=NAMESPACE)
@@ -426,7 +432,7 @@ class StatePusher(_Pusher):
     def run(self) -> None:
         while self._sleep():
             self._wake.clear()
-            if self._b.clients:
+            if self._b.watched:
                 try:
                     self._b.send_state()
                 except Exception:  # one bad push must not end the loop
@@ -443,7 +449,7 @@ class FramePusher(_Pusher):
 
     def new_frame(self, frame: bytes) -> None:
         # In the render thread: only a flag, and only while someone watches.
-        if self._b.clients:
+        if self._b.watched:
             self._wake.set()
 
     def run(self) -> None:
@@ -456,7 +462,7 @@ class FramePusher(_Pusher):
                 return
             self._wake.clear()
             frame = self._b.renderer.last_frame
-            if self._b.clients and frame is not last:
+            if self._b.watched and frame is not last:
                 try:
                     self._b.send_frame(frame)
                 except Exception:
