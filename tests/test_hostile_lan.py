@@ -446,3 +446,19 @@ def test_a_page_is_pushed_to_from_its_first_acknowledgement_with_what_it_missed(
                 ws.send("3")
     finally:
         ws.close()
+
+
+def test_a_polling_session_that_leaves_the_namespace_is_let_go(pillow):
+    # A session that joined /pillow once and left it, but keeps polling, holds a place
+    # like one that never joined: past the join time its requests are refused.
+    p = pillow()
+    base = p.url + "socket.io/?EIO=4&transport=polling"
+    answer = get(p, "/socket.io/?EIO=4&transport=polling")
+    sid = json.loads(answer.text[answer.text.index("{"):])["sid"]
+    session = base + f"&sid={sid}"
+    assert requests.post(session, data=b"40/pillow,", timeout=10).status_code == 200
+    wait_for(lambda: metric(p, "pillowd_web_clients") == 1, message="the page joined")
+    assert requests.post(session, data=b"41/pillow,", timeout=10).status_code == 200
+    wait_for(lambda: metric(p, "pillowd_web_clients") == 0, message="the page left")
+    wait_for(lambda: requests.post(session, data=b"", timeout=10).status_code == 400,
+             timeout=30, message="the session let go")
