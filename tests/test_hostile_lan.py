@@ -462,3 +462,26 @@ def test_a_polling_session_that_leaves_the_namespace_is_let_go(pillow):
     wait_for(lambda: metric(p, "pillowd_web_clients") == 0, message="the page left")
     wait_for(lambda: requests.post(session, data=b"", timeout=10).status_code == 400,
              timeout=30, message="the session let go")
+
+
+def test_a_websocket_session_that_never_joins_is_let_go(pillow):
+    p = pillow()
+    port = address(p)[1]
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", timeout=10)
+    try:
+        assert ws.recv().startswith("0{")  # Engine.IO open, and never a join
+        ws.settimeout(0.1)
+
+        def closed() -> bool:
+            get(p, HANDSHAKE, source="127.0.0.3")  # a handshake lets go of the idle
+            try:
+                return ws.recv_data()[0] == websocket.ABNF.OPCODE_CLOSE
+            except websocket.WebSocketTimeoutException:
+                return False
+            except (websocket.WebSocketConnectionClosedException, OSError):
+                return True
+
+        wait_for(closed, timeout=30, interval=0.25, message="the WebSocket closed")
+    finally:
+        ws.close()
