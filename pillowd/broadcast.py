@@ -1,15 +1,18 @@
-"""Pushes the pillow's state and LED frames to every open page over Socket.IO."""
+"""Pushes the pillow's state and LED frames to every open page over Flask-SocketIO."""
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 import threading
 import time
 from collections import OrderedDict
 from typing import Callable
+from urllib.parse import parse_qs
 
-import engineio
-import socketio
+from flask import request
+from flask_socketio import ConnectionRefusedError, SocketIO
 
 log = logging.getLogger(__name__)
 
@@ -19,14 +22,14 @@ NAMESPACE = "/pillow"
 # python-socketio clients acknowledge each frame by themselves.
 BACKLOG = 4
 # Engine.IO sessions at once (a page is one; 50 pages is bench/fanout.py's load);
-# a handshake past it first ends sessions that never joined the namespace.
+# a handshake past it first lets go of the oldest session that never joined /pillow.
 MAX_SESSIONS = 64
-# Seconds a session may take from its handshake to joining /pillow: past that it
-# is abandoned, and ended at the next handshake.
+# Seconds a session may take from its handshake to joining /pillow: past that,
+# a session that is not on /pillow is let go (see Sessions).
 JOIN_SECONDS = 5.0
 # Handshakes one address may make in a burst, and per second after it, and all
 # addresses together: each session costs Engine.IO a thread until its first ping
-# (25 s), even one ended at once, so at most 128 + 25 × 2 such threads.
+# (25 s), even one let go at once, so at most 128 + 25 × 2 such threads.
 HANDSHAKE_BURST, HANDSHAKES_PER_SECOND = MAX_SESSIONS, 1.0
 ALL_HANDSHAKE_BURST, ALL_HANDSHAKES_PER_SECOND = 2 * MAX_SESSIONS, 2.0
 # Events a page may send in a burst, and per second after it: a page sends none of
@@ -35,6 +38,9 @@ ALL_HANDSHAKE_BURST, ALL_HANDSHAKES_PER_SECOND = 2 * MAX_SESSIONS, 2.0
 EVENT_BURST, EVENTS_PER_SECOND = 20, 2.0
 # Largest Engine.IO packet a client may send: our page sends only its connect.
 MAX_PACKET = 64 * 1024
+# Where the handshake's environ carries its session's _Ticket to the connect handler
+# (Flask-SocketIO runs every handler in a request context of that environ).
+TICKET = "pillowd.session"
 
 
 class Refused(Exception):
@@ -58,15 +64,47 @@ class Allowance:
         return True
 
 
-class _Page:
-    """One connected page: its frames in flight and its event allowance."""
+class _Ticket:
+    """One Engine.IO session as the WSGI side sees it: when it began, its sid once
+    known, the pages it joined /pillow with, and its connection while a WebSocket."""
 
-    def __init__(self, clock):
+    def __init__(self, opened: float, connection):
+        self.opened = opened
+        self.sid: str | None = None
+        self.pages: set[str] = set()       # Socket.IO sids on /pillow
+        self.connection = connection      # the WebSocket's socket; None while polling
+        self.ended = False                # let go: nothing more of it is served
+
+    def end(self) -> None:
+        self.ended = True
+        if self.connection is not None:
+            try:  # the WebSocket's reads end now, and Engine.IO closes the session
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Page:
+    """One connected page: its frames in flight and its event allowance.
+
+    A page is pushed to only once it has acknowledged its first frame: python-socketio
+    sends the CONNECT packet after the connect handler returns, and a binary frame
+    from a pusher (two Engine.IO packets) must never straddle it."""
+
+    def __init__(self, ticket, version: int, clock, activated: Callable):
+        self.ticket = ticket
+        self.version = version            # of the state sent on connect
         self.in_flight = 0
+        self.active = False
+        self.flooded = False
         self.events = Allowance(EVENT_BURST, EVENTS_PER_SECOND, clock)
+        self._activated = activated
 
     def acked(self, *_):
         self.in_flight = max(0, self.in_flight - 1)
+        if not self.active:
+            self.active = True
+            self._activated(self)
 
 
 class Broadcaster:
@@ -74,6 +112,7 @@ class Broadcaster:
 
     *admit(environ, auth)* raises Refused when a page may not connect (its host,
     its token). The two pushers are loops the daemon runs and health watches.
+    init_app(app) attaches it to the Flask app, as Flask extensions do.
     """
 
     def __init__(self, pillow, renderer, *, admit: Callable[[dict, object], None],
@@ -87,173 +126,273 @@ class Broadcaster:
         self._max_sessions = max_sessions
         self._join_seconds = join_seconds
         self._clock = clock
-        self._pages: dict[str, _Page] = {}       # Socket.IO sid -> its page
-        self._sessions: dict[str, float] = {}    # Engine.IO sid -> handshake time, until it joins
-        self._joined: set[str] = set()           # Engine.IO sids that joined /pillow
-        self._handshakes: OrderedDict[str, Allowance] = OrderedDict()  # per address
-        self._all_handshakes = Allowance(ALL_HANDSHAKE_BURST, ALL_HANDSHAKES_PER_SECOND,
-                                        clock)
-        self._lock = threading.Lock()            # the three above
+        self._pages: dict[str, _Page] = {}   # Socket.IO sid -> its page
+        self._lock = threading.Lock()        # _pages
         # A binary event goes out as two Engine.IO packets: one interleaved with
-        # another thread's would corrupt the client's stream. Held across a whole
-        # connect too, whose CONNECT packet python-socketio sends itself.
-        self.emit_lock = threading.RLock()
-        self.server = _Server(self, async_mode="threading", async_handlers=False,
-                              logger=False, engineio_logger=False,
-                              max_http_buffer_size=MAX_PACKET)
-        self.server.register_namespace(_Namespace(self))
+        # another thread's would corrupt the client's stream.
+        self.emit_lock = threading.Lock()
+        # threading: never eventlet/gevent even when installed; handlers run in the
+        # thread that read the packet (no thread per event); the default
+        # cors_allowed_origins admits only the page's own origin.
+        self.socketio = SocketIO(async_mode="threading", async_handlers=False,
+                                 logger=False, engineio_logger=False,
+                                 max_http_buffer_size=MAX_PACKET)
+        self.socketio.on("connect", namespace=NAMESPACE)(self._on_connect)
+        self.socketio.on("disconnect", namespace=NAMESPACE)(self._on_disconnect)
+        self.socketio.on("*", namespace=NAMESPACE)(self._on_event)
+        self.sessions: Sessions | None = None
         self.states = StatePusher(self)
         self.frames = FramePusher(self, 1 / frames_per_second)
         pillow.on_state(self.states.changed)
         renderer.on_frame(self.frames.new_frame)
 
+    def init_app(self, app) -> None:
+        """Socket.IO for *app*, with the session rules in front of it."""
+        self.socketio.init_app(app)
+        self.sessions = Sessions(app.wsgi_app, self, max_sessions=self._max_sessions,
+                                 join_seconds=self._join_seconds, clock=self._clock)
+        app.wsgi_app = self.sessions
+
+    def connected(self) -> set[str]:
+        """Socket.IO sids on /pillow now, as python-socketio's client manager has them."""
+        if self.socketio.server is None:
+            return set()
+        return {sid for sid, _ in
+                self.socketio.server.manager.get_participants(NAMESPACE, None)}
+
+    def _live(self) -> dict[str, _Page]:
+        """Pages still connected; those that left are forgotten here."""
+        known = set(self._pages)  # before asking: a page joining meanwhile stays
+        connected = self.connected()
+        with self._lock:
+            for sid in known - connected:
+                self._pages.pop(sid, None)
+            return dict(self._pages)
+
     @property
     def clients(self) -> int:
         """Pages connected now."""
-        return len(self._pages)
+        return len(self._live()) if self._pages else 0
 
     @property
-    def sessions(self) -> int:
-        """Engine.IO sessions open now, joined or not."""
-        return len(self._sessions) + len(self._joined)
+    def watched(self) -> bool:
+        """Whether a page may be watching: cheap enough for every rendered frame (a
+        page that left is forgotten at the next push)."""
+        return bool(self._pages)
 
     # -- sending ---------------------------------------------------------------------
 
     def _emit(self, event, data, sid, callback=None) -> None:
         with self.emit_lock:
-            self.server.emit(event, data, to=sid, namespace=NAMESPACE, callback=callback)
+            self.socketio.emit(event, data, to=sid, namespace=NAMESPACE, callback=callback)
 
     def send_state(self) -> None:
         snapshot = self.pillow.snapshot()
-        for sid in list(self._pages):
-            self._emit("state", snapshot, sid)
+        for sid, page in self._live().items():
+            if page.active:
+                self._emit("state", snapshot, sid)
 
     def send_frame(self, frame: bytes) -> None:
-        for sid, page in list(self._pages.items()):
-            if page.in_flight >= self._backlog:
+        for sid, page in self._live().items():
+            if not page.active or page.in_flight >= self._backlog:
                 continue  # behind: this frame is skipped, the next may go
             page.in_flight += 1
             self._emit("frame", frame, sid, callback=page.acked)
 
-    # -- sessions and pages ------------------------------------------------------------
+    def _activated(self, sid: str, page: _Page) -> None:
+        # Changes while the page was not yet pushed to: it gets the state now.
+        if page.version != self.states.version:
+            self._emit("state", self.pillow.snapshot(), sid)
 
-    def _session_opened(self, eio_sid: str, address: str) -> bool:
-        now = self._clock()
+    # -- Socket.IO handlers -------------------------------------------------------------
+
+    def _on_connect(self, auth=None):
+        sid = request.sid
+        if sid in self._pages:
+            # A client's own event named "connect": python-socketio hands it to this
+            # handler too, but only once the real connect made the page.
+            self._client_event(sid)
+            return None
+        ticket = request.environ.get(TICKET)
+        if ticket is not None and ticket.ended:
+            raise ConnectionRefusedError("this session has ended")
+        try:
+            self._admit(request.environ, auth)
+        except Refused as err:
+            raise ConnectionRefusedError(str(err)) from None
+        page = _Page(ticket, self.states.version, self._clock,
+                     lambda p, sid=sid: self._activated(sid, p))
+        with self._lock:
+            self._pages[sid] = page
+        if ticket is not None:
+            ticket.pages.add(sid)
+        self._emit("state", self.pillow.snapshot(), sid)
+        page.in_flight += 1
+        self._emit("frame", self.renderer.last_frame, sid, callback=page.acked)
+        return None
+
+    def _on_disconnect(self, *_):
+        # The real one and a client's own event of that name look the same here:
+        # both only count as an event. Who is connected is python-socketio's to say.
+        self._client_event(request.sid)
+
+    def _on_event(self, event, *_):
+        # No event of a page is ours to handle.
+        self._client_event(request.sid)
+
+    def _client_event(self, sid: str) -> None:
+        page = self._pages.get(sid)
+        if page is None or page.flooded or page.events.spend():
+            return
+        page.flooded = True
+        log.warning("a status page client sent events faster than a page does: "
+                    "disconnected")
+        self.socketio.server.disconnect(sid, namespace=NAMESPACE)
+        # The whole session, not only /pillow: it could join again at once.
+        if page.ticket is not None:
+            page.ticket.end()
+
+
+class Sessions:
+    """WSGI middleware in front of Socket.IO: Engine.IO sessions as the HTTP side
+    sees them.
+
+    A handshake (a /socket.io/ request without `sid`) is rated per address and
+    overall; at most *max_sessions* sessions are served, a handshake past it letting
+    go of the oldest one that never joined /pillow. A session not on /pillow
+    *join_seconds* after its handshake is let go: a polling one by refusing its
+    requests (Engine.IO then ends it at its next missed ping), a WebSocket by
+    closing its connection."""
+
+    def __init__(self, app, broadcaster: Broadcaster, *, max_sessions: int,
+                 join_seconds: float, clock=time.monotonic):
+        self.app = app
+        self._b = broadcaster
+        self._max = max_sessions
+        self._join_seconds = join_seconds
+        self._clock = clock
+        self._tickets: list[_Ticket] = []            # oldest first
+        self._by_sid: dict[str, _Ticket] = {}        # polling sessions by Engine.IO sid
+        self._handshakes: OrderedDict[str, Allowance] = OrderedDict()  # per address
+        self._all = Allowance(ALL_HANDSHAKE_BURST, ALL_HANDSHAKES_PER_SECOND, clock)
+        self._lock = threading.Lock()
+
+    @property
+    def open(self) -> int:
+        """Sessions served now."""
+        return sum(not t.ended for t in self._tickets)
+
+    def __call__(self, environ, start_response):
+        if not environ.get("PATH_INFO", "").startswith("/socket.io"):
+            return self.app(environ, start_response)
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        if "sid" in query:
+            return self._request(query["sid"][0], environ, start_response)
+        return self._handshake(query.get("transport", ["polling"])[0], environ,
+                               start_response)
+
+    # -- one session's requests --------------------------------------------------------
+
+    def _usable(self, ticket: _Ticket, now: float, connected: set[str]) -> bool:
+        return not ticket.ended and (now - ticket.opened < self._join_seconds
+                                     or bool(ticket.pages & connected))
+
+    def _request(self, sid, environ, start_response):
+        now, connected = self._clock(), self._b.connected()
+        upgrade = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+        with self._lock:
+            ticket = self._by_sid.get(sid)
+            usable = ticket is not None and self._usable(ticket, now, connected)
+            if ticket is not None and not usable:
+                self._forget(ticket)
+            if usable and upgrade:
+                ticket.connection = environ.get("werkzeug.socket")
+        if not usable:
+            return _answer(start_response, "400 Bad Request",
+                           "this session has ended: connect again")
+        if not upgrade:
+            return self.app(environ, start_response)
+        try:  # the upgraded WebSocket runs within this request: the session with it
+            return self.app(environ, start_response)
+        finally:
+            with self._lock:
+                self._forget(ticket)
+
+    # -- handshakes --------------------------------------------------------------------
+
+    def _handshake(self, transport, environ, start_response):
+        now, address = self._clock(), environ.get("REMOTE_ADDR", "")
+        connected = self._b.connected()
         with self._lock:
             allowance = self._handshakes.pop(address, None) or Allowance(
                 HANDSHAKE_BURST, HANDSHAKES_PER_SECOND, self._clock)
             self._handshakes[address] = allowance
             while len(self._handshakes) > 1024:
                 self._handshakes.popitem(last=False)
-            if not allowance.spend() or not self._all_handshakes.spend():
-                return False  # a page reconnects now and then, not this often
-            stale = [s for s, at in self._sessions.items() if now - at > self._join_seconds]
-            if self.sessions - len(stale) >= self._max_sessions and self._sessions:
-                stale.append(min(self._sessions, key=self._sessions.get))
-            for sid in stale:
-                self._sessions.pop(sid, None)
-            full = self.sessions >= self._max_sessions
-            if not full:
-                self._sessions[eio_sid] = now
-        for sid in stale:  # never joined: abandoned, or one too many
-            self.server.eio.end(sid)
-        return not full
+            if not allowance.spend() or not self._all.spend():
+                # a page reconnects now and then, not this often
+                return _answer(start_response, "429 Too Many Requests",
+                               "too many Socket.IO handshakes: try again later",
+                               [("Retry-After", "5")])
+            for ticket in list(self._tickets):  # abandoned, or never joined
+                if not self._usable(ticket, now, connected):
+                    self._let_go(ticket)
+            if self.open >= self._max:
+                spare = next((t for t in self._tickets
+                              if not t.ended and not t.pages & connected), None)
+                if spare is None:
+                    return _answer(start_response, "503 Service Unavailable",
+                                   "the pillow has as many pages open as it serves",
+                                   [("Retry-After", "5")])
+                self._let_go(spare)
+            websocket = transport == "websocket"
+            ticket = _Ticket(now, environ.get("werkzeug.socket") if websocket else None)
+            self._tickets.append(ticket)
+        environ[TICKET] = ticket
+        if websocket:
+            try:  # the whole session runs within this request
+                return self.app(environ, start_response)
+            finally:
+                with self._lock:
+                    self._forget(ticket)
+        status = []
 
-    def _session_closed(self, eio_sid: str) -> None:
+        def start(code, headers, exc_info=None):
+            status.append(code)
+            return start_response(code, headers, exc_info)
+
+        body = b"".join(self.app(environ, start))
         with self._lock:
-            self._sessions.pop(eio_sid, None)
-            self._joined.discard(eio_sid)
-
-    def _connect(self, sid: str, environ: dict, auth) -> None:
-        self._admit(environ, auth)  # raises Refused
-        eio_sid = self.server.manager.eio_sid_from_sid(sid, NAMESPACE)
-        with self._lock:
-            if self._sessions.pop(eio_sid, None) is not None:
-                self._joined.add(eio_sid)
-            self._pages[sid] = _Page(self._clock)
-        self._emit("state", self.pillow.snapshot(), sid)
-        page = self._pages[sid]
-        page.in_flight += 1
-        self._emit("frame", self.renderer.last_frame, sid, callback=page.acked)
-
-    def _disconnect(self, sid: str) -> None:
-        with self._lock:
-            self._pages.pop(sid, None)
-
-    def _client_event(self, sid: str, event) -> None:
-        # No event of a page is ours to handle, reserved names included.
-        page = self._pages.get(sid)
-        if page is not None and not page.events.spend():
-            log.warning("a status page client sent events faster than a page does: "
-                        "disconnected")
-            self._pages.pop(sid, None)
-            # The whole session, not only /pillow: it could join again at once.
-            self.server.eio.end(self.server.manager.eio_sid_from_sid(sid, NAMESPACE))
-
-
-class _Engine(engineio.Server):
-    """Engine.IO's server, able to end a session whose client never comes back."""
-
-    def end(self, sid: str) -> None:
-        # disconnect() would wait for the client to fetch its CLOSE packet, which an
-        # abandoned polling session never does: the session is dropped unsent.
-        session = self.sockets.pop(sid, None)
-        if session is not None:
-            session.close(wait=False, abort=True)
-
-
-class _Server(socketio.Server):
-    """python-socketio's server, telling the broadcaster when Engine.IO sessions
-    open and close (the session cap)."""
-
-    def __init__(self, broadcaster: Broadcaster, **options):
-        self._broadcaster = broadcaster
-        super().__init__(**options)
-
-    def _engineio_server_class(self):
-        return _Engine
-
-    def _handle_eio_connect(self, eio_sid, environ):
-        if not self._broadcaster._session_opened(eio_sid, environ.get("REMOTE_ADDR", "")):
-            return False  # Engine.IO answers the handshake 401
-        return super()._handle_eio_connect(eio_sid, environ)
-
-    def _handle_connect(self, eio_sid, namespace, data):
-        with self._broadcaster.emit_lock:
-            return super()._handle_connect(eio_sid, namespace, data)
-
-    def _handle_eio_disconnect(self, eio_sid, reason):
-        try:
-            return super()._handle_eio_disconnect(eio_sid, reason)
-        finally:
-            self._broadcaster._session_closed(eio_sid)
-
-
-class _Namespace(socketio.Namespace):
-    """/pillow: the real connect and disconnect reach the broadcaster; every event a
-    client sends, `connect` and `disconnect` included, is only counted."""
-
-    def __init__(self, broadcaster: Broadcaster):
-        super().__init__(NAMESPACE)
-        self._broadcaster = broadcaster
-
-    def trigger_event(self, event, *args):
-        b = self._broadcaster
-        sid = args[0] if args else None
-        if event == "connect" and len(args) >= 2 and \
-                args[1] is self.server.get_environ(sid, NAMESPACE):
-            # The server's own call carries the very environ it keeps; an event a
-            # client names "connect" carries only what it sent.
+            # The OPEN packet names the session: its later requests carry that sid.
             try:
-                b._connect(sid, args[1], args[2] if len(args) > 2 else None)
-            except Refused as err:
-                raise socketio.exceptions.ConnectionRefusedError(str(err)) from None
-            return True
-        if event == "disconnect" and not self.server.manager.is_connected(sid, NAMESPACE):
-            b._disconnect(sid)  # the server's own: the client is leaving
-            return None
-        b._client_event(sid, event)
-        return None
+                if not status[0].startswith("200") or not body.startswith(b"0{"):
+                    raise ValueError
+                ticket.sid = json.loads(body[1:])["sid"]
+            except (ValueError, KeyError, IndexError, TypeError):
+                self._forget(ticket)
+            else:
+                if not ticket.ended:
+                    self._by_sid[ticket.sid] = ticket
+        return [body]
+
+    def _let_go(self, ticket: _Ticket) -> None:
+        ticket.end()
+        if ticket.connection is None:  # polling: its requests are refused from now on
+            self._forget(ticket)
+
+    def _forget(self, ticket: _Ticket) -> None:
+        ticket.ended = True
+        if ticket in self._tickets:
+            self._tickets.remove(ticket)
+        if ticket.sid is not None:
+            self._by_sid.pop(ticket.sid, None)
+
+
+def _answer(start_response, status: str, why: str, headers=()):
+    body = json.dumps({"error": why}).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body))), *headers])
+    return [body]
 
 
 class _Pusher:
@@ -284,14 +423,16 @@ class StatePusher(_Pusher):
     def __init__(self, broadcaster: Broadcaster):
         super().__init__()
         self._b = broadcaster
+        self.version = 0  # changes so far: a page joining learns if it missed one
 
     def changed(self) -> None:
+        self.version += 1
         self._wake.set()
 
     def run(self) -> None:
         while self._sleep():
             self._wake.clear()
-            if self._b.clients:
+            if self._b.watched:
                 try:
                     self._b.send_state()
                 except Exception:  # one bad push must not end the loop
@@ -308,7 +449,7 @@ class FramePusher(_Pusher):
 
     def new_frame(self, frame: bytes) -> None:
         # In the render thread: only a flag, and only while someone watches.
-        if self._b.clients:
+        if self._b.watched:
             self._wake.set()
 
     def run(self) -> None:
@@ -321,7 +462,7 @@ class FramePusher(_Pusher):
                 return
             self._wake.clear()
             frame = self._b.renderer.last_frame
-            if self._b.clients and frame is not last:
+            if self._b.watched and frame is not last:
                 try:
                     self._b.send_frame(frame)
                 except Exception:

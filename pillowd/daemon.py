@@ -335,7 +335,7 @@ class Daemon:
                 settings, put=self.queues.main.put if local else None,
                 play=None if local else self.controls.play)))
 
-        from .broadcast import Broadcaster  # python-socketio only once the rest stands
+        from .broadcast import Broadcaster  # Flask-SocketIO only once the rest stands
         from .webauth import Policy
 
         web = settings.web

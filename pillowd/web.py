@@ -1,4 +1,4 @@
-"""The status page: the Flask app, Socket.IO and the host rules in front, and the server that runs them."""
+"""The status page: the Flask app with Flask-SocketIO, the host rules in front, and the server that runs them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import socketio
 from flask import Flask
 
 from . import threads
@@ -62,8 +61,9 @@ class StatusPage:
         app.extensions["pillowd"] = Parts(pillow, controls, hugs, health,
                                           metrics(lambda: broadcaster.clients), policy)
         app.register_blueprint(bp)
+        broadcaster.init_app(app)  # Flask-SocketIO, and the session rules before it
         self.app = app
-        self.wsgi = Guard(socketio.WSGIApp(broadcaster.server, app), policy)
+        self.wsgi = Guard(app, policy)
 
     @property
     def token(self) -> str | None:

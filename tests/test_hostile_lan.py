@@ -273,6 +273,24 @@ def test_a_client_sending_a_flood_of_events_is_disconnected(pillow):
     assert Watcher(p.url).wait_state(lambda s: True, message="a page still connects")
 
 
+@pytest.mark.parametrize("event", ["connect", "disconnect"])
+def test_a_flood_of_reserved_names_is_a_flood_too(pillow, event):
+    # python-socketio hands a client's own "connect" or "disconnect" event to the
+    # handler of that name: it must count as an event, never start the page afresh.
+    p = pillow()
+    client = socketio.Client(reconnection=False)
+    gone = []
+    client.on("disconnect", lambda *a: gone.append(True), namespace="/pillow")
+    client.connect(p.url, namespaces=["/pillow"], transports=["websocket"], wait_timeout=10)
+    for i in range(200):
+        if gone:
+            break
+        client.emit(event, {"token": "x"}, namespace="/pillow")
+    wait_for(lambda: gone, message="the flooding client disconnected")
+    client.disconnect()
+    wait_for(lambda: metric(p, "pillowd_web_clients") == 0, message="no clients")
+
+
 def test_abandoned_sessions_never_exceed_the_cap(pillow):
     from pillowd.broadcast import MAX_SESSIONS
     p = pillow()
@@ -298,7 +316,7 @@ def test_handshakes_from_one_address_are_rate_limited(pillow):
     p = pillow()
     statuses = [get(p, HANDSHAKE).status_code for _ in range(HANDSHAKE_BURST + 20)]
     assert statuses[:HANDSHAKE_BURST] == [200] * HANDSHAKE_BURST
-    assert statuses.count(401) >= 10  # refused before Engine.IO starts a thread for it
+    assert statuses.count(429) >= 10  # refused before Engine.IO starts a thread for it
     assert get(p, HANDSHAKE, source="127.0.0.2").status_code == 200
 
 
@@ -389,5 +407,81 @@ def test_a_page_that_never_acknowledges_gets_only_a_few_frames(pillow):
         except websocket.WebSocketTimeoutException:
             pass
         assert 1 <= binary <= BACKLOG
+    finally:
+        ws.close()
+
+
+def test_a_page_is_pushed_to_from_its_first_acknowledgement_with_what_it_missed(pillow):
+    # python-socketio sends a page's CONNECT after the connect handler: the pushers
+    # wait for the page's first acknowledgement (a binary frame must never straddle
+    # that CONNECT), and a change meanwhile reaches the page then.
+    p = pillow()
+    port = address(p)[1]
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", timeout=10)
+    try:
+        assert ws.recv().startswith("0{")
+        ws.send("40/pillow,")
+        frame_id, joined = None, False
+        while frame_id is None or not joined:
+            opcode, data = ws.recv_data()
+            if opcode != websocket.ABNF.OPCODE_TEXT:
+                continue
+            text = data.decode()
+            if text.startswith("451-/pillow,"):       # the frame, with its ack id
+                frame_id = int(text[len("451-/pillow,"):text.index("[")])
+            joined = joined or text.startswith("40/pillow,{")
+        p.cli("send", "glow", "--from", "meanwhile")
+        wait_for(lambda: (p.state()["message"] or {}).get("from") == "meanwhile",
+                 message="the change, before the page acknowledges anything")
+        ws.send(f"43/pillow,{frame_id}[]")
+        while True:
+            opcode, data = ws.recv_data()
+            text = data.decode() if opcode == websocket.ABNF.OPCODE_TEXT else ""
+            if text.startswith('42/pillow,["state"'):
+                state = json.loads(text[len("42/pillow,"):])[1]
+                if (state["message"] or {}).get("from") == "meanwhile":
+                    break
+            elif text == "2":
+                ws.send("3")
+    finally:
+        ws.close()
+
+
+def test_a_polling_session_that_leaves_the_namespace_is_let_go(pillow):
+    # A session that joined /pillow once and left it, but keeps polling, holds a place
+    # like one that never joined: past the join time its requests are refused.
+    p = pillow()
+    base = p.url + "socket.io/?EIO=4&transport=polling"
+    answer = get(p, "/socket.io/?EIO=4&transport=polling")
+    sid = json.loads(answer.text[answer.text.index("{"):])["sid"]
+    session = base + f"&sid={sid}"
+    assert requests.post(session, data=b"40/pillow,", timeout=10).status_code == 200
+    wait_for(lambda: metric(p, "pillowd_web_clients") == 1, message="the page joined")
+    assert requests.post(session, data=b"41/pillow,", timeout=10).status_code == 200
+    wait_for(lambda: metric(p, "pillowd_web_clients") == 0, message="the page left")
+    wait_for(lambda: requests.post(session, data=b"", timeout=10).status_code == 400,
+             timeout=30, message="the session let go")
+
+
+def test_a_websocket_session_that_never_joins_is_let_go(pillow):
+    p = pillow()
+    port = address(p)[1]
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", timeout=10)
+    try:
+        assert ws.recv().startswith("0{")  # Engine.IO open, and never a join
+        ws.settimeout(0.1)
+
+        def closed() -> bool:
+            get(p, HANDSHAKE, source="127.0.0.3")  # a handshake lets go of the idle
+            try:
+                return ws.recv_data()[0] == websocket.ABNF.OPCODE_CLOSE
+            except websocket.WebSocketTimeoutException:
+                return False
+            except (websocket.WebSocketConnectionClosedException, OSError):
+                return True
+
+        wait_for(closed, timeout=30, interval=0.25, message="the WebSocket closed")
     finally:
         ws.close()
