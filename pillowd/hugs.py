@@ -420,7 +420,9 @@ class Conversation:
         self._save()
         if played is not None and not command.expired:
             # The answer may come until the window, counted from that play, ends.
-            left = played + self.window - self.clock()
+            # played is by the partner's clock, now by ours: a skewed clock (a Pi
+            # booted before NTP) must not hurry the poll for longer than a window.
+            left = min(played + self.window - self.clock(), self.window)
             if left > 0:
                 self._hurry(left)
             if current:

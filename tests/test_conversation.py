@@ -406,3 +406,32 @@ def test_the_sender_polls_fast_until_the_window_from_the_play_there_ends(tmp_pat
     assert hurried[1] == pytest.approx(590, abs=0.01)   # 600 s from the play there
     outbox.close()
     store.close()
+
+
+def test_a_partner_clock_ahead_never_hurries_the_poll_longer_than_the_window(tmp_path):
+    # played_at is by bob's clock, the rest by alice's: a Pi that booted without
+    # NTP an hour ahead must not make alice poll Azure fast for an hour.
+    from pillowd.history import Outcome
+    from pillowd.messages import decode
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob = store.queue("pillow-bob")
+    bob.create()
+    wall = [time.time()]
+    hurried = []
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
+                    wall=lambda: wall[0])
+    conversation = Conversation(
+        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
+        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY,
+        hurry=hurried.append, clock=lambda: wall[0])
+    hug = conversation.press()
+    settings = config.parse(BASE_CONFIG.format(state_dir=tmp_path))
+    receipt = decode(json.dumps(KEY.signed({
+        "event": "receipt", "of": hug["id"], "pillow": "bob",
+        "played_at": iso(datetime.fromtimestamp(wall[0] + 3600, timezone.utc)),
+        "quiet": False})), settings, KEY)
+    conversation.heard(receipt, Outcome(id="q-1", outcome="applied", scene=None,
+                                        sender="bob", reason=None, at=now()), True)
+    assert hurried and max(hurried) <= 600
+    outbox.close()
+    store.close()
