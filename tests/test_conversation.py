@@ -435,3 +435,17 @@ def test_a_partner_clock_ahead_never_hurries_the_poll_longer_than_the_window(tmp
     assert hurried and max(hurried) <= 600
     outbox.close()
     store.close()
+
+
+def test_a_hug_plays_even_when_the_conversation_cannot_judge_it(pillow, tmp_path):
+    # conversation.json edited by hand (an entry without its "at"): asking whether a
+    # partner's hug is a hug back fails, and the hug must still be kept and played,
+    # not come back until it is rejected.
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    (state / "conversation.json").write_text(json.dumps({"own": {"ours-1": {}}}))
+    d = pillow()
+    from_bob(d, bobs_hug("bob-1", reply_to={"id": "ours-1", "from": "alice"},
+                         sent_at=now()))
+    wait_for(lambda: playing(d, "bob-1"), message="bob's hug played")
+    assert [o.outcome for o in history(d, "bob-1")] == ["applied"]
