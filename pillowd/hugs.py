@@ -64,6 +64,9 @@ class Outbox:
         self.away: dict[str, str] = {}     # queue name -> why it refuses, while it does
         self.sent = 0
         self.dropped = 0                   # events older than their ttl, not sent
+        # Rows kept for a queue no longer configured (a partner taken out) wait, in
+        # case it comes back, but are nobody's pending.
+        self._marks = ", ".join("?" * len(self.queues))
         self.path = Path(path)
         self._db = sqlite3.connect(str(path), timeout=10, check_same_thread=False,
                                    isolation_level=None)
@@ -87,7 +90,8 @@ class Outbox:
         and why each queue that refuses does."""
         with self._lock:
             pending = self._db.execute(
-                "SELECT COUNT(DISTINCT seq) FROM waiting").fetchone()[0]
+                "SELECT COUNT(DISTINCT seq) FROM waiting WHERE queue IN"
+                f" ({self._marks})", list(self.queues)).fetchone()[0]
         return {"pending": pending, "away": dict(self.away), "sent": self.sent,
                 "dropped": self.dropped, "partners": dict(self.partners)}
 
@@ -117,7 +121,8 @@ class Outbox:
 
     def pending(self, queue: str | None = None) -> list[dict]:
         """Events some queue (or *queue*) has not taken yet, oldest first."""
-        where, args = ("WHERE w.queue = ?", (queue,)) if queue else ("", ())
+        where, args = (("WHERE w.queue = ?", [queue]) if queue else
+                       (f"WHERE w.queue IN ({self._marks})", list(self.queues)))
         with self._lock:
             rows = self._db.execute(
                 "SELECT DISTINCT e.seq, e.body FROM events e JOIN waiting w"
