@@ -439,23 +439,25 @@ class Conversation:
     def press(self, source: str = "button") -> dict:
         """The hug event for a press now, kept for the partners; the night's
         messages count as seen. Raises HugNotKept when it cannot be kept."""
-        now = self.clock()
+        # One press at a time, from the target it answers to last_sent (the button's
+        # thread and the page's at once): last_sent is always the hug kept last,
+        # and no receipt finds it unknown. (The outbox calls no conversation from add.)
         with self._lock:
+            now = self.clock()
             target = self.target
             recent = target is not None and now - target["at"] <= self.window
             reply_to = {"id": target["id"], "from": target["from"]} if recent else None
-        event = {"scene": self.send_scene, "from": self.name, "id": str(uuid.uuid4()),
-                 "sent_at": _iso(now), "ttl": self.ttl, "event": "hug",
-                 "pillow": self.name, "reply_to": reply_to}
-        if self.family is not None:
-            event = self.family.signed(event)
-        if self.outbox is not None:
-            try:
-                self.outbox.add(event)
-            except sqlite3.Error as err:  # disk full, state_dir gone: say so, once
-                raise HugNotKept(f"the hug event could not be kept in "
-                                 f"{self.outbox.path}: {err}") from None
-        with self._lock:
+            event = {"scene": self.send_scene, "from": self.name, "id": str(uuid.uuid4()),
+                     "sent_at": _iso(now), "ttl": self.ttl, "event": "hug",
+                     "pillow": self.name, "reply_to": reply_to}
+            if self.family is not None:
+                event = self.family.signed(event)
+            if self.outbox is not None:
+                try:
+                    self.outbox.add(event)
+                except sqlite3.Error as err:  # disk full, state_dir gone: say so, once
+                    raise HugNotKept(f"the hug event could not be kept in "
+                                     f"{self.outbox.path}: {err}") from None
             self.own[event["id"]] = {"at": now, "played": {}}
             # Forgotten once no answer could count any more: the file stays small.
             horizon = now - (self.ttl + self.window + 60)

@@ -453,3 +453,38 @@ def test_a_hug_plays_even_when_the_conversation_cannot_judge_it(pillow, tmp_path
                          sent_at=now()))
     wait_for(lambda: playing(d, "bob-1"), message="bob's hug played")
     assert [o.outcome for o in history(d, "bob-1")] == ["applied"]
+
+
+def test_two_presses_at_once_leave_last_sent_on_the_hug_sent_last(tmp_path):
+    # The button (gpiozero's thread) and the page (a web thread) at the same moment:
+    # the page must follow the hug that went last, whose receipts will come.
+    import threading
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob = store.queue("pillow-bob")
+    bob.create()
+    second_done = threading.Event()
+
+    class Slow(Outbox):
+        first = True
+
+        def add(self, event, to=None):
+            super().add(event, to)
+            if Slow.first:   # the first press is kept, then its thread is preempted
+                Slow.first = False
+                second_done.wait(2)
+
+    outbox = Slow(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"})
+    conversation = Conversation(
+        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
+        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY)
+    first = threading.Thread(target=conversation.press, name="test-first-press")
+    first.start()
+    wait_for(lambda: outbox.pending(), message="the first hug kept")
+    second = threading.Thread(target=lambda: (conversation.press(), second_done.set()),
+                              name="test-second-press")
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert [e["id"] for e in outbox.pending()][-1] == conversation.last_sent["id"]
+    outbox.close()
+    store.close()
