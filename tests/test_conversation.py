@@ -94,6 +94,21 @@ def history(d: Daemon, ident: str) -> list:
     return [o for o in d.history.page(1000) if o.id == ident]
 
 
+def bobs_queue(tmp_path):
+    """A local queue store with bob's queue in it."""
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob = store.queue("pillow-bob")
+    bob.create()
+    return store, bob
+
+
+def alices(tmp_path, outbox: Outbox, **parts) -> Conversation:
+    """alice's conversation, with bob as her partner and the family's key."""
+    return Conversation("alice", window=600, send_scene="hug",
+                        path=tmp_path / "conversation.json", outbox=outbox,
+                        partners={"bob": "pillow-bob"}, family=KEY, **parts)
+
+
 # -- bug: a hug back was lost after any local play ------------------------------------
 
 
@@ -282,9 +297,7 @@ def test_messages_in_quiet_hours_wait_on_the_page_until_seen(pillow):
 
 
 def test_an_event_older_than_its_ttl_is_dropped_not_sent_and_hurries_nothing(tmp_path):
-    store = LocalStore(tmp_path / "queue.sqlite3")
-    bob = store.queue("pillow-bob")
-    bob.create()
+    store, bob = bobs_queue(tmp_path)
     wall = [time.time()]
     outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], wall=lambda: wall[0])
     sent, dropped = [], []
@@ -304,17 +317,13 @@ def test_an_event_older_than_its_ttl_is_dropped_not_sent_and_hurries_nothing(tmp
 
 
 def test_a_dropped_hug_shows_expired_and_never_rearms_fast_polling(tmp_path):
-    store = LocalStore(tmp_path / "queue.sqlite3")
-    bob = store.queue("pillow-bob")
-    bob.create()
+    store, bob = bobs_queue(tmp_path)
     wall = [time.time()]
     outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
                     wall=lambda: wall[0])
     hurried, sections = [], {}
-    conversation = Conversation(
-        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
-        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY,
-        hurry=hurried.append, on_section=sections.__setitem__, clock=lambda: wall[0])
+    conversation = alices(tmp_path, outbox, hurry=hurried.append,
+                          on_section=sections.__setitem__, clock=lambda: wall[0])
     conversation.press()
     wall[0] += 601
     assert outbox.flush() is True
@@ -325,9 +334,7 @@ def test_a_dropped_hug_shows_expired_and_never_rearms_fast_polling(tmp_path):
 
 
 def test_a_hug_the_outbox_cannot_keep_is_an_error_not_a_lost_hug(tmp_path):
-    store = LocalStore(tmp_path / "queue.sqlite3")
-    bob = store.queue("pillow-bob")
-    bob.create()
+    store, bob = bobs_queue(tmp_path)
     outbox = Outbox(tmp_path / "outbox.sqlite3", [bob])
     heard = []
     conversation = Conversation("alice", window=600, send_scene="hug",
@@ -378,19 +385,15 @@ def test_the_sender_polls_fast_until_the_window_from_the_play_there_ends(tmp_pat
     from pillowd.consumer import Backoff
     from pillowd.history import Outcome
     from pillowd.messages import decode
-    store = LocalStore(tmp_path / "queue.sqlite3")
-    bob = store.queue("pillow-bob")
-    bob.create()
+    store, bob = bobs_queue(tmp_path)
     wall = [time.time()]
     backoff = Backoff(0.1, 5.0)
     hurried = []
     outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
                     wall=lambda: wall[0])
-    conversation = Conversation(
-        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
-        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY,
-        hurry=lambda seconds: (hurried.append(seconds), backoff.hurry(seconds)),
-        clock=lambda: wall[0])
+    conversation = alices(
+        tmp_path, outbox, clock=lambda: wall[0],
+        hurry=lambda seconds: (hurried.append(seconds), backoff.hurry(seconds)))
     for _ in range(8):
         backoff.next(found=False)
     assert backoff.interval == 5.0
@@ -417,17 +420,12 @@ def test_a_partner_clock_ahead_never_hurries_the_poll_longer_than_the_window(tmp
     # NTP an hour ahead must not make alice poll Azure fast for an hour.
     from pillowd.history import Outcome
     from pillowd.messages import decode
-    store = LocalStore(tmp_path / "queue.sqlite3")
-    bob = store.queue("pillow-bob")
-    bob.create()
+    store, bob = bobs_queue(tmp_path)
     wall = [time.time()]
     hurried = []
     outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
                     wall=lambda: wall[0])
-    conversation = Conversation(
-        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
-        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY,
-        hurry=hurried.append, clock=lambda: wall[0])
+    conversation = alices(tmp_path, outbox, hurry=hurried.append, clock=lambda: wall[0])
     hug = conversation.press()
     settings = config.parse(BASE_CONFIG.format(state_dir=tmp_path))
     receipt = decode(json.dumps(KEY.signed({
@@ -459,9 +457,7 @@ def test_two_presses_at_once_leave_last_sent_on_the_hug_sent_last(tmp_path):
     # The button (gpiozero's thread) and the page (a web thread) at the same moment:
     # the page must follow the hug that went last, whose receipts will come.
     import threading
-    store = LocalStore(tmp_path / "queue.sqlite3")
-    bob = store.queue("pillow-bob")
-    bob.create()
+    store, bob = bobs_queue(tmp_path)
     second_done = threading.Event()
 
     class Slow(Outbox):
@@ -474,9 +470,7 @@ def test_two_presses_at_once_leave_last_sent_on_the_hug_sent_last(tmp_path):
                 second_done.wait(2)
 
     outbox = Slow(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"})
-    conversation = Conversation(
-        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
-        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY)
+    conversation = alices(tmp_path, outbox)
     first = threading.Thread(target=conversation.press, name="test-first-press")
     first.start()
     wait_for(lambda: outbox.pending(), message="the first hug kept")
