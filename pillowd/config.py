@@ -21,7 +21,8 @@ from .settings import (DEFAULT_SCENES, ActuatorSettings, ButtonSettings, Check,
                        QuietSettings, SceneSettings, ServoSettings, Settings,
                        VibrationSettings, WarmerSettings, WebSettings)
 
-__all__ = ["ConfigError", "Problem", "drop_ins", "load", "parse", "with_state_dir"]
+__all__ = ["ConfigError", "Problem", "drop_ins", "load", "parse", "read",
+           "with_state_dir"]
 
 # Beside the config file: every *.toml here is read after it, in name order, each
 # overriding the keys it sets (`pillowd join` writes the pillow's keys here).
@@ -436,7 +437,9 @@ def _check_parts(settings: Settings, lines: _Lines, problems: list[Problem]) -> 
                                 "no quiet hours)"))
 
 
-def _read(path: Path, source: Path, file: str | None) -> str:
+def read(path: Path, source: Path, file: str | None) -> str:
+    """The text of *path* (the config *source* or its drop-in *file*); ConfigError,
+    naming it, when it is missing or cannot be read as UTF-8."""
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -458,8 +461,8 @@ def load(path: str | Path) -> Settings:
     """Settings from the file at *path* and its drop-ins; ConfigError when missing or
     bad."""
     path = Path(path)
-    text = _read(path, path, None)
-    extra = [(str(p), _read(p, path, str(p))) for p in drop_ins(path)]
+    text = read(path, path, None)
+    extra = [(str(p), read(p, path, str(p))) for p in drop_ins(path)]
     return parse(text, str(path), extra)
 
 

@@ -64,6 +64,9 @@ class Outbox:
         self.away: dict[str, str] = {}     # queue name -> why it refuses, while it does
         self.sent = 0
         self.dropped = 0                   # events older than their ttl, not sent
+        # Rows kept for a queue no longer configured (a partner taken out) wait, in
+        # case it comes back, but are nobody's pending.
+        self._marks = ", ".join("?" * len(self.queues))
         self.path = Path(path)
         self._db = sqlite3.connect(str(path), timeout=10, check_same_thread=False,
                                    isolation_level=None)
@@ -87,7 +90,8 @@ class Outbox:
         and why each queue that refuses does."""
         with self._lock:
             pending = self._db.execute(
-                "SELECT COUNT(DISTINCT seq) FROM waiting").fetchone()[0]
+                "SELECT COUNT(DISTINCT seq) FROM waiting WHERE queue IN"
+                f" ({self._marks})", list(self.queues)).fetchone()[0]
         return {"pending": pending, "away": dict(self.away), "sent": self.sent,
                 "dropped": self.dropped, "partners": dict(self.partners)}
 
@@ -117,7 +121,8 @@ class Outbox:
 
     def pending(self, queue: str | None = None) -> list[dict]:
         """Events some queue (or *queue*) has not taken yet, oldest first."""
-        where, args = ("WHERE w.queue = ?", (queue,)) if queue else ("", ())
+        where, args = (("WHERE w.queue = ?", [queue]) if queue else
+                       (f"WHERE w.queue IN ({self._marks})", list(self.queues)))
         with self._lock:
             rows = self._db.execute(
                 "SELECT DISTINCT e.seq, e.body FROM events e JOIN waiting w"
@@ -420,7 +425,9 @@ class Conversation:
         self._save()
         if played is not None and not command.expired:
             # The answer may come until the window, counted from that play, ends.
-            left = played + self.window - self.clock()
+            # played is by the partner's clock, now by ours: a skewed clock (a Pi
+            # booted before NTP) must not hurry the poll for longer than a window.
+            left = min(played + self.window - self.clock(), self.window)
             if left > 0:
                 self._hurry(left)
             if current:
@@ -432,23 +439,25 @@ class Conversation:
     def press(self, source: str = "button") -> dict:
         """The hug event for a press now, kept for the partners; the night's
         messages count as seen. Raises HugNotKept when it cannot be kept."""
-        now = self.clock()
+        # One press at a time, from the target it answers to last_sent (the button's
+        # thread and the page's at once): last_sent is always the hug kept last,
+        # and no receipt finds it unknown. (The outbox calls no conversation from add.)
         with self._lock:
+            now = self.clock()
             target = self.target
             recent = target is not None and now - target["at"] <= self.window
             reply_to = {"id": target["id"], "from": target["from"]} if recent else None
-        event = {"scene": self.send_scene, "from": self.name, "id": str(uuid.uuid4()),
-                 "sent_at": _iso(now), "ttl": self.ttl, "event": "hug",
-                 "pillow": self.name, "reply_to": reply_to}
-        if self.family is not None:
-            event = self.family.signed(event)
-        if self.outbox is not None:
-            try:
-                self.outbox.add(event)
-            except sqlite3.Error as err:  # disk full, state_dir gone: say so, once
-                raise HugNotKept(f"the hug event could not be kept in "
-                                 f"{self.outbox.path}: {err}") from None
-        with self._lock:
+            event = {"scene": self.send_scene, "from": self.name, "id": str(uuid.uuid4()),
+                     "sent_at": _iso(now), "ttl": self.ttl, "event": "hug",
+                     "pillow": self.name, "reply_to": reply_to}
+            if self.family is not None:
+                event = self.family.signed(event)
+            if self.outbox is not None:
+                try:
+                    self.outbox.add(event)
+                except sqlite3.Error as err:  # disk full, state_dir gone: say so, once
+                    raise HugNotKept(f"the hug event could not be kept in "
+                                     f"{self.outbox.path}: {err}") from None
             self.own[event["id"]] = {"at": now, "played": {}}
             # Forgotten once no answer could count any more: the file stays small.
             horizon = now - (self.ttl + self.window + 60)

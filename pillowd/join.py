@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .config import DROP_IN_DIR, ConfigError, drop_ins, parse
+from .config import DROP_IN_DIR, ConfigError, drop_ins, parse, read
 from .errors import PillowError
 from .family import TOKENS_ENTRY, FamilyKey
 from .files import Files
@@ -64,12 +64,12 @@ def settings_with(config: Path, folder: Folder) -> Settings:
     except OSError as err:
         raise JoinError(f"cannot read the config {config}: {err.strerror or err} "
                         "(is pillowd installed? sudo ./install.sh)") from None
-    extra = [(str(p), p.read_text(encoding="utf-8")) for p in drop_ins(config)
-             if p != ours]
-    extra.append((str(folder.path / QUEUE_FILE), folder.keys))
-    extra.sort(key=lambda item: DROP_IN if item[0] == str(folder.path / QUEUE_FILE)
-               else Path(item[0]).name)
     try:
+        extra = [(str(p), read(p, config, str(p))) for p in drop_ins(config)
+                 if p != ours]
+        extra.append((str(folder.path / QUEUE_FILE), folder.keys))
+        extra.sort(key=lambda item: DROP_IN if item[0] == str(folder.path / QUEUE_FILE)
+                   else Path(item[0]).name)
         settings = parse(text, str(config), extra)
     except ConfigError as err:
         raise JoinError(str(err)) from None

@@ -64,8 +64,7 @@ class Player:
         it is decided here, before the record, so the history, the announcement
         and the snapshot all say so. A receipt (no scene) is only recorded.
         """
-        conversation = self._conversation
-        reply = through_queue and conversation is not None and conversation.answers(command)
+        reply = through_queue and self._answers(command)
         recorded = self._record(replace(outcome, event=command.event, reply=reply))
         if recorded is not None:
             # Before it plays, as the announcement: no snapshot shows the scene
@@ -78,6 +77,15 @@ class Player:
                 except Exception:  # a listener's trouble must not leave a message half done
                     log.exception("a played listener failed")
         return recorded
+
+    def _answers(self, command: Command) -> bool:
+        if self._conversation is None:
+            return False
+        try:
+            return self._conversation.answers(command)
+        except Exception:  # the message is kept and played all the same, as no hug back
+            log.exception("the conversation could not judge message %s", command.id)
+            return False
 
     def _heard(self, command: Command, outcome: Outcome, through_queue: bool) -> None:
         if self._conversation is None:

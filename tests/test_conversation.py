@@ -94,6 +94,21 @@ def history(d: Daemon, ident: str) -> list:
     return [o for o in d.history.page(1000) if o.id == ident]
 
 
+def bobs_queue(tmp_path):
+    """A local queue store with bob's queue in it."""
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob = store.queue("pillow-bob")
+    bob.create()
+    return store, bob
+
+
+def alices(tmp_path, outbox: Outbox, **parts) -> Conversation:
+    """alice's conversation, with bob as her partner and the family's key."""
+    return Conversation("alice", window=600, send_scene="hug",
+                        path=tmp_path / "conversation.json", outbox=outbox,
+                        partners={"bob": "pillow-bob"}, family=KEY, **parts)
+
+
 # -- bug: a hug back was lost after any local play ------------------------------------
 
 
@@ -164,13 +179,17 @@ def test_a_hug_back_counts_from_when_our_hug_played_on_the_partner_not_the_press
 
 def test_the_receiver_counts_its_window_from_when_the_hug_played_here(pillow):
     d = pillow(window=2)
+    # The conversation's own clock, moved by the test: a slow machine taking more
+    # than the 2 s window between the play and the first press cannot fail it.
+    wall = [time.time()]
+    d.conversation.clock = lambda: wall[0]
     # Sent long ago by bob's clock (it waited in his outbox): the window is ours, now.
     from_bob(d, bobs_hug("bob-1", sent_at=now(-500)))
     wait_for(lambda: playing(d, "bob-1"), message="bob's hug")
-    played = time.monotonic()
+    wall[0] += 1.5                                         # within the window
     assert api(d, "/api/hug").status_code == 202
     assert at_bob(d)[-1]["reply_to"] == {"id": "bob-1", "from": "bob"}
-    time.sleep(max(0.0, played + 2.5 - time.monotonic()))  # past the window
+    wall[0] += 1.0                                         # past it
     assert api(d, "/api/hug").status_code == 202
     wait_for(lambda: len([e for e in at_bob(d) if e.get("event") == "hug"]) == 2,
              message="the second hug")
@@ -278,9 +297,7 @@ def test_messages_in_quiet_hours_wait_on_the_page_until_seen(pillow):
 
 
 def test_an_event_older_than_its_ttl_is_dropped_not_sent_and_hurries_nothing(tmp_path):
-    store = LocalStore(tmp_path / "queue.sqlite3")
-    bob = store.queue("pillow-bob")
-    bob.create()
+    store, bob = bobs_queue(tmp_path)
     wall = [time.time()]
     outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], wall=lambda: wall[0])
     sent, dropped = [], []
@@ -300,17 +317,13 @@ def test_an_event_older_than_its_ttl_is_dropped_not_sent_and_hurries_nothing(tmp
 
 
 def test_a_dropped_hug_shows_expired_and_never_rearms_fast_polling(tmp_path):
-    store = LocalStore(tmp_path / "queue.sqlite3")
-    bob = store.queue("pillow-bob")
-    bob.create()
+    store, bob = bobs_queue(tmp_path)
     wall = [time.time()]
     outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
                     wall=lambda: wall[0])
     hurried, sections = [], {}
-    conversation = Conversation(
-        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
-        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY,
-        hurry=hurried.append, on_section=sections.__setitem__, clock=lambda: wall[0])
+    conversation = alices(tmp_path, outbox, hurry=hurried.append,
+                          on_section=sections.__setitem__, clock=lambda: wall[0])
     conversation.press()
     wall[0] += 601
     assert outbox.flush() is True
@@ -321,9 +334,7 @@ def test_a_dropped_hug_shows_expired_and_never_rearms_fast_polling(tmp_path):
 
 
 def test_a_hug_the_outbox_cannot_keep_is_an_error_not_a_lost_hug(tmp_path):
-    store = LocalStore(tmp_path / "queue.sqlite3")
-    bob = store.queue("pillow-bob")
-    bob.create()
+    store, bob = bobs_queue(tmp_path)
     outbox = Outbox(tmp_path / "outbox.sqlite3", [bob])
     heard = []
     conversation = Conversation("alice", window=600, send_scene="hug",
@@ -374,19 +385,15 @@ def test_the_sender_polls_fast_until_the_window_from_the_play_there_ends(tmp_pat
     from pillowd.consumer import Backoff
     from pillowd.history import Outcome
     from pillowd.messages import decode
-    store = LocalStore(tmp_path / "queue.sqlite3")
-    bob = store.queue("pillow-bob")
-    bob.create()
+    store, bob = bobs_queue(tmp_path)
     wall = [time.time()]
     backoff = Backoff(0.1, 5.0)
     hurried = []
     outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
                     wall=lambda: wall[0])
-    conversation = Conversation(
-        "alice", window=600, send_scene="hug", path=tmp_path / "conversation.json",
-        outbox=outbox, partners={"bob": "pillow-bob"}, family=KEY,
-        hurry=lambda seconds: (hurried.append(seconds), backoff.hurry(seconds)),
-        clock=lambda: wall[0])
+    conversation = alices(
+        tmp_path, outbox, clock=lambda: wall[0],
+        hurry=lambda seconds: (hurried.append(seconds), backoff.hurry(seconds)))
     for _ in range(8):
         backoff.next(found=False)
     assert backoff.interval == 5.0
@@ -404,5 +411,74 @@ def test_the_sender_polls_fast_until_the_window_from_the_play_there_ends(tmp_pat
     conversation.heard(receipt, Outcome(id="q-1", outcome="applied", scene=None,
                                         sender="bob", reason=None, at=now()), True)
     assert hurried[1] == pytest.approx(590, abs=0.01)   # 600 s from the play there
+    outbox.close()
+    store.close()
+
+
+def test_a_partner_clock_ahead_never_hurries_the_poll_longer_than_the_window(tmp_path):
+    # played_at is by bob's clock, the rest by alice's: a Pi that booted without
+    # NTP an hour ahead must not make alice poll Azure fast for an hour.
+    from pillowd.history import Outcome
+    from pillowd.messages import decode
+    store, bob = bobs_queue(tmp_path)
+    wall = [time.time()]
+    hurried = []
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
+                    wall=lambda: wall[0])
+    conversation = alices(tmp_path, outbox, hurry=hurried.append, clock=lambda: wall[0])
+    hug = conversation.press()
+    settings = config.parse(BASE_CONFIG.format(state_dir=tmp_path))
+    receipt = decode(json.dumps(KEY.signed({
+        "event": "receipt", "of": hug["id"], "pillow": "bob",
+        "played_at": iso(datetime.fromtimestamp(wall[0] + 3600, timezone.utc)),
+        "quiet": False})), settings, KEY)
+    conversation.heard(receipt, Outcome(id="q-1", outcome="applied", scene=None,
+                                        sender="bob", reason=None, at=now()), True)
+    assert hurried and max(hurried) <= 600
+    outbox.close()
+    store.close()
+
+
+def test_a_hug_plays_even_when_the_conversation_cannot_judge_it(pillow, tmp_path):
+    # conversation.json edited by hand (an entry without its "at"): asking whether a
+    # partner's hug is a hug back fails, and the hug must still be kept and played,
+    # not come back until it is rejected.
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    (state / "conversation.json").write_text(json.dumps({"own": {"ours-1": {}}}))
+    d = pillow()
+    from_bob(d, bobs_hug("bob-1", reply_to={"id": "ours-1", "from": "alice"},
+                         sent_at=now()))
+    wait_for(lambda: playing(d, "bob-1"), message="bob's hug played")
+    assert [o.outcome for o in history(d, "bob-1")] == ["applied"]
+
+
+def test_two_presses_at_once_leave_last_sent_on_the_hug_sent_last(tmp_path):
+    # The button (gpiozero's thread) and the page (a web thread) at the same moment:
+    # the page must follow the hug that went last, whose receipts will come.
+    import threading
+    store, bob = bobs_queue(tmp_path)
+    second_done = threading.Event()
+
+    class Slow(Outbox):
+        first = True
+
+        def add(self, event, to=None):
+            super().add(event, to)
+            if Slow.first:   # the first press is kept, then its thread is preempted
+                Slow.first = False
+                second_done.wait(2)
+
+    outbox = Slow(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"})
+    conversation = alices(tmp_path, outbox)
+    first = threading.Thread(target=conversation.press, name="test-first-press")
+    first.start()
+    wait_for(lambda: outbox.pending(), message="the first hug kept")
+    second = threading.Thread(target=lambda: (conversation.press(), second_done.set()),
+                              name="test-second-press")
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert [e["id"] for e in outbox.pending()][-1] == conversation.last_sent["id"]
     outbox.close()
     store.close()

@@ -472,3 +472,22 @@ def test_a_flood_through_the_queue_in_real_time_stays_within_the_limits(daemon):
     # Real time on a shared machine: gpiozero's own 50 ms tolerance for pin times.
     assert max(e - s for s, e in spans) <= 0.3 + 0.05
     assert worst_window(spans, 1.0) <= 0.4 + 0.05
+
+
+def test_a_partner_taken_out_of_the_config_leaves_nothing_pending(tmp_path):
+    # carol's queue is no longer configured: what waited for her can never go, and
+    # must not keep the outbox "pending" (the page, /metrics) for good.
+    store = LocalStore(tmp_path / "queue.sqlite3")
+    bob, carol = store.queue("pillow-bob"), store.queue("pillow-carol")
+    for queue in (bob, carol):
+        queue.create()
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob, carol])
+    outbox.add({"event": "receipt", "of": "x", "pillow": "alice"}, to=["pillow-carol"])
+    outbox.add({"event": "hug", "id": "one"})
+    outbox.close()
+    outbox = Outbox(tmp_path / "outbox.sqlite3", [bob])
+    assert outbox.status()["pending"] == 1
+    assert outbox.flush() is True
+    assert outbox.status()["pending"] == 0 and outbox.pending() == []
+    outbox.close()
+    store.close()

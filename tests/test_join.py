@@ -190,3 +190,15 @@ def test_the_unit_hands_the_installed_tokens_to_the_daemon(pi, tmp_path):
         assert queues.main.peek() == []
     finally:
         queues.close()
+
+
+def test_an_unreadable_drop_in_is_a_one_line_error_naming_it(tmp_path):
+    from pillowd.join import Folder, settings_with
+    config = tmp_path / "config.toml"
+    config.write_text(BASE_CONFIG.format(state_dir=tmp_path / "state"))
+    (tmp_path / "config.d").mkdir()
+    bad = tmp_path / "config.d" / "90-local.toml"
+    bad.write_bytes(b'[pillow]\nname = "caf\xe9"\n')   # Latin-1, not UTF-8
+    folder = Folder(tmp_path / "alice", '[queue]\nbackend = "azure"\n', "")
+    with pytest.raises(JoinError, match="90-local.toml"):
+        settings_with(config, folder)

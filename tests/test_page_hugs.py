@@ -139,3 +139,22 @@ def test_a_hug_into_quiet_hours_shows_on_both_pages(pair, open_page):
     bobs.get_by_role("button", name="Seen").click()
     bobs.wait_for_selector("#while-quiet", state="hidden")
     assert bob.state()["while_quiet"] == []
+
+
+def test_a_hug_back_shows_even_when_its_receipt_has_not_come(hugging, queues, open_page):
+    # bob's pillow answered without a receipt (an older pillow, or the receipt still
+    # on its way: a queue keeps no order): the hug back says it was delivered.
+    p = hugging
+    found = queues(p.config)
+    page = open_page(p.url + f"?token={TOKEN}")
+    wait_live(page)
+    page.get_by_role("button", name="Hug back").click()
+    page.wait_for_selector("#hug-result.ok")
+    (event,) = wait_for(lambda: [json.loads(m.body) for m in found.outbound[0].peek()
+                                 if '"event":"hug"' in m.body], message="the hug event")
+    found.main.put(hug_from_bob("bob-1", {"id": event["id"], "from": "test-pillow"}))
+    wait_for(lambda: p.state()["last_sent"]["partners"]["bob"]["hugged_back"],
+             message="hugged back on the snapshot")
+    page.wait_for_function(
+        "document.getElementById('last-sent').textContent.includes('hugged back')",
+        timeout=30_000)

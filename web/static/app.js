@@ -340,14 +340,15 @@ function renderSent(sent, outbox) {
     const p = sent.partners[name];
     const steps = [`sent ${clock(sent.at)}`];
     if (p.expired) steps.push("not delivered (expired)");
-    else if (p.delivered) {
-      steps.push(`delivered ${clock(p.delivered)}`);
+    else if (p.delivered || p.hugged_back) {
+      // A hug back says it was delivered, even before (or without) its receipt.
+      if (p.delivered) steps.push(`delivered ${clock(p.delivered)}`);
       if (p.hugged_back) steps.push(`hugged back ${clock(p.hugged_back)}`);
       if (p.quiet) steps.push(`${name}'s pillow is in quiet hours`);
     } else if (away[queues[name]]) steps.push(`not delivered yet: ${name}'s queue ${away[queues[name]]}`);
     const li = document.createElement("li");
     li.textContent = (names.length > 1 ? `${name}: ` : "") + steps.join(" · ");
-    li.className = p.expired || (!p.delivered && away[queues[name]]) ? "bad" : "";
+    li.className = p.expired || (!p.delivered && !p.hugged_back && away[queues[name]]) ? "bad" : "";
     return li;
   }));
 }
