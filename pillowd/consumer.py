@@ -116,6 +116,7 @@ class QueueStatus:
     online: bool = False
     reason: str | None = None
     requests: int = 0
+    history_failures: int = 0  # writes of the pillow's own history that failed
 
 
 class Consumer:
@@ -173,6 +174,7 @@ class Consumer:
                     self.history_trouble = None
                 found = self.poll_once()
             except HistoryError as err:
+                self.status.history_failures += 1
                 if self.history_trouble is None:
                     log.error("%s; taking no messages until it can be written", err)
                 self.history_trouble = str(err)

@@ -35,6 +35,9 @@ class PillowCollector:
         yield CounterMetricFamily("pillowd_queue_requests",
                                   "Receive requests made to the queue",
                                   value=self.consumer.status.requests)
+        yield CounterMetricFamily("pillowd_history_failures",
+                                  "Failed writes of the history (a full or failing disk)",
+                                  value=self.consumer.status.history_failures)
         yield GaugeMetricFamily("pillowd_queue_online", "1 while the queue answers",
                                 value=int(self.consumer.status.online))
         yield GaugeMetricFamily("pillowd_poll_interval_seconds",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
-import time
 
 import pytest
 
@@ -222,9 +222,19 @@ def test_a_full_disk_does_not_poison_a_good_message_and_it_plays_once_freed(
     health = p.get("/healthz")
     assert health.status_code == 503
     assert any("taking no messages" in why for why in health.json()["reasons"])
-    # The fault lasts: without the fix, each poll in this time took the message once
-    # more (max_dequeue_count is 3, a release lasts 5 s), and it ended in poison.
-    time.sleep(16)
+    # The fault lasts while the pillow tries its disk again and again: without the
+    # fix, each of those polls took the message once more (max_dequeue_count is 3)
+    # and it ended in poison. The message itself waits, visible, on the queue.
+    def failures() -> float:
+        found = re.search(r"^pillowd_history_failures_total (\S+)$",
+                          p.get("/metrics").text, re.M)
+        return float(found.group(1)) if found else 0.0
+    seen = failures()
+    wait_for(lambda: failures() >= seen + 8, timeout=60,
+             message="eight more tries of the full disk")
+    (waiting,) = wait_for(lambda: q.main.peek(), timeout=30,
+                          message="the message given back, waiting on the queue")
+    assert waiting.dequeue_count <= 1, waiting  # taken once, when the write failed
     (small_disk / "filler").unlink()
     back = wait_for(lambda: (s := p.state())["queue"]["online"] and
                     s["queue"]["applied"] == 2 and s, timeout=30,
