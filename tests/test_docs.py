@@ -1,4 +1,4 @@
-"""The documentation keeps its promises: links resolve, README's commands exist, every key is documented.
+"""The documentation keeps its promises: links resolve, commands exist, every key is documented.
 
 - every relative link and image in README.md and docs/*.md names a file of the
   repository, and every #anchor a heading of the file it points into (GitHub's
