@@ -3,6 +3,7 @@ each token is checked first, a bad one is named and nothing is half-installed.""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -222,6 +223,27 @@ def test_a_failed_restart_puts_the_previous_setup_back(pi):
     assert "the previous setup is back" in str(err.value)
     assert tree(config.parent) == before
     assert not (config.parent / "queue-sas.toml").exists()
+
+
+def test_a_setup_that_starts_unhealthy_is_undone(pi):
+    # The folder asks for a Pi's LEDs on a machine that has none: the daemon starts
+    # (on mock LEDs, for the page to say why) but /healthz answers 503. join puts the
+    # previous setup back, as for a start that failed.
+    from pillowd.join import wait_healthy
+    config, folder, supervisor, port = pi
+    (folder / "queue.toml").write_text((folder / "queue.toml").read_text()
+                                       + '\n[hardware]\nbackend = "pi"\n')
+    (config.parent / "config.d").mkdir()  # drop-ins of its own may live there
+    before = tree(config.parent)
+    with pytest.raises(JoinError) as err:
+        join(folder, config, service=supervisor, say=lambda line: None,
+             healthy=functools.partial(wait_healthy, timeout=5))
+    assert "started as 'alice' but its page is not healthy" in str(err.value)
+    assert "needs a Raspberry Pi" in str(err.value)
+    assert "the previous setup is back" in str(err.value)
+    assert tree(config.parent) == before and supervisor.restarts == 2
+    state = requests.get(f"http://127.0.0.1:{port}/api/state", timeout=10).json()
+    assert state["pillow"] == "test-pillow"
 
 
 def test_join_on_the_command_line_is_one_line_for_a_wrong_folder(tmp_path):
