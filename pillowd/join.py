@@ -123,7 +123,7 @@ def check_tokens(settings: Settings, folder: Folder,
 # not allow with 403 AuthorizationPermissionMismatch before it looks at anything
 # else. Asking only for the queue's properties (which needs read) passed a
 # partner's add-only token and an own token without process alike.
-OWN, POISON, PARTNER = "own queue", "poison queue", "partner's queue"
+OWN, POISON, PARTNER = "its own queue", "its poison queue", "a partner's queue"
 NEEDS = {OWN: ("read", "process"), POISON: ("read", "add", "process"),
          PARTNER: ("add",)}
 WHY = {"read": "see its messages", "add": "send to it", "process": "take messages off it"}
@@ -182,13 +182,13 @@ class TokenProbe:
             return operation()
         except (AzureError, OSError) as err:
             code = error_code(err)
-            if absent_ok and code == "MessageNotFound":
-                return None  # allowed: Azure looked for the message
+            if absent_ok and code in ("MessageNotFound", "PopReceiptMismatch"):
+                return None  # allowed: Azure went on to look for the message
             if code == "AuthorizationPermissionMismatch":
                 raise JoinError(
                     f"{self.source} does not allow {permission}, which the pillow needs "
-                    f"on its {self.role} to {WHY[permission]} (it may "
-                    f"{'+'.join(NEEDS[self.role])} there): pair this pillow again "
+                    f"to {WHY[permission]} ({self.role} needs "
+                    f"{'+'.join(NEEDS[self.role])}): pair this pillow again "
                     "(pillowd pair) and copy its folder") from None
             raise self.account.error(err, f"checking queue {self.name!r}",
                                      self.source) from None
