@@ -192,7 +192,15 @@ class HomeAssistantCore:
         self.post(f"/api/services/{domain}/{service}", data).raise_for_status()
 
     def socket(self) -> "Socket":
-        return Socket(self.url, self.headers["Authorization"].split(" ", 1)[1])
+        import simple_websocket
+        token = self.headers["Authorization"].split(" ", 1)[1]
+        for attempt in range(3):  # Home Assistant under load may drop a handshake
+            try:
+                return Socket(self.url, token)
+            except simple_websocket.ConnectionClosed as err:
+                print(f"     (WebSocket closed during the login: {err}; again)")
+                time.sleep(1)
+        return Socket(self.url, token)
 
     def stop(self) -> None:
         self.proc.terminate()
