@@ -110,6 +110,7 @@ http:
   server_port: {port}
 api:
 config:
+automation: !include automations.yaml
 logger:
   default: warning
 """
@@ -137,6 +138,8 @@ class HomeAssistantCore:
         self.url = f"http://127.0.0.1:{self.port}"
         directory.mkdir(parents=True)
         (directory / "configuration.yaml").write_text(HA_CONFIG.format(port=self.port))
+        self.automations = directory / "automations.yaml"
+        self.automations.write_text("[]\n")
         # A login of Home Assistant's own provider; its first login makes an admin
         # user (the onboarding integration would pull in the recorder and more).
         subprocess.run([hass, "--script", "auth", "-c", str(directory), "add",
@@ -454,6 +457,8 @@ def check_hugs(ha: HomeAssistantCore, pillow: PillowProcess, checks: Checks, nod
                          "delivered",
                          lambda: {("received", "hug"), ("returned", "hug"),
                                   ("delivered", "hug")} <= set(offered))
+            check_automations(ha, pillow, checks, device["id"], version,
+                              lambda: len(events(bob)))
             registry = {e["entity_id"]: e for e in socket.call("config/entity_registry/list")}
             checks.check("the diagnostics are entity_category diagnostic",
                          lambda: all(registry[e]["entity_category"] == "diagnostic"
@@ -469,6 +474,65 @@ def check_hugs(ha: HomeAssistantCore, pillow: PillowProcess, checks: Checks, nod
               f"{current['attributes'].get('unit_of_measurement')}")
     finally:
         store.close()
+
+
+# docs/home-assistant.md's two automations. (The hall light's flash becomes an
+# event here: this Home Assistant has no hall light.) Home Assistant before
+# 2024.10 spells them `trigger:`/`platform:` and `action:`/`service:`.
+AUTOMATIONS = """
+- id: hug_bob_home
+  alias: "Hug bob when I get home"
+  triggers:
+    - trigger: zone
+      entity_id: person.alice
+      zone: zone.home
+      event: enter
+  actions:
+    - action: button.press
+      target:
+        entity_id: button.{node}_hug_bob
+- id: flash_hall_light
+  alias: "Flash the hall light when a hug arrives"
+  triggers:
+    - trigger: device
+      domain: mqtt
+      device_id: {device}
+      type: received
+      subtype: hug
+  actions:
+    - event: hall_light_flashed
+      event_data:
+        from: "{{{{ trigger.payload_json.from }}}}"
+"""
+
+
+def check_automations(ha: HomeAssistantCore, pillow: PillowProcess, checks: Checks,
+                      device: str, version: str, bobs) -> None:
+    """The docs' automations, loaded into Home Assistant and set off."""
+    text = AUTOMATIONS.format(node=PILLOW.replace("-", "_"), device=device)
+    if not _at_least(version, (2024, 10)):
+        text = (text.replace("triggers:", "trigger:").replace("- trigger:", "- platform:")
+                .replace("actions:", "action:").replace("- action:", "- service:"))
+    ha.automations.write_text(text)
+    ha.call("automation", "reload")
+    home = ha.states()["zone.home"]["attributes"]
+
+    def triggered(entity: str):
+        return (ha.states().get(entity) or {}).get("attributes", {}).get("last_triggered")
+    checks.check("the two automations are loaded",
+                 lambda: "automation.hug_bob_when_i_get_home" in ha.states()
+                 and "automation.flash_the_hall_light_when_a_hug_arrives" in ha.states())
+    before = bobs()
+    ha.post("/api/states/person.alice", {"state": "not_home", "attributes": {
+        "latitude": home["latitude"] + 0.5, "longitude": home["longitude"]}})
+    ha.post("/api/states/person.alice", {"state": "home", "attributes": {
+        "latitude": home["latitude"], "longitude": home["longitude"]}})
+    checks.check("\"Hug bob when I get home\": alice enters home, a hug goes to bob",
+                 lambda: triggered("automation.hug_bob_when_i_get_home")
+                 and bobs() == before + 1)
+    pillow.cli("send", "hug", "--from", "Dana")
+    checks.check("\"Flash the hall light when a hug arrives\": the device trigger fires",
+                 lambda: triggered("automation.flash_the_hall_light_when_a_hug_arrives"))
 
 
 def _at_least(version: str, wanted: tuple[int, int]) -> bool:
