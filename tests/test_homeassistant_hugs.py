@@ -303,3 +303,30 @@ def test_the_last_hug_delivered_to_each_partner_is_a_timestamp(family, home_assi
     assert datetime.fromisoformat(when.replace("Z", "+00:00")).tzinfo is not None
     assert ha.latest(delivered["Last hug delivered to carol"]["state_topic"]) is None
     assert ha.latest(waiting_topic) == b"0"   # every queue took it
+
+
+def test_a_partner_taken_out_loses_its_button_and_sensor(make_config, pillow_env,
+                                                          home_assistant, broker):
+    from conftest import BASE_CONFIG
+    # On the embedded queue the partners are the outbound queues' names.
+    base = BASE_CONFIG.replace('name = "pillow"\n',
+                               'name = "pillow"\noutbound_name = ["bob", "carol"]\n')
+    proc = PillowProcess(make_config(mqtt_table(broker.port), base=base), pillow_env)
+    proc.start()
+    try:
+        ha = home_assistant()
+        first = device_config(ha)["cmps"]
+        assert first["send_carol"]["name"] == "Hug carol"
+        assert first["delivered_carol"]["device_class"] == "timestamp"
+        proc.stop()
+        proc.config.write_text(proc.config.read_text().replace(
+            'outbound_name = ["bob", "carol"]', 'outbound_name = ["bob"]'))
+        seen = len(ha.on(DEVICE_TOPIC))
+        proc.start()
+        # Home Assistant removes a device's component when its config is the platform alone.
+        then = json.loads(ha.wait(DEVICE_TOPIC, after=seen))["cmps"]
+        assert then["send_carol"] == {"p": "button"}
+        assert then["delivered_carol"] == {"p": "sensor"}
+        assert then["send_bob"]["name"] == "Hug bob"
+    finally:
+        proc.stop()
