@@ -197,7 +197,7 @@ class HomeAssistantCore:
     def socket(self) -> "Socket":
         import simple_websocket
         token = self.headers["Authorization"].split(" ", 1)[1]
-        for attempt in range(3):  # Home Assistant under load may drop a handshake
+        for attempt in range(5):  # the login is sometimes dropped here (code 1000, 1005)
             try:
                 return Socket(self.url, token)
             except simple_websocket.ConnectionClosed as err:
