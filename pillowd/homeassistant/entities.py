@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections import deque
 from typing import Callable
 
 from ..errors import PillowError
 from ..messages import Rejection, check_text
-
-log = logging.getLogger(__name__)
 
 # A command bigger than this is not something Home Assistant sends.
 MAX_COMMAND = 4096
