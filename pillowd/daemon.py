@@ -141,6 +141,7 @@ def _open_azure_queues(settings: Settings, environ) -> Queues:
     except BaseException:
         account.close()
         raise
+    account.log_choice()   # which kind of credential, never the secret
     return Queues(main, poison, outbound, [account.close])
 
 

@@ -97,6 +97,7 @@ class AzureAccount:
         # What sort of credential it is, for the log: never the secret itself.
         self.kind = kind or ("per-queue SAS tokens" if tokens is not None
                              else "the account key (a connection string)")
+        self.unused: str | None = None   # a credential there that was passed over
         self.url = url if service is None else service.url
         self.host = urlsplit(self.url).netloc if service is None else service.primary_hostname
         # {queue: SAS token} when each queue has its own (pillowd pair's); then no
@@ -156,6 +157,13 @@ class AzureAccount:
                                  "is not usable") from None
         self._clients.append(client)  # each has its own connections to close
         return client
+
+    def log_choice(self) -> None:
+        """Logs the kind of credential in use and where it came from, never the
+        secret; the daemon calls it once its queues are checked, so that a refused
+        one is the start's one error line instead."""
+        log.info("azure credential: %s, from %s%s", self.kind, self.source,
+                 f"; {self.unused}" if self.unused else "")
 
     def close(self) -> None:
         for client in [*self._clients, *([self.service] if self.service else [])]:
@@ -329,9 +337,9 @@ def open_account(*, connection_string_env: str, account_url: str, sas_file: str 
     if account is None:
         account = _first_source(env_name, key_in_env, account_url, sas_file, config_dir,
                                 environ)
-    unused = (f"; ${env_name} is set and not used: queue.sas_file names this pillow's "
-              "own tokens" if key_in_env and account.per_queue_tokens else "")
-    log.info("azure credential: %s, from %s%s", account.kind, account.source, unused)
+    if key_in_env and account.per_queue_tokens:
+        account.unused = f"${env_name} is set and not used: queue.sas_file names this " \
+                         "pillow's own tokens"
     return account
 
 
