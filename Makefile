@@ -31,7 +31,7 @@ demo: $(VENDOR) $(BIN)/pillowd
 	@$(BIN)/pillowd run $(RUN_ARGS) --demo
 
 # Azurite and two paired pillows side by side (docs/pairing.md, "Try it on one machine").
-try-pair: test-deps
+try-pair: $(VENDOR) $(BIN)/pillowd node_modules/.bin/azurite-queue
 	$(BIN)/python tools/try-pair.py $(if $(RUN_PORT),--port $(RUN_PORT))
 
 test: test-deps
