@@ -69,7 +69,10 @@ class Output:
 
 
 def ipv4_addresses() -> set[str]:
-    """This machine's non-loopback IPv4 addresses, as iproute2 lists them."""
+    """This machine's non-loopback IPv4 addresses, as iproute2 lists them (none
+    known without it: each address shown is still opened below)."""
+    if shutil.which("ip") is None:
+        return set()
     listed = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True,
                             check=True).stdout
     return {a for a in re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", listed)
@@ -292,3 +295,23 @@ def test_try_pair_starts_two_paired_pillows_that_hug_and_stops_on_ctrl_c(tmp_pat
     for name in ("alice", "bob"):
         log = (tmp_path / "try" / "pillows" / name / "pillowd.log").read_text()
         assert "azure credential: per-queue SAS tokens" in log, log
+
+
+def test_only_a_checkouts_own_config_keeps_its_state_in_dot_state(tmp_path):
+    """The rule behind `send` with no flags: a checkout's pillowd uses the checkout's
+    config.toml and .state; an installed one, /etc/pillowd and the config's state_dir."""
+    from pillowd.checkout import checkout_root, checkout_state_dir
+    from pillowd.cli import SYSTEM_CONFIG, default_config
+    assert checkout_root() == ROOT
+    installed = tmp_path / "lib/python3/site-packages/pillowd"
+    installed.mkdir(parents=True)
+    assert checkout_root(installed) is None
+    assert default_config({}, checkout=ROOT) == str(ROOT / "config.toml")
+    assert default_config({"PILLOWD_CONFIG": "/x.toml"}, checkout=ROOT) == "/x.toml"
+    assert default_config({}, checkout=None) in (SYSTEM_CONFIG, "config.toml")
+    own = str(ROOT / "config.toml")
+    assert checkout_state_dir(ROOT, own, "/var/lib/pillowd") == ROOT / ".state"
+    # Another config, a state_dir of one's own, or an installed pillowd: as written.
+    assert checkout_state_dir(ROOT, str(tmp_path / "config.toml"), "/var/lib/pillowd") is None
+    assert checkout_state_dir(ROOT, own, str(tmp_path / "mine")) is None
+    assert checkout_state_dir(None, own, "/var/lib/pillowd") is None
