@@ -236,7 +236,7 @@ def _install_lines() -> list[str]:
             spans = re.findall(r"`([^`]+)`", line) or [line.split("#")[0]]
             found += [span.strip() for span in spans
                       if re.search(r"pip install .*(pillowd\[|\.\[(owner|identity|pi|"
-                                   r"systemd)\])", span)]
+                                   r"systemd)\]|rpi-ws281x)", span)]
     return found
 
 
@@ -249,6 +249,12 @@ def test_every_install_line_in_the_docs_and_errors_works_as_printed(monkeypatch)
     with pytest.raises(Exception) as err:
         _blob_sdk()
     lines.append(str(err.value).split("(never on a pillow): ", 1)[1])
+    # And the LED driver's, as `pillowd run` prints it on a Pi without rpi_ws281x.
+    from pillowd.hardware.ws281x import Ws281xStrip
+    monkeypatch.setitem(sys.modules, "_rpi_ws281x", None)
+    with pytest.raises(Exception) as err:
+        Ws281xStrip(5)
+    lines.append(str(err.value).split("not installed: ", 1)[1].split(" (with sudo")[0])
     for line in lines:
         # As printed, from the checkout; --dry-run resolves it without changing
         # this environment ("No matching distribution found" fails it).
