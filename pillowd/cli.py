@@ -231,7 +231,12 @@ def _opened_local_queue(settings: Settings) -> None:
     if settings.queue.backend != "local":
         return
     folder = Path(settings.pillow.state_dir)
-    if not (folder / "queue.sqlite3").is_file():
+    try:
+        opened = (folder / "queue.sqlite3").is_file()
+    except PermissionError:
+        raise QueueError(f"the local queue in {folder} is not yours to open (permission "
+                         "denied): it is the installed pillow's; use sudo") from None
+    if not opened:
         why = "no such folder" if not folder.exists() else "no queue.sqlite3 in it"
         raise QueueError(
             f"no pillow has opened the local queue in {folder} ({why}): "

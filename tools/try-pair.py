@@ -36,7 +36,7 @@ from pillowd.testing.services import await_listening  # noqa: E402
 
 NAMES = ("alice", "bob")
 PILLOWD = [sys.executable, "-m", "pillowd"]
-START_SECONDS = 60
+START_SECONDS = 120
 
 
 class _Azurite(Azurite):
