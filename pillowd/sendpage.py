@@ -28,7 +28,6 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
 MAX_CORS_RULES = 5
 # A phone asks again at most once an hour before a hug (Chromium caps it at 2 h).
 CORS_MAX_AGE = 3600
-OWNER_EXTRA = "pip install 'pillowd[owner]'"
 
 
 class PageError(PillowError, ValueError):
@@ -39,8 +38,9 @@ def _blob_sdk():
     try:
         import azure.storage.blob as blob
     except ImportError:
+        from .checkout import install_line  # pillowd is not on PyPI: a line that works
         raise PageError("invite --page needs azure-storage-blob on this computer (never "
-                        f"on a pillow): {OWNER_EXTRA}") from None
+                        f"on a pillow): {install_line('owner')}") from None
     return blob
 
 
