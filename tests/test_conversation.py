@@ -20,7 +20,7 @@ from pillowd import config
 from pillowd.daemon import Daemon
 from pillowd.family import FamilyKey
 from pillowd.history import iso
-from pillowd.hugs import Conversation, HugNotKept, Outbox
+from pillowd.hugs import Conversation, HugNotKept, Outbox, receipt_id
 from pillowd.messages import encode
 from pillowd.queues.local import LocalStore
 
@@ -217,9 +217,12 @@ def test_a_partners_hug_is_answered_with_one_signed_receipt_on_its_queue(pillow)
     (receipt,) = wait_for(lambda: at_bob(d), message="the receipt")
     assert KEY.verify(receipt)
     played = history(d, "bob-1")[0].at
-    assert {k: v for k, v in receipt.items() if k != "sig"} == {
+    assert {k: v for k, v in receipt.items() if k not in ("sig", "sent_at")} == {
         "event": "receipt", "of": "bob-1", "pillow": "alice", "played_at": played,
-        "quiet": False}
+        "quiet": False, "superseded": False, "id": receipt_id("bob-1", "alice"),
+        "ttl": 600}
+    assert datetime.fromisoformat(receipt["sent_at"].replace("Z", "+00:00")) >= \
+        datetime.fromisoformat(played.replace("Z", "+00:00"))
     # A plain message from someone gets none.
     d.queues.main.put(encode({"scene": "glow", "from": "Grandma", "id": "g-1"}))
     wait_for(lambda: playing(d, "g-1"), message="Grandma's message")
