@@ -274,6 +274,12 @@ class Consumer:
                     # hidden until its visibility timeout; the rest of the batch plays.
                     self._set_aside(message, err)
                     decided = None
+                if decided is not None and decided[2] in {p[2] for p in playable}:
+                    # A copy in the same batch: the history cannot know it yet.
+                    self._settle(message, self._outcome(
+                        decided[2], "duplicate", decided[1], message,
+                        reason=f"id {decided[2]!r} came twice in one batch"), decided[1])
+                    decided = None
                 if decided is not None:
                     playable.append(decided)
                 else:

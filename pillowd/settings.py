@@ -367,7 +367,8 @@ class Settings:
 
     @property
     def roster_name(self) -> str:
-        """What the pillow's partners call it (its events' ``pillow``)."""
+        """What the pillow's partners call it (its events' ``pillow``): [pillow]
+        roster_name, which `pair` writes; in a config from before it, its name."""
         return self.pillow.roster_name or self.pillow.name
 
     @property
