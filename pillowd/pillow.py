@@ -39,6 +39,7 @@ class Pillow:
         self.scenes = list(scenes)
         # Re-entrant: a scene started under it (outcome) tells listeners at once.
         self._lock = threading.RLock()
+        self._starting = threading.local()  # this thread is within outcome(start)
         self._listeners: list[Callable[[], None]] = []
         self.counts = history.counts()
         self.recent: deque[Outcome] = deque(history.page(RECENT), maxlen=RECENT)
@@ -63,6 +64,8 @@ class Pillow:
     def changed(self) -> None:
         # Called from the loops (queue, render, actuators): a listener's failure is
         # logged and never reaches them, so a message is never left half played.
+        if getattr(self._starting, "on", False):
+            return  # outcome() tells them once, when the row and the scene are in
         for listener in self._listeners:
             try:
                 listener()
@@ -76,7 +79,11 @@ class Pillow:
         same lock as the row is added, so a snapshot has both or neither."""
         with self._lock:
             if start is not None:
-                start()
+                self._starting.on = True
+                try:
+                    start()
+                finally:
+                    self._starting.on = False
             self.counts[outcome.outcome] = self.counts.get(outcome.outcome, 0) + 1
             self.recent.appendleft(outcome)
             if outcome.event == "hug" and outcome.outcome == "applied":

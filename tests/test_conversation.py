@@ -764,3 +764,26 @@ def test_a_hug_pressed_before_the_clock_was_set_is_sent_not_dropped(tmp_path):
     assert not sections["last_sent"]["partners"]["bob"]["expired"]
     outbox.close()
     store.close()
+
+
+# -- one played message, one change of the snapshot ---------------------------------
+
+
+def test_a_played_message_and_its_scene_are_one_change_of_the_snapshot(pillow):
+    d = pillow()
+    seen = []
+    d.pillow.on_state(lambda: seen.append(d.pillow.snapshot()))
+    for n in range(5):
+        d.queues.main.put(encode({"scene": "glow", "from": "Grandma", "id": f"g-{n}"}))
+        wait_for(lambda: playing(d, f"g-{n}"), message=f"message g-{n}")
+        # From any thread, too: what /api/state and the page read.
+        state = requests.get(d.url + "api/state", timeout=5).json()
+        assert state["recent"][0]["id"] == state["message"]["id"] == f"g-{n}"
+    ours = [s for s in seen if s["recent"] and s["recent"][0]["id"].startswith("g-")]
+    assert ours
+    for state in ours:   # never a row under Recent messages with another scene playing
+        assert (state["message"] or {}).get("id") == state["recent"][0]["id"], state
+    for state in seen:   # nor the scene before its row
+        playing_id = (state["message"] or {}).get("id", "")
+        if playing_id.startswith("g-"):
+            assert state["recent"][0]["id"] == playing_id, state
