@@ -283,7 +283,8 @@ class Daemon:
             settings.pillow.name, window=button.reply_window_seconds,
             send_scene=button.send_scene, path=state_dir / "conversation.json",
             outbox=self.outbox, partners={p: q for q, p in partners.items()},
-            family=family, roster_name=settings.roster_name, quiet=lambda: bool(self.quiet_hours.quiet),
+            family=family, roster_name=settings.roster_name,
+            colors={name: p.color for name, p in settings.partners.items() if p.color}, quiet=lambda: bool(self.quiet_hours.quiet),
             hurry=backoff.hurry, on_hug=self._hug_heard,
             on_section=self.pillow.section_changed)
         self.conversation.report()

@@ -373,7 +373,7 @@ class Conversation:
     def __init__(self, pillow_name: str, *, window: float, send_scene: str,
                  path: str | Path, outbox: Outbox | None = None,
                  partners: dict[str, str] | None = None, family=None,
-                 roster_name: str | None = None,
+                 roster_name: str | None = None, colors: dict[str, str] | None = None,
                  quiet: Callable[[], bool] = lambda: False,
                  hurry: Callable[[float], None] = lambda seconds: None,
                  on_hug: Callable[[str, str | None, str | None], None] = (
@@ -392,6 +392,7 @@ class Conversation:
         # The family roster, {partner's name: its queue}: where a hug for that
         # partner, and a receipt for its hug, go.
         self.partners = dict(partners or {})
+        self.colors = dict(colors or {})  # {partner: "#rrggbb"}: its hugs play in it
         self.family = family      # FamilyKey or None: unsigned, no receipts
         self.clock = clock        # epoch seconds; a test may set it
         self._quiet = quiet
@@ -437,6 +438,18 @@ class Conversation:
         # No receipt (an older pillow): the answer can come no later than our hug's
         # ttl in its queue plus the window.
         return pressed - mine["at"] <= self.ttl + self.window + 60
+
+    def dressed(self, command):
+        """*command* in its partner's roster colour, when it is a partner's hug that
+        names none and its scene has a colour to set; else *command* as it is."""
+        color = self.colors.get(command.pillow) if _partner(command) else None
+        if color is None or command.color is not None or command.scene is None \
+                or "color" not in command.scene.params:
+            return command
+        from dataclasses import replace
+
+        from .effects import parse_color
+        return replace(command, color=parse_color(color))
 
     def heard(self, command, outcome, through_queue: bool) -> None:
         """A message got its *outcome* (the Player's record); *through_queue*: it

@@ -83,6 +83,8 @@ class Player:
         and the snapshot all say so. A receipt (no scene) is only recorded.
         """
         reply = through_queue and self._answers(command)
+        if through_queue:
+            command = self._dressed(command)
         recorded = self._record(replace(outcome, event=command.event, reply=reply),
                                 announce=False)
         if recorded is not None:
@@ -110,6 +112,15 @@ class Player:
         except Exception:  # the message is kept and played all the same, as no hug back
             log.exception("the conversation could not judge message %s", command.id)
             return False
+
+    def _dressed(self, command: Command) -> Command:
+        if self._conversation is None:
+            return command
+        try:
+            return self._conversation.dressed(command)
+        except Exception:  # it plays in its own colour
+            log.exception("the conversation could not colour message %s", command.id)
+            return command
 
     def _heard(self, command: Command, outcome: Outcome, through_queue: bool) -> None:
         if self._conversation is None:

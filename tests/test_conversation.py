@@ -52,7 +52,8 @@ def pillow(make_config, tmp_path):
         if roster:
             base = base.replace('outbound_name = "pillow-bob"\n', "").replace(
                 'name = "alice"', 'name = "alice"\nroster_name = "alice"') + (
-                '\n[partners.bob]\nqueue = "pillow-bob"\n')
+                '\n[partners.bob]\nqueue = "pillow-bob"\n') + (
+                f'color = "{roster}"\n' if isinstance(roster, str) else "")
         text = HUGGED.format(window=f"reply_window_seconds = {window}\n" if window else "")
         credentials = tmp_path / "credentials"
         credentials.mkdir(exist_ok=True)
@@ -787,3 +788,18 @@ def test_a_played_message_and_its_scene_are_one_change_of_the_snapshot(pillow):
         playing_id = (state["message"] or {}).get("id", "")
         if playing_id.startswith("g-"):
             assert state["recent"][0]["id"] == playing_id, state
+
+
+def test_a_partners_hug_plays_in_its_roster_colour_unless_it_names_one(pillow):
+    d = pillow(roster="#3366ff")      # [partners.bob] color
+    assert d.settings.partners["bob"].color == "#3366ff"
+    from_bob(d, bobs_hug("bob-1"))
+    wait_for(lambda: playing(d, "bob-1"), message="bob's hug")
+    assert d.timeline.current().params["color"] == pytest.approx((0x33 / 255, 0x66 / 255, 1))
+    from_bob(d, {**bobs_hug("bob-2"), "color": "#ff0000"})
+    wait_for(lambda: playing(d, "bob-2"), message="bob's red hug")
+    assert d.timeline.current().params["color"] == pytest.approx((1, 0, 0))
+    # Anyone else's hug plays in the scene's colour.
+    d.queues.main.put(encode({"scene": "hug", "from": "Grandma", "id": "g-1"}))
+    wait_for(lambda: playing(d, "g-1"), message="Grandma's hug")
+    assert d.timeline.current().params["color"] == pytest.approx((1, 0, 0))
