@@ -508,7 +508,9 @@ def test_a_paired_pillow_runs_on_its_tokens_and_shows_the_sent_id(
         sent = pillowd(owner, "send", "hug", "--from", "Owner", "--config", str(config))
         ident = sent.stdout.strip()
         wait_for(lambda: applied(ident), message="the sent hug in alice's history")
-        assert alice.state()["message"]["id"] == ident
+        # The history is written before the snapshot changes: wait for the state.
+        wait_for(lambda: (alice.state()["message"] or {}).get("id") == ident,
+                 message="the sent hug playing on alice")
 
         # Bob's token adds to alice's queue; alice's consumes it.
         from_bob = client(azurite, f"{prefix}alice", tokens_of(out / "bob")[f"{prefix}alice"])
