@@ -607,6 +607,20 @@ def test_a_press_for_one_partner_goes_to_that_partner_only(make_config, tmp_path
     assert outbox.flush() is True
     assert json.loads(queues["carol"].peek()[-1].body)["id"] == everyone["id"]
     assert sorted(conversation.last_sent["partners"]) == ["bob", "carol"]
+    # The press path a "Hug carol" button uses: plays here, sends to carol only.
+    from pillowd.hugs import Hugs
+    from pillowd.settings import ButtonSettings
+    played = []
+    hugs = Hugs(ButtonSettings(), conversation=conversation,
+                play=lambda data, source: played.append((data["scene"], source)))
+    ident = hugs.press("mqtt", to="carol")
+    assert outbox.flush() is True
+    assert json.loads(queues["carol"].peek()[-1].body)["id"] == ident
+    assert json.loads(queues["bob"].peek()[-1].body)["id"] != ident
+    assert played == [("hugged", "mqtt")] and hugs.presses == 1
+    with pytest.raises(KeyError):
+        hugs.press("mqtt", to="dave")
+    assert hugs.presses == 1
     outbox.close()
     store.close()
 
