@@ -468,7 +468,9 @@ class Conversation:
             # Every partner hug that reaches an outcome is answered: one that a newer
             # message took the place of was delivered all the same.
             if hug and outcome.outcome in ("expired", "superseded"):
-                self._answer(command, outcome)
+                # Superseded, it reached a pillow that may be asleep: say so.
+                self._answer(command, outcome, quiet=outcome.outcome == "superseded"
+                             and bool(self._quiet()))
             return
         now = self.clock()
         quiet = bool(self._quiet())
