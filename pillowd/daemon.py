@@ -446,7 +446,9 @@ class Daemon:
             pillow_name=settings.pillow.name, version=__version__,
             page_url=page_url_for_others(settings.web.host, self.url),
             scenes=list(settings.scenes), controls=self.controls,
-            snapshot=self.pillow.snapshot,
+            snapshot=self.pillow.snapshot, hugs=self.hugs,
+            partners=self.hugs.partners, discovery=m.discovery,
+            hw_version=mqtt.hardware_model(settings.hardware.backend),
             on_status=lambda status: self.pillow.section_changed("mqtt", status),
             marker=self._mqtt_marker)
         self.pillow.section_changed("mqtt", ha.status)

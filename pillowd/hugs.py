@@ -28,6 +28,10 @@ class HugNotKept(PillowError, OSError):
     """A hug event could not be written to the outbox: it will not be sent."""
 
 
+class UnknownPartner(PillowError, ValueError):
+    """A press asked for one partner this pillow has no queue for."""
+
+
 class Outbox:
     """Hug events and receipts for the partners' queues, kept in SQLite until each
     queue took them. It only delivers: what they mean is the Conversation's.
@@ -567,16 +571,13 @@ class Conversation:
 
     # -- what this pillow does ---------------------------------------------------
 
-    def press(self, source: str = "button", to: str | None = None) -> dict:
+    def press(self, source: str = "button", *, to: str | None = None,
+              text: str | None = None) -> dict:
         """The hug event for a press now, kept for the partners (or only for the
-        partner named *to*, one of the roster's); the night's messages count as
-        seen. Raises HugNotKept when it cannot be kept, KeyError for an unknown *to*."""
-        queues = None
-        if to is not None:
-            if to not in self.partners:
-                raise KeyError(f"no partner {to!r} (partners: "
-                               f"{', '.join(self.partners) or 'none'})")
-            queues = [self.partners[to]]
+        partner pillow *to*), carrying *text* when given (checked by the caller
+        under the message rules); the night's messages count as seen. Raises
+        HugNotKept when it cannot be kept, UnknownPartner for a *to* without a queue."""
+        queues = self.queues_for(to)
         # One press at a time, from the target it answers to last_sent (the button's
         # thread and the page's at once): last_sent is always the hug kept last,
         # and no receipt finds it unknown. (The outbox calls no conversation from add.)
@@ -588,6 +589,8 @@ class Conversation:
             event = {"scene": self.send_scene, "from": self.name, "id": str(uuid.uuid4()),
                      "sent_at": _iso(now), "ttl": self.ttl, "event": "hug",
                      "pillow": self.roster_name, "reply_to": reply_to}
+            if text:
+                event["text"] = text
             if self.family is not None:
                 event = self.family.signed(event)
             if self.outbox is not None:
@@ -607,11 +610,21 @@ class Conversation:
                                   "partners": {p: _partner_entry() for p in names}}
             self.while_quiet = []
         self._save()
-        log.info("hug %s (%s)%s", event["id"], source,
+        log.info("hug %s (%s)%s%s", event["id"], source,
+                 f" to {to}" if to else "",
                  f", answering {reply_to['id']}" if reply_to else "")
         self._tell("pressed", self.name, None)
         self.report()
         return event
+
+    def queues_for(self, to: str | None) -> list[str] | None:
+        """The outbox queues a press *to* one partner pillow goes to (None: all)."""
+        if to is None:
+            return None
+        if to not in self.partners:
+            known = ", ".join(sorted(self.partners)) or "none"
+            raise UnknownPartner(f"no partner named {to!r} (partners: {known})")
+        return [self.partners[to]]
 
     def seen(self) -> None:
         """The owner has seen what came in quiet hours (POST /api/seen, a press)."""
@@ -813,21 +826,22 @@ class Hugs:
         self._play = play
         self.presses = 0
 
-    def pressed(self, source: str = "button") -> str:
-        """Play the press here and send the hug event; returns the event's id."""
-        return self.press(source)
+    @property
+    def partners(self) -> list[str]:
+        """The partner pillows a press may go to alone (pressed(to=...))."""
+        return sorted(self.conversation.partners)
 
-    def press(self, source: str = "button", to: str | None = None) -> str:
-        """A press for every partner, or only for the partner named *to* (a "Hug
-        bob" button); returns the event's id. KeyError: *to* is no partner."""
-        if to is not None and to not in self.conversation.partners:
-            raise KeyError(f"no partner {to!r}")
+    def pressed(self, source: str = "button", *, to: str | None = None,
+                text: str | None = None) -> str:
+        """Play the press here and send the hug event (to every partner, or only
+        to the partner pillow *to*, with *text* if given); returns the event's id."""
+        self.conversation.queues_for(to)  # an unknown partner plays nothing
         self.presses += 1
         try:
             self._play({"scene": self.scene}, source)
         except Exception as err:  # the event still goes: the hug was felt
             log.warning("could not play the %r scene: %s", self.scene, err)
-        return self.conversation.press(source, to=to)["id"]
+        return self.conversation.press(source, to=to, text=text)["id"]
 
     def seen(self) -> None:
         self.conversation.seen()

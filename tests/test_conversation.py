@@ -20,7 +20,7 @@ from pillowd import config
 from pillowd.daemon import Daemon
 from pillowd.family import FamilyKey
 from pillowd.history import iso
-from pillowd.hugs import Conversation, HugNotKept, Outbox, receipt_id
+from pillowd.hugs import Conversation, HugNotKept, Outbox, UnknownPartner, receipt_id
 from pillowd.messages import encode
 from pillowd.queues.local import LocalStore
 
@@ -601,7 +601,7 @@ def test_a_press_for_one_partner_goes_to_that_partner_only(make_config, tmp_path
     assert [json.loads(m.body)["id"] for m in queues["bob"].peek()] == [hug["id"]]
     assert queues["carol"].peek() == []
     assert list(conversation.last_sent["partners"]) == ["bob"]
-    with pytest.raises(KeyError, match="no partner 'dave'"):
+    with pytest.raises(UnknownPartner, match="no partner named 'dave'"):
         conversation.press(to="dave")
     everyone = conversation.press()
     assert outbox.flush() is True
@@ -613,13 +613,13 @@ def test_a_press_for_one_partner_goes_to_that_partner_only(make_config, tmp_path
     played = []
     hugs = Hugs(ButtonSettings(), conversation=conversation,
                 play=lambda data, source: played.append((data["scene"], source)))
-    ident = hugs.press("mqtt", to="carol")
+    ident = hugs.pressed("mqtt", to="carol")
     assert outbox.flush() is True
     assert json.loads(queues["carol"].peek()[-1].body)["id"] == ident
     assert json.loads(queues["bob"].peek()[-1].body)["id"] != ident
     assert played == [("hugged", "mqtt")] and hugs.presses == 1
-    with pytest.raises(KeyError):
-        hugs.press("mqtt", to="dave")
+    with pytest.raises(UnknownPartner):
+        hugs.pressed("mqtt", to="dave")
     assert hugs.presses == 1
     outbox.close()
     store.close()
