@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
                            "given again, renews existing ones")
     pair.add_argument("--prefix", metavar="P", default=DEFAULT_PREFIX,
                       help=f"queue name prefix (default: {DEFAULT_PREFIX})")
+    pair.add_argument("--color", action="append", metavar="NAME=HEX",
+                      help="NAME's hugs (and hugs back) play in this colour on its "
+                           "partners, e.g. bob=#3366ff; may be given for each pillow")
     invite = commands.add_parser(
         "invite", help="print send-only URLs for a friend's phone or script" + key_note,
         description="Makes a stored access policy NAME that may only add messages to "
@@ -409,8 +412,9 @@ def _owner_command(options) -> int:
         if options.command == "pair":
             # One key for the family: a second run keeps the one it wrote before.
             family = pairing.family_key_in(options.out, options.names)
+            colors = pairing.partner_colors(options.color, options.names)
             files = pairing.pair(account, options.names, prefix=options.prefix,
-                                 days=options.days, family_key=family)
+                                 days=options.days, family_key=family, colors=colors)
             for name, pillow in files.items():
                 folder = pillow.write(options.out)
                 print(f"{name}: {folder / 'queue.toml'} and {folder / pairing.SAS_FILE}")

@@ -16,10 +16,10 @@ from .errors import PillowError
 from .patterns import PATTERNS
 from .pinout import STRIP_TYPES, WS281X_PINS
 from .settings import (DEFAULT_SCENES, ActuatorSettings, ButtonSettings, Check,
-                       HardwareSettings, LedSettings, MqttSettings, PillowSettings,
-                       QueueSettings,
+                       HardwareSettings, LedSettings, MqttSettings, PartnerSettings,
+                       PillowSettings, QueueSettings,
                        QuietSettings, SceneSettings, ServoSettings, Settings,
-                       VibrationSettings, WarmerSettings, WebSettings)
+                       VibrationSettings, WarmerSettings, WebSettings, _roster_name)
 
 __all__ = ["ConfigError", "Problem", "drop_ins", "load", "parse", "read",
            "with_state_dir"]
@@ -316,11 +316,14 @@ def parse(text: str, source: str = "<text>",
         if table == "actuators" and isinstance(value, dict):
             sections[table] = _actuators(value, lines, problems)
             continue
+        if table == "partners":
+            sections[table] = _partners(value, lines, problems)
+            continue
         if table not in _SECTIONS:
             problems.append(Problem(
                 table, lines.of(table) or lines.of("", table),
                 f"unknown section (known: "
-                f"{', '.join([*_SECTIONS, 'actuators', 'scenes'])})"))
+                f"{', '.join([*_SECTIONS, 'actuators', 'partners', 'scenes'])})"))
         elif not isinstance(value, dict):
             problems.append(Problem(table, lines.of("", table), "must be a table"))
         else:
@@ -375,10 +378,55 @@ def _check_queue(settings: Settings, lines: _Lines, problems: list[Problem]) -> 
     if settings.poison_name == q.name:
         problems.append(Problem("queue.poison_name", lines.of("queue", "poison_name"),
                                 "must differ from queue.name"))
-    if set(settings.outbound_names) & {q.name, settings.poison_name}:
+    own = {q.name, settings.poison_name}
+    given = settings.queue.outbound_name
+    if set((given,) if isinstance(given, str) else given) & own:
         problems.append(Problem("queue.outbound_name",
                                 lines.of("queue", "outbound_name"),
                                 "must differ from queue.name and the poison queue"))
+    seen: dict[str, str] = {}
+    for name, partner in settings.partners.items():
+        table = f"partners.{name}"
+        if partner.queue in own:
+            problems.append(Problem(f"{table}.queue", lines.of(table, "queue"),
+                                    "must differ from queue.name and the poison queue "
+                                    "(a partner's queue, not this pillow's own)"))
+        other = seen.setdefault(partner.queue, name)
+        if other != name:
+            problems.append(Problem(f"{table}.queue", lines.of(table, "queue"),
+                                    f"{partner.queue!r} is already partner {other}'s queue"))
+        if name == settings.roster_name:
+            problems.append(Problem(table, lines.of(table),
+                                    f"names this pillow itself ([pillow] roster_name "
+                                    f"{settings.roster_name!r}), not a partner"))
+
+
+def _partners(raw, lines: _Lines, problems: list[Problem]) -> dict[str, PartnerSettings]:
+    """The family roster: one [partners.NAME] table per partner (`pillowd pair`)."""
+    if not isinstance(raw, dict):
+        problems.append(Problem("partners", lines.of("", "partners"),
+                                "must be tables like [partners.bob] with queue = \"…\""))
+        return {}
+    partners = {}
+    for name, value in raw.items():
+        table = f"partners.{name}"
+        why = _roster_name(name)
+        if why:
+            problems.append(Problem(table, lines.of(table) or lines.of("partners", name),
+                                    f"the partner's name {why}"))
+        elif not isinstance(value, dict):
+            problems.append(Problem(table, lines.of("partners", name),
+                                    f'must be a table like [{table}] with queue = "…"'))
+        elif "queue" not in value:
+            problems.append(Problem(f"{table}.queue", lines.of(table),
+                                    "missing: the partner's queue, where hugs for "
+                                    f"{name} go"))
+        else:
+            before = len(problems)
+            partner = _section(PartnerSettings, table, value, lines, problems)
+            if len(problems) == before:
+                partners[name] = partner
+    return partners
 
 
 def _require_pin(table: str, raw: dict, lines: _Lines, problems: list[Problem]) -> None:

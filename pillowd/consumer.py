@@ -274,6 +274,12 @@ class Consumer:
                     # hidden until its visibility timeout; the rest of the batch plays.
                     self._set_aside(message, err)
                     decided = None
+                if decided is not None and decided[2] in {p[2] for p in playable}:
+                    # A copy in the same batch: the history cannot know it yet.
+                    self._settle(message, self._outcome(
+                        decided[2], "duplicate", decided[1], message,
+                        reason=f"id {decided[2]!r} came twice in one batch"), decided[1])
+                    decided = None
                 if decided is not None:
                     playable.append(decided)
                 else:
@@ -315,6 +321,7 @@ class Consumer:
             # Back after a crash or a failed delete: its outcome stands; finish the job.
             if prior.outcome == "rejected" and not prior.poisoned:
                 self._poison(message, prior)
+            self._answer_again(message, prior)
             self._delete(message)
             return None
         # Deliveries that ended in the pillow's own failure are not the message's.
@@ -334,6 +341,14 @@ class Consumer:
                                         f"{type(err).__name__})")
             return None
         message_id = command.id or message.id
+        # A copy of what played is a duplicate however late it comes: recorded
+        # "expired", a partner's hug would be answered so, and its sender's page
+        # would turn "delivered" into "not delivered".
+        if self.history.was_applied(message_id):
+            self._settle(message, self._outcome(
+                message_id, "duplicate", command, message,
+                reason=f"id {message_id!r} was already applied"), command)
+            return None
         age = (self._wall() - _sent(command, message)).total_seconds()
         max_age = min(self.max_age, command.ttl or self.max_age)
         if age > max_age:
@@ -341,12 +356,19 @@ class Consumer:
                 message_id, "expired", command, message,
                 reason=f"{age:.0f} s old; the limit is {max_age:.0f} s"), command)
             return None
-        if self.history.was_applied(message_id):
-            self._settle(message, self._outcome(
-                message_id, "duplicate", command, message,
-                reason=f"id {message_id!r} was already applied"), command)
-            return None
         return message, command, message_id
+
+    def _answer_again(self, message: QueueMessage, prior: Outcome) -> None:
+        """A partner's hug whose outcome was kept came back (a crash, or a failed
+        delete, before it left the queue): its receipt is made again, in case the
+        crash came before the receipt was kept."""
+        if prior.event != "hug":
+            return
+        try:
+            command = self.decode(message.body)
+        except Exception:  # it was read once; if not now, there is nothing to answer
+            return
+        self.player.answer_again(command, prior)
 
     def _outcome(self, message_id, outcome, command: Command | None,
                  message: QueueMessage, reason: str | None = None) -> Outcome:

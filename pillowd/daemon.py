@@ -146,12 +146,9 @@ def _open_azure_queues(settings: Settings, environ) -> Queues:
 
 
 def partner_names(settings: Settings) -> dict[str, str]:
-    """{outbound queue: the partner pillow's name}: `pair` names a pillow's queue
-    PREFIX + name, so the prefix is what this pillow's own queue adds to its name."""
-    own, name = settings.queue.name, settings.pillow.name.lower()
-    prefix = own[:-len(name)] if own.endswith(name) and own != name else None
-    return {queue: queue[len(prefix):] if prefix and queue.startswith(prefix) else queue
-            for queue in settings.outbound_names}
+    """{outbound queue: the partner's name}, from the family roster ([partners.NAME],
+    written by `pair`): never guessed from the pillow's own [pillow] name."""
+    return {queue: name for name, queue in settings.roster.items()}
 
 
 def page_url_for_others(host: str, url: str) -> str:
@@ -278,6 +275,7 @@ class Daemon:
         if self.queues.outbound:
             self.outbox = Outbox(state_dir / "outbox.sqlite3", self.queues.outbound,
                                  partners=partners,
+                                 sign=family.signed if family else lambda event: event,
                                  on_status=lambda s: self.pillow.section_changed("outbox", s))
             closing(self.outbox.close)
             self.pillow.section_changed("outbox", self.outbox.status())
@@ -286,7 +284,8 @@ class Daemon:
             settings.pillow.name, window=button.reply_window_seconds,
             send_scene=button.send_scene, path=state_dir / "conversation.json",
             outbox=self.outbox, partners={p: q for q, p in partners.items()},
-            family=family, quiet=lambda: bool(self.quiet_hours.quiet),
+            family=family, roster_name=settings.roster_name,
+            colors={name: p.color for name, p in settings.partners.items() if p.color}, quiet=lambda: bool(self.quiet_hours.quiet),
             hurry=backoff.hurry, on_hug=self._hug_heard,
             on_section=self.pillow.section_changed)
         self.conversation.report()

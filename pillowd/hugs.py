@@ -41,8 +41,12 @@ class Outbox:
     pillow restarts, and a partner that is away never holds back another (each
     queue has its own back-off). A crash between a put and its record may send one
     twice, which is why every event carries an ``id``. An event older than its
-    ``ttl`` (from its ``sent_at``) is dropped, not sent: the partner would only
-    record it as expired.
+    ``ttl`` is dropped, not sent: the partner would only record it as expired. Its
+    age is counted on the clock that never steps (since boot, see EventAges), so a
+    wall clock set hours forward by NTP after a boot on a stale time drops nothing
+    this pillow made: the event goes with its ``sent_at`` put right (and signed
+    again by *sign*). The same ``id`` is kept once: a receipt made again after a
+    crash does not wait twice.
 
     *partners* names whose each queue is ({queue name: pillow name}), for the
     snapshot's ``"outbox"`` section, which *on_status* hears of on every change.
@@ -51,13 +55,17 @@ class Outbox:
     def __init__(self, path: str | Path, queues, *, partners: dict[str, str] | None = None,
                  on_status: Callable[[dict], None] = lambda status: None,
                  retry_min: float = 0.5, retry_max: float = 30.0,
-                 clock=time.monotonic, wall=time.time):
+                 clock=time.monotonic, wall=time.time,
+                 sign: Callable[[dict], dict] = lambda event: event,
+                 since_boot: Callable[[], tuple[str, float]] | None = None):
         if not isinstance(queues, (list, tuple)):
             queues = [queues]
         self.queues = {getattr(q, "name", f"queue{i}"): q for i, q in enumerate(queues)}
         self.partners = {name: (partners or {}).get(name, name) for name in self.queues}
         self.retry_min, self.retry_max = retry_min, retry_max
         self._clock, self._wall = clock, wall
+        self._sign = sign
+        self._ages = EventAges(wall, since_boot or boot_clock)
         self._on_status = on_status
         self._reporting = threading.Lock()
         self._lock = threading.Lock()
@@ -81,6 +89,10 @@ class Outbox:
             self._db.execute("ALTER TABLE events ADD COLUMN id TEXT NOT NULL DEFAULT ''")
             self._db.executemany("INSERT OR IGNORE INTO waiting (seq, queue) SELECT seq, ?"
                                  " FROM events", [(name,) for name in self.queues])
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
+        for name, sql in (("boot", "boot TEXT NOT NULL DEFAULT ''"), ("kept", "kept REAL")):
+            if name not in columns:  # an outbox from before the clock-step fix
+                self._db.execute(f"ALTER TABLE events ADD COLUMN {sql}")
 
     @property
     def online(self) -> bool | None:
@@ -113,10 +125,17 @@ class Outbox:
         targets = [name for name in self.queues if to is None or name in to]
         if not targets:
             return
+        ident = str(event.get("id", ""))
+        boot, kept = self._ages.now()
         with self._lock, self._db:
             self._db.execute("BEGIN")
-            seq = self._db.execute("INSERT INTO events (id, body) VALUES (?, ?)",
-                                   (str(event.get("id", "")), body)).lastrowid
+            if ident and self._db.execute("SELECT 1 FROM events WHERE id = ? LIMIT 1",
+                                          (ident,)).fetchone():
+                self._db.execute("COMMIT")  # already waiting (made again after a crash)
+                return
+            seq = self._db.execute(
+                "INSERT INTO events (id, body, boot, kept) VALUES (?, ?, ?, ?)",
+                (ident, body, boot, kept)).lastrowid
             self._db.executemany("INSERT INTO waiting (seq, queue) VALUES (?, ?)",
                                  [(seq, name) for name in targets])
             self._db.execute("COMMIT")
@@ -142,13 +161,22 @@ class Outbox:
         while True:
             with self._lock:
                 row = self._db.execute(
-                    "SELECT e.seq, e.body FROM events e JOIN waiting w ON w.seq = e.seq"
-                    " WHERE w.queue = ? ORDER BY e.seq LIMIT 1", (queue,)).fetchone()
+                    "SELECT e.seq, e.body, e.boot, e.kept FROM events e JOIN waiting w"
+                    " ON w.seq = e.seq WHERE w.queue = ? ORDER BY e.seq LIMIT 1",
+                    (queue,)).fetchone()
             if row is None:
                 return True
-            seq, body = row
+            seq, body, boot, kept = row
             event = json.loads(body)
-            age = _age(event, self._wall())
+            age = self._ages.age(event, boot, kept)
+            restamped = self._ages.restamped(event, age)
+            if restamped is not None:  # the wall clock was stepped since it was made
+                event = self._sign(restamped)
+                body = json.dumps(event, separators=(",", ":"))
+                with self._lock, self._db:
+                    self._db.execute("UPDATE events SET body = ? WHERE seq = ?", (body, seq))
+                log.info("hug event %s: sent_at put right to %s (the clock was stepped "
+                         "since it was made)", event.get("id"), event["sent_at"])
             if age is not None and age > event["ttl"]:
                 self._forget(seq, queue)
                 self.dropped += 1
@@ -233,15 +261,70 @@ class Outbox:
             self._db.close()
 
 
-def _age(event: dict, now: float) -> float | None:
-    """Seconds since *event* was sent, when it has a sent_at and a ttl to judge by."""
-    if not isinstance(event.get("ttl"), (int, float)) or not event.get("sent_at"):
-        return None
+def boot_clock() -> tuple[str, float]:
+    """(this boot's id, seconds since boot): a clock NTP never steps. The id tells
+    whether a reading was taken in this boot (the count starts again at each)."""
     try:
-        sent = datetime.fromisoformat(str(event["sent_at"]).replace("Z", "+00:00"))
-    except ValueError:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    return boot, time.clock_gettime(clock)
+
+
+# Seconds the wall clock may disagree with the boot clock before an event's sent_at
+# is put right: past this, the wall clock was stepped (NTP after a stale boot).
+CLOCK_STEP = 2.0
+
+
+class EventAges:
+    """How old an event this pillow made is, by a clock that is never stepped.
+
+    A Pi without a real-time clock boots on fake-hwclock's last saved time (hours
+    or days old) and runs on it until NTP answers, then steps. A hug pressed before
+    the step carries a ``sent_at`` that is that much too old: by the wall clock it
+    would be dropped here, or expire on the partner. The outbox keeps, beside each
+    event, the boot's id and the seconds since boot when it was made: within the
+    same boot, that is its true age, and its ``sent_at`` is put right from it
+    before it goes. An event from an earlier boot (a restart with hugs waiting) is
+    judged by the wall clock, as nothing better is known.
+    """
+
+    def __init__(self, wall: Callable[[], float], since_boot: Callable[[], tuple[str, float]]):
+        self._wall = wall
+        self._since_boot = since_boot
+
+    def now(self) -> tuple[str, float]:
+        return self._since_boot()
+
+    def age(self, event: dict, boot: str | None, kept: float | None) -> float | None:
+        """Seconds since *event* was made; None when it has no sent_at and ttl."""
+        if not isinstance(event.get("ttl"), (int, float)) or not event.get("sent_at"):
+            return None
+        here, since = self._since_boot()
+        if boot and kept is not None and boot == here and since >= kept:
+            return since - kept
+        sent = _epoch(event["sent_at"])
+        return None if sent is None else self._wall() - sent
+
+    def restamped(self, event: dict, age: float | None) -> dict | None:
+        """*event* with sent_at = now - *age*, when the wall clock disagrees with
+        *age* by more than CLOCK_STEP; None when it needs no change."""
+        sent = _epoch(event.get("sent_at")) if age is not None else None
+        if sent is None:
+            return None
+        now = self._wall()
+        if abs((now - sent) - age) <= CLOCK_STEP:
+            return None
+        fields = {k: v for k, v in event.items() if k != "sig"}
+        return {**fields, "sent_at": _iso(now - age)}
+
+
+def _epoch(text) -> float | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except (TypeError, ValueError):
         return None
-    return now - sent.timestamp()
 
 
 def _why(err: QueueError) -> str:
@@ -294,20 +377,26 @@ class Conversation:
     def __init__(self, pillow_name: str, *, window: float, send_scene: str,
                  path: str | Path, outbox: Outbox | None = None,
                  partners: dict[str, str] | None = None, family=None,
+                 roster_name: str | None = None, colors: dict[str, str] | None = None,
                  quiet: Callable[[], bool] = lambda: False,
                  hurry: Callable[[float], None] = lambda seconds: None,
                  on_hug: Callable[[str, str | None, str | None], None] = (
                      lambda kind, sender, text: None),
                  on_section: Callable[[str, object], None] = lambda name, value: None,
                  clock: Callable[[], float] = time.time, ttl: float = HUG_TTL):
-        self.name = pillow_name
+        self.name = pillow_name   # what the pillow shows: its events' "from"
+        # What the partners call it (the roster's name): its events' "pillow", and
+        # how it knows its own events come back.
+        self.roster_name = roster_name or pillow_name
         self.window = window
         self.send_scene = send_scene
         self.ttl = ttl
         self.path = Path(path)
         self.outbox = outbox
-        # {pillow name: its queue}: where a receipt for that pillow's hug goes.
+        # The family roster, {partner's name: its queue}: where a hug for that
+        # partner, and a receipt for its hug, go.
         self.partners = dict(partners or {})
+        self.colors = dict(colors or {})  # {partner: "#rrggbb"}: its hugs play in it
         self.family = family      # FamilyKey or None: unsigned, no receipts
         self.clock = clock        # epoch seconds; a test may set it
         self._quiet = quiet
@@ -315,7 +404,7 @@ class Conversation:
         self._on_hug = on_hug
         self._on_section = on_section
         self._lock = threading.RLock()
-        kept = self._load()
+        kept = load_state(self.path)
         self.target: dict | None = kept.get("target")        # {"id", "from", "at"}
         self.own: dict[str, dict] = kept.get("own", {})       # id -> {"at", "played"}
         self.last_sent: dict | None = kept.get("last_sent")
@@ -354,22 +443,38 @@ class Conversation:
         # ttl in its queue plus the window.
         return pressed - mine["at"] <= self.ttl + self.window + 60
 
+    def dressed(self, command):
+        """*command* in its partner's roster colour, when it is a partner's hug that
+        names none and its scene has a colour to set; else *command* as it is."""
+        color = self.colors.get(command.pillow) if _partner(command) else None
+        if color is None or command.color is not None or command.scene is None \
+                or "color" not in command.scene.params:
+            return command
+        from dataclasses import replace
+
+        from .effects import parse_color
+        return replace(command, color=parse_color(color))
+
     def heard(self, command, outcome, through_queue: bool) -> None:
         """A message got its *outcome* (the Player's record); *through_queue*: it
         came off the pillow's queue, not from the page, a script or Home Assistant."""
         if not through_queue or command is None:
             return
         partner = _partner(command)
-        if command.sender == self.name or (partner and command.pillow == self.name):
+        if command.sender == self.name or (partner and command.pillow == self.roster_name):
             return  # our own event come back (a pillow listed as its own partner)
         if command.scene is None:
             if partner and command.event == "receipt" and outcome.outcome == "applied":
-                self._receipt(command)
+                self._receipt(command, outcome)
             return
         hug = partner and command.event == "hug"
         if outcome.outcome != "applied":
-            if hug and outcome.outcome == "expired":
-                self._answer(command, outcome, played_at=None, quiet=False, expired=True)
+            # Every partner hug that reaches an outcome is answered: one that a newer
+            # message took the place of was delivered all the same.
+            if hug and outcome.outcome in ("expired", "superseded"):
+                # Superseded, it reached a pillow that may be asleep: say so.
+                self._answer(command, outcome, quiet=outcome.outcome == "superseded"
+                             and bool(self._quiet()))
             return
         now = self.clock()
         quiet = bool(self._quiet())
@@ -387,46 +492,72 @@ class Conversation:
                 entry["hugged_back"] = outcome.at
         self._save()
         if hug:
-            self._answer(command, outcome, played_at=outcome.at, quiet=quiet)
+            self._answer(command, outcome, quiet=quiet)
         if hug and outcome.reply:
             self._tell("returned", command.sender, command.text)
         elif command.sender is not None:
             self._tell("received", command.sender, command.text)
         self.report()
 
-    def _answer(self, command, outcome, *, played_at: str | None, quiet: bool,
-                expired: bool = False) -> None:
+    def answer_again(self, command, outcome) -> None:
+        """A partner's hug came back after its outcome was kept (a crash before its
+        delete): its receipt is made again, the same one (the same id), in case
+        the crash came before it was kept. The partner keeps one of each id."""
+        if not (_partner(command) and command.event == "hug"):
+            return
+        if command.pillow == self.roster_name or outcome.outcome not in (
+                "applied", "superseded", "expired"):
+            return
+        with self._lock:
+            quiet = any(item.get("id") == outcome.id for item in self.while_quiet)
+        self._answer(command, outcome, quiet=quiet)
+
+    def _answer(self, command, outcome, *, quiet: bool = False) -> None:
         """Send a partner a receipt for its hug: one add, on its queue only."""
         queue = self.partners.get(command.pillow)
         if self.family is None or self.outbox is None or queue is None or not command.id:
             return
-        receipt = {"event": "receipt", "of": command.id, "pillow": self.name,
-                   "played_at": played_at, "quiet": quiet}
-        if expired:
-            receipt["expired"] = True
+        receipt = make_receipt(command.id, self.roster_name, outcome, quiet=quiet,
+                               sent_at=_iso(self.clock()), ttl=self.ttl)
         try:
             self.outbox.add(self.family.signed(receipt), to=[queue])
         except sqlite3.Error as err:  # the hug played; only the sender's page misses it
             log.warning("no receipt for %s: the outbox cannot keep it: %s", command.id, err)
 
-    def _receipt(self, command) -> None:
-        """A partner says our hug *command.of* played there (or expired)."""
+    def _receipt(self, command, outcome) -> None:
+        """A partner says our hug *command.of* played there (or was superseded, or
+        expired). One receipt per hug per partner counts: a copy is only kept."""
         played = command.played_at.timestamp() if command.played_at else None
         with self._lock:
             mine = self.own.get(command.of)
-            if mine is not None and played is not None:
-                mine.setdefault("played", {})[command.pillow] = played
+            if mine is not None:
+                answered = mine.setdefault("answered", [])
+                if command.pillow in answered:
+                    log.info("receipt %s for hug %s: %s answered it already", outcome.id,
+                             command.of, command.pillow)
+                    return
+                answered.append(command.pillow)
+                if played is not None:
+                    mine.setdefault("played", {})[command.pillow] = played
             last = self.last_sent
             current = last is not None and last["id"] == command.of
             if current:
                 entry = last["partners"].setdefault(command.pillow, _partner_entry())
                 if command.expired:
                     entry["expired"] = True
+                elif command.superseded:
+                    # Delivered, though a newer message played there instead.
+                    entry["delivered"] = iso(command.sent_at) if command.sent_at \
+                        else outcome.at
+                    entry["quiet"] = bool(command.quiet)
+                    entry["superseded"] = True
                 else:
                     # As the receipt says it (no float round trip to lose a ms).
                     entry["delivered"] = iso(command.played_at) if played else None
                     entry["quiet"] = bool(command.quiet)
         self._save()
+        if current and command.superseded and not command.expired:
+            self._tell("delivered", command.pillow, None)
         if played is not None and not command.expired:
             # The answer may come until the window, counted from that play, ends.
             # played is by the partner's clock, now by ours: a skewed clock (a Pi
@@ -457,7 +588,7 @@ class Conversation:
             reply_to = {"id": target["id"], "from": target["from"]} if recent else None
             event = {"scene": self.send_scene, "from": self.name, "id": str(uuid.uuid4()),
                      "sent_at": _iso(now), "ttl": self.ttl, "event": "hug",
-                     "pillow": self.name, "reply_to": reply_to}
+                     "pillow": self.roster_name, "reply_to": reply_to}
             if text:
                 event["text"] = text
             if self.family is not None:
@@ -473,10 +604,10 @@ class Conversation:
             horizon = now - (self.ttl + self.window + 60)
             self.own = {i: e for i, e in self.own.items() if e["at"] >= horizon}
             if self.outbox is not None:
+                names = [to] if to is not None else [
+                    self.outbox.partners[q] for q in self.outbox.queues]
                 self.last_sent = {"id": event["id"], "at": event["sent_at"],
-                                  "partners": {p: _partner_entry() for p in
-                                               self.outbox.partners.values()
-                                               if to is None or p == to}}
+                                  "partners": {p: _partner_entry() for p in names}}
             self.while_quiet = []
         self._save()
         log.info("hug %s (%s)%s%s", event["id"], source,
@@ -508,8 +639,23 @@ class Conversation:
         # A partner's queue took our hug: a hug back may come, so poll fast for it.
         if event.get("event") != "hug":
             return
+        self._restamped(event)
         self._hurry(self.window)
         self._tell("sent", self.name, None)
+
+    def _restamped(self, event: dict) -> None:
+        # The outbox put sent_at right (the clock was stepped since the press): the
+        # page shows when the hug was really sent, and an answer counts from then.
+        with self._lock:
+            last, mine = self.last_sent, self.own.get(event.get("id"))
+            at = _epoch(event.get("sent_at"))
+            if at is None or mine is None or abs(mine["at"] - at) <= CLOCK_STEP:
+                return
+            mine["at"] = at
+            if last is not None and last["id"] == event["id"]:
+                last["at"] = event["sent_at"]
+        self._save()
+        self.report()
 
     def _dropped(self, event: dict, queue: str) -> None:
         # Too old to send: it will never play there, and no answer will come.
@@ -530,17 +676,6 @@ class Conversation:
 
     # -- kept across restarts ----------------------------------------------------
 
-    def _load(self) -> dict:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as err:
-            log.warning("starting a new conversation: %s cannot be read (%s)",
-                        self.path, err)
-            return {}
-        return data if isinstance(data, dict) else {}
-
     def _save(self) -> None:
         # Under the lock: an older state never replaces a newer one on disk.
         with self._lock:
@@ -551,6 +686,120 @@ class Conversation:
                 files.write(self.path, text)
             except OSError as err:  # the hug still goes; a restart forgets the answer
                 log.warning("cannot keep the conversation in %s: %s", self.path, err)
+
+
+def receipt_id(of: str, pillow: str) -> str:
+    """A receipt's id: the same for the same hug answered by the same pillow, so a
+    receipt made again (after a crash) or copied is kept once by the sender."""
+    return "receipt-" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"pillowd:{pillow}:{of}"))
+
+
+def make_receipt(of: str, pillow: str, outcome, *, quiet: bool, sent_at: str,
+                 ttl: float) -> dict:
+    """The receipt (unsigned) for a partner's hug *of* that got *outcome* here."""
+    receipt = {"event": "receipt", "of": of, "pillow": pillow, "id": receipt_id(of, pillow),
+               "sent_at": sent_at, "ttl": ttl,
+               "played_at": outcome.at if outcome.outcome == "applied" else None,
+               "quiet": quiet, "superseded": outcome.outcome == "superseded"}
+    if outcome.outcome == "expired":
+        receipt["expired"] = True
+    return receipt
+
+
+def load_state(path: Path) -> dict:
+    """conversation.json as kept, checked: an entry that is not as this pillow writes
+    it (edited by hand, a bug, a torn write) is dropped, with one log line naming
+    them, so that no press or message ever trips on it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        log.warning("starting a new conversation: %s cannot be read (%s)", path, err)
+        return {}
+    if not isinstance(data, dict):
+        log.warning("starting a new conversation: %s holds no object", path)
+        return {}
+    kept, dropped = checked_state(data)
+    if dropped:
+        log.warning("%s: dropped what is not as pillowd writes it: %s", path,
+                    "; ".join(dropped))
+    return kept
+
+
+def checked_state(data: dict) -> tuple[dict, list[str]]:
+    """(the conversation's state with only well-formed entries, what was dropped)."""
+    dropped: list[str] = []
+    kept: dict = {}
+    target = data.get("target")
+    if target is not None:
+        if _is_target(target):
+            kept["target"] = target
+        else:
+            dropped.append("target")
+    own = data.get("own", {})
+    if not isinstance(own, dict):
+        dropped.append("own")
+        own = {}
+    kept["own"] = {}
+    for ident, entry in own.items():
+        if _is_own(entry):
+            kept["own"][ident] = entry
+        else:
+            dropped.append(f"own[{ident!r}]"[:80])
+    last = data.get("last_sent")
+    if last is not None:
+        if _is_last_sent(last):
+            kept["last_sent"] = last
+        else:
+            dropped.append("last_sent")
+    items = data.get("while_quiet", [])
+    if not isinstance(items, list):
+        dropped.append("while_quiet")
+        items = []
+    kept["while_quiet"] = [i for i in items if _is_quiet_item(i)]
+    if len(kept["while_quiet"]) != len(items):
+        dropped.append(f"{len(items) - len(kept['while_quiet'])} of while_quiet")
+    return kept, dropped
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text_or_none(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _is_target(value) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("id"), str)
+            and _text_or_none(value.get("from")) and _number(value.get("at")))
+
+
+def _is_own(value) -> bool:
+    if not isinstance(value, dict) or not _number(value.get("at")):
+        return False
+    played = value.setdefault("played", {})
+    answered = value.setdefault("answered", [])
+    return (isinstance(played, dict) and all(_number(v) for v in played.values())
+            and isinstance(answered, list) and all(isinstance(a, str) for a in answered))
+
+
+def _is_last_sent(value) -> bool:
+    if not (isinstance(value, dict) and isinstance(value.get("id"), str)
+            and isinstance(value.get("at"), str)
+            and isinstance(value.get("partners"), dict)):
+        return False
+    for name, entry in value["partners"].items():
+        if not isinstance(entry, dict):
+            return False
+        value["partners"][name] = {**_partner_entry(), **entry}
+    return True
+
+
+def _is_quiet_item(value) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("id"), str)
+            and all(_text_or_none(value.get(k)) for k in ("from", "text", "at")))
 
 
 def _partner(command) -> bool:

@@ -30,7 +30,8 @@ _FIELDS = {"scene", "color", "brightness", "duration", "from", "text", "id",
 # What only a partner may say: kept only when the family key verifies `sig`.
 PARTNER_FIELDS = ("event", "pillow", "reply_to")
 # A partner's receipt for a hug (SPEC "Hugs between pillows"): it plays no scene.
-_RECEIPT = {"event", "of", "pillow", "played_at", "quiet", "expired", "sig"}
+_RECEIPT = {"event", "of", "pillow", "played_at", "quiet", "expired", "superseded",
+            "id", "sent_at", "ttl", "sig"}
 _REPLY_TO = {"id", "from"}
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
@@ -74,6 +75,7 @@ class Command:
     played_at: datetime | None = None
     quiet: bool = False
     expired: bool = False
+    superseded: bool = False        # delivered there, though a newer message played
 
 
 class Rejection(ValueError):
@@ -322,9 +324,21 @@ def _receipt(data: dict, partner: bool) -> Command:
             played_at = parse_time(played_at)
         except Rejection:
             raise Rejection("played_at must be an ISO-8601 time string") from None
+    # id, sent_at and ttl as a hug event has them: one receipt kept per id, and a
+    # stale one expired (a receipt from an older pillow has none: kept as it comes).
+    ident = data.get("id")
+    if ident is not None:
+        ident = _text(ident, "id", MAX_ID) if isinstance(ident, str) else None
+        if ident is None:
+            raise Rejection("id must be a string")
+    sent_at = parse_time(data["sent_at"]) if data.get("sent_at") is not None else None
+    ttl = _number(data["ttl"], "ttl", 1, 7 * 24 * 3600) if data.get("ttl") is not None \
+        else None
     return Command(scene=None, event="receipt", pillow=pillow, sender=pillow,
-                   partner=True, of=of, played_at=played_at,
-                   quiet=data.get("quiet") is True, expired=data.get("expired") is True)
+                   partner=True, of=of, played_at=played_at, id=ident or None,
+                   sent_at=sent_at, ttl=ttl,
+                   quiet=data.get("quiet") is True, expired=data.get("expired") is True,
+                   superseded=data.get("superseded") is True)
 
 
 def _reply_to(value) -> dict:

@@ -266,9 +266,31 @@ def family_key_in(directory: str | Path, names: list[str]) -> FamilyKey | None:
     return FamilyKey.from_text(next(iter(found))) if found else None
 
 
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def partner_colors(given: list[str] | None, names: list[str]) -> dict[str, str]:
+    """`--color bob=#3366ff` options as {pillow: colour}; PairingError for a name
+    not paired or a colour that is not #rrggbb."""
+    pillows = [pillow_name(n) for n in names]
+    colors = {}
+    for item in given or []:
+        name, sep, color = item.partition("=")
+        if not sep:
+            raise PairingError(f"--color {item!r}: write NAME=#RRGGBB, like bob=#3366ff")
+        name = pillow_name(name)
+        if name not in pillows:
+            raise PairingError(f"--color {item!r}: {name!r} is not one of the pillows "
+                               f"paired ({', '.join(pillows)})")
+        if not _COLOR.match(color.strip()):
+            raise PairingError(f"--color {item!r}: {color!r} is not a colour like #3366ff")
+        colors[name] = color.strip().lower()
+    return colors
+
+
 def pair(account: AzureAccount, names: list[str], *, prefix: str = DEFAULT_PREFIX,
-         days: float | None = None,
-         family_key: FamilyKey | None = None) -> dict[str, PillowFiles]:
+         days: float | None = None, family_key: FamilyKey | None = None,
+         colors: dict[str, str] | None = None) -> dict[str, PillowFiles]:
     """Sets up *names* to hug each other; returns each pillow's files by name.
 
     Creates the missing queues PREFIX+NAME and PREFIX+NAME-poison and one stored
@@ -276,7 +298,8 @@ def pair(account: AzureAccount, names: list[str], *, prefix: str = DEFAULT_PREFI
     read, and checked against Azure's limit, before anything changes. A policy that
     is already there keeps its expiry unless *days* is given; so a second run with
     the same names changes nothing, and writes the same tokens. Every pillow gets
-    *family_key* (a new one when None) to sign its hugs with.
+    *family_key* (a new one when None) to sign its hugs with, and the family's
+    roster: each partner's name, queue, and colour from *colors* ({pillow: #rrggbb}).
     """
     pillows = []
     for raw in names:
@@ -320,33 +343,44 @@ def pair(account: AzureAccount, names: list[str], *, prefix: str = DEFAULT_PREFI
     files = {}
     for name in pillows:
         own, poison = queues[name]
-        partners = [queues[p][0] for p in pillows if p != name]
-        touched = [own, poison, *partners]
+        roster = {p: queues[p][0] for p in pillows if p != name}
+        touched = [own, poison, *roster.values()]
         # Bound to the policy only (no permission or expiry in the token): the same
         # token comes out every run, and revoke or renewal acts on all of them.
         tokens = {q: generate_queue_sas(account_name, q, key, policy_id=name)
                   for q in touched}
         files[name] = PillowFiles(name, _queue_toml(name, account_url, own, poison,
-                                                    partners), tokens, family_key,
+                                                    roster, colors or {}),
+                                  tokens, family_key,
                                   tuple(replaced[name]))
     return files
 
 
-def _queue_toml(name, account_url, own, poison, partners) -> str:
-    outbound = json.dumps(partners[0] if len(partners) == 1 else partners)
-    return (f"# Written by pillowd pair for pillow {name!r}: put the [pillow] name and\n"
-            "# these [queue] keys into its config.toml, and queue-sas.toml beside it\n"
-            "# (or pass it as the systemd credential azure-queue-sas).\n"
+def _queue_toml(name, account_url, own, poison, roster: dict[str, str],
+                colors: dict[str, str]) -> str:
+    """The config keys of pillow *name*: its name, its queues, and the family's
+    roster ([partners.NAME]: each partner's queue, and colour when given)."""
+    partners = []
+    for partner, queue in roster.items():
+        partners += ["", f"[partners.{partner}]", f"queue = {json.dumps(queue)}"]
+        if partner in colors:
+            partners.append(f"color = {json.dumps(colors[partner])}")
+    return (f"# Written by pillowd pair for pillow {name!r}: pillowd join installs it as\n"
+            "# config.d/50-pair.toml (or put these keys into its config.toml, and\n"
+            "# queue-sas.toml beside it or as the systemd credential azure-queue-sas).\n"
             "[pillow]\n"
-            f"name = {json.dumps(name)}\n"
+            f"name = {json.dumps(name)}          # what the pillow shows: yours to change\n"
+            f"roster_name = {json.dumps(name)}   # what its partners call it: leave it\n"
             "\n"
             "[queue]\n"
             'backend = "azure"\n'
             f"account_url = {json.dumps(account_url)}\n"
             f"name = {json.dumps(own)}\n"
             f"poison_name = {json.dumps(poison)}\n"
-            f"outbound_name = {outbound}\n"
-            f"sas_file = {json.dumps(SAS_FILE)}\n")
+            f"sas_file = {json.dumps(SAS_FILE)}\n"
+            "\n"
+            "# The family: where a hug for each partner goes (and its hugs' colour here).\n"
+            + "\n".join(partners[1:]) + "\n")
 
 
 def pillow_queues(account: AzureAccount, prefix: str = DEFAULT_PREFIX) -> list[str]:

@@ -37,7 +37,9 @@ class Pillow:
         self.renderer = renderer
         self.history = history
         self.scenes = list(scenes)
-        self._lock = threading.Lock()
+        # Re-entrant: a scene started under it (outcome) tells listeners at once.
+        self._lock = threading.RLock()
+        self._starting = threading.local()  # this thread is within outcome(start)
         self._listeners: list[Callable[[], None]] = []
         self.counts = history.counts()
         self.recent: deque[Outcome] = deque(history.page(RECENT), maxlen=RECENT)
@@ -62,6 +64,8 @@ class Pillow:
     def changed(self) -> None:
         # Called from the loops (queue, render, actuators): a listener's failure is
         # logged and never reaches them, so a message is never left half played.
+        if getattr(self._starting, "on", False):
+            return  # outcome() tells them once, when the row and the scene are in
         for listener in self._listeners:
             try:
                 listener()
@@ -70,8 +74,16 @@ class Pillow:
 
     # -- what the parts report -------------------------------------------------
 
-    def outcome(self, outcome: Outcome) -> None:
+    def outcome(self, outcome: Outcome, start: Callable[[], object] | None = None) -> None:
+        """A message's *outcome*; *start*, when given, starts its scene under the
+        same lock as the row is added, so a snapshot has both or neither."""
         with self._lock:
+            if start is not None:
+                self._starting.on = True
+                try:
+                    start()
+                finally:
+                    self._starting.on = False
             self.counts[outcome.outcome] = self.counts.get(outcome.outcome, 0) + 1
             self.recent.appendleft(outcome)
             if outcome.event == "hug" and outcome.outcome == "applied":
@@ -112,8 +124,9 @@ class Pillow:
     # -- what the page and scripts read ------------------------------------------
 
     def snapshot(self) -> dict:
-        playing = self.timeline.current()
         with self._lock:
+            # Read with `recent`: a message's row and its scene come together.
+            playing = self.timeline.current()
             counts = {k: self.counts.get(k, 0) for k in OUTCOMES}
             recent = [o.as_json() for o in self.recent]
             # /api/history's cursor for what comes after `recent`, for the page's paging.

@@ -23,10 +23,13 @@ class Player:
     """
 
     def __init__(self, history: History, timeline: Timeline, *,
-                 on_outcome: Callable[[Outcome], None], conversation=None,
+                 on_outcome: Callable[..., None], conversation=None,
                  on_played: Callable[[Command, Outcome], None] = lambda c, o: None):
         self._history = history
         self._timeline = timeline
+        # on_outcome(outcome, start=None): *start*, when given, starts its scene;
+        # the listener runs it within the same change of the snapshot (Pillow.outcome),
+        # so no snapshot shows the message applied while the old scene still plays.
         self._on_outcome = on_outcome
         # The hugs' Conversation (or None): told of every message's outcome, and
         # asked whether one is a hug back.
@@ -44,7 +47,7 @@ class Player:
             self._heard(command, recorded, through_queue=True)
         return recorded
 
-    def _record(self, outcome: Outcome) -> Outcome | None:
+    def _record(self, outcome: Outcome, announce: bool = True) -> Outcome | None:
         recorded = self._history.record(outcome)
         if recorded is not None:
             log.info("message %s %s%s", recorded.id, recorded.outcome,
@@ -52,9 +55,24 @@ class Player:
                      extra={"PILLOW_OUTCOME": recorded.outcome,
                             "PILLOW_SCENE": recorded.scene or "",
                             "PILLOW_MESSAGE_ID": recorded.id})
-            # Announced before it plays, so no snapshot shows the scene without it.
-            self._on_outcome(recorded)
+            if announce:
+                self._on_outcome(recorded)
         return recorded
+
+    def _announce(self, outcome: Outcome, start: Callable[[], object] | None) -> None:
+        """Announce *outcome* and start its scene as one change of the snapshot; the
+        scene starts even if the announcement fails."""
+        started = []
+
+        def go() -> None:
+            started.append(True)
+            start()
+        try:
+            self._on_outcome(outcome, go) if start is not None else self._on_outcome(outcome)
+        except Exception:  # the snapshot's trouble: the message still plays
+            log.exception("the outcome listener failed on message %s", outcome.id)
+        if start is not None and not started:
+            start()
 
     def play(self, command: Command, outcome: Outcome,
              through_queue: bool = True) -> Outcome | None:
@@ -65,13 +83,21 @@ class Player:
         and the snapshot all say so. A receipt (no scene) is only recorded.
         """
         reply = through_queue and self._answers(command)
-        recorded = self._record(replace(outcome, event=command.event, reply=reply))
+        if through_queue:
+            command = self._dressed(command)
+        recorded = self._record(replace(outcome, event=command.event, reply=reply),
+                                announce=False)
         if recorded is not None:
-            # Before it plays, as the announcement: no snapshot shows the scene
-            # without its place in the conversation (last_sent, while_quiet).
+            # Before it plays: no snapshot shows the scene without its place in the
+            # conversation (last_sent, while_quiet).
             self._heard(command, recorded, through_queue)
+            start = None
             if command.scene is not None:
-                self._timeline.play(command, recorded.id, reply=recorded.reply)
+                def start() -> None:
+                    self._timeline.play(command, recorded.id, reply=recorded.reply)
+            # Its row under Recent messages and its scene: one change of the snapshot.
+            self._announce(recorded, start)
+            if command.scene is not None:
                 try:
                     self._on_played(command, recorded)
                 except Exception:  # a listener's trouble must not leave a message half done
@@ -87,6 +113,15 @@ class Player:
             log.exception("the conversation could not judge message %s", command.id)
             return False
 
+    def _dressed(self, command: Command) -> Command:
+        if self._conversation is None:
+            return command
+        try:
+            return self._conversation.dressed(command)
+        except Exception:  # it plays in its own colour
+            log.exception("the conversation could not colour message %s", command.id)
+            return command
+
     def _heard(self, command: Command, outcome: Outcome, through_queue: bool) -> None:
         if self._conversation is None:
             return
@@ -94,6 +129,16 @@ class Player:
             self._conversation.heard(command, outcome, through_queue)
         except Exception:  # the message is kept and played: a hug's trouble is apart
             log.exception("the conversation failed on message %s", outcome.id)
+
+    def answer_again(self, command: Command, outcome: Outcome) -> None:
+        """*command* came off the queue again after its *outcome* was kept: the
+        conversation answers it again (its receipt), and nothing plays."""
+        if self._conversation is None:
+            return
+        try:
+            self._conversation.answer_again(command, outcome)
+        except Exception:  # the message is settled all the same
+            log.exception("the conversation failed on message %s again", outcome.id)
 
     def play_now(self, command: Command, source: str) -> Outcome:
         """Play *command* from *source* ("web", "button", "mqtt", "demo") at once."""

@@ -60,6 +60,26 @@ def _queue_names(value) -> str | None:
     return None
 
 
+_ROSTER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){0,62}$")
+
+
+def _roster_name(value) -> str | None:
+    # As `pillowd pair` spells a pillow: it names the pillow's policy and queue too.
+    if _ROSTER_NAME.match(value):
+        return None
+    return ("must be a pillow's name as pillowd pair writes it: lowercase letters, "
+            "digits and single hyphens, starting and ending with a letter or digit")
+
+
+_HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def _hex_color(value) -> str | None:
+    if value == "" or _HEX_COLOR.match(value):
+        return None
+    return f"must be a colour like \"#3366ff\", not {value!r}"
+
+
 def _gpio(value) -> str | None:
     # BCM numbers of the 40-pin header; -1 is "not given", reported as missing.
     return None if 0 <= value <= 27 else f"must be a GPIO number 0..27, not {value}"
@@ -113,8 +133,11 @@ def _limits(defaults: Limits, **checks: Check):
 
 @dataclass(frozen=True)
 class PillowSettings:
-    name: str = _key("cloud-pillow", _non_empty)
+    name: str = _key("cloud-pillow", _non_empty)   # only what the pillow shows
     state_dir: str = _key("/var/lib/pillowd", _non_empty)
+    # What its partners call it: its name in the family's roster, written by `pillowd
+    # pair` (never changed by hand). "" (a config from before the roster): the name.
+    roster_name: str = _key("", lambda v: None if v == "" else _roster_name(v))
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,15 @@ class QueueSettings:
     message_max_age_seconds: float = _key(900, _range(1, 7 * 24 * 3600))
     visibility_timeout_seconds: int = _key(30, _range(1, 3600))
     batch_size: int = _key(32, _range(1, 32))
+
+
+@dataclass(frozen=True)
+class PartnerSettings:
+    """One partner of the family roster, a [partners.NAME] table (`pillowd pair`
+    writes them): where its hugs go, and the colour its hugs play in here."""
+
+    queue: str = _key("", lambda v: _non_empty(v) or _queue_name(v))
+    color: str = _key("", _hex_color)   # "": the sender's or the scene's colour
 
 
 @dataclass(frozen=True)
@@ -319,6 +351,8 @@ class Settings:
     quiet: QuietSettings | None = None
     mqtt: MqttSettings | None = None
     scenes: dict[str, SceneSettings] = field(default_factory=dict)
+    # The family roster ([partners.NAME]): {partner's name: its settings}.
+    partners: dict[str, PartnerSettings] = field(default_factory=dict)
     source: str = "<defaults>"
 
     @property
@@ -327,9 +361,29 @@ class Settings:
 
     @property
     def outbound_names(self) -> tuple[str, ...]:
-        """[queue] outbound_name as a tuple: empty, one partner's queue or several."""
+        """Every partner's queue: the roster's, then any [queue] outbound_name adds
+        (a name or a list), each once."""
         names = self.queue.outbound_name
-        return tuple(n for n in ((names,) if isinstance(names, str) else names) if n)
+        given = [n for n in ((names,) if isinstance(names, str) else names) if n]
+        return tuple(dict.fromkeys([p.queue for p in self.partners.values()] + given))
+
+    @property
+    def roster_name(self) -> str:
+        """What the pillow's partners call it (its events' ``pillow``): [pillow]
+        roster_name, which `pair` writes; in a config from before it, its name."""
+        return self.pillow.roster_name or self.pillow.name
+
+    @property
+    def roster(self) -> dict[str, str]:
+        """{partner's name: its queue}. From [partners.NAME], written by `pair`; a
+        config from before the roster has only outbound_name, and each of those
+        queues is its own partner, named after it (see legacy_partner_name)."""
+        roster = {name: p.queue for name, p in self.partners.items()}
+        known = set(roster.values())
+        for queue in self.outbound_names:
+            if queue not in known:
+                roster[legacy_partner_name(self.queue.name, queue)] = queue
+        return roster
 
     def scene_named(self, word: str) -> SceneSettings | None:
         """The scene called *word*, or listing it as an alias (any case)."""
@@ -342,3 +396,17 @@ class Settings:
                     a.casefold() for a in scene.aliases):
                 return scene
         return None
+
+
+def legacy_partner_name(own_queue: str, queue: str) -> str:
+    """A partner's name for a config written before the roster (outbound_name only):
+    its queue without the prefix it shares with this pillow's own queue, as `pair`
+    made both (pillow-alice, pillow-bob: bob). The pillow's own [pillow] name plays
+    no part, so renaming the pillow changes nothing; `pair` writes the roster now."""
+    shared = 0
+    for a, b in zip(own_queue, queue):
+        if a != b:
+            break
+        shared += 1
+    cut = queue.rfind("-", 0, shared) + 1  # up to the last hyphen both share
+    return queue[cut:] or queue

@@ -197,3 +197,36 @@ def test_check_config_names_the_drop_in_file_and_line_of_a_bad_key(tmp_path):
     result = run_cli("check-config", "--config", str(config), check=False)
     assert result.stderr.startswith(f"{bad}:1: (file): not valid TOML")
     assert "Traceback" not in result.stderr
+
+
+def test_the_family_roster_is_read_and_checked_key_by_key(tmp_path):
+    base = (ROOT / "config.toml").read_text()
+    roster = ('\n[partners.bob]\nqueue = "pillow-bob"\ncolor = "#3366ff"\n'
+              '[partners.carol]\nqueue = "pillow-carol"\n')
+    settings = parse(base + roster)
+    assert settings.roster == {"bob": "pillow-bob", "carol": "pillow-carol"}
+    assert settings.outbound_names == ("pillow-bob", "pillow-carol")   # join checks these
+    assert settings.partners["bob"].color == "#3366ff"
+    # An older config (outbound_name only): each queue is its own partner.
+    # Named as pair named the queues (pillow-bob beside pillow-alice) ...
+    older = parse(base.replace('outbound_name = ""', 'outbound_name = "pillow-bob"')
+                  .replace('\nname = "pillow"\n', '\nname = "pillow-alice"\n'))
+    assert older.roster == {"bob": "pillow-bob"}
+    # ... else after the queue itself.
+    older = parse(base.replace('outbound_name = ""', 'outbound_name = "hugs-for-bob"'))
+    assert older.roster == {"hugs-for-bob": "hugs-for-bob"}
+
+    first = base.count("\n") + 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base + '\n[partners.Bob]\nqueue = "pillow-bob"\n'
+                   '[partners.dan]\ncolor = "#112233"\n'
+                   '[partners.eve]\nqueue = "pillow-eve"\ncolor = "red"\nqueu = "x"\n'
+                   '[partners.fay]\nqueue = "pillow"\n')
+    result = run_cli("check-config", "--config", str(bad), check=False)
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert f"{bad}:{first + 1}: partners.Bob: the partner's name must be" in out
+    assert f"{bad}:{first + 3}: partners.dan.queue: missing" in out
+    assert f"{bad}:{first + 7}: partners.eve.color: must be a colour like" in out
+    assert f"{bad}:{first + 8}: partners.eve.queu: unknown key (known: queue, color)" in out
+    assert f"{bad}:{first + 10}: partners.fay.queue: must differ from queue.name" in out

@@ -37,8 +37,14 @@ class World:
         self.outcomes = []
         timeline = Timeline(SETTINGS.scenes["idle"])
         timeline.on_change(lambda playing: self.played.append(playing.message["id"]))
-        self.player = Player(self.history, timeline, on_outcome=self.outcomes.append)
+        self.player = Player(self.history, timeline, on_outcome=self.outcome)
         self.consumer = self.make()
+
+    def outcome(self, outcome, start=None):
+        # As the Pillow does: the row and the scene in one change.
+        self.outcomes.append(outcome)
+        if start is not None:
+            start()
 
     def make(self, **kw):
         return Consumer(self.queue, self.poison, self.history, self.player,

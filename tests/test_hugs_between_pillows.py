@@ -74,6 +74,17 @@ def items(pillow: PillowProcess, ident: str) -> list[dict]:
             if i["id"] == ident]
 
 
+def state_when(pillow: PillowProcess, check, message: str) -> dict:
+    """The pillow's state once *check(state)* holds: the history is written before
+    the snapshot changes, so a state is waited for, never read right after it."""
+    return wait_for(lambda: (lambda s: s if check(s) else None)(pillow.state()),
+                    message=message)
+
+
+def playing(ident: str):
+    return lambda state: (state["message"] or {}).get("id") == ident
+
+
 def test_a_hug_plays_on_the_partner_and_its_hug_back_is_recorded_as_one(pair):
     alice, bob = pair("alice"), pair("bob")
 
@@ -81,7 +92,7 @@ def test_a_hug_plays_on_the_partner_and_its_hug_back_is_recorded_as_one(pair):
     (played,) = wait_for(lambda: items(bob, sent), message="alice's hug in bob's history")
     assert played["outcome"] == "applied" and played["scene"] == "hug"
     assert played["from"] == "alice" and played["reply"] is False
-    state = bob.state()
+    state = state_when(bob, playing(sent), "alice's hug playing on bob")
     assert state["message"]["id"] == sent and state["message"]["reply"] is False
     assert state["last_hug"]["from"] == "alice" and state["last_hug"]["reply"] is False
     # The press also played here, and is no hug received.
@@ -97,7 +108,7 @@ def test_a_hug_plays_on_the_partner_and_its_hug_back_is_recorded_as_one(pair):
     back = hug(bob)   # answers alice's hug, which bob has just played
     (returned,) = wait_for(lambda: items(alice, back), message="bob's hug back at alice")
     assert returned["outcome"] == "applied" and returned["reply"] is True
-    state = alice.state()
+    state = state_when(alice, playing(back), "bob's hug back playing on alice")
     assert state["message"] == {"id": back, "from": "bob", "text": None, "reply": True}
     assert state["last_hug"] == {"from": "bob", "at": returned["at"], "reply": True}
     wait_for(lambda: alice.state()["last_sent"]["partners"]["bob"]["hugged_back"]
@@ -169,7 +180,7 @@ def test_only_a_partner_can_send_a_partners_hug(pair, azurite, owner, prefix, tm
     (played,) = wait_for(lambda: items(alice, "forged-1"), message="the forgery played")
     assert played["outcome"] == "applied" and played["from"] == "bob"
     assert played["reply"] is False and played.get("event") is None
-    state = alice.state()
+    state = state_when(alice, playing("forged-1"), "the forgery playing")
     assert state["message"] == {"id": "forged-1", "from": "bob", "text": None,
                                 "reply": False}
     assert state["last_hug"] is None
@@ -186,8 +197,33 @@ def test_only_a_partner_can_send_a_partners_hug(pair, azurite, owner, prefix, tm
         {**forged, "id": "bob-1", "reply_to": {"id": second, "from": "alice"}})))
     (back,) = wait_for(lambda: items(alice, "bob-1"), message="bob's signed hug back")
     assert back["reply"] is True
-    assert alice.state()["last_hug"] == {"from": "bob", "at": back["at"], "reply": True}
+    state = state_when(alice, playing("bob-1"), "bob's hug back playing")
+    assert state["last_hug"] == {"from": "bob", "at": back["at"], "reply": True}
     assert key.text() not in "".join(alice.output)
+
+
+def test_a_pillow_its_owner_renamed_still_gets_and_gives_receipts(pair):
+    """The owner names alice "Alice's cloud" in a drop-in: her partners still know
+    her as alice (the roster pair wrote), both ways."""
+    alice = pair("alice")
+    drop_ins = alice.config.parent / "config.d"
+    drop_ins.mkdir()
+    (drop_ins / "60-owner.toml").write_text('[pillow]\nname = "Alice\'s cloud"\n')
+    alice.restart()
+    bob = pair("bob")
+    assert alice.state()["pillow"] == "Alice's cloud"
+
+    sent = hug(alice)
+    delivered = state_when(alice, lambda s: s["last_sent"]["partners"]["bob"]["delivered"],
+                           "bob's receipt, on alice")
+    assert list(delivered["last_sent"]["partners"]) == ["bob"]   # no "pillow-bob"
+    (played,) = items(bob, sent)
+    assert played["from"] == "Alice's cloud"
+
+    back = hug(bob)
+    state_when(bob, lambda s: s["last_sent"]["partners"]["alice"]["delivered"],
+               "alice's receipt, on bob")
+    assert items(alice, back)[0]["reply"] is True
 
 
 def metric(pillow: PillowProcess, line: str) -> float | None:

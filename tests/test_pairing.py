@@ -15,6 +15,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.queue import AccessPolicy, QueueClient
 
 from conftest import BASE_CONFIG, PillowProcess, fill, run_cli, wait_for
+from pillowd.config import load as load_config
 
 WRONG_KEY = "bm90IHRoZSBhY2NvdW50IGtleSwgYnV0IHNoYXBlZCBsaWtlIG9uZQ=="
 
@@ -137,10 +138,12 @@ def test_pair_two_writes_each_pillow_least_privilege_tokens(azurite, owner, pref
         assert stat.S_IMODE((folder / "queue-sas.toml").stat().st_mode) == 0o600
         config = tomllib.loads((folder / "queue.toml").read_text())
         assert config == {
-            "pillow": {"name": name},
+            "pillow": {"name": name, "roster_name": name},
             "queue": {"backend": "azure", "account_url": azurite.endpoint + "/",
                       "name": f"{prefix}{name}", "poison_name": f"{prefix}{name}-poison",
-                      "outbound_name": f"{prefix}{partner}", "sas_file": "queue-sas.toml"}}
+                      "sas_file": "queue-sas.toml"},
+            # The family's roster: each partner by its name, and where its hugs go.
+            "partners": {partner: {"queue": f"{prefix}{partner}"}}}
         assert "sig=" not in (folder / "queue.toml").read_text()
         check_least_privilege(azurite, azurite.service(), name, [partner], prefix,
                               queue_tokens(folder))
@@ -156,11 +159,17 @@ def test_pair_two_writes_each_pillow_least_privilege_tokens(azurite, owner, pref
 
 
 def test_three_pillows_each_hug_all_the_others(azurite, owner, prefix, tmp_path):
-    pillowd(owner, "pair", "ann", "ben", "cat", "--out", str(tmp_path), "--prefix", prefix)
+    pillowd(owner, "pair", "ann", "ben", "cat", "--out", str(tmp_path), "--prefix", prefix,
+            "--color", "ben=#3366FF")
     for name in ("ann", "ben", "cat"):
         partners = [p for p in ("ann", "ben", "cat") if p != name]
         config = tomllib.loads((tmp_path / name / "queue.toml").read_text())
-        assert config["queue"]["outbound_name"] == [f"{prefix}{p}" for p in partners]
+        assert config["partners"] == {
+            p: {"queue": f"{prefix}{p}", **({"color": "#3366ff"} if p == "ben" else {})}
+            for p in partners}
+        settings = load_config(tmp_path / name / "queue.toml")
+        assert settings.roster == {p: f"{prefix}{p}" for p in partners}
+        assert settings.outbound_names == tuple(f"{prefix}{p}" for p in partners)
         assert sorted(policies(azurite, f"{prefix}{name}")) == ["ann", "ben", "cat"]
         check_least_privilege(azurite, azurite.service(), name, partners, prefix,
                               queue_tokens(tmp_path / name))
@@ -335,6 +344,10 @@ def test_bad_names_and_keys_are_one_line_each(azurite, owner, prefix, tmp_path):
     one_line_error(pillowd(owner, "pair", "alice", "bob", "--prefix", "Bad_", check=False),
                    "bad queue name")
     one_line_error(pillowd(owner, "pair", "alice", *out, check=False), "at least two")
+    one_line_error(pillowd(owner, "pair", "alice", "bob", "--color", "bob=blue", *out,
+                           check=False), "'blue' is not a colour like #3366ff")
+    one_line_error(pillowd(owner, "pair", "alice", "bob", "--color", "carol=#3366ff", *out,
+                           check=False), "'carol' is not one of the pillows paired")
     one_line_error(pillowd(owner, "invite", "c@rol", check=False), "bad name 'c@rol'")
     assert pillowd(owner, "pair", "alice", "bob", "--days", "0", check=False).returncode == 2
 
@@ -495,7 +508,9 @@ def test_a_paired_pillow_runs_on_its_tokens_and_shows_the_sent_id(
         sent = pillowd(owner, "send", "hug", "--from", "Owner", "--config", str(config))
         ident = sent.stdout.strip()
         wait_for(lambda: applied(ident), message="the sent hug in alice's history")
-        assert alice.state()["message"]["id"] == ident
+        # The history is written before the snapshot changes: wait for the state.
+        wait_for(lambda: (alice.state()["message"] or {}).get("id") == ident,
+                 message="the sent hug playing on alice")
 
         # Bob's token adds to alice's queue; alice's consumes it.
         from_bob = client(azurite, f"{prefix}alice", tokens_of(out / "bob")[f"{prefix}alice"])
