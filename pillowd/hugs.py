@@ -436,7 +436,7 @@ class Conversation:
 
     # -- what this pillow does ---------------------------------------------------
 
-    def press(self, source: str = "button") -> dict:
+    def press(self, source: str = "button", ident: str | None = None) -> dict:
         """The hug event for a press now, kept for the partners; the night's
         messages count as seen. Raises HugNotKept when it cannot be kept."""
         # One press at a time, from the target it answers to last_sent (the button's
@@ -447,7 +447,8 @@ class Conversation:
             target = self.target
             recent = target is not None and now - target["at"] <= self.window
             reply_to = {"id": target["id"], "from": target["from"]} if recent else None
-            event = {"scene": self.send_scene, "from": self.name, "id": str(uuid.uuid4()),
+            event = {"scene": self.send_scene, "from": self.name,
+                     "id": ident or str(uuid.uuid4()),
                      "sent_at": _iso(now), "ttl": self.ttl, "event": "hug",
                      "pillow": self.name, "reply_to": reply_to}
             if self.family is not None:
@@ -559,11 +560,14 @@ class Hugs:
     def pressed(self, source: str = "button") -> str:
         """Play the press here and send the hug event; returns the event's id."""
         self.presses += 1
+        # The press's history row has the event's id: the partners' receipts name it
+        # ("of"), and the page shows "delivered" on that row.
+        ident = str(uuid.uuid4())
         try:
-            self._play({"scene": self.scene}, source)
+            self._play({"scene": self.scene, "id": ident}, source)
         except Exception as err:  # the event still goes: the hug was felt
             log.warning("could not play the %r scene: %s", self.scene, err)
-        return self.conversation.press(source)["id"]
+        return self.conversation.press(source, ident)["id"]
 
     def seen(self) -> None:
         self.conversation.seen()
