@@ -83,19 +83,26 @@ def hhmm(at: str) -> str:
     return datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone().strftime("%H:%M")
 
 
+def ago(page, within="#last-sent") -> str:
+    """The "just now" or "2 min ago" a line shows, whose exact time is on hover."""
+    when = page.locator(f"{within} time.ago").first
+    assert when.get_attribute("title"), "no exact time on hover"
+    return when.text_content()
+
+
 def test_the_senders_page_shows_delivered_then_hugged_back(pair, open_page):
     alice, bob = pair("alice"), pair("bob")
     page = open_page(alice.url + f"?token={PAIR_TOKEN}")
     wait_live(page)
     assert page.locator("#last-sent").is_hidden()
-    page.get_by_role("button", name="Hug back").click()
+    page.get_by_role("button", name="Send a hug").click()
     page.wait_for_function(
         "document.getElementById('last-sent').textContent.includes('delivered')",
         timeout=30_000)
     sent = alice.state()["last_sent"]
     bobs = sent["partners"]["bob"]
     assert page.text_content("#last-sent") == \
-        f"sent {hhmm(sent['at'])} · delivered {hhmm(bobs['delivered'])}"
+        f"Sent {ago(page)} · delivered ✓ {hhmm(bobs['delivered'])}"
 
     back = hug(bob)
     page.wait_for_function(
@@ -103,8 +110,8 @@ def test_the_senders_page_shows_delivered_then_hugged_back(pair, open_page):
         timeout=30_000)
     (returned,) = items(alice, back)
     assert page.text_content("#last-sent") == (
-        f"sent {hhmm(sent['at'])} · delivered {hhmm(bobs['delivered'])} · "
-        f"hugged back {hhmm(returned['at'])}")
+        f"Sent {ago(page)} · delivered ✓ {hhmm(bobs['delivered'])} · "
+        f"hugged back ✓ {hhmm(returned['at'])}")
     assert page.text_content("#last-hug").startswith("Hug back from bob")
 
 
@@ -124,7 +131,7 @@ def test_a_hug_into_quiet_hours_shows_on_both_pages(pair, open_page):
     bobs.wait_for_selector("#while-quiet:not([hidden])", timeout=30_000)
     (played,) = items(bob, sent)
     assert bobs.text_content("#while-quiet-list") == \
-        f"While you slept: alice, {hhmm(played['at'])}"
+        f"While you slept: alice, {ago(bobs, '#while-quiet-list')}"
     assert bob.state()["while_quiet"] == [
         {"id": sent, "from": "alice", "text": None, "at": played["at"]}]
     # alice's page: bob's pillow said so in its receipt.
@@ -133,7 +140,7 @@ def test_a_hug_into_quiet_hours_shows_on_both_pages(pair, open_page):
         timeout=30_000)
     last = alice.state()["last_sent"]
     assert alices.text_content("#last-sent") == (
-        f"sent {hhmm(last['at'])} · delivered {hhmm(played['at'])} · "
+        f"Sent {ago(alices)} · delivered ✓ {hhmm(played['at'])} · "
         "bob's pillow is in quiet hours")
 
     bobs.get_by_role("button", name="Seen").click()
@@ -148,7 +155,7 @@ def test_a_hug_back_shows_even_when_its_receipt_has_not_come(hugging, queues, op
     found = queues(p.config)
     page = open_page(p.url + f"?token={TOKEN}")
     wait_live(page)
-    page.get_by_role("button", name="Hug back").click()
+    page.get_by_role("button", name="Send a hug").click()
     page.wait_for_selector("#hug-result.ok")
     (event,) = wait_for(lambda: [json.loads(m.body) for m in found.outbound[0].peek()
                                  if '"event":"hug"' in m.body], message="the hug event")
