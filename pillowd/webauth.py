@@ -81,7 +81,7 @@ class Policy:
         if token is not None and len(token) < MIN_TOKEN_LENGTH:
             self.token_problem = (f"the control token is too short ({len(token)} characters; "
                                   f"at least {MIN_TOKEN_LENGTH}): controls are off until it "
-                                  "is replaced (install.sh makes a random one)")
+                                  "is replaced")
             log.error("%s", self.token_problem)
             self._refused, token = token, None
         self.token = token
