@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dark", action="store_true", help="the dark theme")
     parser.add_argument("--all", action="store_true",
                         help="light and dark, named screenshot-SIZE-THEME.png")
+    parser.add_argument("--full", action="store_true",
+                        help="the whole page, not only the screen (for a review)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
                     for theme in themes:
                         for size, options in SIZES.items():
                             path = args.out / _name(size, theme, args.all)
-                            _shoot(browser, pillow, options, theme, path)
+                            _shoot(browser, pillow, options, theme, path, args.full)
                             print(f"{path}")
                 finally:
                     browser.close()
@@ -89,7 +91,7 @@ def _name(size: str, theme: str, every: bool) -> str:
     return "screenshot.png" if size == "desktop" else "screenshot-phone.png"
 
 
-def _shoot(browser, pillow, options: dict, theme: str, path: Path) -> None:
+def _shoot(browser, pillow, options: dict, theme: str, path: Path, full: bool) -> None:
     # bypass_csp: the waits below are scripts of ours, which the page's policy forbids.
     context = browser.new_context(color_scheme=theme, bypass_csp=True, **options)
     try:
@@ -103,8 +105,8 @@ def _shoot(browser, pillow, options: dict, theme: str, path: Path) -> None:
         # Near the top of the hug's breath, so the picture shows it glowing.
         page.wait_for_function("""() => {
             const seen = window.pillowPage.seenColours().filter(Boolean);
-            return seen.length && Math.max(...seen.map((c) => Math.max(...c))) >= 190; }""")
-        page.screenshot(path=str(path))
+            return seen.length && Math.max(...seen.map((c) => Math.max(...c))) >= 205; }""")
+        page.screenshot(path=str(path), full_page=full)
     finally:
         context.close()
 

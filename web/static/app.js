@@ -104,7 +104,10 @@ function draw() {
   const seen = view.leds.map((_, i) => asSeen(view.frame, i));
   // Glows first, then every core on top, so a neighbour's glow never tints a core.
   ctx.save();
-  ctx.globalCompositeOperation = "lighter";
+  // Light adds up on a dark cloud; on a white one adding changes nothing (it is
+  // already full), so the glow is painted over it instead.
+  ctx.globalCompositeOperation = matchMedia("(prefers-color-scheme: dark)").matches
+    ? "lighter" : "source-over";
   view.leds.forEach(([x, y], i) => {
     const led = seen[i];
     if (!led) return;
