@@ -28,7 +28,7 @@ def make_run_command() -> list[str]:
     """What `make run` runs, as make itself says (`make -n`), without its set-up steps."""
     assert any(line.split("#")[0].split() == ["make", "run"] for line in readme_lines()), \
         "README no longer says to type `make run`"
-    shown = subprocess.run(["make", "-n", "-s", "run"], cwd=ROOT, capture_output=True,
+    shown = subprocess.run(["make", "-n", "-s", "run", "PORT=0"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout
     (line,) = [line for line in shown.splitlines() if re.search(r"\bpillowd run\b", line)]
     return shlex.split(line)

@@ -3,7 +3,7 @@
 Run by hand from a checkout after `make test-deps` (it needs Chromium and Playwright),
 not in CI:
 
-    .venv/bin/python tools/screenshots.py                  # docs/screenshot.png, docs/screenshot-phone.png
+    .venv/bin/python tools/screenshots.py       # docs/screenshot.png and docs/screenshot-phone.png
     .venv/bin/python tools/screenshots.py --out /tmp/shots --dark --all
 
 It starts a real `pillowd run` on the shipped config.toml (its own state directory, a
