@@ -9,14 +9,30 @@ VENDOR := web/static/vendor/socket.io.min.js
 # mosquitto (and its mosquitto_passwd) as the MQTT broker Home Assistant would use.
 TEST_APT := chromium libsystemd-dev pkg-config shellcheck systemd python3-venv mosquitto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# `make run PORT=8081`: the status page on another port, config.toml untouched.
+# Only from make's command line: a $PORT some other tool exported is not ours.
+RUN_PORT := $(if $(filter command line,$(origin PORT)),$(PORT))
+RUN_ARGS := --config config.toml --state-dir .state $(if $(RUN_PORT),--port $(RUN_PORT))
+# pip's own chatter (setuptools' "Editable installation" banner) goes to a log,
+# shown only when pip fails: `make run` prints the page's address, not pip's notes.
+PIP_LOG := $(VENV)/pip.log
+QUIET_PIP = >$(PIP_LOG) 2>&1 || { tail -n 30 $(PIP_LOG) >&2; exit 1; }
 
-.PHONY: run demo test test-deps bench clean vendor
+.PHONY: run demo try-pair test test-deps bench clean vendor
 
+# The checkout's pillowd finds the same config and .state by itself, so
+# `.venv/bin/pillowd send hug` reaches this pillow (pillowd/checkout.py).
 run: $(VENDOR) $(BIN)/pillowd
-	$(BIN)/pillowd run --config config.toml --state-dir .state
+	@echo "$(BIN)/pillowd run $(RUN_ARGS)"
+	@$(BIN)/pillowd run $(RUN_ARGS)
 
 demo: $(VENDOR) $(BIN)/pillowd
-	$(BIN)/pillowd run --config config.toml --state-dir .state --demo
+	@echo "$(BIN)/pillowd run $(RUN_ARGS) --demo"
+	@$(BIN)/pillowd run $(RUN_ARGS) --demo
+
+# Azurite and two paired pillows side by side (docs/pairing.md, "Try it on one machine").
+try-pair: $(VENDOR) $(BIN)/pillowd node_modules/.bin/azurite-queue
+	$(BIN)/python tools/try-pair.py $(if $(RUN_PORT),--port $(RUN_PORT))
 
 test: test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -27,11 +43,13 @@ $(VENV)/bin/python:
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "installing python3-venv"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@echo "$(BIN)/pip install -q --upgrade pip"
+	@$(BIN)/pip install -q --upgrade pip $(QUIET_PIP)
 
 # The vendored client first (setup.py's build hook would fetch it too).
 $(BIN)/pillowd: pyproject.toml setup.py | $(VENV)/bin/python $(VENDOR)
-	$(BIN)/pip install -q -e .
+	@echo "$(BIN)/pip install -q -e ."
+	@$(BIN)/pip install -q -e . $(QUIET_PIP)
 	@touch $@
 
 $(VENV)/.apt:
@@ -43,7 +61,8 @@ $(VENV)/.apt:
 	@mkdir -p $(VENV) && touch $@
 
 $(VENV)/.test-deps: pyproject.toml setup.py $(VENV)/.apt | $(VENV)/bin/python $(VENDOR)
-	$(BIN)/pip install -q -e ".[test,systemd,owner]"
+	@echo '$(BIN)/pip install -q -e ".[test,systemd,owner]"'
+	@$(BIN)/pip install -q -e ".[test,systemd,owner]" $(QUIET_PIP)
 	@touch $(BIN)/pillowd $@
 
 # The page's socket.io client: the npm archive pinned in package-lock.json, fetched

@@ -16,6 +16,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from . import __version__  # noqa: E402
+from .checkout import checkout_config, checkout_root, checkout_state_dir
 from .config import ConfigError, load, with_state_dir
 from .errors import PillowError
 from .history import iso
@@ -32,13 +33,25 @@ OWNER_KEY_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 QUEUE_URL_ENV = "PILLOWD_QUEUE_URL"
 
 
-def default_config(environ=os.environ) -> str:
-    """$PILLOWD_CONFIG, else /etc/pillowd/config.toml when it exists, else ./config.toml."""
+def default_config(environ=os.environ, checkout: Path | None = None) -> str:
+    """$PILLOWD_CONFIG, else the checkout's config.toml when pillowd runs from a
+    checkout (*checkout*), else /etc/pillowd/config.toml when it exists, else
+    ./config.toml."""
     if environ.get("PILLOWD_CONFIG"):
         return environ["PILLOWD_CONFIG"]
+    if checkout is not None:
+        return str(checkout_config(checkout))
     if Path(SYSTEM_CONFIG).exists():
         return SYSTEM_CONFIG
     return "config.toml"
+
+
+CONFIG_HELP = ("config file (default: $PILLOWD_CONFIG, else the checkout's config.toml "
+               f"when run from a checkout, else {SYSTEM_CONFIG} when it exists, else "
+               "./config.toml)")
+STATE_HELP = ("the pillow's state_dir, as given to run --state-dir (default: the "
+              "config's; a checkout's config.toml keeps it in the checkout's .state, "
+              "as make run does)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,9 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name, help):
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--config", metavar="PATH",
-                         help="config file (default: $PILLOWD_CONFIG, else "
-                              f"{SYSTEM_CONFIG} when it exists, else ./config.toml)")
+        sub.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
         return sub
 
     run = command("run", "run the daemon in the foreground until SIGTERM/SIGINT")
@@ -59,16 +70,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="also feed it a scene every few seconds")
     run.add_argument("--state-dir", metavar="DIR",
                      help="keep history and the local queue here instead of "
-                          "[pillow] state_dir")
+                          "[pillow] state_dir (a checkout's config.toml: its .state)")
+    run.add_argument("--port", type=_port, metavar="N",
+                     help="serve the status page on port N instead of [web] port "
+                          "(0: any free port)")
 
     send = commands.add_parser(
         "send", help="put one message on the configured queue and print its id",
         description="put one message on the configured queue, or on the queue an "
                     "invite URL names, and print the message's id")
     target = send.add_mutually_exclusive_group()
-    target.add_argument("--config", metavar="PATH",
-                        help="config file (default: $PILLOWD_CONFIG, else "
-                             f"{SYSTEM_CONFIG} when it exists, else ./config.toml)")
+    target.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     target.add_argument("--queue-url", metavar="URL",
                         help="send with a URL printed by pillowd invite instead; '-' "
                              "reads it from standard input (default: "
@@ -86,16 +98,14 @@ def _parser() -> argparse.ArgumentParser:
                       help="the message's id (default: a new UUID); printed on success")
     send.add_argument("--base64", action="store_true",
                       help="encode the body as Azure Functions and the portal do")
-    send.add_argument("--state-dir", metavar="DIR",
-                      help="the local queue's state_dir, as given to run --state-dir")
+    send.add_argument("--state-dir", metavar="DIR", help=STATE_HELP)
 
     command("check-config", "validate the config file")
 
     poison = command("poison", "inspect and empty the poison queue")
     poison.add_argument("action", choices=["list", "requeue", "purge"])
     poison.add_argument("id", nargs="?", help="with requeue: only this message")
-    poison.add_argument("--state-dir", metavar="DIR",
-                        help="the local queue's state_dir, as given to run --state-dir")
+    poison.add_argument("--state-dir", metavar="DIR", help=STATE_HELP)
 
     # These run on the owner's computer with the account key, never on a pillow.
     key_note = " (needs the account key in $AZURE_STORAGE_CONNECTION_STRING)"
@@ -154,6 +164,16 @@ def _days(text: str) -> int:
     return days
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, 0..65535, not {text!r}")
+    return port
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the command in *args*; returns the exit code."""
     options = _parser().parse_args(args)
@@ -166,14 +186,14 @@ def main(args: list[str] | None = None) -> int:
             url = _queue_url(options)
             if url is not None:
                 return _send(None, options, url)
-        path = options.config or default_config()
+        if options.command == "join":
+            # The installed service's config, wherever this pillowd runs from.
+            return _join(options.config or default_config(), options.folder)
+        checkout = checkout_root()
+        path = options.config or default_config(checkout=checkout)
         if options.command == "check-config":
             return _check_config(path)
-        if options.command == "join":
-            return _join(path, options.folder)
-        settings = load(path)
-        if getattr(options, "state_dir", None):
-            settings = with_state_dir(settings, options.state_dir)
+        settings = _settings(load(path), options, checkout)
         if options.command == "run":
             from .daemon import run
             return run(settings, demo=options.demo)
@@ -187,6 +207,55 @@ def main(args: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 1
+
+
+def _settings(settings: Settings, options, checkout: Path | None) -> Settings:
+    """*settings* with --state-dir and --port; a checkout's config.toml keeps its
+    state in the checkout's .state (where `make run` runs its pillow), not in the
+    installed pillow's /var/lib/pillowd."""
+    from dataclasses import replace
+
+    state_dir = getattr(options, "state_dir", None) or checkout_state_dir(
+        checkout, settings.source, settings.pillow.state_dir)
+    if state_dir:
+        settings = with_state_dir(settings, str(state_dir))
+    if getattr(options, "port", None) is not None:
+        settings = replace(settings, web=replace(settings.web, port=options.port))
+    return settings
+
+
+def _opened_local_queue(settings: Settings) -> None:
+    """Refuses, naming the folder, a local queue no pillow has opened: a send there
+    would wait for a pillow that is not looking (and would make the folder, as the
+    user running it: root's, under sudo)."""
+    if settings.queue.backend != "local":
+        return
+    folder = Path(settings.pillow.state_dir)
+    try:
+        opened = (folder / "queue.sqlite3").is_file()
+    except PermissionError:
+        raise QueueError(f"the local queue in {folder} is not yours to open (permission "
+                         "denied): it is the installed pillow's; use sudo") from None
+    if not opened:
+        why = "no such folder" if not folder.exists() else "no queue.sqlite3 in it"
+        raise QueueError(
+            f"no pillow has opened the local queue in {folder} ({why}): "
+            "start the pillow first (make run, or pillowd run), or give the "
+            "--state-dir it runs with")
+
+
+def _owner_key_first(settings: Settings, environ=os.environ) -> Settings:
+    """For send and poison: the account key, when set, over the pillow's own tokens.
+    A pillow (pillowd run) uses the tokens its sas_file names, key or no key; the
+    owner, with the key in the environment and a copy of the pillow's config, needs
+    the key: the tokens may not add to the pillow's own queue."""
+    from dataclasses import replace
+
+    q = settings.queue
+    if q.backend == "azure" and q.sas_file and q.connection_string_env and \
+            environ.get(q.connection_string_env, "").strip():
+        return replace(settings, queue=replace(q, sas_file=""))
+    return settings
 
 
 def _setup_logging(debug: bool) -> None:
@@ -267,16 +336,12 @@ def _send(settings: Settings | None, options, queue_url: str | None = None) -> i
     # The message's ttl is enforced by the pillow, which records it as expired;
     # a queue-side time-to-live would make it vanish with no outcome at all.
     if settings is None:
-        from .queues.azure import queue_from_url
-        logging.getLogger("azure").setLevel(logging.WARNING)  # as the daemon does
-        queue = queue_from_url(queue_url)
-        try:
-            queue.put(body)
-        finally:
-            queue.account.close()
+        _send_with_invite(queue_url, body)
     else:
         from .daemon import open_queues
-        queues = open_queues(settings)
+        _opened_local_queue(settings)
+        _quiet_credential_log()
+        queues = open_queues(_owner_key_first(settings))
         try:
             if getattr(getattr(queues.main, "account", None), "per_queue_tokens", False):
                 # A pillow's own tokens may not add to its own queue (pillowd pair).
@@ -290,6 +355,29 @@ def _send(settings: Settings | None, options, queue_url: str | None = None) -> i
             queues.close()
     print(fields["id"])
     return 0
+
+
+# What a friend reads when the invite's token is refused: Azure answers a revoked
+# and an expired invite alike (403 AuthenticationFailed), and neither is theirs to mend.
+INVITE_REFUSED = "this invite no longer works; ask for a new one"
+
+
+def _send_with_invite(queue_url: str, body: str) -> None:
+    from .queues.azure import queue_from_url
+    logging.getLogger("azure").setLevel(logging.WARNING)  # as the daemon does
+    queue = queue_from_url(queue_url)
+    try:
+        queue.put(body)
+    except QueueAuthError:
+        raise QueueAuthError(f"{INVITE_REFUSED} (queue {queue.name!r} refused its "
+                             "token: revoked, expired, or not copied whole)") from None
+    finally:
+        queue.account.close()
+
+
+def _quiet_credential_log() -> None:
+    """The daemon logs which credential it chose; a one-shot command keeps quiet."""
+    logging.getLogger("pillowd.queues.azure").setLevel(logging.WARNING)
 
 
 def _any_scene(scene) -> Settings:
@@ -388,7 +476,9 @@ def _invite(account, options, environ=os.environ) -> None:
 def _poison(settings: Settings, options) -> int:
     from .daemon import open_queues
 
-    queues = open_queues(settings)
+    _opened_local_queue(settings)
+    _quiet_credential_log()
+    queues = open_queues(_owner_key_first(settings))
     # A pillow's own tokens (pillowd pair's) may not add to its own queue, nor
     # clear one: that is for the owner, with the account key.
     key_hint = (f"run it with the account's connection string in "

@@ -141,6 +141,7 @@ def _open_azure_queues(settings: Settings, environ) -> Queues:
     except BaseException:
         account.close()
         raise
+    account.log_choice()   # which kind of credential, never the secret
     return Queues(main, poison, outbound, [account.close])
 
 
@@ -465,7 +466,9 @@ class Daemon:
             pillow_name=settings.pillow.name, version=__version__,
             page_url=page_url_for_others(settings.web.host, self.url),
             scenes=list(settings.scenes), controls=self.controls,
-            snapshot=self.pillow.snapshot,
+            snapshot=self.pillow.snapshot, hugs=self.hugs,
+            partners=self.hugs.partners, discovery=m.discovery,
+            hw_version=mqtt.hardware_model(settings.hardware.backend),
             on_status=lambda status: self.pillow.section_changed("mqtt", status),
             marker=self._mqtt_marker)
         self.pillow.section_changed("mqtt", ha.status)
@@ -585,6 +588,18 @@ class _Watch:
         self.run, self.stop = actuators.watch, actuators.stop
 
 
+def _announce(daemon: "Daemon", settings: Settings) -> None:
+    """After the status page's line: every other address it opens at, and whether
+    its controls are on (pillowd.addresses)."""
+    from .addresses import controls_line, page_urls
+
+    for other in page_urls(settings.web.host, daemon.url)[1:]:
+        print(f"pillowd: also at {other}", flush=True)
+    print("pillowd: " + controls_line(daemon.page.token, daemon.policy.token_problem,
+                                      settings.web.control_token_env,
+                                      daemon.notifier.enabled), flush=True)
+
+
 def run(settings: Settings, *, demo: bool = False, environ=os.environ) -> int:
     """Runs the daemon in the foreground until SIGTERM or SIGINT."""
     # Before anything is opened or any thread starts (threads inherit the mask):
@@ -605,6 +620,7 @@ def run(settings: Settings, *, demo: bool = False, environ=os.environ) -> int:
             if token and sys.stdout.isatty():
                 url += f"?token={token}"  # a person at a terminal, never a log file
             print(f"pillowd: status page at {url}", flush=True)
+            _announce(daemon, settings)
             signum = signal.sigwait(signals)
             log.info("stopping (%s)", signal.Signals(signum).name)
         finally:

@@ -28,6 +28,10 @@ class HugNotKept(PillowError, OSError):
     """A hug event could not be written to the outbox: it will not be sent."""
 
 
+class UnknownPartner(PillowError, ValueError):
+    """A press asked for one partner this pillow has no queue for."""
+
+
 class Outbox:
     """Hug events and receipts for the partners' queues, kept in SQLite until each
     queue took them. It only delivers: what they mean is the Conversation's.
@@ -436,9 +440,14 @@ class Conversation:
 
     # -- what this pillow does ---------------------------------------------------
 
-    def press(self, source: str = "button", ident: str | None = None) -> dict:
-        """The hug event for a press now, kept for the partners; the night's
-        messages count as seen. Raises HugNotKept when it cannot be kept."""
+    def press(self, source: str = "button", *, to: str | None = None,
+              text: str | None = None, ident: str | None = None) -> dict:
+        """The hug event for a press now, kept for the partners (or only for the
+        partner pillow *to*), carrying *text* when given (checked by the caller
+        under the message rules), under the id *ident* when given (the press's own
+        history row); the night's messages count as seen. Raises HugNotKept when it
+        cannot be kept, UnknownPartner for a *to* without a queue."""
+        queues = self.queues_for(to)
         # One press at a time, from the target it answers to last_sent (the button's
         # thread and the page's at once): last_sent is always the hug kept last,
         # and no receipt finds it unknown. (The outbox calls no conversation from add.)
@@ -451,11 +460,13 @@ class Conversation:
                      "id": ident or str(uuid.uuid4()),
                      "sent_at": _iso(now), "ttl": self.ttl, "event": "hug",
                      "pillow": self.name, "reply_to": reply_to}
+            if text:
+                event["text"] = text
             if self.family is not None:
                 event = self.family.signed(event)
             if self.outbox is not None:
                 try:
-                    self.outbox.add(event)
+                    self.outbox.add(event, to=queues)
                 except sqlite3.Error as err:  # disk full, state_dir gone: say so, once
                     raise HugNotKept(f"the hug event could not be kept in "
                                      f"{self.outbox.path}: {err}") from None
@@ -466,14 +477,25 @@ class Conversation:
             if self.outbox is not None:
                 self.last_sent = {"id": event["id"], "at": event["sent_at"],
                                   "partners": {p: _partner_entry() for p in
-                                               self.outbox.partners.values()}}
+                                               self.outbox.partners.values()
+                                               if to is None or p == to}}
             self.while_quiet = []
         self._save()
-        log.info("hug %s (%s)%s", event["id"], source,
+        log.info("hug %s (%s)%s%s", event["id"], source,
+                 f" to {to}" if to else "",
                  f", answering {reply_to['id']}" if reply_to else "")
         self._tell("pressed", self.name, None)
         self.report()
         return event
+
+    def queues_for(self, to: str | None) -> list[str] | None:
+        """The outbox queues a press *to* one partner pillow goes to (None: all)."""
+        if to is None:
+            return None
+        if to not in self.partners:
+            known = ", ".join(sorted(self.partners)) or "none"
+            raise UnknownPartner(f"no partner named {to!r} (partners: {known})")
+        return [self.partners[to]]
 
     def seen(self) -> None:
         """The owner has seen what came in quiet hours (POST /api/seen, a press)."""
@@ -557,8 +579,16 @@ class Hugs:
         self._play = play
         self.presses = 0
 
-    def pressed(self, source: str = "button") -> str:
-        """Play the press here and send the hug event; returns the event's id."""
+    @property
+    def partners(self) -> list[str]:
+        """The partner pillows a press may go to alone (pressed(to=...))."""
+        return sorted(self.conversation.partners)
+
+    def pressed(self, source: str = "button", *, to: str | None = None,
+                text: str | None = None) -> str:
+        """Play the press here and send the hug event (to every partner, or only
+        to the partner pillow *to*, with *text* if given); returns the event's id."""
+        self.conversation.queues_for(to)  # an unknown partner plays nothing
         self.presses += 1
         # The press's history row has the event's id: the partners' receipts name it
         # ("of"), and the page shows "delivered" on that row.
@@ -567,7 +597,7 @@ class Hugs:
             self._play({"scene": self.scene, "id": ident}, source)
         except Exception as err:  # the event still goes: the hug was felt
             log.warning("could not play the %r scene: %s", self.scene, err)
-        return self.conversation.press(source, ident)["id"]
+        return self.conversation.press(source, to=to, text=text, ident=ident)["id"]
 
     def seen(self) -> None:
         self.conversation.seen()

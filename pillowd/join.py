@@ -9,6 +9,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -79,9 +80,11 @@ def settings_with(config: Path, folder: Folder) -> Settings:
     return settings
 
 
-def check_tokens(settings: Settings, folder: Folder) -> list[str]:
-    """Checks each token of *folder* against Azure as the service will use it;
-    returns the queues checked. Errors name the queue, never the token."""
+def check_tokens(settings: Settings, folder: Folder,
+                 notes: Callable[[str], None] = lambda line: None) -> list[str]:
+    """Checks each token of *folder* against Azure for what the service will do with
+    it; returns the queues checked. Errors name the queue and what its token cannot
+    do, never the token; *notes* hears what works but should be mended."""
     from .queues.azure import AzureAccount
 
     source = str(folder.path / SAS_FILE)
@@ -91,10 +94,10 @@ def check_tokens(settings: Settings, folder: Folder) -> list[str]:
         raise JoinError(f"{source} is not valid TOML ({err})") from None
     if TOKENS_ENTRY in data:
         FamilyKey.from_text(str(data[TOKENS_ENTRY]))  # FamilyKeyError says what is wrong
-    own = [settings.queue.name, settings.poison_name]
-    queues = [*own, *settings.outbound_names]
+    roles = {settings.queue.name: OWN, settings.poison_name: POISON,
+             **{name: PARTNER for name in settings.outbound_names}}
     tokens = {}
-    for queue in queues:
+    for queue in roles:
         token = data.get(queue)
         if not isinstance(token, str) or not token.strip():
             raise JoinError(f"{source} has no token for queue {queue!r}: pair this "
@@ -102,20 +105,103 @@ def check_tokens(settings: Settings, folder: Folder) -> list[str]:
         tokens[queue] = token.strip().lstrip("?")
     account = AzureAccount.from_tokens(settings.queue.account_url, tokens, source=source)
     try:
-        for name in queues:
-            queue = account.queue(name)
-            # Its properties: a wrong or revoked token, or a deleted queue, is refused,
-            # while a partner's add-only token passes (AuthorizationPermissionMismatch).
-            queue.create()
-            if name in own:
-                queue.peek(1)  # what the service reads with, without taking a message
+        for name, role in roles.items():
+            TokenProbe(account, name, role).check(notes)
     except PillowError as err:
-        raise JoinError(f"{err} (a policy made by pillowd pair less than 30 s ago may "
-                        "not be in force yet: try again in a minute)"
-                        if "refused" in str(err) else str(err)) from None
+        raise JoinError(f"{err} (a policy made or changed by pillowd pair less than "
+                        "30 s ago may not be in force yet: try again in a minute)"
+                        if "refused" in str(err) or "does not allow" in str(err)
+                        else str(err)) from None
     finally:
         account.close()
-    return queues
+    return list(roles)
+
+
+# -- what each token must do ---------------------------------------------------------
+# Each token is tried for each permission the pillow uses it for (pillowd pair's
+# OWN_QUEUE, OWN_POISON and PARTNER_QUEUE): Azure answers a request its token does
+# not allow with 403 AuthorizationPermissionMismatch before it looks at anything
+# else. Asking only for the queue's properties (which needs read) passed a
+# partner's add-only token and an own token without process alike.
+OWN, POISON, PARTNER = "its own queue", "its poison queue", "a partner's queue"
+NEEDS = {OWN: ("read", "process"), POISON: ("read", "add", "process"),
+         PARTNER: ("add",)}
+WHY = {"read": "see its messages", "add": "send to it", "process": "take messages off it"}
+# An add is tried with a real message, as nothing else proves it: one that cannot
+# play. It is invisible for all of its life but the last second (Azure wants the
+# visibility timeout below the time to live), and says it was sent in 2000 with a
+# ttl of 1 s, so a pillow that takes it in that second records it expired and plays
+# nothing. On the poison queue it is deleted at once (which tries process); on a
+# partner's queue, where the token may only add, it expires PROBE_TTL s later.
+PROBE_TTL = 5
+# A message that cannot exist: deleting it tries process, updating it update,
+# and Azure answers MessageNotFound once the token may.
+NO_MESSAGE = ("00000000-0000-0000-0000-000000000000", "AgAAAAMAAAAAAAAAAAAAAAAAAAA=")
+
+
+def probe_body() -> str:
+    """The body of an add probe: a message every pillow reads as long expired."""
+    return json.dumps({"scene": "idle", "from": "pillowd join",
+                       "id": f"join-check-{uuid.uuid4()}",
+                       "sent_at": "2000-01-01T00:00:00Z", "ttl": 1})
+
+
+class TokenProbe:
+    """One queue's token, tried for what its *role* needs, leaving nothing to play."""
+
+    def __init__(self, account, name: str, role: str):
+        self.account = account
+        self.name = name
+        self.role = role
+        self.client = account.client(name)
+        self.source = f"{account.source}: the token for queue {name!r}"
+
+    def check(self, notes: Callable[[str], None]) -> None:
+        needs = NEEDS[self.role]
+        if "read" in needs:
+            self._try("read", lambda: self.client.peek_messages(max_messages=1))
+        sent = None
+        if "add" in needs:
+            sent = self._try("add", lambda: self.client.send_message(
+                probe_body(), visibility_timeout=PROBE_TTL - 1, time_to_live=PROBE_TTL))
+        if "process" in needs:
+            message = (sent.id, sent.pop_receipt) if sent is not None else NO_MESSAGE
+            self._try("process", lambda: self.client.delete_message(*message),
+                      absent_ok=sent is None)
+        if self.role == OWN and not self._allows(lambda: self.client.update_message(
+                *NO_MESSAGE, visibility_timeout=0)):
+            notes(f"the token for queue {self.name!r} cannot give back a message it "
+                  "took (update; tokens of an older pillowd pair): it works, and a rerun "
+                  "of pillowd pair upgrades it")
+
+    def _try(self, permission: str, operation, *, absent_ok: bool = False):
+        from azure.core.exceptions import AzureError
+
+        from .queues.azure import error_code
+        try:
+            return operation()
+        except (AzureError, OSError) as err:
+            code = error_code(err)
+            if absent_ok and code in ("MessageNotFound", "PopReceiptMismatch"):
+                return None  # allowed: Azure went on to look for the message
+            if code == "AuthorizationPermissionMismatch":
+                raise JoinError(
+                    f"{self.source} does not allow {permission}, which the pillow needs "
+                    f"to {WHY[permission]} ({self.role} needs "
+                    f"{'+'.join(NEEDS[self.role])}): pair this pillow again "
+                    "(pillowd pair) and copy its folder") from None
+            raise self.account.error(err, f"checking queue {self.name!r}",
+                                     self.source) from None
+
+    def _allows(self, operation) -> bool:
+        from azure.core.exceptions import AzureError
+
+        from .queues.azure import error_code
+        try:
+            operation()
+        except (AzureError, OSError) as err:
+            return error_code(err) != "AuthorizationPermissionMismatch"
+        return True
 
 
 class Service:
@@ -158,9 +244,22 @@ class Service:
         return self._call("is-active", "--quiet", self.unit).returncode == 0
 
 
-def wait_healthy(port: int, timeout: float = READY_SECONDS) -> str | None:
-    """None once the page's /healthz says ok, else the last reason it gave."""
-    url = f"http://127.0.0.1:{port}/healthz"
+def local_url(host: str, port: int) -> str:
+    """The page's address on this machine: the address it is bound to ([web] host),
+    or, bound to every address, the loopback of that family."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:  # an IPv6 address, its zone (fe80::1%eth0) escaped as a URL wants
+        host = f"[{host.replace('%', '%25')}]"
+    return f"http://{host}:{port}/"
+
+
+def health_url(host: str, port: int) -> str:
+    """Where join asks the page whether it is well: where it listens."""
+    return f"{local_url(host, port)}healthz"
+
+
+def wait_healthy(url: str, timeout: float = READY_SECONDS) -> str | None:
+    """None once the page's /healthz at *url* says ok, else the last reason it gave."""
     deadline = time.monotonic() + timeout
     why = "no answer"
     while time.monotonic() < deadline:
@@ -173,7 +272,7 @@ def wait_healthy(port: int, timeout: float = READY_SECONDS) -> str | None:
             except ValueError:
                 why = f"HTTP {err.code}"
         except OSError as err:
-            why = str(getattr(err, "reason", err))
+            why = f"{url}: {getattr(err, 'reason', err)}"
         time.sleep(1)  # the service is polled from outside: nothing to wait on here
     return why
 
@@ -192,7 +291,7 @@ def join(folder_path: str | Path, config: str | Path, *, service: Service,
     why_not = service.present()
     if why_not and "not running" not in why_not:
         raise JoinError(why_not)
-    checked = check_tokens(settings, folder)
+    checked = check_tokens(settings, folder, notes=say)
     say(f"tokens accepted by {settings.queue.account_url.rstrip('/')} for "
         f"{', '.join(checked)}")
     files = Files({config.parent / DROP_IN_DIR / DROP_IN: (folder.keys, 0o644),
@@ -201,7 +300,7 @@ def join(folder_path: str | Path, config: str | Path, *, service: Service,
     say(f"installed {config.parent / DROP_IN_DIR / DROP_IN} and "
         f"{config.parent / SAS_FILE} (root only; the service's credential azure-queue-sas)")
     address = page_url_for_others(settings.web.host,
-                                  f"http://127.0.0.1:{settings.web.port}/")
+                                  local_url(settings.web.host, settings.web.port))
     if why_not:
         say(f"{why_not}: pillowd will run as {settings.pillow.name!r} when the system "
             f"boots with systemd ({address})")
@@ -214,8 +313,14 @@ def join(folder_path: str | Path, config: str | Path, *, service: Service,
         raise JoinError(f"{service.unit} did not start as {settings.pillow.name!r} "
                         f"({failed}; see journalctl -u pillowd -b); the previous setup "
                         f"is back{'' if again is None else ' but did not start either'}")
-    why = healthy(settings.web.port)
+    why = healthy(health_url(settings.web.host, settings.web.port))
     if why:
-        raise JoinError(f"{service.unit} started but its page is not healthy: {why} "
-                        "(see journalctl -u pillowd -b)")
+        # Started, but not well on the new setup: the previous one comes back, as
+        # for a failed start (what stays is a pillow that worked before join).
+        files.undo()
+        again = service.restart()
+        raise JoinError(f"{service.unit} started as {settings.pillow.name!r} but its "
+                        f"page is not healthy: {why} (see journalctl -u pillowd -b); "
+                        f"the previous setup is back"
+                        f"{'' if again is None else ' but did not start either'}")
     return address

@@ -119,6 +119,12 @@ def _text(value, name: str, limit: int, lines: bool = False) -> str:
     return value
 
 
+def check_text(value) -> str:
+    """*value* if it may be a message's ``text`` (at most MAX_TEXT characters, line
+    breaks but no other control character); else Rejection says why."""
+    return _text(value, "text", MAX_TEXT, lines=True)
+
+
 def _number(value, name: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Rejection(f"{name} must be a number, not {type(value).__name__}")

@@ -100,12 +100,32 @@ def history():
 @bp.get("/healthz")
 def healthz():
     health = parts().health
-    reasons, notes = health.reasons(), health.notes()
+    reasons = health.reasons()
+    # Private: /healthz answers without the token, so its notes name nothing (no
+    # partner, queue or refusal); the page tells whoever holds the token.
+    notes = _nameless_notes(health) if parts().policy.private else health.notes()
     if reasons:
         return jsonify({"status": "unhealthy", "reasons": reasons,
                         **({"notes": notes} if notes else {})}), 503
     # Troubles no restart would mend (a partner's queue refusing): said, not 503.
     return jsonify({"status": "ok", **({"notes": notes} if notes else {})})
+
+
+def _nameless_notes(health) -> list[str]:
+    """How many troubles each source of notes has, in words that name nothing."""
+    notes = []
+    for source, read in health.notes_from.items():
+        found = len(read())
+        if not found:
+            continue
+        if source == "outbox":
+            notes.append(f"hugs to {found} partner{'s' if found > 1 else ''} are not "
+                         "delivered yet (the page says more, to whoever holds its "
+                         "control token)")
+        else:
+            notes.append(f"{source}: {found} trouble{'s' if found > 1 else ''} (the page "
+                         "says more, to whoever holds its control token)")
+    return notes
 
 
 @bp.get("/metrics")

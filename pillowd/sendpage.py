@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
@@ -27,7 +28,6 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
 MAX_CORS_RULES = 5
 # A phone asks again at most once an hour before a hug (Chromium caps it at 2 h).
 CORS_MAX_AGE = 3600
-OWNER_EXTRA = "pip install 'pillowd[owner]'"
 
 
 class PageError(PillowError, ValueError):
@@ -38,8 +38,9 @@ def _blob_sdk():
     try:
         import azure.storage.blob as blob
     except ImportError:
+        from .checkout import install_line  # pillowd is not on PyPI: a line that works
         raise PageError("invite --page needs azure-storage-blob on this computer (never "
-                        f"on a pillow): {OWNER_EXTRA}") from None
+                        f"on a pillow): {install_line('owner')}") from None
     return blob
 
 
@@ -70,6 +71,35 @@ def _same_rule(rule, origin: str) -> bool:
         and items(rule.allowed_headers) == {"content-type"}
 
 
+# index.html holds this where `publish` writes the account's queue endpoint: the
+# page's Content-Security-Policy lets it connect there alone, and its script takes a
+# link's queue only from there. The files are static and shared by every link of
+# the account, so the account (not the link, nor the site's host name) is what can
+# be written into them; a meta policy is read once, before any script runs.
+ENDPOINT_MARK = b"{{queue_endpoint}}"
+
+
+def queue_endpoint(account_url: str) -> str:
+    """The account's queue endpoint as a CSP source and a URL prefix
+    (https://ACCOUNT.queue.core.windows.net/), or PageError."""
+    parts = urlsplit(account_url)
+    path = parts.path.rstrip("/") + "/"
+    # Nothing a policy or an HTML attribute would read as more than one address.
+    if parts.scheme not in ("https", "http") or not parts.netloc or "@" in parts.netloc \
+            or not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", parts.netloc) \
+            or not re.fullmatch(r"[A-Za-z0-9._~/-]*", path):
+        raise PageError(f"the Queue service's address {parts.scheme}://{parts.netloc} "
+                        "cannot be written into the send page's policy")
+    return f"{parts.scheme}://{parts.netloc.lower()}{path}"
+
+
+def page_file(path: Path, endpoint: str) -> bytes:
+    """A page file as uploaded: index.html with the account's queue endpoint in it."""
+    data = path.read_bytes()
+    return data.replace(ENDPOINT_MARK, endpoint.encode("ascii")) \
+        if path.name == "index.html" else data
+
+
 class SendPage:
     """The send page on one storage account's static website, and the Queue
     service's CORS rule that lets that site's pages POST a hug.
@@ -83,6 +113,7 @@ class SendPage:
         self.blobs = blobs
         self.account = account
         self.origin = origin
+        self.endpoint = queue_endpoint(account.service.url.split("?", 1)[0])
         self._site_metadata = site_metadata  # None: no $web container yet
         self._cors = cors
         self._static_website = static_website
@@ -173,7 +204,7 @@ class SendPage:
             for path in sorted(PAGE_FILES.iterdir()):
                 if path.suffix not in CONTENT_TYPES:
                     continue
-                data = path.read_bytes()
+                data = page_file(path, self.endpoint)
                 md5 = hashlib.md5(data).digest()
                 name = f"{FOLDER}/{path.name}"
                 if held.get(name) is not None and bytes(held[name]) == md5:

@@ -275,6 +275,8 @@ class MqttSettings:
     ca_file: str = _key("", _absolute)
     discovery_prefix: str = _key("homeassistant", lambda v: _non_empty(v) or _topic(v))
     topic: str = _key("", _topic)      # "" means "pillowd/<pillow name>"
+    # One device config (Home Assistant 2024.12 and later) or one per entity.
+    discovery: str = _key("device", _one_of("device", "entities"))
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,7 @@ def test_port_taken_is_one_line_error(make_config, pillow_env):
 def test_send_puts_base64_when_asked(make_config, pillow_env, queues):
     from conftest import run_cli
     config = make_config()
+    queues(config)  # opened, as a pillow would: send refuses a queue nobody opened
     run_cli("send", "hug", "--base64", "--text", "hé", "--config", str(config),
             env=pillow_env)
     (message,) = queues(config).main.peek()

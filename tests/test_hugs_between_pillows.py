@@ -37,9 +37,12 @@ def pair(azurite, owner, prefix, tmp_path, bare_env):
     with_family_key(out, ["alice", "bob"])
     started = []
 
-    def start(name: str, extra: str = "") -> PillowProcess:
+    def start(name: str, extra: str = "", private: bool = False) -> PillowProcess:
         config = pillow_config(out / name, tmp_path / name)
-        config.write_text(config.read_text() + HUGGED + extra)
+        text = config.read_text() + HUGGED + extra
+        if private:
+            text = text.replace("[web]\n", "[web]\nprivate = true\n", 1)
+        config.write_text(text)
         process = PillowProcess(config, {**bare_env, "PILLOWD_CONTROL_TOKEN": TOKEN})
         started.append(process)
         return process.start()
@@ -218,6 +221,26 @@ def test_a_hug_to_a_revoked_token_says_so_and_is_not_lost(pair, owner):
     pillowd(owner, "revoke", "alice")     # every token issued for alice is refused
     cannot_leave(alice, alice.state()["outbox"] and next(iter(
         alice.state()["outbox"]["partners"])), "refused the token")
+
+
+def test_a_private_pillows_healthz_names_no_partner(pair, owner, prefix):
+    # [web] private: /healthz answers without the token (systemd, join, a monitor),
+    # so it says that hugs are held back, but not to whom, on which queue, or why.
+    alice = pair("alice", private=True)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    pillowd(owner, "revoke", "alice")
+    hug(alice)
+    bobs_queue = f"{prefix}bob"
+    outbox = wait_for(lambda: (lambda o: o if bobs_queue in o["away"] else None)(
+        alice.get("/api/state", headers=auth).json()["outbox"]), timeout=20,
+        message="bob's queue away on alice")
+    assert "refused the token" in outbox["away"][bobs_queue]  # the page, with the token
+    health = alice.get("/healthz")
+    assert health.status_code == 200, health.text
+    (note,) = health.json()["notes"]
+    assert note.startswith("hugs to 1 partner are not delivered yet"), note
+    for secret in ("bob", prefix, "refused", "revoked"):
+        assert secret not in health.text, secret
 
 
 def test_a_hug_to_a_deleted_queue_says_so_and_goes_once_it_is_back(pair, azurite,

@@ -19,7 +19,7 @@ import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -304,6 +304,7 @@ def test_an_expired_or_revoked_link_says_so(azurite, websites, cors, owner, pref
         return state != "sent" and (state, words)
     state, words = wait_for(refused, timeout=40, interval=1, message="the revoked link")
     assert state == "revoked" and "this link was revoked" in words, words
+    assert page.evaluate("localStorage.getItem('pillowd-invite')") is None  # forgotten
 
     # Eight days on: erin's invite has expired at the queue and on the phone's clock.
     queue = azurite.service().get_queue_client(f"{prefix}alice")
@@ -322,6 +323,60 @@ def test_an_expired_or_revoked_link_says_so(azurite, websites, cors, owner, pref
     page = phone()
     page.goto(f"{site.origin}/hug/#to=alice&q=https%3A%2F%2Fcollect.example%2Fwords")
     assert page.is_visible("#no-invite") and not page.is_visible("button.send")
+
+
+def test_the_page_sends_to_its_own_accounts_queues_and_nowhere_else(
+        azurite, websites, cors, owner, prefix, tmp_path, phone):
+    pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path), "--prefix", prefix)
+    site, collector = websites(), websites()
+    url, link = pillowd(owner, "invite", "carol", "--to", "alice", "--prefix", prefix,
+                        "--page", "--page-url", site.origin).stdout.split()
+    page = phone()
+    page.goto(link)
+    # Its policy, written by invite --page: it connects to the account's queues alone.
+    policy = page.get_attribute('meta[http-equiv="Content-Security-Policy"]', "content")
+    assert f"connect-src {azurite.endpoint}/;" in policy
+    assert "default-src 'none'" in policy and "unsafe" not in policy
+    # Whatever runs on the page reaches nothing else.
+    reached = page.evaluate("url => fetch(url, {method: 'POST', body: 'words'})"
+                            ".then(() => 'reached', () => 'blocked')",
+                            f"{collector.origin}/collect")
+    assert reached == "blocked" and collector.paths == []
+    # Served from a site that is not *.web.core.windows.net (as here, or a custom
+    # domain), a link to another queue service shows no button and sends nothing.
+    elsewhere = url.replace(urlsplit(azurite.endpoint).netloc,
+                            urlsplit(collector.origin).netloc)
+    forged = link.replace(quote(url, safe=""), quote(elsewhere, safe=""))
+    assert forged != link
+    page = phone()
+    page.goto(forged)
+    assert page.is_visible("#no-invite") and not page.is_visible("button.send")
+    assert collector.paths == []
+    # The link itself still sends.
+    page = phone()
+    page.goto(link)
+    assert tap_and_read(page)[0] == "sent"
+
+
+def test_the_invite_is_kept_on_the_phone_only_until_it_expires(
+        azurite, websites, cors, owner, prefix, tmp_path, phone):
+    pillowd(owner, "pair", "alice", "bob", "--out", str(tmp_path), "--prefix", prefix)
+    site = websites()
+    url, link = pillowd(owner, "invite", "carol", "--to", "alice", "--prefix", prefix,
+                        "--page", "--page-url", site.origin).stdout.split()
+    page = phone()
+    page.goto(link)
+    kept = "localStorage.getItem('pillowd-invite')"
+    assert url in page.evaluate(kept)
+    # Opened again without the link (the home screen): it still knows where to send.
+    page.goto(f"{site.origin}/hug/")
+    assert page.is_visible("button.send")
+    # Eight days on, the seven-day invite is over: the phone holds its URL no longer,
+    # as every page of the static website ($web) could read it there.
+    page.clock.install(time=datetime.now(timezone.utc) + timedelta(days=8))
+    page.goto(f"{site.origin}/hug/")
+    assert page.is_visible("#no-invite") and not page.is_visible("button.send")
+    assert page.evaluate(kept) is None
 
 
 def test_what_a_friend_types_never_gets_the_hug_rejected(azurite, websites, cors, owner,
@@ -391,7 +446,8 @@ def test_without_the_owner_extra_invite_page_says_what_to_install(azurite, owner
         [sys.executable, "-c", without_blob, "invite", "hal", "--to", "alice", "--prefix",
          prefix, "--page", "--page-url", "https://pillows.z6.web.core.windows.net"],
         env=owner, capture_output=True, text=True, timeout=60)
-    one_line_error(result, "needs azure-storage-blob", "pip install 'pillowd[owner]'")
+    # pillowd is not on PyPI: the line installs the extra from this checkout.
+    one_line_error(result, "needs azure-storage-blob", "-m pip install -e ", "[owner]")
     assert "hal" not in policies(azurite, f"{prefix}alice")
     # Without --page the owner extra is not needed at all.
     result = subprocess.run(
@@ -419,3 +475,19 @@ def test_send_takes_the_messages_endpoint_and_the_bare_queue_url():
         with pytest.raises(PillowError) as err:
             queue_from_url(bad)
         assert why in str(err.value) and "sig" not in str(err.value)
+
+
+def test_the_page_is_written_for_its_accounts_queue_endpoint_alone():
+    from pillowd.sendpage import PAGE_FILES, PageError, page_file, queue_endpoint
+    assert queue_endpoint("https://ourpillows.queue.core.windows.net") == \
+        "https://ourpillows.queue.core.windows.net/"
+    assert queue_endpoint("http://127.0.0.1:10001/devstoreaccount1/") == \
+        "http://127.0.0.1:10001/devstoreaccount1/"
+    # Nothing that a policy or an attribute would read as more than one address.
+    for bad in ("https://a.example; connect-src *", "https://a.example/x y",
+                "https://a.example/\"><script>", "ftp://a.example/", "https://u@a.example/"):
+        with pytest.raises(PageError):
+            queue_endpoint(bad)
+    page = page_file(PAGE_FILES / "index.html", "https://ourpillows.queue.core.windows.net/")
+    assert b"{{" not in page
+    assert page.count(b"https://ourpillows.queue.core.windows.net/") == 2

@@ -3,6 +3,7 @@ each token is checked first, a bad one is named and nothing is half-installed.""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from azure.storage.queue import AccessPolicy
 
 from conftest import BASE_CONFIG, PillowProcess, run_cli
 from pillowd.join import JoinError, join
@@ -138,6 +140,75 @@ def test_a_refused_or_missing_token_is_named_and_nothing_is_installed(pi, fault,
     assert tree(config.parent) == before and supervisor.restarts == 0
 
 
+@pytest.mark.parametrize("queue, permission, lacks", [
+    ("bob", "r", "add"),            # a partner's token that cannot send
+    ("alice", "ru", "process"),     # its own token that cannot take messages off
+    ("alice-poison", "rp", "add"),  # its poison token that cannot set a message aside
+])
+def test_a_token_that_cannot_do_its_part_is_named_and_nothing_is_installed(
+        pi, prefix, azurite, queue, permission, lacks):  # noqa: F811
+    # Real tokens from pillowd pair; the owner narrows alice's stored access policy
+    # on one queue, as Azure enforces it (the token is the same signature).
+    config, folder, supervisor, _ = pi
+    name = f"{prefix}{queue}"
+    client = azurite.service().get_queue_client(name)
+    held = client.get_queue_access_policy()
+    held["alice"] = AccessPolicy(permission=permission, expiry=held["alice"].expiry)
+    client.set_queue_access_policy(held)
+    before = tree(config.parent)
+    with pytest.raises(JoinError) as err:
+        join(folder, config, service=supervisor, say=lambda line: None)
+    assert f"queue '{name}' does not allow {lacks}" in str(err.value)
+    assert "sig=" not in str(err.value)
+    assert tree(config.parent) == before and supervisor.restarts == 0
+    # Nothing was left where a pillow would see it.
+    for left in (f"{prefix}alice", f"{prefix}alice-poison", f"{prefix}bob"):
+        assert azurite.service().get_queue_client(left).peek_messages() == []
+
+
+def test_the_token_check_leaves_nothing_that_would_play(pi, prefix, azurite):  # noqa: F811
+    from datetime import datetime, timezone
+
+    from pillowd.config import parse
+    from pillowd.join import Folder, check_tokens, probe_body, settings_with
+    from pillowd.messages import decode
+    config, folder, _, _ = pi
+    said = []
+    checked = check_tokens(settings_with(config, Folder.read(folder)), Folder.read(folder),
+                           notes=said.append)
+    assert checked == [f"{prefix}alice", f"{prefix}alice-poison", f"{prefix}bob"]
+    assert said == []  # pair's tokens may do all the pillow does
+    service = azurite.service()
+    # The poison queue's probe was deleted at once; bob's queue shows nothing.
+    poison = service.get_queue_client(f"{prefix}alice-poison").get_queue_properties()
+    assert poison.approximate_message_count == 0
+    assert service.get_queue_client(f"{prefix}bob").peek_messages() == []
+    # Were bob to take the probe in the last second of its life, it is long expired.
+    command = decode(probe_body(), parse(BASE_CONFIG.format(state_dir="/nonexistent")))
+    assert command.scene.name == "idle" and command.ttl == 1
+    assert (datetime.now(timezone.utc) - command.sent_at).total_seconds() > 86400
+
+
+def test_join_asks_the_page_where_it_listens(pi):
+    # [web] host set to one address (a LAN address; here another loopback one): the
+    # page is not on 127.0.0.1, and join must not wait there for it.
+    config, folder, supervisor, port = pi
+    config.write_text(config.read_text().replace('host = "127.0.0.1"',
+                                                 'host = "127.0.0.2"'))
+    address = join(folder, config, service=supervisor, say=lambda line: None)
+    assert address == f"http://127.0.0.2:{port}/"
+    assert requests.get(f"{address}api/state", timeout=10).json()["pillow"] == "alice"
+
+
+def test_health_is_asked_where_the_page_listens():
+    from pillowd.join import health_url
+    assert health_url("192.168.1.20", 8080) == "http://192.168.1.20:8080/healthz"
+    assert health_url("0.0.0.0", 80) == "http://127.0.0.1:80/healthz"
+    assert health_url("::", 80) == "http://[::1]:80/healthz"
+    assert health_url("fe80::1%eth0", 80) == "http://[fe80::1%25eth0]:80/healthz"
+    assert health_url("pillow.local", 80) == "http://pillow.local:80/healthz"
+
+
 def test_a_failed_restart_puts_the_previous_setup_back(pi):
     config, folder, supervisor, port = pi
     dropin = config.parent / "config.d" / "50-pair.toml"
@@ -152,6 +223,27 @@ def test_a_failed_restart_puts_the_previous_setup_back(pi):
     assert "the previous setup is back" in str(err.value)
     assert tree(config.parent) == before
     assert not (config.parent / "queue-sas.toml").exists()
+
+
+def test_a_setup_that_starts_unhealthy_is_undone(pi):
+    # The folder asks for a Pi's LEDs on a machine that has none: the daemon starts
+    # (on mock LEDs, for the page to say why) but /healthz answers 503. join puts the
+    # previous setup back, as for a start that failed.
+    from pillowd.join import wait_healthy
+    config, folder, supervisor, port = pi
+    (folder / "queue.toml").write_text((folder / "queue.toml").read_text()
+                                       + '\n[hardware]\nbackend = "pi"\n')
+    (config.parent / "config.d").mkdir()  # drop-ins of its own may live there
+    before = tree(config.parent)
+    with pytest.raises(JoinError) as err:
+        join(folder, config, service=supervisor, say=lambda line: None,
+             healthy=functools.partial(wait_healthy, timeout=5))
+    assert "started as 'alice' but its page is not healthy" in str(err.value)
+    assert "needs a Raspberry Pi" in str(err.value)
+    assert "the previous setup is back" in str(err.value)
+    assert tree(config.parent) == before and supervisor.restarts == 2
+    state = requests.get(f"http://127.0.0.1:{port}/api/state", timeout=10).json()
+    assert state["pillow"] == "test-pillow"
 
 
 def test_join_on_the_command_line_is_one_line_for_a_wrong_folder(tmp_path):

@@ -25,7 +25,8 @@ PREFIX = "homeassistant"
 SCENES = ["idle", "hug", "glow"]  # conftest's BASE_CONFIG
 
 # Keys Home Assistant documents for MQTT discovery (integrations light.mqtt with
-# schema json, event.mqtt, sensor.mqtt, switch.mqtt), and the type of each we use.
+# schema json, event.mqtt, sensor.mqtt, switch.mqtt, button.mqtt, notify.mqtt,
+# binary_sensor.mqtt, device_trigger.mqtt), and the type of each we use.
 COMMON_KEYS = {"availability", "availability_mode", "availability_template",
                "availability_topic", "device", "enabled_by_default", "encoding",
                "entity_category", "icon", "json_attributes_template",
@@ -44,15 +45,28 @@ KEYS = {
     "switch": COMMON_KEYS | {"command_template", "command_topic", "device_class",
                              "optimistic", "payload_off", "payload_on", "retain",
                              "state_off", "state_on", "state_topic", "value_template"},
+    "button": COMMON_KEYS | {"command_template", "command_topic", "device_class",
+                             "payload_press", "retain"},
+    "notify": COMMON_KEYS | {"command_template", "command_topic", "retain"},
+    "binary_sensor": COMMON_KEYS | {"device_class", "expire_after", "force_update",
+                                    "off_delay", "payload_off", "payload_on",
+                                    "state_topic", "value_template"},
+    "device_automation": {"automation_type", "device", "origin", "payload", "qos",
+                          "subtype", "topic", "type", "value_template"},
 }
 REQUIRED = {"light": {"command_topic"}, "event": {"state_topic", "event_types"},
-            "sensor": {"state_topic"}, "switch": {"command_topic"}}
+            "sensor": {"state_topic"}, "switch": {"command_topic"},
+            "button": {"command_topic"}, "notify": {"command_topic"},
+            "binary_sensor": {"state_topic"},
+            "device_automation": {"automation_type", "device", "subtype", "topic",
+                                  "type"}}
 DEVICE_KEYS = {"configuration_url", "connections", "hw_version", "identifiers",
                "manufacturer", "model", "name", "serial_number", "suggested_area",
                "sw_version", "via_device"}
 COLOR_MODES = {"onoff", "brightness", "color_temp", "hs", "xy", "rgb", "rgbw", "rgbww",
                "white"}
-CONFIG_TOPIC = re.compile(rf"^{PREFIX}/(light|event|sensor|switch)/"
+CONFIG_TOPIC = re.compile(rf"^{PREFIX}/(light|event|sensor|switch|button|notify|"
+                          r"binary_sensor|device_automation)/"
                           r"(?:[A-Za-z0-9_-]+/)?[A-Za-z0-9_-]+/config$")
 
 
@@ -160,22 +174,30 @@ def light(payload: bytes) -> dict:
 
 # -- discovery ------------------------------------------------------------------
 
+ENTITIES = 'discovery = "entities"\n'   # one config per entity (before HA 2024.12)
+DEVICE_TOPIC = f"{PREFIX}/device/{NODE}/config"
+CONFIGS = 12  # light, event, 2 sensors, switch, button, notify, 3 triggers, 2 diagnostics
+
+
 def test_discovery_matches_home_assistants_documented_schema(mqtt_pillow, home_assistant,
                                                             broker):
-    proc = mqtt_pillow()
+    proc = mqtt_pillow(ENTITIES)
     ha = home_assistant()
-    configs = wait_for(lambda: len(ha.configs()) == 4 and ha.configs(),
-                       message="four discovery configs")
+    configs = wait_for(lambda: len(ha.configs()) == CONFIGS and ha.configs(),
+                       message="a discovery config per entity")
     page = proc.url
     kinds = {}
     for topic, config in configs.items():
         assert CONFIG_TOPIC.match(topic), topic
         kind = topic.split("/")[1]
-        kinds[kind] = config
+        kinds.setdefault(kind, config)
         assert set(config) <= KEYS[kind], f"{kind}: undocumented {set(config) - KEYS[kind]}"
         assert REQUIRED[kind] <= set(config), f"{kind}: missing {REQUIRED[kind] - set(config)}"
-        assert re.fullmatch(r"[A-Za-z0-9_-]+", config["unique_id"])
         device = config["device"]
+        assert device["identifiers"] == [NODE]
+        if kind == "device_automation":  # a trigger, not an entity: no id, no availability
+            continue
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", config["unique_id"])
         assert set(device) <= DEVICE_KEYS
         assert device["identifiers"] == [NODE] and device["name"] == NODE
         assert device["model"] == "Huggable Cloud Pillow"
@@ -188,8 +210,10 @@ def test_discovery_matches_home_assistants_documented_schema(mqtt_pillow, home_a
         for key in ("state_topic", "command_topic"):
             if key in config:
                 assert isinstance(config[key], str) and not set("+#") & set(config[key])
-    assert set(kinds) == {"light", "event", "sensor", "switch"}
-    assert len({c["unique_id"] for c in configs.values()}) == 4
+    assert set(kinds) == {"light", "event", "sensor", "switch", "button", "notify",
+                          "binary_sensor", "device_automation"}
+    assert len({c.get("unique_id") for c in configs.values()
+                if "unique_id" in c}) == CONFIGS - 3
 
     lamp = kinds["light"]
     assert lamp["schema"] == "json" and lamp["name"] is None  # the device's own name
@@ -200,7 +224,8 @@ def test_discovery_matches_home_assistants_documented_schema(mqtt_pillow, home_a
     assert lamp["supported_color_modes"] == ["rgb"] and lamp["color_mode"] is True
     assert lamp["effect"] is True and lamp["effect_list"] == proc.state()["scenes"] == SCENES
     hug = kinds["event"]
-    assert hug["event_types"] == ["pressed", "sent", "received", "returned", "delivered"]
+    assert hug["event_types"] == ["pressed", "sent", "received", "returned", "delivered",
+                                  "refused"]
     assert hug["state_topic"] == f"{TOPIC}/hug"
     switch = kinds["switch"]
     assert (switch["payload_on"], switch["payload_off"]) == ("ON", "OFF")
@@ -232,15 +257,12 @@ def test_discovery_matches_home_assistants_documented_schema(mqtt_pillow, home_a
 def test_configs_are_sent_again_when_home_assistant_comes_online(mqtt_pillow, home_assistant):
     mqtt_pillow()
     ha = home_assistant()
-    wait_for(lambda: len(ha.configs()) == 4, message="discovery")
-    light_topic = f"{PREFIX}/light/{NODE}/light/config"
-    before = len(ha.on(light_topic))
+    wait_for(lambda: set(ha.configs()) == {DEVICE_TOPIC}, message="discovery")
+    before = len(ha.on(DEVICE_TOPIC))
     ha.publish(f"{PREFIX}/status", "offline")  # ignored: only online means "restarted"
     ha.publish(f"{PREFIX}/status", "online")
-    ha.wait(light_topic, after=before)
-    wait_for(lambda: all(len(ha.on(t)) > 1 for t in ha.configs()),
-             message="every config again")
-    assert len(ha.on(light_topic)) == before + 1
+    ha.wait(DEVICE_TOPIC, after=before)
+    assert len(ha.on(DEVICE_TOPIC)) == before + 1
 
 
 # -- commands -------------------------------------------------------------------
@@ -375,7 +397,7 @@ def test_a_broker_restart_leaves_the_pillow_playing(mqtt_pillow, broker):
              timeout=20, message="back online")  # back-off 1, 2, 4 s...
     ha = HomeAssistantStandIn(broker.port)
     try:  # the new broker kept nothing: everything was published again
-        assert len(wait_for(lambda: len(ha.configs()) == 4 and ha.configs())) == 4
+        assert set(wait_for(lambda: ha.configs())) == {DEVICE_TOPIC}
         assert ha.wait(f"{TOPIC}/last_sender/state") == b"Bob"
     finally:
         ha.close()
@@ -419,7 +441,8 @@ def test_the_password_comes_from_the_systemd_credential(pillow, locked_broker, t
 def test_removing_the_mqtt_table_removes_the_device(mqtt_pillow, home_assistant, broker):
     proc = mqtt_pillow()
     ha = home_assistant()
-    configs = wait_for(lambda: len(ha.configs()) == 4 and ha.configs(), message="discovery")
+    configs = wait_for(lambda: ha.configs(), message="discovery")
+    assert set(configs) == {DEVICE_TOPIC}
     proc.stop()
     proc.config.write_text(proc.config.read_text().split("\n[mqtt]")[0])
     proc.start()
@@ -667,8 +690,8 @@ def test_a_renamed_pillow_removes_the_entities_of_its_old_name(broker, home_assi
     marker = tmp_path / "mqtt-entities.json"
     old = make(broker.port, lambda: SNAPSHOT, pillow_name="Old name", marker=marker)
     old.start()
-    old_configs = wait_for(lambda: len(ha.configs()) == 4 and set(ha.configs()),
-                           message="the old name's configs")
+    old_configs = wait_for(lambda: set(ha.configs()), message="the old name's config")
+    assert old_configs == {f"{PREFIX}/device/Old_name/config"}
     old.close()
     new = make(broker.port, lambda: SNAPSHOT, pillow_name="New name", marker=marker)
     new.start()
@@ -677,7 +700,7 @@ def test_a_renamed_pillow_removes_the_entities_of_its_old_name(broker, home_assi
             ha.wait(topic, lambda p: p == b"")
         assert {t.split("/")[2] for t in ha.configs()} == {"New_name"}
         assert set(retained(broker.port, f"{PREFIX}/#")) == set(ha.configs())
-        assert json.loads(marker.read_text())["topics"][:4] == list(ha.configs())
+        assert json.loads(marker.read_text())["topics"][:1] == list(ha.configs())
     finally:
         new.close()
 
@@ -705,10 +728,10 @@ def test_a_pillow_serving_every_address_links_by_its_name(make_config, pillow_en
     proc.start()
     try:
         ha = home_assistant()
-        lamp = json.loads(ha.wait(f"{PREFIX}/light/{NODE}/light/config"))
+        device = json.loads(ha.wait(DEVICE_TOPIC))["dev"]
         name = socket.gethostname()
         port = proc.url.rstrip("/").rsplit(":", 1)[1]
-        assert lamp["device"]["configuration_url"] == \
+        assert device["configuration_url"] == \
             f"http://{name if '.' in name else name + '.local'}:{port}/"
     finally:
         proc.stop()
@@ -826,7 +849,7 @@ def test_an_entity_is_one_class_the_device_publishes_and_commands(broker, home_a
     entities = [cls(topic, controls=controls, scenes=SCENES) for cls in (Scene, QuietSwitch)]
     device = Device(pillow_name="den", version="0.1.0", page_url="",
                     discovery_prefix=PREFIX, topic=topic, entities=entities,
-                    snapshot=lambda: snapshot)
+                    snapshot=lambda: snapshot, discovery="entities")
     connection = Connection(
         host="127.0.0.1", port=broker.port, username=None, password=None, tls=False,
         ca_file=None, client_id="pillowd-den", will=(device.availability_topic, "offline"),

@@ -62,5 +62,5 @@ def test_send_takes_the_invite_url_from_standard_input_or_the_environment(
     # The URL is never quoted back, from wherever it came.
     refused = run_cli("send", "hug", "--queue-url", "-", env=friend, check=False,
                       input=url.replace("sig=", "sig=A") + "\n")
-    line = one_line_error(refused, "the --queue-url")
+    line = one_line_error(refused, "this invite no longer works")
     assert url.split("sig=")[1][:10] not in line

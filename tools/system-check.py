@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """The system check: two pillows installed by install.sh, set up by `pillowd join`, hugging under a real systemd."""
 
-# Run as root from a checkout where `make test` has run (the owner's `pillowd pair`
-# comes from .venv, Azurite from node_modules):
+# Run as root, with the checkout's .venv, after `make test` (the owner's `pillowd
+# pair`, Azurite and the fault proxy of pillowd.testing come from there):
 #
-#     sudo python3 tools/system-check.py
+#     sudo .venv/bin/python tools/system-check.py
 #
 # It builds a Debian Bookworm root with mmdebstrap (cached), boots it with
 # systemd-nspawn and runs `sudo ./install.sh` in it exactly as docs/raspberry-pi.md
@@ -31,14 +30,15 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from pillowd.testing.azurite import ACCOUNT, Azurite
+from pillowd.testing.faultproxy import FaultProxy
 
 SRC = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("PILLOWD_SYSTEM_CACHE", "/var/tmp/pillowd-system"))
@@ -55,8 +55,6 @@ WATCHDOG_WINDOW = 120.0
 # Not what install.sh installs: a change here does not need a new installed root.
 NOT_INSTALLED = ("tests/", "bench/", ".ci/", "docs/", "tools/system-check.py",
                  "tools/arm64-check.sh", "README.md")
-ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
-               "K1SZFPTOtr/KBHBeksoGMGw==")  # Azurite's published development key
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 START = time.monotonic()
@@ -338,117 +336,6 @@ def network_up() -> None:
         run("ip", "-n", ns, "link", "set", "lo", "up")
 
 
-class Relay:
-    """Between the pillows and Azurite, on the bridge: passes every request on, and
-    can hold back one pillow's DELETEs, so that a message it has taken stays in its
-    hands until it is killed; it notes when each DELETE came, and from whom."""
-
-    def __init__(self, host: str, upstream_port: int):
-        self.upstream = (host, upstream_port)
-        self.server = socket.create_server((host, 0))
-        self.port = self.server.getsockname()[1]
-        self.hold_from: str | None = None
-        self.held = threading.Event()
-        self.released = threading.Event()
-        self.deletes: list[tuple[float, str, str]] = []  # (monotonic, client, path)
-        threading.Thread(target=self._accept, daemon=True, name="relay").start()
-
-    def hold_deletes(self, client: str) -> None:
-        self.held.clear()
-        self.released.clear()
-        self.hold_from = client
-
-    def release(self) -> None:
-        self.hold_from = None
-        self.released.set()  # the held connection is dropped, as by a dead process
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, address = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client, address[0]), daemon=True,
-                             name="relay-conn").start()
-
-    def _serve(self, client: socket.socket, peer: str) -> None:
-        upstream = socket.create_connection(self.upstream)
-        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True,
-                         name="relay-back").start()
-        buffer = b""
-        try:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    chunk = client.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                head, buffer = buffer.split(b"\r\n\r\n", 1)
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                while len(buffer) < length:
-                    chunk = client.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                body, buffer = buffer[:length], buffer[length:]
-                method, path = head.split(b" ")[:2]
-                if method == b"DELETE":
-                    self.deletes.append((time.monotonic(), peer, path.decode()))
-                    if peer == self.hold_from:
-                        self.held.set()
-                        self.released.wait()
-                        return
-                upstream.sendall(head + b"\r\n\r\n" + body)
-        except OSError:
-            pass
-        finally:
-            client.close()
-            upstream.close()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                sink.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.released.set()
-        self.server.close()
-
-
-def start_azurite(location: Path) -> tuple[subprocess.Popen, int]:
-    binary = SRC / "node_modules/.bin/azurite-queue"
-    if not binary.exists():
-        raise CheckFailed("node_modules/.bin/azurite-queue is missing: run `make test-deps`")
-    with socket.socket() as s:
-        s.bind((HOST_IP, 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "--queueHost", HOST_IP, "--queuePort", str(port), "--location",
-         location, "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=open(location.parent / "azurite.log", "w"))
-
-    def listening():
-        if proc.poll() is not None:
-            raise CheckFailed(f"Azurite exited {proc.returncode}")
-        with socket.create_connection((HOST_IP, port), timeout=1):
-            return True
-    wait_until("Azurite listening", listening, 60)
-    return proc, port
-
-
-def connection_string(port: int) -> str:
-    return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={ACCOUNT_KEY};QueueEndpoint=http://{HOST_IP}:{port}/devstoreaccount1;")
-
-
 # -- the pillows' pages ----------------------------------------------------------------
 
 def http(address: str, path: str, token: str | None = None, method: str = "GET"):
@@ -526,9 +413,12 @@ def check(run_dir: Path) -> None:
         installed = installed_root(base)
         with step("network: bridge, a namespace per pillow; Azurite on the bridge"):
             network_up()
-            azurite, port = start_azurite(run_dir / "azurite")
-            relay = Relay(HOST_IP, port)  # what the pillows and the owner reach
-            connection = connection_string(relay.port)
+            (run_dir / "azurite").mkdir()
+            with open(run_dir / "azurite.log", "w") as log:
+                azurite = Azurite(run_dir / "azurite", host=HOST_IP).start(60, stderr=log)
+            # What the pillows and the owner reach: it can hold one pillow's DELETEs.
+            relay = FaultProxy(azurite.port, HOST_IP, listen_host=HOST_IP)
+            connection = azurite.connection_string(relay.endpoint(f"/{ACCOUNT}"))
         with step("boot alice and bob (overlays of the installed root)"):
             for name in PILLOWS:
                 layer = run_dir / name
@@ -663,13 +553,14 @@ def check(run_dir: Path) -> None:
             before = state("bob")["last_hug"]
             # bob takes alice's hug and plays it; its DELETE is held here, so the
             # message is still in bob's hands when it is killed.
-            relay.hold_deletes(PILLOWS["bob"])
+            relay.hold("DELETE", PILLOWS["bob"])
             press("alice", tokens["alice"])
-            if not relay.held.wait(30):
+            if not relay.holding.wait(30):
                 raise CheckFailed("bob did not come to delete alice's hug within 30 s")
             held = state("bob")["last_hug"]
-            message = next(path for _, peer, path in reversed(relay.deletes)
-                           if peer == PILLOWS["bob"]).split("?")[0]
+            message = next(line for line, peer in zip(reversed(relay.lines),
+                                                      reversed(relay.peers))
+                           if peer == PILLOWS["bob"] and line.startswith("DELETE "))
             if held == before or held["from"] != "alice":
                 raise CheckFailed(f"bob took alice's hug but does not show it: {held}")
             killed = time.monotonic()
@@ -685,8 +576,9 @@ def check(run_dir: Path) -> None:
                 (h := state("bob")["last_hug"]) and h != before and h["from"] == "alice"
                 and time.monotonic()), 60, every=0.05)
             settled = wait_until("bob settles the message it held", lambda: next(
-                (when for when, peer, path in relay.deletes if peer == PILLOWS["bob"]
-                 and when > ready and path.split("?")[0] == message), None), 60, every=0.05)
+                (when for when, peer, line in zip(relay.times, relay.peers, relay.lines)
+                 if peer == PILLOWS["bob"] and when > ready and line == message), None),
+                60, every=0.05)
             figures.append(f"SIGKILL -> ready again: {ready - killed:.1f} s "
                            f"(RestartSec=10s); ready -> the hug that waited on the page: "
                            f"{seen - ready:.2f} s; ready -> the message it held settled: "
@@ -733,8 +625,7 @@ def check(run_dir: Path) -> None:
         if relay is not None:
             relay.close()
         if azurite is not None:
-            azurite.terminate()
-            azurite.wait(10)
+            azurite.stop()
         network_down()
 
 

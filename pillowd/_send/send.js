@@ -11,8 +11,11 @@ const MAX_TEXT = 280;  // the pillow's limit on a message's text (pillowd/messag
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]|\p{Cs}/gu;
 
 // The invite: {from, pillows: [{name, url, until}]}. The link carries it in the
-// fragment, which no request sends; it is kept on the phone so that the page opened
-// without it (from the home screen, offline) still knows where to send.
+// fragment, which no request sends. It is kept on the phone so that the page opened
+// without it (from the home screen, offline) still knows where to send, but only
+// until it expires: local storage is shared by every page of the static website
+// ($web), so each pillow's add-only URL is dropped once its `until` has passed (or
+// the queue said it expired or was revoked), and one without an `until` is never kept.
 function readInvite() {
   const params = new URLSearchParams(location.hash.slice(1));
   const names = params.getAll("to"), urls = params.getAll("q"), until = params.getAll("until");
@@ -23,25 +26,66 @@ function readInvite() {
         .filter((pillow) => acceptable(pillow.url)),
     };
     if (!invite.pillows.length) return null;
-    try { localStorage.setItem(STORE, JSON.stringify(invite)); } catch (e) { /* private mode */ }
-    return invite;
+    keep(invite);
+    return invite;  // all of it: a pillow past its date still says so when tapped
   }
-  try {
-    const kept = JSON.parse(localStorage.getItem(STORE) || "null");
-    if (kept && Array.isArray(kept.pillows) && kept.pillows.length) return kept;
-  } catch (e) { /* nothing usable kept */ }
-  return null;
+  let kept = null;
+  try { kept = JSON.parse(localStorage.getItem(STORE) || "null"); } catch (e) { /* unusable */ }
+  // What an earlier page kept for ever, or kept past its time, goes now.
+  return keep(kept && Array.isArray(kept.pillows) ? kept : {from: "", pillows: []});
 }
 
-// A link sends the friend's words where its q says. On Azure's own static website
-// (ACCOUNT.zNN.web.core.windows.net) only that account's queues are accepted, so a
-// link made by someone else cannot borrow this page to collect them.
+// Keeps on the phone the pillows of *invite* that have not expired, and nothing
+// once none is left; returns the invite with those alone, or null.
+function keep(invite) {
+  const live = invite.pillows.filter((p) => p && typeof p.url === "string"
+    && typeof p.name === "string" && acceptable(p.url) && unexpired(p));
+  const from = typeof invite.from === "string" ? invite.from : "";
+  try {
+    if (live.length) {
+      localStorage.setItem(STORE, JSON.stringify({from, pillows: live}));
+    } else {
+      localStorage.removeItem(STORE);
+    }
+  } catch (e) { /* private mode: nothing kept */ }
+  return live.length ? {from, pillows: live} : null;
+}
+
+function unexpired(pillow) {
+  const until = validUntil(pillow);
+  return until !== null && Date.now() < until.getTime();
+}
+
+// Forgets one pillow's URL on the phone: the queue refused it for good.
+function forget(pillow) {
+  let kept = null;
+  try { kept = JSON.parse(localStorage.getItem(STORE) || "null"); } catch (e) { /* unusable */ }
+  const pillows = kept && Array.isArray(kept.pillows) ? kept.pillows : [];
+  keep({from: kept && kept.from, pillows: pillows.filter((p) => p && p.url !== pillow.url)});
+}
+
+// The account's queue endpoint, written into the page by `pillowd invite --page`
+// (and into its Content-Security-Policy): a link's q must be one of its queues'
+// /messages, whatever site the page is served from, so a link made by someone else
+// cannot borrow this page to send the friend's words elsewhere.
+function queueEndpoint() {
+  const meta = document.querySelector('meta[name="pillowd-queue-endpoint"]');
+  try {
+    const endpoint = new URL(meta ? meta.content : "");
+    return /^https?:$/.test(endpoint.protocol) && endpoint.pathname.endsWith("/") ? endpoint : null;
+  } catch (e) {
+    return null;  // not published by invite --page: it sends nowhere
+  }
+}
+
 function acceptable(url) {
+  const endpoint = queueEndpoint();
   let target;
   try { target = new URL(url); } catch (e) { return false; }
-  if (!/^https?:$/.test(target.protocol) || !/\/messages$/.test(target.pathname)) return false;
-  const site = /^([a-z0-9]+)\.z\d+\.web\.core\.windows\.net$/.exec(location.hostname);
-  return !site || target.hostname === `${site[1]}.queue.core.windows.net`;
+  if (!endpoint || target.origin !== endpoint.origin || target.username || target.password
+      || !target.pathname.startsWith(endpoint.pathname)) return false;
+  return /^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\/messages$/
+    .test(target.pathname.slice(endpoint.pathname.length));
 }
 
 function titled(name) {
@@ -144,6 +188,7 @@ async function send(invite, pillow, button) {
     }
     const body = response.status === 201 ? "" : await response.text().catch(() => "");
     const [state, words] = explain(pillow, response.status, body);
+    if (state === "expired" || state === "revoked") forget(pillow);
     show(state, words);
   } finally {
     button.disabled = false;

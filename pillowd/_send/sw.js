@@ -3,7 +3,8 @@
 // Only this origin's GETs are handled: a hug's POST to the queue never passes here.
 "use strict";
 
-const CACHE = "pillowd-hug-1";
+// A new name with each version of the page: the old files (and their policy) go.
+const CACHE = "pillowd-hug-2";
 const FILES = ["index.html", "send.js", "send.css", "icon.svg"];
 
 self.addEventListener("install", (event) => {

@@ -17,7 +17,13 @@ def _binding():
     try:
         import _rpi_ws281x
     except ImportError:
-        raise HardwareError("rpi_ws281x is not installed: pip install rpi-ws281x") from None
+        import shlex
+        import sys
+        # Into the environment pillowd runs in (the checkout's .venv, or install.sh's),
+        # which a bare `pip` would miss; install.sh installs it on a Pi by itself.
+        raise HardwareError("rpi_ws281x is not installed: "
+                            f"{shlex.quote(sys.executable)} -m pip install rpi-ws281x "
+                            "(with sudo for an installed pillowd)") from None
     return _rpi_ws281x
 
 

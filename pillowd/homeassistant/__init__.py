@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .device import Device, slug
-from .entities import ENTITIES, HUG_EVENTS, HugEvent
+from .device import FORMS, Device, slug
+from .entities import ENTITIES, HUG_EVENTS, HugEvent, build
 from .published import Published, remove_entities
 from .transport import Connection, MqttError, login_from
 
 __all__ = ["HomeAssistant", "Connection", "Device", "MqttError", "login_from",
-           "remove_entities", "HUG_EVENTS"]
+           "remove_entities", "hardware_model", "ENTITIES", "FORMS", "HUG_EVENTS"]
 
 # Where a play comes from when no one sent it (Player's sources): the page, the
 # button, Home Assistant itself and the demo. Never someone's message.
@@ -32,20 +32,26 @@ class HomeAssistant:
                  password: str | None, tls: bool, ca_file: str | None,
                  discovery_prefix: str, topic: str, pillow_name: str, version: str,
                  page_url: str, scenes: list[str], controls,
-                 snapshot: Callable[[], dict],
+                 snapshot: Callable[[], dict], hugs=None,
+                 partners: list[str] = (), discovery: str = "device",
+                 hw_version: str = "mock",
                  on_status: Callable[[dict], None] | None = None,
                  marker: str | Path | None = None,
                  reconnect_seconds: tuple[float, float] = (1.0, 60.0)):
         node = slug(pillow_name)
         topic = (topic or f"pillowd/{node}").strip("/")
-        self.entities = [cls(topic, controls=controls, scenes=scenes) for cls in ENTITIES]
+        # hugs: the press (hugs.Hugs) the button and the message make; partners:
+        # the partner pillows a "Hug <name>" button and a delivered sensor are for.
+        self.entities = build(topic, sorted(partners), controls=controls, scenes=scenes,
+                              hugs=hugs, fire=self.hug)
         self._hug = next(e for e in self.entities if isinstance(e, HugEvent))
         published = Published(marker, host=host, port=port, tls=tls,
                               ca_file=ca_file or None) if marker else None
         self.device = Device(pillow_name=pillow_name, version=version, page_url=page_url,
                              discovery_prefix=discovery_prefix, topic=topic,
                              entities=self.entities, snapshot=snapshot,
-                             published=published)
+                             published=published, discovery=discovery,
+                             hw_version=hw_version)
         self.connection = Connection(
             host=host, port=port, username=username, password=password, tls=tls,
             ca_file=ca_file, client_id=f"pillowd-{node}",
@@ -95,9 +101,9 @@ class HomeAssistant:
         self.connection.poke()
 
     def hug(self, event_type: str, sender: str | None = None,
-            text: str | None = None) -> None:
+            text: str | None = None, reason: str | None = None) -> None:
         """Fire the ``hug`` event in Home Assistant (dropped while offline)."""
-        self._hug.fire(event_type, sender, text)
+        self._hug.fire(event_type, sender, text, reason)
         self.connection.poke()
 
     def played(self, command, outcome) -> None:
@@ -107,3 +113,15 @@ class HomeAssistant:
         if (outcome.sender and outcome.queue not in LOCAL_SOURCES
                 and not outcome.id.startswith("demo-")):
             self.hug("received", outcome.sender, command.text)
+
+
+def hardware_model(backend: str, path: str | Path = "/proc/device-tree/model") -> str:
+    """The device's hw_version: the Pi's model as its firmware names it, or
+    "mock" on the mock backend or a machine without one."""
+    if backend == "mock":
+        return "mock"
+    try:
+        model = Path(path).read_bytes().rstrip(b"\0").decode("utf-8", "replace").strip()
+    except OSError:
+        return "mock"
+    return model or "mock"

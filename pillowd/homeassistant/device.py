@@ -15,6 +15,10 @@ from .entities import Entity
 log = logging.getLogger(__name__)
 
 MODEL = "Huggable Cloud Pillow"
+MANUFACTURER = "pillowd"    # the project's name
+# [mqtt] discovery: one device config with its components (Home Assistant
+# 2024.12 and later), or one config per entity (before 2024.12).
+FORMS = ("device", "entities")
 # A malformed command is logged at most this often, with how many were hushed.
 LOG_EVERY_SECONDS = 10.0
 
@@ -35,8 +39,13 @@ class Device:
 
     def __init__(self, *, pillow_name: str, version: str, page_url: str,
                  discovery_prefix: str, topic: str, entities: list[Entity],
-                 snapshot: Callable[[], dict], published=None):
+                 snapshot: Callable[[], dict], published=None,
+                 discovery: str = "device", hw_version: str = "mock"):
+        if discovery not in FORMS:
+            raise ValueError(f"discovery must be one of {', '.join(FORMS)}, "
+                             f"not {discovery!r}")
         self.pillow_name, self.version, self.page_url = pillow_name, version, page_url
+        self.form, self.hw_version = discovery, hw_version
         self.node = slug(pillow_name)
         self.prefix = discovery_prefix.strip("/")
         self.topic = topic
@@ -62,19 +71,46 @@ class Device:
         return [*self.discovery(), self.availability_topic,
                 *(topic for entity in self.entities for topic in entity.retained)]
 
-    def discovery(self) -> dict[str, dict]:
-        """Home Assistant's discovery configs, by their (retained) topic."""
+    @property
+    def components(self) -> dict[str, str]:
+        """Each entity's (and device trigger's) object id and platform."""
+        return {e.key: e.component for e in self.entities}
+
+    def discovery(self, gone: dict[str, str] | None = None) -> dict[str, dict]:
+        """Home Assistant's discovery configs, by their (retained) topic: one
+        device config with every component (``discovery = "device"``), or one
+        per entity. *gone*: components an earlier run announced and this one
+        has not (a partner taken out), which the device config removes."""
         device = {"identifiers": [self.pillow_name], "name": self.pillow_name,
-                  "model": MODEL, "sw_version": self.version}
+                  "manufacturer": MANUFACTURER, "model": MODEL,
+                  "sw_version": self.version, "hw_version": self.hw_version}
+        origin = {"name": "pillowd", "sw_version": self.version}
         if self.page_url:
             device["configuration_url"] = self.page_url
-        common = {"device": device,
-                  "origin": {"name": "pillowd", "sw_version": self.version},
-                  "availability_topic": self.availability_topic,
-                  "payload_available": "online", "payload_not_available": "offline"}
-        return {f"{self.prefix}/{e.component}/{self.node}/{e.key}/config":
-                {**common, **e.config(), "unique_id": f"{self.node}_{e.key}"}
-                for e in self.entities}
+            # The pillow's own page, where its owner starts (no public project site).
+            origin["support_url"] = self.page_url
+        available = {"availability_topic": self.availability_topic,
+                     "payload_available": "online", "payload_not_available": "offline"}
+        if self.form == "device":
+            components = {key: {"p": platform} for key, platform in (gone or {}).items()}
+            for e in self.entities:
+                component = {"p": e.component, **e.config()}
+                if e.entity:
+                    component["unique_id"] = f"{self.node}_{e.key}"
+                components[e.key] = component
+            return {self.device_topic: {"dev": device, "o": origin, **available,
+                                        "cmps": components}}
+        configs = {}
+        for e in self.entities:
+            config = {"device": device, "origin": origin, **e.legacy_config()}
+            if e.entity:
+                config.update(available, unique_id=f"{self.node}_{e.key}")
+            configs[f"{self.prefix}/{e.component}/{self.node}/{e.key}/config"] = config
+        return configs
+
+    @property
+    def device_topic(self) -> str:
+        return f"{self.prefix}/device/{self.node}/config"
 
     # -- the transport's calls (its thread) ---------------------------------------
 
@@ -106,17 +142,21 @@ class Device:
         that differ from the last ones sent, then the events waiting."""
         if self._announce:
             self._announce = False
-            configs = self.discovery()
             retained = self.retained
+            gone = {}
             if self.published is not None:
+                # The other form's configs (discovery switched), an old name's:
+                # emptied before the new ones, so Home Assistant never shows the
+                # pillow twice nor refuses a unique_id the old config still holds.
                 for topic in self.published.stale(retained):
                     publish(topic, "", retain=True)
-            for topic, config in configs.items():
+                gone = self.published.gone(self.components)
+            for topic, config in self.discovery(gone).items():
                 publish(topic, json.dumps(config), retain=True)
             publish(self.availability_topic, "online", retain=True)
             self._sent.clear()  # Home Assistant gets every state again
             if self.published is not None:
-                self.published.remember(retained)
+                self.published.remember(retained, self.components)
         snapshot = self.snapshot()
         for entity in self.entities:
             for topic, payload in entity.states(snapshot).items():

@@ -7,14 +7,21 @@ import re
 from collections import deque
 from typing import Callable
 
-from ..messages import Rejection
+from ..errors import PillowError
+from ..messages import Rejection, check_text
 
 # A command bigger than this is not something Home Assistant sends.
 MAX_COMMAND = 4096
 # The hug event's types (SPEC "Home Assistant"): a press here, a partner's queue
 # took our hug, a message from someone played, a partner hugged back, a partner's
 # pillow played our hug (its receipt came).
-HUG_EVENTS = ("pressed", "sent", "received", "returned", "delivered")
+HUG_EVENTS = ("pressed", "sent", "received", "returned", "delivered", "refused")
+# `refused`: a message Home Assistant asked to send broke the text rules (its
+# `reason` says which); nothing was sent.
+# The hug event types offered as MQTT device triggers ("hug received", ...).
+TRIGGERS = ("received", "returned", "delivered")
+# What Home Assistant's button sends on a press (its default payload_press).
+PRESS = b"PRESS"
 
 
 class Entity:
@@ -33,11 +40,18 @@ class Entity:
     name: str | None = None
     icon = ""
     commands = False      # True: it has a command topic, `<topic>/<key>/set`
+    stateful = True       # False: no state topic (a button, a notify, a trigger)
+    diagnostic = False    # True: entity_category diagnostic (not on the dashboard)
+    per_partner = False   # True: one of it per partner pillow, made with *partner*
 
-    def __init__(self, topic: str, *, controls, scenes: list[str]):
+    def __init__(self, topic: str, *, controls, scenes: list[str], hugs=None,
+                 fire: Callable[..., None] | None = None, partner: str | None = None):
         self.topic = topic
-        self.controls = controls
+        self.controls = controls      # the page's calls (pillow.Controls)
         self.scenes = list(scenes)
+        self.hugs = hugs              # hugs.Hugs: a press, to all or to one partner
+        self.hug_event = fire         # hug_event(event_type, ..., reason=): fires the hug event
+        self.partner = partner
 
     @property
     def state_topic(self) -> str:
@@ -50,14 +64,27 @@ class Entity:
     @property
     def retained(self) -> list[str]:
         """The state topics it publishes retained (emptied when the device goes)."""
-        return [self.state_topic]
+        return [self.state_topic] if self.stateful else []
+
+    @property
+    def entity(self) -> bool:
+        """An entity of Home Assistant's (with a unique_id), not a device trigger."""
+        return True
 
     def config(self) -> dict:
         """Its discovery config, less what every entity of the device shares."""
-        config = {"name": self.name, "state_topic": self.state_topic, "icon": self.icon}
+        config = {"name": self.name, "icon": self.icon}
+        if self.stateful:
+            config["state_topic"] = self.state_topic
         if self.command_topic:
             config["command_topic"] = self.command_topic
+        if self.diagnostic:
+            config["entity_category"] = "diagnostic"
         return config
+
+    def legacy_config(self) -> dict:
+        """Its config in the per-entity form, for Home Assistant before 2024.12."""
+        return self.config()
 
     def states(self, snapshot: dict) -> dict[str, str | None]:
         """Its retained state payloads by topic (None: nothing to say yet)."""
@@ -90,12 +117,17 @@ class Light(Entity):
         self._restore = 1.0        # the dimmer for an ON after an OFF
 
     def config(self) -> dict:
+        # color_mode: Home Assistant before 2024.4 refuses supported_color_modes
+        # without it; 2025.3 and later log an ERROR for it. The device's
+        # per-entity form (discovery = "entities", for older ones) adds it.
         return {**super().config(), "schema": "json",
                 "brightness": True, "brightness_scale": 255,
-                # Home Assistant before 2024.4 refuses supported_color_modes
-                # without color_mode; later ones ignore it (with a warning).
-                "color_mode": True, "supported_color_modes": ["rgb"],
+                "supported_color_modes": ["rgb"],
                 "effect": True, "effect_list": self.scenes}
+
+    def legacy_config(self) -> dict:
+        """The config for Home Assistant before 2024.12 (per-entity discovery)."""
+        return {**self.config(), "color_mode": True}
 
     def states(self, snapshot: dict) -> dict[str, str | None]:
         dimmer = _dimmer(snapshot)
@@ -173,12 +205,14 @@ class HugEvent(Entity):
         return {**super().config(), "event_types": list(HUG_EVENTS)}
 
     def fire(self, event_type: str, sender: str | None = None,
-             text: str | None = None) -> None:
+             text: str | None = None, reason: str | None = None) -> None:
         if event_type not in HUG_EVENTS:
             raise ValueError(f"hug event type must be one of {', '.join(HUG_EVENTS)}, "
                              f"not {event_type!r}")
-        self._pending.append(json.dumps({"event_type": event_type, "from": sender,
-                                         "text": text}))
+        event = {"event_type": event_type, "from": sender, "text": text}
+        if reason is not None:
+            event["reason"] = reason
+        self._pending.append(json.dumps(event))
 
     def forget(self) -> None:
         self._pending.clear()
@@ -221,9 +255,196 @@ class QuietSwitch(Entity):
         self.controls.set_quiet(payload == b"ON")
 
 
+class SendHug(Entity):
+    """The "Hug" button: a press, exactly as the pillow's own button (signed, with
+    reply_to, last_sent and receipts), to every partner."""
+
+    component, key, name, icon, commands = "button", "send", "Hug", "mdi:hand-heart", True
+    stateful = False
+
+    def config(self) -> dict:
+        return {**super().config(), "payload_press": PRESS.decode()}
+
+    def command(self, payload: bytes, snapshot: Callable[[], dict]) -> None:
+        if payload != PRESS:
+            raise Rejection(f"the hug button takes {PRESS.decode()}, not {_short(payload)}")
+        _press(self.hugs, to=self.partner)
+
+
+class SendHugTo(SendHug):
+    """"Hug bob": a press that goes to one partner only (one button per partner)."""
+
+    per_partner = True
+
+    def __init__(self, topic: str, *, partner: str, **parts):
+        super().__init__(topic, partner=partner, **parts)
+        self.key = f"send_{_object_id(partner)}"
+        self.name = f"Hug {partner}"
+
+
+class Message(Entity):
+    """The "Message" notify entity: notify.send_message sends a hug carrying the
+    message as its text, under the rules for a message's `text`. A message that
+    breaks them is not sent: the reason is logged and fired as a `refused` hug
+    event."""
+
+    component, key, name, icon, commands = "notify", "message", "Message", \
+        "mdi:message-text", True
+    stateful = False
+
+    def command(self, payload: bytes, snapshot: Callable[[], dict]) -> None:
+        try:
+            if len(payload) > MAX_COMMAND:
+                raise Rejection(f"the message is {len(payload)} bytes; at most "
+                                f"{MAX_COMMAND}")
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Rejection("the message is not UTF-8 text") from None
+            check_text(text)
+        except Rejection as why:
+            if self.hug_event is not None:
+                self.hug_event("refused", reason=f"message not sent: {why}")
+            raise
+        _press(self.hugs, text=text or None)
+
+
+class QueueOnline(Entity):
+    """Whether the pillow's queue answers (a connectivity binary_sensor)."""
+
+    component, key, name, icon = "binary_sensor", "queue_online", "Queue", \
+        "mdi:cloud-check"
+    diagnostic = True
+
+    def config(self) -> dict:
+        return {**super().config(), "device_class": "connectivity",
+                "payload_on": "ON", "payload_off": "OFF"}
+
+    def states(self, snapshot: dict) -> dict[str, str | None]:
+        online = (snapshot.get("queue") or {}).get("online")
+        return {self.state_topic: None if online is None else ("ON" if online else "OFF")}
+
+
+class HugsWaiting(Entity):
+    """Hug events and receipts waiting to leave for a partner's queue."""
+
+    component, key, name, icon = "sensor", "hugs_waiting", "Hugs waiting to leave", \
+        "mdi:tray-full"
+    diagnostic = True
+
+    def config(self) -> dict:
+        return {**super().config(), "state_class": "measurement"}
+
+    def states(self, snapshot: dict) -> dict[str, str | None]:
+        pending = (snapshot.get("outbox") or {}).get("pending", 0)
+        return {self.state_topic: str(int(pending or 0))}
+
+
+class LedCurrent(Entity):
+    """The LEDs' estimated current, in mA (what the power limit works with)."""
+
+    component, key, name, icon = "sensor", "led_current", "LED current", "mdi:current-dc"
+    diagnostic = True
+
+    def config(self) -> dict:
+        return {**super().config(), "device_class": "current",
+                "unit_of_measurement": "mA", "state_class": "measurement"}
+
+    def states(self, snapshot: dict) -> dict[str, str | None]:
+        milliamps = (snapshot.get("leds") or {}).get("milliamps")
+        if not isinstance(milliamps, (int, float)) or isinstance(milliamps, bool):
+            return {self.state_topic: None}
+        return {self.state_topic: str(round(milliamps))}
+
+
+class LastDelivered(Entity):
+    """When the last hug to one partner played there (its receipt), a timestamp."""
+
+    component, icon = "sensor", "mdi:heart-circle"
+    diagnostic = True
+    per_partner = True
+
+    def __init__(self, topic: str, *, partner: str, **parts):
+        super().__init__(topic, partner=partner, **parts)
+        self.key = f"delivered_{_object_id(partner)}"
+        self.name = f"Last hug delivered to {partner}"
+        self._last: str | None = None  # kept while a newer hug is not delivered yet
+
+    def config(self) -> dict:
+        return {**super().config(), "device_class": "timestamp"}
+
+    def states(self, snapshot: dict) -> dict[str, str | None]:
+        partners = (snapshot.get("last_sent") or {}).get("partners") or {}
+        delivered = (partners.get(self.partner) or {}).get("delivered")
+        if isinstance(delivered, str) and delivered:
+            self._last = delivered
+        return {self.state_topic: self._last}
+
+
+class HugTrigger(Entity):
+    """An MQTT device trigger ("hug received" in the automation editor, under the
+    pillow) on the hug event's topic, for one event type."""
+
+    component, icon = "device_automation", ""
+    stateful = False
+    kind = ""
+
+    @property
+    def key(self) -> str:
+        return f"hug_{self.kind}"
+
+    @property
+    def entity(self) -> bool:
+        return False
+
+    def config(self) -> dict:
+        return {"automation_type": "trigger", "topic": f"{self.topic}/hug",
+                "type": self.kind, "subtype": "hug",
+                "value_template": "{{ value_json.event_type }}", "payload": self.kind}
+
+
+class HugReceived(HugTrigger):
+    kind = "received"
+
+
+class HugReturned(HugTrigger):
+    kind = "returned"
+
+
+class HugDelivered(HugTrigger):
+    kind = "delivered"
+
+
 # The device's entities, in the order Home Assistant lists them: a new entity is a
-# class above and its name here.
-ENTITIES = (Light, HugEvent, LastSender, QuietSwitch)
+# class above and its name here. A class with per_partner is made once per partner.
+ENTITIES = (Light, HugEvent, LastSender, QuietSwitch, SendHug, SendHugTo, Message,
+            HugReceived, HugReturned, HugDelivered, QueueOnline, HugsWaiting,
+            LedCurrent, LastDelivered)
+
+
+def build(topic: str, partners: list[str], **parts) -> list[Entity]:
+    """One of each entity in ENTITIES, and of each per-partner one per partner."""
+    made: list[Entity] = []
+    for cls in ENTITIES:
+        if cls.per_partner:
+            made += [cls(topic, partner=partner, **parts) for partner in partners]
+        else:
+            made.append(cls(topic, **parts))
+    return made
+
+
+def _press(hugs, *, to: str | None = None, text: str | None = None) -> None:
+    """A press from Home Assistant (source "mqtt"), as the pillow's button makes."""
+    if hugs is None:
+        raise Rejection("this pillow cannot send hugs")
+    try:
+        hugs.pressed("mqtt", to=to, text=text)
+    except PillowError as err:  # not kept (disk full), or no such partner
+        raise Rejection(str(err)) from None
+
+
+def _object_id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "partner"
 
 
 def _dimmer(snapshot: dict) -> float:

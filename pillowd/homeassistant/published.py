@@ -34,9 +34,22 @@ class Published:
         keep = set(topics)
         return [t for t in before["topics"] if isinstance(t, str) and t not in keep]
 
-    def remember(self, topics: list[str]) -> None:
+    def gone(self, components: dict[str, str]) -> dict[str, str]:
+        """The components ({object id: platform}) an earlier run announced on this
+        broker and *components* has not (a partner taken out): to be removed."""
+        before = read_marker(self.path)
+        if not before or (before["host"], before["port"]) != (self.host, self.port):
+            return {}
+        kept = before.get("components")
+        if not isinstance(kept, dict):
+            return {}
+        return {k: v for k, v in kept.items()
+                if isinstance(k, str) and isinstance(v, str) and k not in components}
+
+    def remember(self, topics: list[str], components: dict[str, str] | None = None) -> None:
         data = {"host": self.host, "port": self.port, "tls": self.tls,
-                "ca_file": self.ca_file, "topics": list(topics)}
+                "ca_file": self.ca_file, "topics": list(topics),
+                "components": dict(components or {})}
         try:
             files.write(self.path, json.dumps(data, indent=1))
         except OSError as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import socket
@@ -20,6 +21,8 @@ from .base import (MessageGone, QueueAuthError, QueueError, QueueMessage,
                    QueueUnavailable)
 from .tokens import SAS_CREDENTIAL, read_tokens, tokens_source  # noqa: F401
 from .tokens import credential as _credential
+
+log = logging.getLogger(__name__)
 
 # The SDK's own defaults (10 retries, 15 s apart, 60 s reads) would hide an outage
 # inside one poll for minutes. One quick retry absorbs a stale keep-alive connection;
@@ -87,9 +90,14 @@ class AzureAccount:
     """
 
     def __init__(self, service: QueueServiceClient | None, source: str,
-                 tokens: dict[str, str] | None = None, url: str | None = None):
+                 tokens: dict[str, str] | None = None, url: str | None = None,
+                 kind: str | None = None):
         self.service = service  # None with per-queue tokens: no account-wide credential
         self.source = source
+        # What sort of credential it is, for the log: never the secret itself.
+        self.kind = kind or ("per-queue SAS tokens" if tokens is not None
+                             else "the account key (a connection string)")
+        self.unused: str | None = None   # a credential there that was passed over
         self.url = url if service is None else service.url
         self.host = urlsplit(self.url).netloc if service is None else service.primary_hostname
         # {queue: SAS token} when each queue has its own (pillowd pair's); then no
@@ -113,14 +121,14 @@ class AzureAccount:
 
     @classmethod
     def from_url(cls, account_url: str, credential=None, *,
-                 source: str) -> "AzureAccount":
+                 source: str, kind: str | None = None) -> "AzureAccount":
         try:
             service = QueueServiceClient(account_url, credential=credential,
                                          **_client_options())
         except (ValueError, AzureError):
             raise QueueAuthError(f"azure: {source}: queue.account_url is not a usable "
                                  "account URL") from None
-        return cls(service, source)
+        return cls(service, source, kind=kind)
 
     @classmethod
     def from_tokens(cls, account_url: str, tokens: dict[str, str], *,
@@ -149,6 +157,13 @@ class AzureAccount:
                                  "is not usable") from None
         self._clients.append(client)  # each has its own connections to close
         return client
+
+    def log_choice(self) -> None:
+        """Logs the kind of credential in use and where it came from, never the
+        secret; the daemon calls it once its queues are checked, so that a refused
+        one is the start's one error line instead."""
+        log.info("azure credential: %s, from %s%s", self.kind, self.source,
+                 f"; {self.unused}" if self.unused else "")
 
     def close(self) -> None:
         for client in [*self._clients, *([self.service] if self.service else [])]:
@@ -302,16 +317,46 @@ CONNECTION_STRING_CREDENTIAL = "azure-storage-connection-string"
 
 def open_account(*, connection_string_env: str, account_url: str, sas_file: str = "",
                  config_dir: str | Path = ".", environ=os.environ) -> AzureAccount:
-    """The storage account from the first credential source that is there.
+    """The storage account from the first credential source that is there, and one
+    log line naming the kind of credential chosen (never the secret).
 
-    In order: the connection string in the env var *connection_string_env*, the
-    systemd credential azure-storage-connection-string, *account_url* with a SAS,
-    per-queue SAS tokens (the systemd credential azure-queue-sas, else *sas_file*,
-    relative to *config_dir*) with *account_url*, and last *account_url* with the
-    Azure identity chain. Each error names the source, never the secret.
+    A pillow whose config names a *sas_file* (pillowd pair's) runs on its per-queue
+    SAS tokens (the systemd credential azure-queue-sas, else *sas_file*, relative to
+    *config_dir*), even with an account key in the environment: a pillow started in
+    the owner's shell keeps the least privilege `pair` gave it. Otherwise, in order:
+    the connection string in the env var *connection_string_env*, the systemd
+    credential azure-storage-connection-string, *account_url* with a SAS, the
+    per-queue tokens of the credential azure-queue-sas, and last *account_url* with
+    the Azure identity chain. Each error names the source, never the secret.
     """
     env_name = connection_string_env
-    if env_name and environ.get(env_name, "").strip():
+    key_in_env = bool(env_name and environ.get(env_name, "").strip())
+    account = None
+    if sas_file:
+        account = _from_tokens(account_url, sas_file, config_dir, environ)
+    if account is None:
+        account = _first_source(env_name, key_in_env, account_url, sas_file, config_dir,
+                                environ)
+    if key_in_env and account.per_queue_tokens:
+        account.unused = f"${env_name} is set and not used: queue.sas_file names this " \
+                         "pillow's own tokens"
+    return account
+
+
+def _from_tokens(account_url, sas_file, config_dir, environ) -> AzureAccount | None:
+    tokens_text, source = tokens_source(sas_file, config_dir, environ)
+    if not tokens_text:
+        return None
+    if not account_url:
+        raise PillowError(f"azure: {source} need queue.account_url "
+                          "(https://ACCOUNT.queue.core.windows.net)")
+    return AzureAccount.from_tokens(account_url, read_tokens(tokens_text, source),
+                                    source=source)
+
+
+def _first_source(env_name, key_in_env, account_url, sas_file, config_dir,
+                  environ) -> AzureAccount:
+    if key_in_env:
         return AzureAccount.from_connection_string(
             environ[env_name], f"connection string from ${env_name}")
     text = _credential(environ, CONNECTION_STRING_CREDENTIAL)
@@ -320,23 +365,22 @@ def open_account(*, connection_string_env: str, account_url: str, sas_file: str 
             text, f"connection string from the systemd credential "
                   f"{CONNECTION_STRING_CREDENTIAL}")
     if account_url and urlsplit(account_url).query:
-        return AzureAccount.from_url(account_url, source="the SAS in queue.account_url")
-    tokens_text, source = tokens_source(sas_file, config_dir, environ)
-    if tokens_text:
-        if not account_url:
-            raise PillowError(f"azure: {source} need queue.account_url "
-                              "(https://ACCOUNT.queue.core.windows.net)")
-        return AzureAccount.from_tokens(account_url, read_tokens(tokens_text, source),
-                                        source=source)
+        return AzureAccount.from_url(account_url, source="the SAS in queue.account_url",
+                                     kind="an account SAS")
+    account = _from_tokens(account_url, sas_file, config_dir, environ)
+    if account is not None:
+        return account
     if account_url:
         try:
             from azure.identity import DefaultAzureCredential
         except ImportError:
+            from ..checkout import install_line
             raise PillowError("azure: queue.account_url has no SAS, and the Azure identity "
-                              "chain needs azure-identity: pip install 'pillowd[identity]'"
+                              "chain needs azure-identity: " + install_line("identity")
                               ) from None
         return AzureAccount.from_url(account_url, DefaultAzureCredential(),
-                                     source="the Azure identity chain for queue.account_url")
+                                     source="the Azure identity chain for queue.account_url",
+                                     kind="an Azure identity")
     raise PillowError(f"azure: no credentials: ${env_name or '(none)'} is not set, no "
                       f"systemd credential {CONNECTION_STRING_CREDENTIAL}, and "
                       "queue.account_url is empty")

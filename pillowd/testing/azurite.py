@@ -34,15 +34,17 @@ class Azurite:
 
     service_name = "queue"
 
-    def __init__(self, location: Path, port: int | None = None, binary: Path | None = None):
+    def __init__(self, location: Path, port: int | None = None, binary: Path | None = None,
+                 host: str = "127.0.0.1"):
         self.location = Path(location)
         self.binary = binary or find_azurite(_BIN.with_name(f"azurite-{self.service_name}"))
-        self.port = port or free_port()
+        self.host = host  # another address than loopback: containers on a bridge
+        self.port = port or free_port(host)
         self.proc: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+        return f"http://{self.host}:{self.port}/{ACCOUNT}"
 
     def connection_string(self, endpoint: str | None = None, key: str = KEY) -> str:
         """The connection string; *endpoint* points it elsewhere (a proxy in front)."""
@@ -66,17 +68,18 @@ class Azurite:
         from azure.storage.queue import QueueServiceClient
         return QueueServiceClient.from_connection_string(self.connection_string())
 
-    def start(self, timeout: float = 30) -> "Azurite":
+    def start(self, timeout: float = 30, stderr=subprocess.PIPE) -> "Azurite":
         if self.binary is None or not Path(self.binary).exists():
             raise FileNotFoundError(f"azurite-{self.service_name} is not in "
                                     f"{_BIN.parent.parent}: run `make test-deps`")
         self.location.mkdir(parents=True, exist_ok=True)
         kind = self.service_name
         self.proc = subprocess.Popen(
-            [str(self.binary), f"--{kind}Host", "127.0.0.1", f"--{kind}Port", str(self.port),
-             "--location", str(self.location), "--skipApiVersionCheck", "--silent"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        await_listening(self.proc, self.port, "azurite", timeout)
+            [str(self.binary), f"--{kind}Host", self.host, f"--{kind}Port", str(self.port),
+             "--location", str(self.location), "--skipApiVersionCheck",
+             "--disableTelemetry", "--silent"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        await_listening(self.proc, self.port, "azurite", timeout, host=self.host)
         return self
 
     def stop(self) -> None:
@@ -85,7 +88,7 @@ class Azurite:
         terminate(self.proc)
         self.proc = None
         deadline = time.monotonic() + 10
-        while answers(self.port) and time.monotonic() < deadline:
+        while answers(self.port, host=self.host) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     @property

@@ -8,7 +8,10 @@ from outside the client, and to make the server seem to throttle or fail:
     proxy.fail(None)                          # back to passing requests through
     proxy.refuse(True)                        # new and open connections are dropped
     proxy.hang(True)                          # requests are read, never answered
+    proxy.hold("DELETE", "10.0.0.2")          # that client's DELETEs taken, never passed on
+    proxy.release()                           # ... and their connections dropped
     proxy.requests, proxy.times               # what was asked, and when (monotonic)
+    proxy.lines, proxy.peers                  # "METHOD /path", and from which address
     proxy.close()
 
 It understands just enough HTTP/1.1 to find where each request ends (headers, then
@@ -27,12 +30,18 @@ _REASONS = {400: "Bad Request", 403: "Forbidden", 429: "Too Many Requests",
 
 
 class FaultProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1",
+                 listen_host: str = "127.0.0.1"):
         self.target = (target_host, target_port)
+        self.listen_host = listen_host
         self.requests = 0
         self.faulted = 0
         self.times: list[float] = []
         self.lines: list[str] = []       # "METHOD /path" of each request, no query
+        self.peers: list[str] = []       # the address each request came from
+        self._hold: tuple[str, str] | None = None  # (method, peer) taken, never passed on
+        self.holding = threading.Event()  # set once such a request has been taken
+        self._released = threading.Event()
         self._fault: tuple[int, str | None] | None = None
         self._refuse = False
         self._flowing = threading.Event()  # cleared while hanging; set again by close()
@@ -40,12 +49,12 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._sockets: set[socket.socket] = set()
-        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server = socket.create_server((listen_host, 0))
         self.port = self._server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True, name="faultproxy").start()
 
     def endpoint(self, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.listen_host}:{self.port}{path}"
 
     # -- what the test controls ----------------------------------------------------
 
@@ -67,15 +76,29 @@ class FaultProxy:
         else:
             self._flowing.set()
 
+    def hold(self, method: str, peer: str) -> None:
+        """Take every *method* request from the client at address *peer* and answer
+        none, as if it were still on its way (`holding` is set at the first), until
+        release() drops their connections, as a client killed meanwhile would see."""
+        self.holding.clear()
+        self._released.clear()
+        self._hold = (method, peer)
+
+    def release(self) -> None:
+        self._hold = None
+        self._released.set()
+
     def reset_counts(self) -> None:
         with self._lock:
             self.requests = self.faulted = 0
             self.times.clear()
             self.lines.clear()
+            self.peers.clear()
 
     def close(self) -> None:
         self._closed.set()
         self._flowing.set()  # held requests end with the proxy
+        self._released.set()
         self._server.close()
         self._drop_all()
 
@@ -111,16 +134,17 @@ class FaultProxy:
     def _accept(self) -> None:
         while not self._closed.is_set():
             try:
-                client, _ = self._server.accept()
+                client, address = self._server.accept()
             except OSError:
                 return
             if self._refuse:
                 client.close()
                 continue
             self._track(client)
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+            threading.Thread(target=self._serve, args=(client, address[0]),
+                             daemon=True).start()
 
-    def _serve(self, client: socket.socket) -> None:
+    def _serve(self, client: socket.socket, peer: str) -> None:
         upstream = None
         buffer = b""
         try:
@@ -148,7 +172,12 @@ class FaultProxy:
                     self.requests += 1
                     self.times.append(time.monotonic())
                     self.lines.append(f"{method} {target.split('?')[0].split(' ')[0]}")
+                    self.peers.append(peer)
                 if self._refuse:
+                    return
+                if self._hold == (method, peer):
+                    self.holding.set()
+                    self._released.wait()
                     return
                 self._flowing.wait()  # until the hang ends, or the proxy closes
                 if self._closed.is_set():

@@ -7,28 +7,28 @@ import subprocess
 import time
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def answers(port: int, timeout: float = 0.2) -> bool:
-    """Whether something accepts connections on 127.0.0.1:*port*."""
+def answers(port: int, timeout: float = 0.2, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections on *host*:*port*."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
 
 
 def await_listening(proc: subprocess.Popen, port: int, what: str,
-                    timeout: float) -> None:
+                    timeout: float, host: str = "127.0.0.1") -> None:
     """Return once *proc* listens on *port*; RuntimeError (with its stderr) if it
     exits first or does not listen within *timeout* (it is ended then)."""
     # A child process cannot tell us it is ready, so this one wait polls the port.
     deadline = time.monotonic() + timeout
-    while not answers(port):
+    while not answers(port, host=host):
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             raise RuntimeError(f"{what} exited {proc.returncode}: {err}")
