@@ -24,14 +24,17 @@ def readme_lines() -> list[str]:
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
 
 
-def make_run_command() -> list[str]:
-    """What `make run` runs, as make itself says (`make -n`), without its set-up steps."""
+def make_run_command(checkout) -> list[str]:
+    """What `make run` runs, as make itself says (`make -n`), without its set-up steps;
+    on a free port (make run PORT=0), so that tests may run side by side."""
     assert any(line.split("#")[0].split() == ["make", "run"] for line in readme_lines()), \
         "README no longer says to type `make run`"
-    shown = subprocess.run(["make", "-n", "-s", "run", "PORT=0"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout
-    (line,) = [line for line in shown.splitlines() if re.search(r"\bpillowd run\b", line)]
-    return shlex.split(line)
+    shown = subprocess.run(["make", "-n", "-s", "run", "PORT=0"], cwd=checkout,
+                           capture_output=True, text=True, check=True).stdout
+    commands = [shlex.split(line) for line in shown.splitlines()]
+    (command,) = [c for c in commands if len(c) > 1 and c[0].endswith("/pillowd")
+                  and c[1] == "run"]
+    return command
 
 
 def send_line() -> str:
@@ -39,24 +42,36 @@ def send_line() -> str:
     return next(line for line in readme_lines() if re.search(r"\bpillowd send\b", line))
 
 
+# What a fresh clone holds that the first steps use: the package, the page, the
+# config, and what `make run` looks at. Copied with their times, so make sees the
+# same up-to-date tree as here; the .venv is this checkout's.
+CLONE = ["Makefile", "README.md", "config.toml", "package-lock.json", "pyproject.toml",
+         "setup.py", "tools/socketio_client.py", "pillowd", "web"]
+
+
 @pytest.fixture
 def checkout(tmp_path):
-    """A place to run the first steps as a newcomer would in a fresh checkout: its
-    config.toml and .venv. The only change: a free port, so that tests may run side
-    by side (the page's address is read from what the pillow prints)."""
+    """A fresh checkout's first minutes, in a copy of this one: `make run` keeps its
+    state in the copy's .state and `pillowd send` finds it there, as in a clone."""
     folder = tmp_path / "pillowd"
-    folder.mkdir()
-    config = (ROOT / "config.toml").read_text()
-    (folder / "config.toml").write_text(re.sub(r"(?m)^port = \d+$", "port = 0", config))
-    if (ROOT / "config.d").is_dir():
-        shutil.copytree(ROOT / "config.d", folder / "config.d")
+    for name in CLONE:
+        source, target = ROOT / name, folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, copy_function=shutil.copy2,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
     (folder / ".venv").symlink_to(ROOT / ".venv")
     return folder
 
 
 def test_readme_first_steps_as_written(checkout, open_page):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PILLOWD_")}
-    command = make_run_command()
+    # The copy's pillowd, not the one the .venv was installed from: a checkout's
+    # pillowd finds its config.toml and .state beside its own package.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PILLOWD_")},
+           "PYTHONPATH": str(checkout)}
+    command = make_run_command(checkout)
     started = threading.Event()
     found, output = [], []
     run = subprocess.Popen(command, cwd=checkout, env=env, stdout=subprocess.PIPE,
@@ -81,6 +96,7 @@ def test_readme_first_steps_as_written(checkout, open_page):
         sent = subprocess.run(line, shell=True, cwd=checkout, env=env,
                               capture_output=True, text=True, timeout=60)
         assert sent.returncode == 0, f"{line}\n{sent.stdout}{sent.stderr}"
+        assert (checkout / ".state" / "queue.sqlite3").is_file()
         sender = re.search(r"--from (\S+)", line)
         if sender:
             page.wait_for_function(
