@@ -485,18 +485,18 @@ function describeActuator(name, value) {
 
 // -- the history: a conversation ----------------------------------------------------
 
-// Receipts seen so far, by the hug they answer: a receipt is shown on that hug as
-// "delivered ✓ 14:02", never as a row of its own.
-const receipts = new Map();
+// The receipts in the lists shown, by the hug they answer: a receipt is shown on
+// that hug as "delivered ✓ 14:02", never as a row of its own.
+let receipts = new Map();
 
 function renderHistory(list, items) {
-  for (const item of items) if (item.event === "receipt" && item.of) addReceipt(item);
+  receipts = new Map();
+  for (const item of [...((current && current.recent) || []), ...olderItems]) {
+    if (item.event !== "receipt" || !item.of) continue;
+    const had = receipts.get(item.of) || [];
+    if (!had.some((r) => r.id === item.id)) receipts.set(item.of, [...had, item]);
+  }
   list.replaceChildren(...items.filter((i) => i.event !== "receipt").map(outcomeItem));
-}
-
-function addReceipt(item) {
-  const had = receipts.get(item.of) || [];
-  if (!had.some((r) => r.id === item.id)) receipts.set(item.of, [...had, item]);
 }
 
 function outcomeItem(r) {
@@ -511,8 +511,7 @@ function outcomeItem(r) {
   who.textContent = r.from || (own ? "You" : "someone");
   const what = document.createElement("span");
   what.className = "what";
-  what.textContent = (r.scene ? (own ? `pressed ${r.scene}` : r.scene) : "a message") +
-    (r.reply ? " · hug back" : "");
+  what.textContent = own ? "sent a hug" : (r.scene || "a message") + (r.reply ? " · hug back" : "");
   head.append(who, " ", what);
   if (r.outcome !== "applied") {
     const pill = document.createElement("span");
