@@ -8,12 +8,12 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable
 
 from .history import History, HistoryError, Outcome, iso
-from .messages import Command, Rejection, claimed_id
+from .messages import Command, Rejection, claimed_id, claimed_sender
 from .player import Player
 from .queues import MessageGone, MessageQueue, QueueError, QueueMessage, QueueUnavailable
 
@@ -377,7 +377,9 @@ class Consumer:
                        sender=command.sender if command else None,
                        reason=reason, at=iso(self._wall()), queue=self.queue.name,
                        queue_message_id=message.id,
-                       event=command.event if command else None)
+                       event=command.event if command else None,
+                       text=command.text if command else None,
+                       of=command.of if command else None)
 
     def _settle(self, message: QueueMessage, outcome: Outcome,
                 command: Command | None = None, play: bool = False) -> None:
@@ -392,6 +394,8 @@ class Consumer:
         # Under the id its sender was told (`pillowd send` prints it), when readable.
         message_id = claimed_id(message.body) or message.id
         outcome = self._outcome(message_id, "rejected", command, message, reason=reason)
+        if outcome.sender is None:  # the page says who sent what could not play
+            outcome = replace(outcome, sender=claimed_sender(message.body))
         recorded = self.player.record(outcome)
         if recorded is not None:
             self._poison(message, recorded)

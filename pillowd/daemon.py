@@ -165,6 +165,19 @@ def page_url_for_others(host: str, url: str) -> str:
 TOKEN_CREDENTIAL = "control-token"
 
 
+def token_fix(settings: Settings, environ=os.environ) -> str:
+    """How to replace a control token too short to accept, for the way it was given."""
+    name = settings.web.control_token_env
+    if environ.get(name, "").strip():
+        return (f"Stop the pillow, set {name} to 16 characters or more, for example "
+                f"export {name}=$(python3 -c 'import secrets; "
+                f"print(secrets.token_urlsafe(16))'), and start it again.")
+    return ("Replace the systemd credential control-token with a longer one: "
+            "sudo rm /etc/pillowd/control-token && sudo ./install.sh "
+            "(it makes a random one), or write 16 characters or more into that file, "
+            "then sudo systemctl restart pillowd.")
+
+
 def control_token(settings: Settings, environ=os.environ) -> str | None:
     """The control token: $control_token_env, else the systemd credential."""
     token = environ.get(settings.web.control_token_env, "").strip()
@@ -341,9 +354,14 @@ class Daemon:
         web = settings.web
         self.policy = Policy(control_token(settings, environ),
                              allowed_hosts=web.allowed_hosts, private=web.private)
-        self.pillow.section_changed("web", {"controls": self.policy.token is not None,
-                                            "private": web.private,
-                                            "problem": self.policy.token_problem})
+        self.pillow.section_changed("web", {
+            "controls": self.policy.token is not None,
+            "private": web.private,
+            "problem": self.policy.token_problem,
+            "fix": token_fix(settings, environ) if self.policy.token_problem else None,
+            # The page's hug button says "Hug back" within this of a partner's hug.
+            "reply_window_seconds": button.reply_window_seconds,
+            "hug_scene": button.scene})
         self.broadcaster = Broadcaster(self.pillow, self.renderer, admit=self.policy.admit)
         self._loops += [("state push", "pillowd-state", self.broadcaster.states),
                         ("frame push", "pillowd-frames", self.broadcaster.frames)]

@@ -41,12 +41,23 @@ class Outcome:
     poisoned: bool = False  # rejected and safely copied to the poison queue
     event: str | None = None  # a pillow's own event ("hug"), from the message
     reply: bool = False     # it answers one of this pillow's recent hugs
+    text: str | None = None   # the message's words, so a superseded note can be read
+    of: str | None = None     # a receipt's: the id of the hug it answers
     seq: int = 0
 
     def as_json(self) -> dict:
-        return {"id": self.id, "outcome": self.outcome, "scene": self.scene,
+        item = {"id": self.id, "outcome": self.outcome, "scene": self.scene,
                 "from": self.sender, "reason": self.reason, "at": self.at,
                 "reply": self.reply}
+        # Only when the message had them (SPEC "Web": history items carry `text`; a
+        # receipt's carry "event": "receipt" and "of").
+        if self.text is not None:
+            item["text"] = self.text
+        if self.event is not None:
+            item["event"] = self.event
+        if self.of is not None:
+            item["of"] = self.of
+        return item
 
 
 _SCHEMA = """
@@ -60,7 +71,9 @@ CREATE TABLE IF NOT EXISTS outcomes (
     queue_message_id TEXT NOT NULL,
     poisoned INTEGER NOT NULL DEFAULT 0,
     event TEXT,
-    reply INTEGER NOT NULL DEFAULT 0
+    reply INTEGER NOT NULL DEFAULT 0,
+    text TEXT,
+    of_id TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS outcomes_delivery ON outcomes (queue, queue_message_id)
     WHERE queue_message_id != '';
@@ -75,16 +88,17 @@ CREATE TABLE IF NOT EXISTS held (
 """
 
 _COLUMNS = ("id, outcome, scene, sender, reason, at, queue, queue_message_id, poisoned,"
-            " event, reply, seq")
+            " event, reply, text, of_id, seq")
 # Columns added since the first history files: (name, its SQL), added by ALTER TABLE
 # to a file an older pillowd wrote, so an upgrade keeps every outcome.
-_ADDED = (("event", "event TEXT"), ("reply", "reply INTEGER NOT NULL DEFAULT 0"))
+_ADDED = (("event", "event TEXT"), ("reply", "reply INTEGER NOT NULL DEFAULT 0"),
+          ("text", "text TEXT"), ("of_id", "of_id TEXT"))
 
 
 def _row(row) -> Outcome:
-    *head, poisoned, event, reply, seq = row
+    *head, poisoned, event, reply, text, of, seq = row
     return Outcome(*head, poisoned=bool(poisoned), event=event, reply=bool(reply),
-                   seq=seq)
+                   text=text, of=of, seq=seq)
 
 
 class History:
@@ -117,12 +131,12 @@ class History:
                 with self._db:
                     cur = self._db.execute(
                         "INSERT OR IGNORE INTO outcomes (id, outcome, scene, sender, reason,"
-                        " at, queue, queue_message_id, poisoned, event, reply)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " at, queue, queue_message_id, poisoned, event, reply, text, of_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (outcome.id, outcome.outcome, outcome.scene, outcome.sender,
                          outcome.reason, outcome.at, outcome.queue,
                          outcome.queue_message_id, int(outcome.poisoned),
-                         outcome.event, int(outcome.reply)))
+                         outcome.event, int(outcome.reply), outcome.text, outcome.of))
                     if not cur.rowcount:
                         return None
                     seq = cur.lastrowid
@@ -196,6 +210,14 @@ class History:
                 "SELECT %s FROM outcomes WHERE seq < ? ORDER BY seq DESC LIMIT ?" % _COLUMNS,
                 (before if before is not None else 2 ** 62, limit)).fetchall()
         return [_row(r) for r in rows]
+
+    def receipts(self) -> int:
+        """Partners' receipts kept as applied: no message played for them."""
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM outcomes WHERE outcome = 'applied'"
+                " AND event = 'receipt'").fetchone()
+        return count
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -572,11 +572,12 @@ class Conversation:
     # -- what this pillow does ---------------------------------------------------
 
     def press(self, source: str = "button", *, to: str | None = None,
-              text: str | None = None) -> dict:
+              text: str | None = None, ident: str | None = None) -> dict:
         """The hug event for a press now, kept for the partners (or only for the
         partner pillow *to*), carrying *text* when given (checked by the caller
-        under the message rules); the night's messages count as seen. Raises
-        HugNotKept when it cannot be kept, UnknownPartner for a *to* without a queue."""
+        under the message rules), under the id *ident* when given (the press's own
+        history row); the night's messages count as seen. Raises HugNotKept when it
+        cannot be kept, UnknownPartner for a *to* without a queue."""
         queues = self.queues_for(to)
         # One press at a time, from the target it answers to last_sent (the button's
         # thread and the page's at once): last_sent is always the hug kept last,
@@ -586,7 +587,8 @@ class Conversation:
             target = self.target
             recent = target is not None and now - target["at"] <= self.window
             reply_to = {"id": target["id"], "from": target["from"]} if recent else None
-            event = {"scene": self.send_scene, "from": self.name, "id": str(uuid.uuid4()),
+            event = {"scene": self.send_scene, "from": self.name,
+                     "id": ident or str(uuid.uuid4()),
                      "sent_at": _iso(now), "ttl": self.ttl, "event": "hug",
                      "pillow": self.roster_name, "reply_to": reply_to}
             if text:
@@ -837,11 +839,14 @@ class Hugs:
         to the partner pillow *to*, with *text* if given); returns the event's id."""
         self.conversation.queues_for(to)  # an unknown partner plays nothing
         self.presses += 1
+        # The press's history row has the event's id: the partners' receipts name it
+        # ("of"), and the page shows "delivered" on that row.
+        ident = str(uuid.uuid4())
         try:
-            self._play({"scene": self.scene}, source)
+            self._play({"scene": self.scene, "id": ident}, source)
         except Exception as err:  # the event still goes: the hug was felt
             log.warning("could not play the %r scene: %s", self.scene, err)
-        return self.conversation.press(source, to=to, text=text)["id"]
+        return self.conversation.press(source, to=to, text=text, ident=ident)["id"]
 
     def seen(self) -> None:
         self.conversation.seen()

@@ -196,14 +196,24 @@ def claimed_id(body: str) -> str | None:
     """The `id` a body names, when it can be read and shown safely (the same limits
     as a playable message's), else None; for a message that cannot be played, so
     that its rejection is kept under the id its sender was told."""
+    return _claimed(body, "id", MAX_ID)
+
+
+def claimed_sender(body: str) -> str | None:
+    """The `from` a body names, under the same rules as claimed_id: a rejected
+    message keeps its sender on the page and in the history."""
+    return _claimed(body, "from", MAX_FROM)
+
+
+def _claimed(body: str, key: str, limit: int) -> str | None:
     try:
         if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY:
             return None
         data = json.loads(unwrap(body.strip()))
-        value = data.get("id") if isinstance(data, dict) else None
+        value = data.get(key) if isinstance(data, dict) else None
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             return None
-        value = _text(str(value), "id", MAX_ID)
+        value = _text(str(value), key, limit)
         value.encode("utf-8")  # a lone surrogate could not be kept
     except (ValueError, RecursionError, UnicodeError):  # Rejection is a ValueError
         return None

@@ -42,6 +42,7 @@ class Pillow:
         self._starting = threading.local()  # this thread is within outcome(start)
         self._listeners: list[Callable[[], None]] = []
         self.counts = history.counts()
+        self.receipts = history.receipts()  # applied, but no message: the page says so
         self.recent: deque[Outcome] = deque(history.page(RECENT), maxlen=RECENT)
         self.queue = {"backend": backend, "online": False, "reason": None}
         self.actuators: dict[str, float] = {}
@@ -85,6 +86,8 @@ class Pillow:
                 finally:
                     self._starting.on = False
             self.counts[outcome.outcome] = self.counts.get(outcome.outcome, 0) + 1
+            if outcome.event == "receipt" and outcome.outcome == "applied":
+                self.receipts += 1
             self.recent.appendleft(outcome)
             if outcome.event == "hug" and outcome.outcome == "applied":
                 self.last_hug = _hug(outcome)
@@ -128,6 +131,7 @@ class Pillow:
             # Read with `recent`: a message's row and its scene come together.
             playing = self.timeline.current()
             counts = {k: self.counts.get(k, 0) for k in OUTCOMES}
+            receipts = self.receipts
             recent = [o.as_json() for o in self.recent]
             # /api/history's cursor for what comes after `recent`, for the page's paging.
             full = len(self.recent) == self.recent.maxlen
@@ -143,9 +147,15 @@ class Pillow:
                      "milliamps": self.renderer.milliamps,
                      # The dimmer as set (before quiet hours), and its ceiling.
                      "level": self.renderer.level,
-                     "ceiling": self.renderer.output.brightness},
+                     "ceiling": self.renderer.output.brightness,
+                     # What the page needs to draw a `frame` as the eye sees it and
+                     # to tell its current live: the output stage's own figures.
+                     **self._output_model()},
+            # "off" after POST /api/off until the next message plays or POST /api/on.
+            "lights": "off" if self.timeline.lights_off else "on",
             "actuators": dict(self.actuators),
-            "queue": {**self.queue, **counts},
+            # receipts: of the applied, partners' receipts (no message played).
+            "queue": {**self.queue, **counts, "receipts": receipts},
             "recent": recent,
             "recent_before": older,
             "quiet": self.quiet,
@@ -156,6 +166,12 @@ class Pillow:
                          "leds": dict(self.leds)},
             **extra,
         }
+
+    def _output_model(self) -> dict:
+        output = self.renderer.output
+        return {"gamma": output.gamma,
+                "milliamps_per_led": round(output.milliamps_per_channel * 3, 3),
+                "idle_milliamps_per_led": output.idle_milliamps_per_led}
 
     def history_page(self, limit: int, before: int | None) -> dict:
         rows = self.history.page(limit + 1, before)
@@ -265,9 +281,18 @@ class Controls:
         self._on_change()
 
     def off(self) -> None:
-        """End what plays and darken the LEDs; a brightness above 0 lights them again."""
-        self._renderer.set_brightness(0.0)
-        self._timeline.idle()  # tells the snapshot's listeners of both changes
+        """End what plays now: the LEDs go dark and the actuators stop. The brightness
+        stays as set: the next message plays as usual, or on() lights the pillow."""
+        self._timeline.off()  # tells the snapshot's listeners
+
+    def on(self) -> None:
+        """Light the pillow again after off(): back to idle (a scene that plays stays)."""
+        if self._timeline.lights_off:
+            self._timeline.idle()
+
+    @property
+    def lights_off(self) -> bool:
+        return self._timeline.lights_off
 
     @property
     def quiet(self) -> bool:

@@ -144,5 +144,5 @@ class Player:
         """Play *command* from *source* ("web", "button", "mqtt", "demo") at once."""
         outcome = Outcome(id=command.id or f"{source}-{uuid.uuid4()}", outcome="applied",
                           scene=command.scene.name, sender=command.sender, reason=None,
-                          at=iso_now(), queue=source)
+                          at=iso_now(), queue=source, text=command.text)
         return self.play(command, outcome, through_queue=False)

@@ -66,9 +66,12 @@ def index():
     p = parts()
     # Private: the page asks for the token before it shows anything, its name included.
     return render_template("index.html", name="pillowd" if p.policy.private else p.pillow.name,
-                           controls=p.policy.token is not None,
+                           # "short": a token too short to accept; the page asks
+                           # for it so that only its holder is told why.
+                           controls="on" if p.policy.token is not None else (
+                               "short" if p.policy.token_problem else "off"),
                            private=p.policy.private,
-                           token_problem=p.policy.token_problem or (
+                           token_problem=(
                                "this pillow is private and has no control token: nothing "
                                "can be read here until one is configured"
                                if p.policy.private and p.policy.token is None else None))
@@ -188,7 +191,36 @@ def brightness():
 def off():
     controls = parts().controls
     controls.off()
-    return jsonify({"brightness": controls.brightness})
+    return jsonify({"brightness": controls.brightness, "lights": "off"})
+
+
+@bp.post("/api/on")
+@control
+def on():
+    """Lights on after POST /api/off: back to idle (what plays, plays on)."""
+    controls = parts().controls
+    controls.on()
+    return jsonify({"lights": "off" if controls.lights_off else "on"})
+
+
+@bp.post("/api/token")
+def token():
+    """Whether the token given works, changing nothing: the page checks a pasted
+    token at once. A token refused as too short is told so, with how to mend it;
+    any other answer is the controls' own (401, 403, 429)."""
+    policy = parts().policy
+    if policy.token is None:
+        if policy.holds_refused_token(bearer(request.headers.get("Authorization")),
+                                      request.remote_addr or ""):
+            web = parts().pillow.snapshot().get("web") or {}
+            return jsonify({"error": policy.token_problem, "fix": web.get("fix")}), 403
+        return _error(403, "controls are off on this pillow")
+    return _token_works()
+
+
+@control
+def _token_works():
+    return jsonify({"token": "works"})
 
 
 @bp.post("/api/quiet")

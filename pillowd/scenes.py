@@ -48,6 +48,10 @@ class Timeline:
     def __init__(self, idle: SceneSettings, *, clock=time.monotonic,
                  wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self._idle = idle
+        # What "lights off" plays: dark, with no end and no actuators.
+        self._dark = SceneSettings(name="off", effect="solid",
+                                   params=EFFECTS["solid"].resolve({"color": "#000000"}),
+                                   transition_seconds=idle.transition_seconds)
         self._clock = clock
         self._wall = wall
         self._lock = threading.Lock()
@@ -87,6 +91,20 @@ class Timeline:
             playing = self._playing
         self._notify(playing)
         return playing
+
+    def off(self) -> Playing:
+        """Lights off: what plays ends and the LEDs fade to dark (the actuators stop,
+        as for a scene with none), until the next message plays as usual or on()."""
+        with self._lock:
+            self._playing = self._make(self._dark, None, self._clock(), self._wall())
+            playing = self._playing
+        self._notify(playing)
+        return playing
+
+    @property
+    def lights_off(self) -> bool:
+        """Whether the lights were switched off and nothing has played since."""
+        return self.current().scene is self._dark
 
     def idle(self) -> Playing:
         """Go back to idle now."""

@@ -77,12 +77,13 @@ class Policy:
                  names: Callable[[], set[str]] = machine_names,
                  is_local: Callable[[str], bool] = is_local_address, clock=time.monotonic):
         self.token_problem = None
+        self._refused = None  # a token too short to accept: its holder is told why
         if token is not None and len(token) < MIN_TOKEN_LENGTH:
             self.token_problem = (f"the control token is too short ({len(token)} characters; "
                                   f"at least {MIN_TOKEN_LENGTH}): controls are off until it "
-                                  "is replaced (install.sh makes a random one)")
+                                  "is replaced")
             log.error("%s", self.token_problem)
-            token = None
+            self._refused, token = token, None
         self.token = token
         self.private = private
         self._allowed = {_host_name(h) for h in allowed_hosts}
@@ -124,6 +125,20 @@ class Policy:
             return None
         self._failed(address, now, given is not None)
         return 401, "a valid 'Authorization: Bearer <token>' is needed"
+
+    def holds_refused_token(self, given: str | None, address: str) -> bool:
+        """Whether *given* is the token refused as too short: only its holder is told
+        why controls are off. A wrong one counts as a wrong token."""
+        if self._refused is None or not given:
+            return False
+        now = self._clock()
+        with self._lock:
+            if self._locked.get(address, now) > now:
+                return False
+        if hmac.compare_digest(given.encode(), self._refused.encode()):
+            return True
+        self._failed(address, now, True)
+        return False
 
     def retry_after(self, address: str) -> int:
         until = self._locked.get(address)

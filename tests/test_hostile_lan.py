@@ -136,8 +136,8 @@ def test_a_short_token_is_refused_and_the_pillow_says_so(pillow):
     assert p.state()["scene"] == "idle"
     problem = p.state()["web"]["problem"]
     assert "too short" in problem and "16" in problem and "1234" not in problem
-    page = p.get("/").text
-    assert "too short" in page and 'data-controls="off"' in page
+    page = p.get("/").text  # said to the token's holder only (tests/test_web.py)
+    assert "too short" not in page and 'data-controls="short"' in page
     assert any("too short" in line and "ERROR" in line for line in p.output)
 
 

@@ -245,19 +245,26 @@ def test_a_friends_phone_sends_a_hug_through_the_link_and_the_pillow_plays_it(
         watcher = watch(alice.url)
         page = phone()
         page.goto(link)
-        assert page.text_content("h1") == "A hug for Alice, from Carol"
+        # The invite's name is the sender's, prefilled and editable, not a title.
+        assert page.text_content("h1") == "A hug for Alice"
+        assert page.get_by_label("Your name").input_value() == "Carol"
+        page.get_by_label("Your name").fill("Carol and Dan")
         page.fill("#text", "thinking of you")
+        # Each colour chip has a name a screen reader says.
+        for colour in ("the pillow's own colour", "red", "orange", "yellow", "green",
+                       "blue", "purple"):
+            assert page.get_by_role("radio", name=colour, exact=True).count() == 1, colour
         page.locator("label[title=blue]").tap()
         state, words = tap_and_read(page)
         assert state == "sent", words
         assert "Alice's pillow plays it" in words
 
         played = watcher.wait_state(
-            lambda s: (s.get("message") or {}).get("from") == "Carol", timeout=30,
+            lambda s: (s.get("message") or {}).get("from") == "Carol and Dan", timeout=30,
             message="carol's hug playing on alice")
         assert played["scene"] == "hug" and played["color"] == "#007aff"
         assert played["message"]["text"] == "thinking of you"
-        wait_for(lambda: any(i["from"] == "Carol" and i["outcome"] == "applied"
+        wait_for(lambda: any(i["from"] == "Carol and Dan" and i["outcome"] == "applied"
                              for i in alice.get("/api/history").json()["items"]),
                  timeout=30, message="carol's hug in alice's history")
 

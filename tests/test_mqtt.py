@@ -289,14 +289,17 @@ def test_light_commands_play_scenes_set_brightness_colour_and_off(mqtt_pillow, h
     assert proc.state()["scene"] == "glow"  # a colour alone recolours what plays
     ha.wait(states, lambda p: light(p).get("color") == {"r": 0, "g": 0, "b": 255})
 
+    # OFF is POST /api/off: what plays ends and the LEDs go dark; the dimmer stays.
     ha.publish(command, json.dumps({"state": "OFF"}))
-    wait_for(lambda: proc.state()["leds"]["brightness"] == 0, message="off")
-    assert proc.state()["scene"] == "idle"
+    wait_for(lambda: proc.state()["lights"] == "off", message="off")
+    assert proc.state()["scene"] == "off"
+    assert abs(proc.state()["leds"]["brightness"] - 128 / 255) < 1e-6
     ha.wait(states, lambda p: light(p)["state"] == "OFF")
 
     ha.publish(command, json.dumps({"state": "ON"}))  # as it was before OFF
-    wait_for(lambda: abs(proc.state()["leds"]["brightness"] - 128 / 255) < 1e-6,
-             message="brightness back")
+    wait_for(lambda: proc.state()["lights"] == "on", message="on again")
+    assert proc.state()["scene"] == "idle"
+    assert abs(proc.state()["leds"]["brightness"] - 128 / 255) < 1e-6
     ha.wait(states, lambda p: light(p)["state"] == "ON" and light(p)["brightness"] == 128)
 
 

@@ -114,7 +114,10 @@ def test_canvas_colours_match_the_frame_bytes(pillow, watch, open_page):
     frame = bytes(seen["frame"])
     assert len(seen["pixels"]) == 12 and len(frame) == 36
     assert frame in watcher.frames, "the page drew a frame the server never sent"
-    assert seen["pixels"] == [list(frame[i:i + 3]) for i in range(0, 36, 3)]
+    # Each LED drawn in the colour that plays: green, black only where it is off.
+    for i, pixel in enumerate(seen["pixels"]):
+        lit = frame[3 * i:3 * i + 3] != bytes(3)
+        assert (pixel[0], pixel[2]) == (0, 0) and (pixel[1] > 0) == lit, (i, pixel, frame)
 
     # The hug's solid red, exactly, at every LED.
     p.cli("send", "hug")
@@ -168,12 +171,13 @@ def test_controls_refuse_without_the_token_and_work_with_it(pillow, open_page):
         headers: {'Content-Type': 'application/json'}, body: '{"scene": "hug"}'})).status""")
     assert status == 401
 
+    # A wrong token is checked at once: the page never says "Unlocked" for it.
     page.get_by_label("Control token").fill("wrong-token")
     page.get_by_role("button", name="Unlock").click()
-    page.get_by_role("button", name="Play").click()
     page.wait_for_selector("#control-result.bad")
-    assert "refused that token" in page.text_content("#control-result")
+    assert "does not work" in page.text_content("#control-result")
     assert page.locator("#token-form").is_visible()
+    assert page.evaluate("localStorage.getItem('pillowd-control-token')") is None
     assert p.state()["scene"] == "idle"
 
     # The token as `pillowd run` prints it: taken, kept, and out of the address bar.
@@ -183,8 +187,9 @@ def test_controls_refuse_without_the_token_and_work_with_it(pillow, open_page):
     assert page.evaluate("localStorage.getItem('pillowd-control-token')") == TOKEN
     assert page.locator("#control-panel").is_visible()
 
+    page.get_by_text("More").click()
     page.get_by_label("Play a scene").select_option("glow")
-    page.get_by_role("button", name="Play").click()
+    page.get_by_role("button", name="Play", exact=True).click()
     page.wait_for_function("document.getElementById('scene').textContent === 'glow'")
     assert page.text_content("#sender") == "status page"
 
@@ -197,11 +202,13 @@ def test_controls_refuse_without_the_token_and_work_with_it(pillow, open_page):
     wait_for(lambda: p.state()["quiet"] is True, message="quiet")
     page.wait_for_selector("#quiet[aria-pressed=true]")
 
-    page.get_by_role("button", name="Lights off").click()
-    wait_for(lambda: p.state()["leds"]["brightness"] == 0, message="lights off")
-    page.wait_for_function(
-        "document.getElementById('brightness-state').textContent === 'lights off'")
-    assert page.text_content("#scene") == "idle"
+    lights = page.get_by_role("switch", name="Lights")
+    assert lights.get_attribute("aria-checked") == "true"
+    lights.click()
+    wait_for(lambda: p.state()["lights"] == "off", message="lights off")
+    page.wait_for_selector("#lights[aria-checked=false]")
+    assert page.text_content("#scene") == "lights off"
+    assert p.state()["leds"]["level"] == 0.3  # the dimmer stays as it was
 
     # Kept in the browser: a new visit needs no token.
     page.goto(p.url)
@@ -232,13 +239,13 @@ def test_show_older_pages_through_history_without_live_updates_wiping_it(pillow,
     assert "sender59" in page.text_content("#recent li:first-child")
     page.click("#older")
     page.wait_for_function("document.querySelectorAll('#older-list li').length === 10")
-    older = page.locator("#older-list li .what").all_text_contents()
-    assert older == [f"glow from sender{i}" for i in range(9, -1, -1)]
+    older = page.locator("#older-list li .who").all_text_contents()
+    assert older == [f"sender{i}" for i in range(9, -1, -1)]
     assert page.is_hidden("#older")  # nothing older is left
     # A new outcome refreshes the recent list and leaves the older pages in place.
     p.post("/api/scene", json={"scene": "hug", "from": "late"}, headers=auth)
     page.wait_for_function(
-        "document.querySelector('#recent li .what').textContent === 'hug from late'")
+        "document.querySelector('#recent li .who').textContent === 'late'")
     assert page.locator("#older-list li").count() == 10
 
 
@@ -336,8 +343,8 @@ def test_the_page_works_under_its_own_content_security_policy(pillow, browser):
             const d = document.getElementById('leds').getContext('2d')
                 .getImageData(p.x, p.y, 1, 1).data;
             return d[0] === 255 && d[1] === 0 && d[2] === 0; }"""), message="a red LED")
-        page.get_by_role("button", name="Lights off").click()
-        wait_for(lambda: p.state()["leds"]["brightness"] == 0, message="lights off")
+        page.get_by_role("switch", name="Lights").click()
+        wait_for(lambda: p.state()["lights"] == "off", message="lights off")
         assert refused == [] and errors == []
     finally:
         context.close()
@@ -361,7 +368,7 @@ def test_a_private_pillow_page_asks_for_the_token_once(make_config, pillow_env, 
         page.get_by_label("Control token").fill("a-wrong-token-of-length")
         page.get_by_role("button", name="Unlock").click()
         page.wait_for_selector("#control-result.bad")
-        assert "refused" in page.text_content("#control-result")
+        assert "does not work" in page.text_content("#control-result")
         assert page.locator("#token-form").is_visible()
 
         page.get_by_label("Control token").fill(TOKEN)

@@ -61,6 +61,8 @@ def test_the_page_shows_the_last_hug_and_hugs_back_with_the_token(
 
     page.goto(p.url + f"?token={TOKEN}")
     wait_live(page)
+    # Within the reply window of bob's hug, the one button answers it.
+    assert page.get_by_role("button", name="Send a hug").count() == 0
     page.get_by_role("button", name="Hug back").click()
     page.wait_for_selector("#hug-result.ok")
     # The event went to bob's queue, answering bob's hug.
@@ -83,19 +85,26 @@ def hhmm(at: str) -> str:
     return datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone().strftime("%H:%M")
 
 
+def ago(page, within="#last-sent") -> str:
+    """The "just now" or "2 min ago" a line shows, whose exact time is on hover."""
+    when = page.locator(f"{within} time.ago").first
+    assert when.get_attribute("title"), "no exact time on hover"
+    return when.text_content()
+
+
 def test_the_senders_page_shows_delivered_then_hugged_back(pair, open_page):
     alice, bob = pair("alice"), pair("bob")
     page = open_page(alice.url + f"?token={PAIR_TOKEN}")
     wait_live(page)
     assert page.locator("#last-sent").is_hidden()
-    page.get_by_role("button", name="Hug back").click()
+    page.get_by_role("button", name="Send a hug").click()
     page.wait_for_function(
         "document.getElementById('last-sent').textContent.includes('delivered')",
         timeout=30_000)
     sent = alice.state()["last_sent"]
     bobs = sent["partners"]["bob"]
     assert page.text_content("#last-sent") == \
-        f"sent {hhmm(sent['at'])} · delivered {hhmm(bobs['delivered'])}"
+        f"Sent {ago(page)} · delivered ✓ {hhmm(bobs['delivered'])}"
 
     back = hug(bob)
     page.wait_for_function(
@@ -103,8 +112,8 @@ def test_the_senders_page_shows_delivered_then_hugged_back(pair, open_page):
         timeout=30_000)
     (returned,) = items(alice, back)
     assert page.text_content("#last-sent") == (
-        f"sent {hhmm(sent['at'])} · delivered {hhmm(bobs['delivered'])} · "
-        f"hugged back {hhmm(returned['at'])}")
+        f"Sent {ago(page)} · delivered ✓ {hhmm(bobs['delivered'])} · "
+        f"hugged back ✓ {hhmm(returned['at'])}")
     assert page.text_content("#last-hug").startswith("Hug back from bob")
 
 
@@ -124,7 +133,7 @@ def test_a_hug_into_quiet_hours_shows_on_both_pages(pair, open_page):
     bobs.wait_for_selector("#while-quiet:not([hidden])", timeout=30_000)
     (played,) = items(bob, sent)
     assert bobs.text_content("#while-quiet-list") == \
-        f"While you slept: alice, {hhmm(played['at'])}"
+        f"While you slept: alice, {ago(bobs, '#while-quiet-list')}"
     assert bob.state()["while_quiet"] == [
         {"id": sent, "from": "alice", "text": None, "at": played["at"]}]
     # alice's page: bob's pillow said so in its receipt.
@@ -133,7 +142,7 @@ def test_a_hug_into_quiet_hours_shows_on_both_pages(pair, open_page):
         timeout=30_000)
     last = alice.state()["last_sent"]
     assert alices.text_content("#last-sent") == (
-        f"sent {hhmm(last['at'])} · delivered {hhmm(played['at'])} · "
+        f"Sent {ago(alices)} · delivered ✓ {hhmm(played['at'])} · "
         "bob's pillow is in quiet hours")
 
     bobs.get_by_role("button", name="Seen").click()
@@ -148,7 +157,7 @@ def test_a_hug_back_shows_even_when_its_receipt_has_not_come(hugging, queues, op
     found = queues(p.config)
     page = open_page(p.url + f"?token={TOKEN}")
     wait_live(page)
-    page.get_by_role("button", name="Hug back").click()
+    page.get_by_role("button", name="Send a hug").click()
     page.wait_for_selector("#hug-result.ok")
     (event,) = wait_for(lambda: [json.loads(m.body) for m in found.outbound[0].peek()
                                  if '"event":"hug"' in m.body], message="the hug event")
@@ -158,3 +167,56 @@ def test_a_hug_back_shows_even_when_its_receipt_has_not_come(hugging, queues, op
     page.wait_for_function(
         "document.getElementById('last-sent').textContent.includes('hugged back')",
         timeout=30_000)
+
+
+def test_the_hug_button_says_hug_back_only_within_the_reply_window(
+        make_config, pillow_env, tmp_path, queues, open_page):
+    base = BASE_CONFIG.replace('name = "pillow"\n',
+                               'name = "pillow"\noutbound_name = "bob"\n', 1)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "azure-queue-sas").write_text(f'family_key = "{KEY.text()}"\n')
+    window = "\n[button]\npin = 17\nreply_window_seconds = 3\n"
+    p = PillowProcess(make_config(OUTBOUND + window, base=base),
+                      {**pillow_env, "PILLOWD_CONTROL_TOKEN": TOKEN,
+                       "CREDENTIALS_DIRECTORY": str(credentials)}).start()
+    try:
+        page = open_page(p.url + f"?token={TOKEN}")
+        wait_live(page)
+        page.get_by_role("button", name="Send a hug").wait_for()
+        queues(p.config).main.put(hug_from_bob("bob-1"))
+        page.get_by_role("button", name="Hug back").wait_for()
+        # The window passes: the button says what it does now.
+        page.get_by_role("button", name="Send a hug").wait_for()
+    finally:
+        p.stop()
+
+
+def test_a_receipt_shows_as_delivered_on_the_hug_it_answers(hugging, queues, open_page):
+    p = hugging
+    found = queues(p.config)
+    page = open_page(p.url + f"?token={TOKEN}")
+    wait_live(page)
+    page.get_by_role("button", name="Send a hug").click()
+    page.wait_for_selector("#hug-result.ok")
+    (event,) = wait_for(lambda: [json.loads(m.body) for m in found.outbound[0].peek()
+                                 if '"event":"hug"' in m.body], message="the hug event")
+    played = datetime.now().astimezone()
+    found.main.put(json.dumps(KEY.signed({
+        "event": "receipt", "of": event["id"], "pillow": "bob",
+        "played_at": played.isoformat(), "quiet": False})))
+    wait_for(lambda: p.state()["recent"][0].get("event") == "receipt",
+             message="the receipt in the history")
+    receipt = p.state()["recent"][0]
+    assert receipt["of"] == event["id"] and receipt["outcome"] == "applied"
+
+    # On the press's row, not a row of its own, and not counted as a message.
+    page.wait_for_selector("#recent li .delivered")
+    rows = page.locator("#recent li")
+    assert rows.count() == 1
+    assert rows.first.get_attribute("data-id") == event["id"]
+    assert rows.first.locator(".who").text_content() == "You"
+    assert rows.first.locator(".delivered").text_content() == \
+        f"delivered ✓ {hhmm(receipt['at'])}"
+    assert p.state()["queue"]["applied"] == 2
+    assert page.text_content("#counts .applied dd") == "1"

@@ -17,7 +17,8 @@ def controlled(pillow):
 
 
 @pytest.mark.parametrize("path, body", [("/api/brightness", {"brightness": 0.2}),
-                                        ("/api/off", {}), ("/api/quiet", {"quiet": True}),
+                                        ("/api/off", {}), ("/api/on", {}),
+                                        ("/api/quiet", {"quiet": True}),
                                         ("/api/hug", {})])
 def test_controls_are_off_without_a_configured_token(pillow, path, body):
     p = pillow()
@@ -28,8 +29,9 @@ def test_controls_are_off_without_a_configured_token(pillow, path, body):
 
 @pytest.mark.parametrize("path, body", [("/api/scene", {"scene": "hug"}),
                                         ("/api/brightness", {"brightness": 0.2}),
-                                        ("/api/off", {}), ("/api/quiet", {"quiet": True}),
-                                        ("/api/hug", {})])
+                                        ("/api/off", {}), ("/api/on", {}),
+                                        ("/api/quiet", {"quiet": True}),
+                                        ("/api/hug", {}), ("/api/token", {})])
 def test_every_control_needs_the_right_token(controlled, path, body):
     before = controlled.state()
     for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}):
@@ -61,10 +63,60 @@ def test_brightness_off_and_quiet_change_the_state(controlled, watch):
     watcher.wait_state(lambda s: s["scene"] == "glow", message="glow")
     wait_for(lambda: any(f != bytes(36) for f in watcher.frames[-3:]), message="light")
     assert controlled.post("/api/off", headers=AUTH).ok
-    watcher.wait_state(lambda s: s["scene"] == "idle" and s["leds"]["brightness"] == 0,
-                       message="off")
+    watcher.wait_state(lambda s: s["lights"] == "off", message="off")
     wait_for(lambda: watcher.frames and watcher.frames[-1] == bytes(36),
              message="dark LEDs")
+
+
+def test_off_ends_what_plays_and_the_next_message_plays_as_usual(controlled, watch):
+    """SPEC v0.4: off is not brightness 0 for good (a later hug played dark)."""
+    watcher = watch(controlled.url)
+    controlled.cli("send", "glow")
+    watcher.wait_state(lambda s: s["scene"] == "glow", message="glow")
+    reply = controlled.post("/api/off", headers=AUTH)
+    assert reply.json() == {"brightness": 1.0, "lights": "off"}
+    state = watcher.wait_state(lambda s: s["lights"] == "off", message="lights off")
+    assert state["scene"] == "off" and state["message"] is None
+    assert state["leds"]["brightness"] == 1.0  # the dimmer as it was
+    wait_for(lambda: watcher.frames[-1] == bytes(36), message="dark LEDs")
+
+    controlled.cli("send", "hug", "--from", "Alice")
+    state = watcher.wait_state(lambda s: s["scene"] == "hug", message="the hug")
+    assert state["lights"] == "on"
+    wait_for(lambda: watcher.frames[-1] == bytes([255, 0, 0]) * 12,
+             message="the hug's red at full brightness")
+
+    # Off, then on: back to idle's glow, without a message.
+    controlled.post("/api/off", headers=AUTH)
+    watcher.wait_state(lambda s: s["lights"] == "off", message="off again")
+    assert controlled.post("/api/on", headers=AUTH).json() == {"lights": "on"}
+    watcher.wait_state(lambda s: s["lights"] == "on" and s["scene"] == "idle"
+                       and s["message"] is None, message="on, idle")
+    wait_for(lambda: watcher.frames[-1] == bytes([0, 0, 1]) * 12, message="idle's glow")
+
+
+def test_a_pasted_token_is_checked_without_changing_anything(controlled):
+    before = controlled.state()
+    assert controlled.post("/api/token", headers=AUTH).json() == {"token": "works"}
+    wrong = controlled.post("/api/token", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    after = controlled.state()
+    assert (after["scene"], after["leds"], after["quiet"], after["recent"]) == \
+        (before["scene"], before["leds"], before["quiet"], before["recent"])
+
+
+def test_a_short_token_is_explained_only_to_its_holder(pillow):
+    p = pillow(env={"PILLOWD_CONTROL_TOKEN": "1234"})
+    held = p.post("/api/token", headers={"Authorization": "Bearer 1234"})
+    assert held.status_code == 403
+    assert "too short" in held.json()["error"]
+    # The fix for the way this pillow was started: the environment variable.
+    assert "PILLOWD_CONTROL_TOKEN" in held.json()["fix"]
+    assert "install.sh" not in held.json()["fix"]
+    other = p.post("/api/token", headers={"Authorization": "Bearer 4321"})
+    assert other.status_code == 403 and "too short" not in other.json()["error"]
+    page = p.get("/").text
+    assert "too short" not in page  # not for every visitor
 
 
 def test_controls_refuse_other_sites_but_not_scripts(controlled):

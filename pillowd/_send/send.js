@@ -3,6 +3,7 @@
 "use strict";
 
 const STORE = "pillowd-invite";
+const NAME = "pillowd-sender-name";  // the name this friend last sent under
 const MAX_TEXT = 280;  // the pillow's limit on a message's text (pillowd/messages.py)
 // The characters the pillow refuses in a note (messages.py's _TEXT_UNSAFE; the line
 // breaks it allows cannot be typed in one line): controls, bidi marks, overrides and
@@ -153,7 +154,11 @@ function explain(pillow, status, body) {
 async function send(invite, pillow, button) {
   const form = document.getElementById("hug");
   const message = {scene: "hug", id: messageId(), sent_at: new Date().toISOString()};
-  if (invite.from) message.from = invite.from.slice(0, 64);
+  // The name the friend gave (prefilled from the invite, editable), as the pillow
+  // allows it: no control or format characters.
+  const from = form.elements.from.value.replace(UNSAFE, " ").replace(/\s+/g, " ").trim();
+  if (from) message.from = Array.from(from).slice(0, 64).join("");
+  try { localStorage.setItem(NAME, from); } catch (e) { /* private mode */ }
   // What the pillow refuses in a note would get the whole hug rejected: a space instead.
   const text = form.elements.text.value.replace(UNSAFE, " ").trim();
   // Cut by characters, as the pillow counts: never half of an emoji's pair.
@@ -197,8 +202,10 @@ function start() {
     return;
   }
   const names = invite.pillows.map((p) => titled(p.name));
-  document.getElementById("title").textContent =
-    `A hug for ${names.join(" or ")}` + (invite.from ? `, from ${invite.from}` : "");
+  document.getElementById("title").textContent = `A hug for ${names.join(" or ")}`;
+  let kept = null;
+  try { kept = localStorage.getItem(NAME); } catch (e) { /* private mode */ }
+  document.getElementById("from").value = kept !== null ? kept : titled(invite.from || "");
   const buttons = document.getElementById("buttons");
   for (const pillow of invite.pillows) {
     const button = document.createElement("button");

@@ -131,7 +131,8 @@ class Light(Entity):
 
     def states(self, snapshot: dict) -> dict[str, str | None]:
         dimmer = _dimmer(snapshot)
-        light = {"state": "ON" if dimmer > 0 else "OFF",
+        lit = dimmer > 0 and snapshot.get("lights") != "off"
+        light = {"state": "ON" if lit else "OFF",
                  "brightness": round(dimmer * 255), "effect": snapshot.get("scene")}
         color = snapshot.get("color")
         if isinstance(color, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", color):
@@ -146,7 +147,7 @@ class Light(Entity):
         if state not in ("ON", "OFF"):
             raise Rejection(f"state must be \"ON\" or \"OFF\", not {_short(state)}")
         if state == "OFF":
-            self.controls.off()
+            self.controls.off()  # what plays ends; the next message plays as usual
             return
         dimmer = None
         if "brightness" in command:
@@ -174,6 +175,8 @@ class Light(Entity):
         if dimmer is not None:
             ceiling = float((now.get("leds") or {}).get("ceiling") or 1.0)
             self.controls.set_brightness(dimmer * ceiling)
+        if not play:
+            self.controls.on()  # after an OFF: lit again, at the brightness set
 
 
 class HugEvent(Entity):

@@ -60,7 +60,7 @@ function ledPoints(count) {
 
 const canvas = $("leds");
 const ctx = canvas.getContext("2d");
-const view = { scale: 1, ox: 0, oy: 0, leds: [], frame: new Uint8Array(0) };
+const view = { scale: 1, ox: 0, oy: 0, leds: [], frame: new Uint8Array(0), gamma: 2.2 };
 
 function layoutCanvas() {
   const ratio = window.devicePixelRatio || 1;
@@ -100,16 +100,21 @@ function draw() {
   ctx.strokeStyle = styles.getPropertyValue("--cloud-edge");
   ctx.stroke(path);
 
-  const bytes = view.frame;
   const core = Math.max(3, 0.045 * view.scale);
+  const seen = view.leds.map((_, i) => asSeen(view.frame, i));
   // Glows first, then every core on top, so a neighbour's glow never tints a core.
   ctx.save();
-  ctx.globalCompositeOperation = "lighter";
+  // Light adds up on a dark cloud; on a white one adding changes nothing (it is
+  // already full), so the glow is painted over it instead.
+  ctx.globalCompositeOperation = matchMedia("(prefers-color-scheme: dark)").matches
+    ? "lighter" : "source-over";
   view.leds.forEach(([x, y], i) => {
-    const [r, g, b] = [bytes[3 * i], bytes[3 * i + 1], bytes[3 * i + 2]];
-    if (r + g + b === 0) return;
+    const led = seen[i];
+    if (!led) return;
+    const [r, g, b] = led.rgb;
+    const alpha = (0.3 + 0.45 * led.level).toFixed(3);  // a brighter LED glows wider
     const glow = ctx.createRadialGradient(x, y, 0, x, y, core * 4);
-    glow.addColorStop(0, `rgba(${r},${g},${b},0.55)`);
+    glow.addColorStop(0, `rgba(${r},${g},${b},${alpha})`);
     glow.addColorStop(1, `rgba(${r},${g},${b},0)`);
     ctx.fillStyle = glow;
     ctx.fillRect(x - core * 4, y - core * 4, core * 8, core * 8);
@@ -118,12 +123,52 @@ function draw() {
   view.leds.forEach(([x, y], i) => {
     ctx.beginPath();
     ctx.arc(x, y, core, 0, 2 * Math.PI);
-    ctx.fillStyle = `rgb(${bytes[3 * i]},${bytes[3 * i + 1]},${bytes[3 * i + 2]})`;
+    const led = seen[i];
+    ctx.fillStyle = led ? `rgb(${led.rgb.join(",")})` : "rgb(0,0,0)";  // black: off
     ctx.fill();
     ctx.lineWidth = Math.max(1, core * 0.25);
     ctx.strokeStyle = styles.getPropertyValue("--led-ring");
     ctx.stroke();
   });
+}
+
+// An LED as the eye sees it on the pillow. The frame holds the drive values, after
+// brightness, gamma and the power limit: undoing the gamma gives the colour that
+// plays at the level it plays (a red hug at brightness 0.6 is 60 % red, not the
+// 33 % duty it is driven at). A lit LED is then drawn at least at SEEN_FLOOR of full,
+// with its hue kept, since a glowing bead in a room reads brighter than the same
+// value on a screen: quiet hours and idle are dim, not black. Black only when off.
+const SEEN_FLOOR = 0.6;
+
+function asSeen(bytes, i) {
+  const gamma = view.gamma;
+  const drive = [bytes[3 * i], bytes[3 * i + 1], bytes[3 * i + 2]];
+  const linear = drive.map((v) => (v > 0 ? 255 * (v / 255) ** (1 / gamma) : 0));
+  const top = Math.max(...linear);
+  if (!(top > 0)) return null;
+  const level = top / 255;
+  const shown = SEEN_FLOOR + (1 - SEEN_FLOOR) * level;
+  return { rgb: linear.map((v) => Math.round((v / top) * shown * 255)), level };
+}
+
+// The figures beside the cloud, from the frame itself: live while something plays.
+function showFigures() {
+  const bytes = view.frame, n = Math.floor(bytes.length / 3);
+  if (!n || !current) return;
+  const leds = current.leds || {};
+  let duty = 0, top = 0;
+  for (let i = 0; i < n; i++) {
+    duty += bytes[3 * i] + bytes[3 * i + 1] + bytes[3 * i + 2];
+    const led = asSeen(bytes, i);
+    if (led && led.level > top) top = led.level;
+  }
+  const perLed = leds.milliamps_per_led, idle = leds.idle_milliamps_per_led;
+  // The output stage's estimate (pillowd/light.py): idle draw, plus each channel's
+  // share of a full LED in proportion to its duty.
+  const milliamps = perLed === undefined ? leds.milliamps
+    : n * (idle || 0) + (perLed / 3) * duty / 255;
+  text("milliamps", `${Math.round(milliamps)} mA for ${n} LEDs`);
+  text("light-level", top > 0 ? `${Math.round(top * 100)} %` : "dark");
 }
 
 new ResizeObserver(layoutCanvas).observe(canvas);
@@ -133,6 +178,8 @@ matchMedia("(prefers-color-scheme: dark)").addEventListener("change", draw);
 window.pillowPage = {
   ledPositions: () => view.leds.map(([x, y]) => ({ x, y })),
   lastFrame: () => Array.from(view.frame),
+  // What each LED is drawn as: [r, g, b], or null when it is off.
+  seenColours: () => view.leds.map((_, i) => { const led = asSeen(view.frame, i); return led && led.rgb; }),
 };
 
 // -- live state ---------------------------------------------------------------------
@@ -210,6 +257,7 @@ socket.on("frame", (buf, ack) => {
   view.frame = new Uint8Array(buf);
   lastSeen = new Date();
   draw();
+  showFigures();
   if (typeof ack === "function") ack();
 });
 
@@ -222,23 +270,73 @@ socket.on("state", (s) => {
 
 function text(id, value) { $(id).textContent = value; }
 
+// -- times: one format everywhere ---------------------------------------------------
+
+// "2 min ago" on the page, the exact time in the browser's own locale on hover.
+function relative(at) {
+  const seconds = Math.round((Date.now() - Date.parse(at)) / 1000);
+  if (!isFinite(seconds)) return "";
+  if (seconds < 45) return "just now";
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `${minutes} min ago`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 24) return `${hours} h ago`;
+  const days = Math.round(hours / 24);
+  return days === 1 ? "yesterday" : `${days} days ago`;
+}
+
+function timeElement(at) {
+  const when = document.createElement("time");
+  when.dateTime = at || "";
+  when.className = "ago";
+  if (at) {
+    when.textContent = relative(at);
+    when.title = new Date(at).toLocaleString();
+  }
+  return when;
+}
+
+// Every "2 min ago" on the page, brought up to date (once a second, with tick()).
+function refreshTimes() {
+  document.querySelectorAll("time.ago").forEach((el) => {
+    if (el.dateTime) el.textContent = relative(el.dateTime);
+  });
+}
+
+// 14:02, in the phone's own time zone, the same on every browser: for a tick on a
+// hug ("delivered ✓ 14:02"), with the exact time on hover.
+function clock(at) {
+  const d = new Date(at);
+  return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+}
+
+function tickElement(words, at) {
+  const span = document.createElement("span");
+  span.className = "tick";
+  const when = document.createElement("time");
+  when.dateTime = at;
+  when.title = new Date(at).toLocaleString();
+  when.textContent = clock(at);
+  span.append(`${words} ✓ `, when);
+  return span;
+}
+
+// -- the state ----------------------------------------------------------------------
+
 function render(s) {
   text("name", s.pillow);
   text("footer-name", s.pillow);
   document.title = `${s.pillow} · pillowd`;
   text("version", "pillowd " + s.version);
-  text("scene", s.scene);
-  text("effect", s.effect);
+  text("scene", s.scene === "off" ? "lights off" : s.scene);
+  text("effect", s.scene === "off" ? "" : s.effect);
+  $("effect").hidden = s.scene === "off";
   const m = s.message;
   $("message").hidden = !(m && (m.from || m.text));
   text("sender", (m && m.from) || "someone");
   $("text").hidden = !(m && m.text);
   text("text", (m && m.text) || "");
-
-  // A control token too short to accept: said here as in the log.
-  const web = s.web || {};
-  $("token-problem").hidden = !web.problem;
-  text("token-problem", web.problem || "");
+  if (s.leds && s.leds.gamma) view.gamma = s.leds.gamma;
 
   // The LEDs or GPIO could not start, or the strip fails now: the pillow runs on
   // (queue, history, motors, this page) and says why here, as /healthz does.
@@ -262,15 +360,17 @@ function render(s) {
     const dt = document.createElement("dt");
     dt.textContent = k;
     const dd = document.createElement("dd");
-    dd.textContent = q[k] ?? 0;
+    // A partner's receipt is kept as applied, but it is no message that played.
+    dd.textContent = k === "applied" ? (q.applied ?? 0) - (q.receipts ?? 0) : (q[k] ?? 0);
     div.append(dd, dt);
     counts.append(div);
   }
 
+  text("lights-fact", s.lights === "off" ? "off until the next message" : "on");
   text("quiet-state", s.quiet ? "quiet now" : "off");
   const brightness = s.leds.brightness;
-  text("brightness-state", brightness > 0 ? `${Math.round(brightness * 100)} %` : "lights off");
-  text("milliamps", `${Math.round(s.leds.milliamps)} mA for ${s.leds.count} LEDs`);
+  text("brightness-state", brightness > 0 ? `${Math.round(brightness * 100)} %` : "0 %");
+  showFigures();
   const actuators = $("actuators");
   actuators.replaceChildren();
   const names = Object.keys(s.actuators || {});
@@ -291,8 +391,8 @@ function render(s) {
     actuators.append(li);
   }
 
-  const list = $("recent");
-  list.replaceChildren(...s.recent.map(outcomeItem));
+  renderHistory($("recent"), s.recent);
+  $("recent-empty").hidden = s.recent.length > 0;
   // Older pages go to their own list, which live updates leave alone.
   if (!olderStarted) {
     olderCursor = s.recent_before;
@@ -309,22 +409,29 @@ function render(s) {
 // The last partner's hug that played here, and whether it answered one of ours.
 function renderHug(hug) {
   const el = $("last-hug");
+  el.classList.toggle("reply", !!(hug && hug.reply));
   if (!hug) { el.textContent = "No hug from a partner yet."; return; }
-  const when = document.createElement("time");
-  when.dateTime = hug.at;
-  when.textContent = new Date(hug.at).toLocaleString();
   const who = document.createElement("strong");
   who.textContent = hug.from || "a partner";
-  el.replaceChildren(hug.reply ? "Hug back from " : "Hug from ", who, ", ", when);
-  el.classList.toggle("reply", !!hug.reply);
-  $("hug").textContent = "Hug back";
+  el.replaceChildren(hug.reply ? "Hug back from " : "Hug from ", who, ", ", timeElement(hug.at));
 }
 
-// 14:02, in the phone's own time zone, the same on every browser.
-function clock(at) {
-  const d = new Date(at);
-  return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+// What the hug button does now: answer a partner's hug within the reply window,
+// else send one, else (no partner) play it here.
+function hugAction(s) {
+  const partners = Object.keys((s.outbox && s.outbox.partners) || {}).length;
+  if (!partners) return "here";
+  const hug = s.last_hug;
+  const window = ((s.web || {}).reply_window_seconds ?? 600) * 1000;
+  if (hug && hug.at && Date.now() - Date.parse(hug.at) <= window) return "back";
+  return "send";
 }
+const HUG_LABELS = { back: "Hug back", send: "Send a hug", here: "Play hug here" };
+const HUG_DONE = {
+  back: "Hug back sent: it plays here and goes to your partner.",
+  send: "Hug sent: it plays here and goes to your partners.",
+  here: "Playing the hug here (this pillow has no partner to send it to).",
+};
 
 // What became of the last hug sent: one line per partner, from its receipts and
 // from the outbox (a partner's queue that refuses says why).
@@ -338,16 +445,17 @@ function renderSent(sent, outbox) {
   const names = Object.keys(sent.partners || {});
   list.replaceChildren(...names.map((name) => {
     const p = sent.partners[name];
-    const steps = [`sent ${clock(sent.at)}`];
-    if (p.expired) steps.push("not delivered (expired)");
+    const li = document.createElement("li");
+    const parts = [(names.length > 1 ? `To ${name}: sent ` : "Sent "), timeElement(sent.at)];
+    const more = (node) => parts.push(" · ", node);
+    if (p.expired) more("not delivered (expired)");
     else if (p.delivered || p.hugged_back) {
       // A hug back says it was delivered, even before (or without) its receipt.
-      if (p.delivered) steps.push(`delivered ${clock(p.delivered)}`);
-      if (p.hugged_back) steps.push(`hugged back ${clock(p.hugged_back)}`);
-      if (p.quiet) steps.push(`${name}'s pillow is in quiet hours`);
-    } else if (away[queues[name]]) steps.push(`not delivered yet: ${name}'s queue ${away[queues[name]]}`);
-    const li = document.createElement("li");
-    li.textContent = (names.length > 1 ? `${name}: ` : "") + steps.join(" · ");
+      if (p.delivered) more(tickElement("delivered", p.delivered));
+      if (p.hugged_back) more(tickElement("hugged back", p.hugged_back));
+      if (p.quiet) more(`${name}'s pillow is in quiet hours`);
+    } else if (away[queues[name]]) more(`not delivered yet: ${name}'s queue ${away[queues[name]]}`);
+    li.append(...parts);
     li.className = p.expired || (!p.delivered && !p.hugged_back && away[queues[name]]) ? "bad" : "";
     return li;
   }));
@@ -356,8 +464,14 @@ function renderSent(sent, outbox) {
 // What came while the pillow was quiet, until someone has seen it.
 function renderWhileQuiet(items) {
   $("while-quiet").hidden = !items.length;
-  const who = items.map((i) => `${i.from || "someone"}, ${clock(i.at)}`).join("; ");
-  text("while-quiet-list", items.length ? `While you slept: ${who}` : "");
+  const el = $("while-quiet-list");
+  if (!items.length) { el.replaceChildren(); return; }
+  const parts = ["While you slept: "];
+  items.forEach((i, k) => {
+    if (k) parts.push("; ");
+    parts.push(`${i.from || "someone"}, `, timeElement(i.at));
+  });
+  el.replaceChildren(...parts);
 }
 
 function describeActuator(name, value) {
@@ -369,20 +483,59 @@ function describeActuator(name, value) {
   return typeof value === "object" ? JSON.stringify(value) : String(value);
 }
 
+// -- the history: a conversation ----------------------------------------------------
+
+// The receipts in the lists shown, by the hug they answer: a receipt is shown on
+// that hug as "delivered ✓ 14:02", never as a row of its own.
+let receipts = new Map();
+
+function renderHistory(list, items) {
+  receipts = new Map();
+  for (const item of [...((current && current.recent) || []), ...olderItems]) {
+    if (item.event !== "receipt" || !item.of) continue;
+    const had = receipts.get(item.of) || [];
+    if (!had.some((r) => r.id === item.id)) receipts.set(item.of, [...had, item]);
+  }
+  list.replaceChildren(...items.filter((i) => i.event !== "receipt").map(outcomeItem));
+}
+
 function outcomeItem(r) {
   const li = document.createElement("li");
   li.className = "outcome " + r.outcome;
-  const pill = document.createElement("span");
-  pill.className = "pill " + r.outcome;
-  pill.textContent = r.outcome;
+  li.dataset.id = r.id;
+  const head = document.createElement("p");
+  head.className = "head";
+  const who = document.createElement("strong");
+  who.className = "who";
+  const own = r.scene && current && current.web && r.scene === current.web.hug_scene && !r.from;
+  who.textContent = r.from || (own ? "You" : "someone");
   const what = document.createElement("span");
   what.className = "what";
-  what.textContent = (r.scene || "a message") + (r.from ? ` from ${r.from}` : "") +
-    (r.reply ? " · hug back" : "");
-  const when = document.createElement("time");
-  when.dateTime = r.at;
-  when.textContent = r.at ? new Date(r.at).toLocaleTimeString() : "";
-  li.append(pill, what, when);
+  what.textContent = own ? "sent a hug" : (r.scene || "a message") + (r.reply ? " · hug back" : "");
+  head.append(who, " ", what);
+  if (r.outcome !== "applied") {
+    const pill = document.createElement("span");
+    pill.className = "pill " + r.outcome;
+    pill.textContent = r.outcome;
+    head.append(" ", pill);
+  }
+  li.append(head, timeElement(r.at));
+  if (r.text) {
+    const note = document.createElement("p");
+    note.className = "note";  // white-space: pre-line keeps the note's line breaks
+    note.textContent = r.text;
+    li.append(note);
+  }
+  const ticks = receipts.get(r.id) || [];
+  if (ticks.length) {
+    const p = document.createElement("p");
+    p.className = "delivered";
+    ticks.forEach((t, k) => {
+      if (k) p.append(" · ");
+      p.append(tickElement(ticks.length > 1 && t.from ? `delivered to ${t.from}` : "delivered", t.at));
+    });
+    li.append(p);
+  }
   if (r.reason) {
     const reason = document.createElement("p");
     reason.className = "reason";
@@ -393,8 +546,11 @@ function outcomeItem(r) {
 }
 
 function tick() {
+  refreshTimes();
   if (document.body.classList.contains("stale")) { showLastSeen(); return; }
   if (!current) return;
+  if (controlsOn) $("hug").textContent = HUG_LABELS[hugAction(current)];
+  if (current.scene === "off") { text("until", "until the next message, or lights on"); return; }
   if (!current.until) {
     text("until", current.scene === "idle" || !current.message ? "resting" : "until the next message");
     return;
@@ -408,6 +564,7 @@ setInterval(tick, 1000);
 
 let olderCursor = null;
 let olderStarted = false;
+const olderItems = [];
 $("older").addEventListener("click", async () => {
   if (!olderCursor) return;
   olderStarted = true;
@@ -416,7 +573,9 @@ $("older").addEventListener("click", async () => {
     { headers: token ? { Authorization: `Bearer ${token}` } : {} });
   if (!reply.ok) return;
   const page = await reply.json();
-  $("older-list").append(...page.items.map(outcomeItem));
+  olderItems.push(...page.items);
+  renderHistory($("older-list"), olderItems);
+  if (current) renderHistory($("recent"), current.recent);  // a tick for a newer row
   olderCursor = page.next;
   $("older").hidden = !page.next;
 });
@@ -424,6 +583,7 @@ $("older").addEventListener("click", async () => {
 // -- controls -----------------------------------------------------------------------
 
 const controlsOn = document.body.dataset.controls === "on";
+const tokenShort = document.body.dataset.controls === "short";
 
 function takeTokenFromAddress() {
   const url = new URL(location.href);
@@ -435,7 +595,7 @@ function takeTokenFromAddress() {
 }
 
 function showTokenState() {
-  const has = !!localStorage.getItem(TOKEN_KEY);
+  const has = controlsOn && !!localStorage.getItem(TOKEN_KEY);
   $("token-form").hidden = has;
   $("control-panel").hidden = !has;
   $("hug").hidden = !has;  // a hug is a control: it needs the token too
@@ -473,6 +633,33 @@ async function control(path, body, done, where) {
   result(done, "ok", where);
 }
 
+// A token, checked at once by a request that changes nothing (POST /api/token).
+// Returns true when it works; says why not otherwise.
+async function checkToken(token) {
+  let reply;
+  try {
+    reply = await fetch("/api/token", { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+  } catch (err) {
+    result("The pillow did not answer; the token could not be checked.", "bad");
+    return null;  // unknown: kept, checked again on the first control
+  }
+  const data = await reply.json().catch(() => ({}));
+  if (reply.ok) return true;
+  if (reply.status === 403 && data.fix) {
+    // Its holder is told why controls are off, and how to mend it.
+    text("token-problem-text", `Controls are off: ${data.error}.`);
+    text("token-fix", data.fix);
+    $("token-fix").hidden = false;
+    $("token-problem").hidden = false;
+    result("That is this pillow's token, but it is too short to be accepted (see above).", "bad");
+    return false;
+  }
+  if (reply.status === 429) result("Too many wrong tokens from here: wait a minute, then try again.", "bad");
+  else if (reply.status === 401) result("That token does not work on this pillow. Check it and paste it again.", "bad");
+  else result(data.error || `The pillow refused the token (${reply.status}).`, "bad");
+  return false;
+}
+
 function renderControls(s) {
   if (!controlsOn) return;
   const select = $("scene-select");
@@ -487,20 +674,73 @@ function renderControls(s) {
     $("brightness").value = Math.round(s.leds.brightness * 100);
     text("brightness-value", `${Math.round(s.leds.brightness * 100)} %`);
   }
+  const lit = s.lights !== "off";
+  $("lights").setAttribute("aria-checked", String(lit));
+  text("lights-state", lit ? "on" : "off");
   $("quiet").setAttribute("aria-pressed", String(!!s.quiet));
   text("quiet", s.quiet ? "End quiet" : "Quiet now");
+  $("hug").textContent = HUG_LABELS[hugAction(s)];
+}
+
+// The hug button, ready for press-and-hold: a pointer press is timed from down to
+// up (a later version sends how long it was held); a key press is a tap.
+function sendHug(heldSeconds) {
+  const action = current ? hugAction(current) : "send";
+  control("/api/hug", {}, HUG_DONE[action], "hug-result");
+  return heldSeconds;
+}
+
+function holdable(button, release) {
+  let downAt = null;
+  button.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0) return;
+    downAt = performance.now();
+    button.classList.add("holding");
+    button.setPointerCapture(e.pointerId);
+  });
+  const end = (send) => (e) => {
+    if (downAt === null) return;
+    const held = (performance.now() - downAt) / 1000;
+    downAt = null;
+    button.classList.remove("holding");
+    if (send) release(held);
+  };
+  button.addEventListener("pointerup", end(true));
+  button.addEventListener("pointercancel", end(false));
+  // Enter or Space (detail 0): no pointer was involved.
+  button.addEventListener("click", (e) => { if (e.detail === 0) release(0); });
+}
+
+if (tokenShort) {
+  // Controls are off (a token too short): the form is here so that whoever holds
+  // that token can learn why, and nobody else.
+  $("token-form").hidden = false;
+  $("token-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const token = $("token").value.trim();
+    $("token").value = "";
+    if (token) await checkToken(token);
+  });
 }
 
 if (controlsOn) {
   showTokenState();
-  $("token-form").addEventListener("submit", (e) => {
+  const kept = localStorage.getItem(TOKEN_KEY);
+  if (kept) {
+    checkToken(kept).then((works) => {
+      if (works === false) { localStorage.removeItem(TOKEN_KEY); showTokenState(); }
+    });
+  }
+  $("token-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const token = $("token").value.trim();
     if (!token) return;
-    localStorage.setItem(TOKEN_KEY, token);
     $("token").value = "";
+    const works = await checkToken(token);
+    if (works === false) return;
+    localStorage.setItem(TOKEN_KEY, token);
     showTokenState();
-    result("Unlocked. The pillow checks the token on every control.", "ok");
+    if (works) result("Unlocked: this token works.", "ok");
     if (privateMode && !socket.connected) socket.connect();
   });
   $("forget").addEventListener("click", () => {
@@ -518,9 +758,12 @@ if (controlsOn) {
     const value = Number($("brightness").value) / 100;
     control("/api/brightness", { brightness: value }, `Brightness set to ${Math.round(value * 100)} %.`);
   });
-  $("off").addEventListener("click", () => control("/api/off", {}, "Lights off."));
-  $("hug").addEventListener("click", () =>
-    control("/api/hug", {}, "Hug sent: it plays here and goes to your partners.", "hug-result"));
+  $("lights").addEventListener("click", () => {
+    const lit = $("lights").getAttribute("aria-checked") === "true";
+    control(lit ? "/api/off" : "/api/on", {},
+      lit ? "Lights off: the next message plays as usual." : "Lights on.");
+  });
+  holdable($("hug"), sendHug);
   $("seen").addEventListener("click", () =>
     control("/api/seen", {}, "Marked as seen.", "hug-result"));
   $("quiet").addEventListener("click", () => {
