@@ -292,7 +292,7 @@ def test_a_flood_of_reserved_names_is_a_flood_too(pillow, event):
 
 
 def test_abandoned_sessions_never_exceed_the_cap(pillow):
-    from pillowd.broadcast import MAX_SESSIONS
+    from pillowd.admission import MAX_SESSIONS
     p = pillow()
     sids = []
     for n in range(MAX_SESSIONS + 40):  # from many addresses: each has its own rate
@@ -312,7 +312,7 @@ def test_abandoned_sessions_never_exceed_the_cap(pillow):
 
 
 def test_handshakes_from_one_address_are_rate_limited(pillow):
-    from pillowd.broadcast import HANDSHAKE_BURST
+    from pillowd.admission import HANDSHAKE_BURST
     p = pillow()
     statuses = [get(p, HANDSHAKE).status_code for _ in range(HANDSHAKE_BURST + 20)]
     assert statuses[:HANDSHAKE_BURST] == [200] * HANDSHAKE_BURST
