@@ -15,7 +15,7 @@ import logging
 import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from urllib.parse import parse_qs
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,10 @@ JOIN_SECONDS = 5.0
 # Handshakes one address may make in a burst, and per second after it; all addresses
 # together; and the part of the overall burst kept for addresses that have not
 # handshaken for FRESH_SECONDS (a new page is served before a reconnecting flood).
-# A refused handshake spends nothing.
+# A refused handshake spends nothing. Each session costs Engine.IO a ping thread for
+# 25 s even when let go at once: at most 64 + 25 × 1 of them, under the thread goal.
 HANDSHAKE_BURST, HANDSHAKES_PER_SECOND = 16, 1.0
-ALL_HANDSHAKE_BURST, ALL_HANDSHAKES_PER_SECOND = 2 * MAX_SESSIONS, 2.0
+ALL_HANDSHAKE_BURST, ALL_HANDSHAKES_PER_SECOND = MAX_SESSIONS, 1.0
 FRESH_RESERVE, FRESH_SECONDS = 16, 10.0
 # Events a page may send in a burst, and per second after it (our page sends none).
 EVENT_BURST, EVENTS_PER_SECOND = 20, 2.0
@@ -105,17 +106,11 @@ class Allowance:
         self._left -= 1
         self.spent_at = self._at
 
-    def give_back(self) -> None:
-        self._left = min(self._burst, self._left + 1)
-
     def spend(self) -> bool:
         if not self.has():
             return False
         self.take()
         return True
-
-    def seconds_to_one(self) -> float:
-        return max(0.0, (1 - self._refill()) / self._rate)
 
 
 def _remember(table: OrderedDict, key, make):
@@ -137,7 +132,8 @@ class TokenGate:
     def __init__(self, clock=time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
-        self._budget = Allowance(WRONG_TOKENS_PER_MINUTE, WRONG_TOKENS_PER_MINUTE / 60, clock)
+        # when each of the last WRONG_TOKENS_PER_MINUTE wrong tokens was compared
+        self._compared: deque[float] = deque(maxlen=WRONG_TOKENS_PER_MINUTE)
         self._failures: OrderedDict[str, list[float]] = OrderedDict()  # key -> times
         self._locked: OrderedDict[str, float] = OrderedDict()  # key -> refused until
         self._logged_at = -LOG_EVERY_SECONDS
@@ -155,24 +151,30 @@ class TokenGate:
                 return 429, "too many wrong tokens from this address: try again later"
             if not tried:  # no token at all is a page that has none yet, not a guess
                 return 401, "a valid 'Authorization: Bearer <token>' is needed"
-            if not self._budget.has():
+            if not self._budget_left(now):
                 return 429, ("the pillow has refused too many wrong tokens in the last "
                              "minute: controls are paused until it is over (reading "
                              "stays open)")
-            self._budget.take()  # held while comparing: given back when right
-        if matches():
-            with self._lock:
-                self._budget.give_back()
-            return None
+            # compared under the lock: never more than the budget, however many at once
+            if matches():
+                return None
+            self._compared.append(now)
         self._failed(key, now)
         return 401, "a valid 'Authorization: Bearer <token>' is needed"
+
+    def _budget_left(self, now: float) -> bool:
+        """Whether fewer than WRONG_TOKENS_PER_MINUTE were compared in the last 60 s."""
+        return (len(self._compared) < WRONG_TOKENS_PER_MINUTE
+                or now - self._compared[0] >= 60.0)
 
     def retry_after(self, address: str) -> int:
         with self._lock:
             until = self._locked.get(address_key(address))
             if until is not None:
                 return max(1, round(until - self._clock()))
-            return max(1, round(self._budget.seconds_to_one()))
+            if self._budget_left(self._clock()):
+                return 1
+            return max(1, round(self._compared[0] + 60.0 - self._clock()))
 
     def _failed(self, key: str, now: float) -> None:
         with self._lock:

@@ -194,7 +194,7 @@ def test_wrong_tokens_from_many_addresses_spend_one_budget_and_reading_stays_ope
             statuses.append(guesser.post(p.url + "api/quiet", json={}, timeout=10, headers={
                 "Authorization": f"Bearer guess-{n}-{guess}"}).status_code)
     compared = statuses.count(401)
-    assert compared <= WRONG_TOKENS_PER_MINUTE + 2, f"{compared} wrong tokens compared"
+    assert compared <= WRONG_TOKENS_PER_MINUTE, f"{compared} wrong tokens compared"
     assert statuses.count(429) >= 30
     # The controls pause for everyone, and say why; reading stays open.
     owner = session_from("127.0.11.1").post(p.url + "api/quiet", json={"quiet": True},
@@ -233,7 +233,8 @@ def test_a_websocket_message_past_the_packet_limit_is_refused_as_it_arrives(pill
     finally:
         ws.sock.close()
     assert sent < size // 2, f"{sent} bytes of an oversized message were taken"
-    assert any("WebSocket message longer than" in line for line in p.output)
+    wait_for(lambda: any("WebSocket message longer than" in line for line in p.output),
+             message="the refusal in the log")
     assert p.get("/healthz").status_code == 200
 
 
