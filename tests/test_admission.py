@@ -16,7 +16,8 @@ import requests
 import websocket
 
 from conftest import Watcher, wait_for
-from test_hostile_lan import AUTH, HANDSHAKE, TOKEN, _SourceAdapter, address, get, metric
+from test_hostile_lan import (AUTH, HANDSHAKE, TOKEN, _SourceAdapter, address, get, metric,
+                              page_or_none)
 
 
 def session_from(source: str) -> requests.Session:
@@ -43,15 +44,6 @@ def closed_by_server(sock: socket.socket, answered_too: bool = False) -> bool:
         return True
     finally:
         sock.settimeout(timeout)
-
-
-def page_or_none(url: str):
-    """A live page (conftest.Watcher), or None when its connect is refused."""
-    import socketio
-    try:
-        return Watcher(url)
-    except socketio.exceptions.ConnectionError:
-        return None
 
 
 def http_threads(pid: int) -> int:

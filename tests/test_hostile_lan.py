@@ -44,6 +44,15 @@ class _SourceAdapter(requests.adapters.HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
+def page_or_none(url: str):
+    """A live page (conftest.Watcher), or None when its connect is refused (a 429
+    while the handshake allowance refills: a browser's page tries again too)."""
+    try:
+        return Watcher(url)
+    except socketio.exceptions.ConnectionError:
+        return None
+
+
 def metric(p, name) -> float:
     for line in p.get("/metrics").text.splitlines():
         if line.startswith(name + " "):
@@ -200,14 +209,14 @@ def test_a_half_sent_request_is_dropped_and_does_not_hold_the_page(pillow):
 
 def test_headers_sent_a_byte_at_a_time_meet_a_deadline(pillow):
     """A deadline for the whole header, not a timeout per read: a trickle that never
-    pauses for long is still dropped (the server allows 10 s)."""
+    pauses for long is still dropped (the connection's deadline: 30 s)."""
     import time
     p = pillow()
     sent = 0
     with socket.create_connection(address(p), timeout=60) as s:
         s.sendall(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         try:
-            while sent < 40:
+            while sent < 60:
                 s.sendall(b"X-Slow-%d: 1\r\n" % sent)
                 sent += 1
                 time.sleep(1.0)
@@ -220,7 +229,7 @@ def test_headers_sent_a_byte_at_a_time_meet_a_deadline(pillow):
                 closed = s.recv(100) == b""
             except OSError:
                 closed = False
-    assert closed and sent < 30, f"still open after {sent} header lines"
+    assert closed and sent < 45, f"still open after {sent} header lines"
 
 
 def test_at_the_file_limit_the_page_still_answers(pillow):
@@ -331,7 +340,9 @@ def test_abandoned_sessions_never_exceed_the_cap(pillow):
                               data=b"1", timeout=10).status_code == 200]
     assert len(alive) <= MAX_SESSIONS
     assert alive == sids[-len(alive):]  # the oldest went first
-    watcher = Watcher(p.url)  # and a real page still gets in
+    # and a real page still gets in
+    watcher = wait_for(lambda: page_or_none(p.url), timeout=20, interval=0.5,
+                       message="a page let in")
     try:
         watcher.wait_state(lambda s: True, message="a page after the flood")
     finally:
