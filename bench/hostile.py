@@ -323,6 +323,18 @@ class Probe:
                 pass
         return (time.monotonic() - t0) * 1000 if live.is_set() else timeout * 1000
 
+    def read(self, timeout: float = 5.0) -> float:
+        """One GET /api/state in ms; an answer other than 200 counts as the timeout."""
+        t0 = time.monotonic()
+        try:
+            answer = requests.get(self.p.url + "api/state", timeout=timeout)
+        except requests.RequestException:
+            return timeout * 1000
+        if answer.status_code != 200:
+            self.refused += 1
+            return timeout * 1000
+        return (time.monotonic() - t0) * 1000
+
     def run(self, until: float) -> None:
         """Until *until* (monotonic): a page every 10 s (a person opening one, from an
         address that has not handshaken since), reads of /api/state in between."""
@@ -332,7 +344,7 @@ class Probe:
                 page_at = time.monotonic() + 10.0
                 self.live_ms.append(self.page())
             for _ in range(10):
-                self.state_ms.append(get_ms(self.p.url + "api/state"))
+                self.state_ms.append(self.read())
             self.sample()
             time.sleep(0.2)
 
@@ -343,7 +355,7 @@ class Probe:
         print(f"  a fresh page live in {worst:.0f} ms at worst ({len(self.live_ms)} tried) "
               f"(goal ≤ 5000) {verdict(worst <= 5000)}")
         print(f"  GET /api/state p99 {p99:.0f} ms (goal ≤ 250) {verdict(p99 <= 250)}"
-              + (f", {self.refused} answered 503" if self.refused else ""))
+              + (f", {self.refused} refused (503)" if self.refused else ""))
         print(f"  RSS +{self.peak_rss - self.rss0:.1f} MB (goal ≤ 20) "
               f"{verdict(self.peak_rss - self.rss0 <= 20)}")
         print(f"  threads {self.threads0} at rest, {self.peak_threads} at most "

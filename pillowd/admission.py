@@ -138,7 +138,6 @@ class TokenGate:
         self._locked: OrderedDict[str, float] = OrderedDict()  # key -> refused until
         self._logged_at = -LOG_EVERY_SECONDS
         self._unlogged = 0
-        self.compared_wrong = 0  # wrong tokens compared so far (a metric)
 
     def check(self, matches, tried: bool, address: str) -> tuple[int, str] | None:
         key, now = address_key(address), self._clock()
@@ -178,7 +177,6 @@ class TokenGate:
 
     def _failed(self, key: str, now: float) -> None:
         with self._lock:
-            self.compared_wrong += 1
             times = self._failures.pop(key, [])
             times = [t for t in times if now - t < LOCKOUT_SECONDS] + [now]
             self._failures[key] = times

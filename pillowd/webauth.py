@@ -105,11 +105,6 @@ class Policy:
     def retry_after(self, address: str) -> int:
         return self._tokens.retry_after(address)
 
-    @property
-    def wrong_tokens(self) -> int:
-        """Wrong control tokens compared since the start."""
-        return self._tokens.compared_wrong
-
     def admit(self, environ: dict, auth) -> None:
         """A page may join Socket.IO: raises broadcast.Refused when it may not."""
         if not self.private:
