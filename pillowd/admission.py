@@ -203,17 +203,17 @@ class TokenGate:
 # -- connections ---------------------------------------------------------------------------
 
 class _Connection:
-    __slots__ = ("deadline", "websocket", "sock")
+    __slots__ = ("deadline", "websocket", "dropped")
 
-    def __init__(self, sock, deadline: float):
-        self.sock = sock
+    def __init__(self, deadline: float):
         self.deadline = deadline
-        self.websocket = False
+        self.websocket = False  # upgraded: no deadline, never dropped for room
+        self.dropped = False    # chosen to make room: its deadline has passed
 
 
 class Connections:
     """The server's open connections, each with its deadline; at the cap, the one
-    nearest its deadline makes room (a WebSocket never: sessions bound those)."""
+    nearest its deadline makes room (a WebSocket never: the session caps bound those)."""
 
     def __init__(self, cap: int, seconds: float = CONNECTION_SECONDS, clock=time.monotonic):
         self.cap = cap
@@ -225,14 +225,16 @@ class Connections:
     def __len__(self) -> int:
         return len(self._open)
 
-    def add(self, sock) -> float:
+    def add(self, sock) -> None:
         with self.changed:
-            entry = self._open[sock] = _Connection(sock, self._clock() + self.seconds)
-            return entry.deadline
+            self._open[sock] = _Connection(self._clock() + self.seconds)
 
     def deadline(self, sock) -> float | None:
+        """When *sock*'s reads and writes must be done; None for a WebSocket."""
         entry = self._open.get(sock)
-        return None if entry is None or entry.websocket else entry.deadline
+        if entry is None or entry.dropped:
+            return float("-inf")
+        return None if entry.websocket else entry.deadline
 
     def upgraded(self, sock) -> None:
         with self.changed:
@@ -246,16 +248,16 @@ class Connections:
             self.changed.notify_all()
 
     def victim(self):
-        """The connection that makes room (nearest its deadline), taken off the
-        table's choices; None when every one is a WebSocket."""
+        """The connection that makes room (nearest its deadline), marked so; None
+        when every one is a WebSocket."""
         with self.changed:
-            chosen = min((e for e in self._open.values() if not e.websocket),
-                         key=lambda e: e.deadline, default=None)
+            chosen = min(((e.deadline, sock) for sock, e in self._open.items()
+                          if not e.websocket and not e.dropped),
+                         key=lambda pair: pair[0], default=None)
             if chosen is None:
                 return None
-            chosen.deadline = float("-inf")  # its thread ends it: a deadline passed
-            chosen.websocket = True  # not chosen twice
-            return chosen.sock
+            self._open[chosen[1]].dropped = True
+            return chosen[1]
 
 
 def connection_cap(wanted: int = MAX_CONNECTIONS) -> int:
