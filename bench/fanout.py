@@ -51,12 +51,18 @@ duration = 0
 """
 
 
-def clients(url: str, count: int, ready, results, stop) -> None:
+def clients(url: str, count: int, ready, results, stop, process: int = 0) -> None:
     """One process of *count* Socket.IO clients; reports (change, latency) pairs.
 
     Several processes, so that the clients' own GIL does not pass for server delay;
-    time.monotonic() is one clock for every process on Linux."""
+    time.monotonic() is one clock for every process on Linux. Each client connects
+    from its own loopback address, as pages on a LAN do (the pillow serves at most
+    8 sessions to one address)."""
+    import socket
+    from urllib.parse import urlsplit
+
     import socketio
+    server = urlsplit(url)
 
     # python-socketio's client handles each Engine.IO message in its own thread, so
     # under load a frame's binary attachment can overtake its header: counted, not printed.
@@ -69,7 +75,10 @@ def clients(url: str, count: int, ready, results, stop) -> None:
     sessions = []
     frames = [0]
     for _ in range(count):
-        client = socketio.Client(reconnection=False)
+        sock = socket.create_connection(
+            (server.hostname, server.port), timeout=20,
+            source_address=(f"127.1.{process + 1}.{len(sessions) + 1}", 0))
+        client = socketio.Client(reconnection=False, websocket_extra_options={"socket": sock})
         seen: set[str] = set()
 
         def state(s, seen=seen):
@@ -126,8 +135,8 @@ def measure(url: str, args) -> int:
     ready, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     per = [args.clients // args.processes + (i < args.clients % args.processes)
            for i in range(args.processes)]
-    workers = [ctx.Process(target=clients, args=(url, n, ready, results, stop))
-               for n in per if n]
+    workers = [ctx.Process(target=clients, args=(url, n, ready, results, stop, i))
+               for i, n in enumerate(per) if n]
     for w in workers:
         w.start()
     connected = sum(ready.get(timeout=120) for _ in workers)

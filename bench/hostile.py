@@ -1,7 +1,14 @@
-"""A hostile LAN against the status page (issue 20): half-sent requests, abandoned
-sessions, big refused bodies, idle connections at the file limit, guessed tokens.
+"""A hostile LAN against the status page (issues 20 and 25): half-sent requests, abandoned
+sessions, big refused bodies, idle connections at the file limit, guessed tokens; and
+the ways around those limits: slow bodies after the headers, handshake floods under
+the per-address rate, sessions that joined and vanished, wrong tokens from 1,100
+addresses, oversized WebSocket messages, a huge chunk, closed tabs.
 
-    .venv/bin/python bench/hostile.py [--rows half,sessions,bodies,files,tokens]
+    .venv/bin/python bench/hostile.py [--rows half,sessions,bodies,files,tokens,
+                                       slow,handshakes,vanished,addresses,wsbig,chunked,tabs]
+
+Every load goes to loopback (127.0.0.0/8; each 127.x.y.z is a distinct address),
+bounded in count and time.
 
 Each row starts its own real `pillowd run` (mock hardware, local queue, control
 token set) on loopback, attacks it within fixed bounds, and prints what it measured
@@ -270,8 +277,349 @@ def tokens(p: PillowProcess) -> None:
           f"(goal ≤ 20 per minute) {verdict(per_minute <= 20)}")
 
 
+# -- issue 25: limits an attacker walks around ------------------------------------------
+# Each of these rows attacks for a bounded time while a probe, from 127.0.0.1 (an
+# address the attack never uses), measures the goal: a page loads and goes live
+# within 5 s, GET /api/state p99 <= 250 ms, RSS <= +20 MB, threads <= cap + 16.
+
+ATTACK_SECONDS = 30.0
+
+
+class Probe:
+    """What a person on the LAN sees while an attack runs, and what the daemon costs."""
+
+    def __init__(self, p: PillowProcess):
+        self.p = p
+        self.threads0, self.rss0 = settle(p.pid), rss_mb(p.pid)
+        self.peak_threads, self.peak_rss = self.threads0, self.rss0
+        self.live_ms: list[float] = []
+        self.state_ms: list[float] = []
+        self.refused = 0  # answers 503 to the probe
+
+    def sample(self) -> None:
+        self.peak_threads = max(self.peak_threads, threads(self.p.pid))
+        self.peak_rss = max(self.peak_rss, rss_mb(self.p.pid))
+
+    def page(self, timeout: float = 10.0) -> float:
+        """A page as a browser opens it: GET /, then Socket.IO (polling, then the
+        upgrade), until its first state. Its time in ms; the timeout on failure."""
+        import socketio
+        t0 = time.monotonic()
+        live = threading.Event()
+        client = socketio.Client(reconnection=False)
+        client.on("state", lambda *_: live.set(), namespace="/pillow")
+        try:
+            answer = requests.get(self.p.url, timeout=timeout)
+            self.refused += answer.status_code == 503
+            if answer.status_code == 200:
+                client.connect(self.p.url, namespaces=["/pillow"], wait_timeout=timeout)
+                live.wait(max(0.0, timeout - (time.monotonic() - t0)))
+        except Exception:  # refused, timed out: not live
+            pass
+        finally:
+            try:
+                client.disconnect()
+            except Exception:
+                pass
+        return (time.monotonic() - t0) * 1000 if live.is_set() else timeout * 1000
+
+    def read(self, timeout: float = 5.0) -> float:
+        """One GET /api/state in ms; an answer other than 200 counts as the timeout."""
+        t0 = time.monotonic()
+        try:
+            answer = requests.get(self.p.url + "api/state", timeout=timeout)
+        except requests.RequestException:
+            return timeout * 1000
+        if answer.status_code != 200:
+            self.refused += 1
+            return timeout * 1000
+        return (time.monotonic() - t0) * 1000
+
+    def run(self, until: float) -> None:
+        """Until *until* (monotonic): a page every 10 s (a person opening one, from an
+        address that has not handshaken since), reads of /api/state in between."""
+        page_at = 0.0
+        while time.monotonic() < until:
+            if time.monotonic() >= page_at:
+                page_at = time.monotonic() + 10.0
+                self.live_ms.append(self.page())
+            for _ in range(10):
+                self.state_ms.append(self.read())
+            self.sample()
+            time.sleep(0.2)
+
+    def report(self, extra: str = "") -> None:
+        times = sorted(self.state_ms) or [float("nan")]
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+        worst = max(self.live_ms) if self.live_ms else float("nan")
+        print(f"  a fresh page live in {worst:.0f} ms at worst ({len(self.live_ms)} tried) "
+              f"(goal ≤ 5000) {verdict(worst <= 5000)}")
+        print(f"  GET /api/state p99 {p99:.0f} ms (goal ≤ 250) {verdict(p99 <= 250)}"
+              + (f", {self.refused} refused (503)" if self.refused else ""))
+        print(f"  RSS +{self.peak_rss - self.rss0:.1f} MB (goal ≤ 20) "
+              f"{verdict(self.peak_rss - self.rss0 <= 20)}")
+        print(f"  threads {self.threads0} at rest, {self.peak_threads} at most "
+              f"(goal ≤ cap {CAP} + 16) {verdict(self.peak_threads <= CAP + 16)}")
+        if extra:
+            print(extra)
+
+
+def _attack(p: PillowProcess, workers, seconds: float = ATTACK_SECONDS,
+            finish: float = 30.0) -> Probe:
+    """Start *workers* (callables taking a stop Event), probe for *seconds*, stop them
+    (waiting up to *finish* seconds each for them to end)."""
+    probe, stop = Probe(p), threading.Event()
+    running = [threading.Thread(target=w, args=(stop,), daemon=True) for w in workers]
+    for t in running:
+        t.start()
+    time.sleep(2.0)  # the attack in place first
+    try:
+        probe.run(time.monotonic() + seconds)
+    finally:
+        stop.set()
+        for t in running:
+            t.join(finish)
+    return probe
+
+
+def slow_after_headers(p: PillowProcess) -> None:
+    """110 connections past their headers, each a body trickling a byte every 5 s."""
+    held: list[socket.socket] = []
+
+    def attacker(stop: threading.Event) -> None:
+        for n in range(110):
+            try:
+                s = socket.create_connection(address(p), timeout=5,
+                                             source_address=(f"127.0.3.{n % 200 + 1}", 0))
+                s.sendall(b"POST /api/scene HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                          b"Content-Type: application/json\r\n"
+                          b"Content-Length: 60000\r\n\r\n{")
+                held.append(s)
+            except OSError:
+                pass
+        while not stop.wait(5.0):
+            for s in list(held):
+                try:
+                    s.sendall(b" ")
+                except OSError:
+                    held.remove(s)
+                    try:  # dropped by the server: the attacker comes back
+                        s.close()
+                        s = socket.create_connection(address(p), timeout=5)
+                        s.sendall(b"POST /api/scene HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                  b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                                  b"Content-Type: application/json\r\n"
+                                  b"Content-Length: 60000\r\n\r\n{")
+                        held.append(s)
+                    except OSError:
+                        pass
+
+    probe = _attack(p, [attacker])
+    for s in held:
+        s.close()
+    print("110 connections trickling a body after their headers, re-opened when dropped:")
+    probe.report()
+
+
+def handshake_flood(p: PillowProcess) -> None:
+    """10 addresses, each under the per-address rate: a burst of 13, then one a 1.1 s."""
+    def attacker(n: int):
+        def run(stop: threading.Event) -> None:
+            session = requests.Session()
+            session.mount("http://", _Source(f"127.0.4.{n + 1}"))
+            url = p.url + "socket.io/?EIO=4&transport=polling"
+            for i in range(200):
+                if i >= 13 and stop.wait(1.1):
+                    return
+                if stop.is_set():
+                    return
+                try:
+                    session.get(url, timeout=5)
+                except requests.RequestException:
+                    pass
+        return run
+
+    probe = _attack(p, [attacker(n) for n in range(10)])
+    print("10 addresses handshaking, each a burst of 13 then one every 1.1 s:")
+    probe.report()
+
+
+def vanished_sessions(p: PillowProcess) -> None:
+    """One address opens 64 polling sessions that join /pillow, then vanishes."""
+    opened = [0]
+
+    def attacker(stop: threading.Event) -> None:
+        session = requests.Session()
+        session.mount("http://", _Source("127.0.5.1"))
+        base = p.url + "socket.io/?EIO=4&transport=polling"
+        for _ in range(64):
+            try:
+                answer = session.get(base, timeout=5)
+                if answer.status_code != 200:
+                    continue
+                sid = json.loads(answer.text[answer.text.index("{"):])["sid"]
+                if session.post(base + f"&sid={sid}", data=b"40/pillow,",
+                                timeout=5).status_code == 200:
+                    opened[0] += 1
+            except (requests.RequestException, ValueError):
+                pass
+
+    probe = _attack(p, [attacker])
+    print(f"one address's 64 polling sessions joined /pillow, then vanished "
+          f"({opened[0]} joined):")
+    probe.report()
+
+
+def token_addresses(p: PillowProcess) -> None:
+    """Wrong tokens from 1,100 addresses in turn, each under its own limit, for 57 s."""
+    counts = {"401": 0, "429": 0, "sent": 0}
+    compared: list[float] = []  # when each wrong token was compared (answered 401)
+
+    def attacker(stop: threading.Event) -> None:
+        sessions = {}
+        n = 0
+        while not stop.is_set() and counts["sent"] < 200_000:
+            n += 1
+            k = n % 1100
+            source = f"127.{10 + k // 250}.{k % 250 + 1}.1"
+            session = sessions.get(source)
+            if session is None:
+                session = sessions[source] = requests.Session()
+                session.mount("http://", _Source(source))
+            try:
+                status = session.post(p.url + "api/quiet", json={}, timeout=5, headers={
+                    "Authorization": f"Bearer guess-{n:016d}"}).status_code
+            except requests.RequestException:
+                continue
+            counts["sent"] += 1
+            counts[str(status)] = counts.get(str(status), 0) + 1
+            if status == 401:
+                compared.append(time.monotonic())
+
+    t0 = time.monotonic()
+    probe = _attack(p, [attacker], seconds=55.0)  # within one minute of the budget
+    elapsed = time.monotonic() - t0
+    busiest, first = 0, 0
+    for last, t in enumerate(compared):  # a sliding 60 s window over the times
+        while t - compared[first] >= 60:
+            first += 1
+        busiest = max(busiest, last - first + 1)
+    print(f"wrong tokens from 1,100 addresses in turn ({counts['sent']} sent in "
+          f"{elapsed:.0f} s):")
+    probe.report(f"  wrong tokens compared in the busiest 60 s: {busiest}, "
+                 f"{counts['429']} answered 429 (goal ≤ 100) {verdict(busiest <= 100)}")
+
+
+def websocket_messages(p: PillowProcess) -> None:
+    """Four 50 MB WebSocket messages without a token."""
+    closes: list[float] = []
+    peaks: list[float] = []
+
+    def attacker(stop: threading.Event) -> None:
+        import websocket
+        port = address(p)[1]
+        for _ in range(4):
+            try:
+                ws = websocket.create_connection(
+                    f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket",
+                    timeout=30)
+                ws.recv()
+                t0 = time.monotonic()
+                ws.sock.sendall(b"\x82\xff" + (50_000_000).to_bytes(8, "big") + b"\0" * 4)
+                chunk = b"x" * 1_000_000
+                try:
+                    for _ in range(50):
+                        ws.sock.sendall(chunk)
+                    peaks.append(rss_mb(p.pid))  # with the whole message taken
+                    ws.sock.settimeout(5)
+                    while ws.sock.recv(65536):
+                        pass
+                except OSError:  # reset, or no close within 5 s
+                    pass
+                closes.append(time.monotonic() - t0)
+                ws.sock.close()
+            except Exception:
+                pass
+
+    probe = _attack(p, [attacker], seconds=15.0)
+    time.sleep(2.0)
+    after = rss_mb(p.pid) - probe.rss0
+    peak = max([probe.peak_rss, *peaks]) - probe.rss0
+    print("four 50 MB WebSocket messages without a token:")
+    probe.report(f"  closed {max(closes, default=float('nan')):.1f} s after the frame "
+                 f"header at worst; RSS +{peak:.1f} MB at most, +{after:.1f} MB after "
+                 f"(goal ≤ +10 MB) {verdict(peak <= 10)}")
+
+
+def chunked_body(p: PillowProcess) -> None:
+    """With the right token, a chunked body whose first chunk claims ffffffffffff."""
+    ended = [float("inf")]  # still open when the attacker gave up (65 s)
+
+    def attacker(stop: threading.Event) -> None:
+        s = socket.create_connection(address(p), timeout=65)
+        t0 = time.monotonic()
+        s.sendall(b"POST /api/scene HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                  b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"ffffffffffff\r\n{")
+        try:
+            while s.recv(65536):
+                pass
+        except OSError:
+            pass
+        ended[0] = time.monotonic() - t0
+        s.close()
+
+    probe = _attack(p, [attacker], seconds=5.0, finish=70.0)
+    print("a chunked body whose first chunk claims ffffffffffff bytes, right token:")
+    probe.report(f"  answered or closed after {ended[0]:.1f} s (goal: within the "
+                 f"30 s deadline) {verdict(ended[0] <= 31)}")
+
+
+def closed_tabs(p: PillowProcess) -> None:
+    """Pages whose tab closes while live: 30 of them."""
+    def attacker(stop: threading.Event) -> None:
+        import websocket
+        port = address(p)[1]
+        for _ in range(30):
+            try:
+                ws = websocket.create_connection(
+                    f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket",
+                    timeout=10)
+                ws.recv()
+                ws.send("40/pillow,")
+                while not ws.recv().startswith('42/pillow,["state"'):
+                    pass
+                ws.sock.close()
+            except Exception:
+                pass
+
+    probe = _attack(p, [attacker], seconds=5.0)
+    time.sleep(2.0)
+    printed = sum("Traceback" in line for line in p.output)
+    print("30 live pages whose tab closed:")
+    probe.report(f"  tracebacks printed: {printed} (goal 0) {verdict(printed == 0)}")
+
+
+class _Source(requests.adapters.HTTPAdapter):
+    """Requests from one loopback address."""
+
+    def __init__(self, source: str):
+        self._source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self._source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
 ROWS = {"half": half_sent, "sessions": sessions, "bodies": bodies, "files": files,
-        "tokens": tokens}
+        "tokens": tokens,
+        # issue 25
+        "slow": slow_after_headers, "handshakes": handshake_flood,
+        "vanished": vanished_sessions, "addresses": token_addresses,
+        "wsbig": websocket_messages, "chunked": chunked_body, "tabs": closed_tabs}
 
 
 def main(argv=None) -> int:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
 import threading
 import time
-from collections import OrderedDict
 from typing import Callable
-from urllib.parse import parse_qs
 
 from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO
+
+from .admission import (EVENT_BURST, EVENTS_PER_SECOND, JOIN_SECONDS, MAX_PACKET,
+                        MAX_SESSIONS, TICKET, Allowance, Sessions)
 
 log = logging.getLogger(__name__)
 
@@ -21,67 +20,10 @@ NAMESPACE = "/pillow"
 # skips frames instead of growing a queue in the server's memory. Our page and
 # python-socketio clients acknowledge each frame by themselves.
 BACKLOG = 4
-# Engine.IO sessions at once (a page is one; 50 pages is bench/fanout.py's load);
-# a handshake past it first lets go of the oldest session that never joined /pillow.
-MAX_SESSIONS = 64
-# Seconds a session may take from its handshake to joining /pillow: past that,
-# a session that is not on /pillow is let go (see Sessions).
-JOIN_SECONDS = 5.0
-# Handshakes one address may make in a burst, and per second after it, and all
-# addresses together: each session costs Engine.IO a thread until its first ping
-# (25 s), even one let go at once, so at most 128 + 25 × 2 such threads.
-HANDSHAKE_BURST, HANDSHAKES_PER_SECOND = MAX_SESSIONS, 1.0
-ALL_HANDSHAKE_BURST, ALL_HANDSHAKES_PER_SECOND = 2 * MAX_SESSIONS, 2.0
-# Events a page may send in a burst, and per second after it: a page sends none of
-# its own (only acknowledgements, which are not events), so a client past this is
-# not our page, and is disconnected.
-EVENT_BURST, EVENTS_PER_SECOND = 20, 2.0
-# Largest Engine.IO packet a client may send: our page sends only its connect.
-MAX_PACKET = 64 * 1024
-# Where the handshake's environ carries its session's _Ticket to the connect handler
-# (Flask-SocketIO runs every handler in a request context of that environ).
-TICKET = "pillowd.session"
 
 
 class Refused(Exception):
     """Why a page may not connect (told to the client as its connect_error)."""
-
-
-class Allowance:
-    """A token bucket: *burst* at once, then *rate* a second."""
-
-    def __init__(self, burst: float, rate: float, clock):
-        self._burst, self._rate, self._clock = burst, rate, clock
-        self._left, self._at = float(burst), clock()
-
-    def spend(self) -> bool:
-        now = self._clock()
-        self._left = min(self._burst, self._left + (now - self._at) * self._rate)
-        self._at = now
-        if self._left < 1:
-            return False
-        self._left -= 1
-        return True
-
-
-class _Ticket:
-    """One Engine.IO session as the WSGI side sees it: when it began, its sid once
-    known, the pages it joined /pillow with, and its connection while a WebSocket."""
-
-    def __init__(self, opened: float, connection):
-        self.opened = opened
-        self.sid: str | None = None
-        self.pages: set[str] = set()       # Socket.IO sids on /pillow
-        self.connection = connection      # the WebSocket's socket; None while polling
-        self.ended = False                # let go: nothing more of it is served
-
-    def end(self) -> None:
-        self.ended = True
-        if self.connection is not None:
-            try:  # the WebSocket's reads end now, and Engine.IO closes the session
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Page:
@@ -91,8 +33,9 @@ class _Page:
     sends the CONNECT packet after the connect handler returns, and a binary frame
     from a pusher (two Engine.IO packets) must never straddle it."""
 
-    def __init__(self, ticket, version: int, clock, activated: Callable):
+    def __init__(self, ticket, version: int, clock, activated: Callable, heard: Callable):
         self.ticket = ticket
+        self._heard = heard
         self.version = version            # of the state sent on connect
         self.in_flight = 0
         self.active = False
@@ -102,6 +45,7 @@ class _Page:
 
     def acked(self, *_):
         self.in_flight = max(0, self.in_flight - 1)
+        self._heard(self.ticket)  # alive: not the stalest session
         if not self.active:
             self.active = True
             self._activated(self)
@@ -149,7 +93,8 @@ class Broadcaster:
     def init_app(self, app) -> None:
         """Socket.IO for *app*, with the session rules in front of it."""
         self.socketio.init_app(app)
-        self.sessions = Sessions(app.wsgi_app, self, max_sessions=self._max_sessions,
+        self.sessions = Sessions(app.wsgi_app, self.connected,
+                                 max_sessions=self._max_sessions,
                                  join_seconds=self._join_seconds, clock=self._clock)
         app.wsgi_app = self.sessions
 
@@ -199,6 +144,10 @@ class Broadcaster:
             page.in_flight += 1
             self._emit("frame", frame, sid, callback=page.acked)
 
+    def _heard(self, ticket) -> None:
+        if self.sessions is not None:
+            self.sessions.heard(ticket)
+
     def _activated(self, sid: str, page: _Page) -> None:
         # Changes while the page was not yet pushed to: it gets the state now.
         if page.version != self.states.version:
@@ -221,7 +170,7 @@ class Broadcaster:
         except Refused as err:
             raise ConnectionRefusedError(str(err)) from None
         page = _Page(ticket, self.states.version, self._clock,
-                     lambda p, sid=sid: self._activated(sid, p))
+                     lambda p, sid=sid: self._activated(sid, p), self._heard)
         with self._lock:
             self._pages[sid] = page
         if ticket is not None:
@@ -251,148 +200,6 @@ class Broadcaster:
         # The whole session, not only /pillow: it could join again at once.
         if page.ticket is not None:
             page.ticket.end()
-
-
-class Sessions:
-    """WSGI middleware in front of Socket.IO: Engine.IO sessions as the HTTP side
-    sees them.
-
-    A handshake (a /socket.io/ request without `sid`) is rated per address and
-    overall; at most *max_sessions* sessions are served, a handshake past it letting
-    go of the oldest one that never joined /pillow. A session not on /pillow
-    *join_seconds* after its handshake is let go: a polling one by refusing its
-    requests (Engine.IO then ends it at its next missed ping), a WebSocket by
-    closing its connection."""
-
-    def __init__(self, app, broadcaster: Broadcaster, *, max_sessions: int,
-                 join_seconds: float, clock=time.monotonic):
-        self.app = app
-        self._b = broadcaster
-        self._max = max_sessions
-        self._join_seconds = join_seconds
-        self._clock = clock
-        self._tickets: list[_Ticket] = []            # oldest first
-        self._by_sid: dict[str, _Ticket] = {}        # polling sessions by Engine.IO sid
-        self._handshakes: OrderedDict[str, Allowance] = OrderedDict()  # per address
-        self._all = Allowance(ALL_HANDSHAKE_BURST, ALL_HANDSHAKES_PER_SECOND, clock)
-        self._lock = threading.Lock()
-
-    @property
-    def open(self) -> int:
-        """Sessions served now."""
-        return sum(not t.ended for t in self._tickets)
-
-    def __call__(self, environ, start_response):
-        if not environ.get("PATH_INFO", "").startswith("/socket.io"):
-            return self.app(environ, start_response)
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        if "sid" in query:
-            return self._request(query["sid"][0], environ, start_response)
-        return self._handshake(query.get("transport", ["polling"])[0], environ,
-                               start_response)
-
-    # -- one session's requests --------------------------------------------------------
-
-    def _usable(self, ticket: _Ticket, now: float, connected: set[str]) -> bool:
-        return not ticket.ended and (now - ticket.opened < self._join_seconds
-                                     or bool(ticket.pages & connected))
-
-    def _request(self, sid, environ, start_response):
-        now, connected = self._clock(), self._b.connected()
-        upgrade = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
-        with self._lock:
-            ticket = self._by_sid.get(sid)
-            usable = ticket is not None and self._usable(ticket, now, connected)
-            if ticket is not None and not usable:
-                self._forget(ticket)
-            if usable and upgrade:
-                ticket.connection = environ.get("werkzeug.socket")
-        if not usable:
-            return _answer(start_response, "400 Bad Request",
-                           "this session has ended: connect again")
-        if not upgrade:
-            return self.app(environ, start_response)
-        try:  # the upgraded WebSocket runs within this request: the session with it
-            return self.app(environ, start_response)
-        finally:
-            with self._lock:
-                self._forget(ticket)
-
-    # -- handshakes --------------------------------------------------------------------
-
-    def _handshake(self, transport, environ, start_response):
-        now, address = self._clock(), environ.get("REMOTE_ADDR", "")
-        connected = self._b.connected()
-        with self._lock:
-            allowance = self._handshakes.pop(address, None) or Allowance(
-                HANDSHAKE_BURST, HANDSHAKES_PER_SECOND, self._clock)
-            self._handshakes[address] = allowance
-            while len(self._handshakes) > 1024:
-                self._handshakes.popitem(last=False)
-            if not allowance.spend() or not self._all.spend():
-                # a page reconnects now and then, not this often
-                return _answer(start_response, "429 Too Many Requests",
-                               "too many Socket.IO handshakes: try again later",
-                               [("Retry-After", "5")])
-            for ticket in list(self._tickets):  # abandoned, or never joined
-                if not self._usable(ticket, now, connected):
-                    self._let_go(ticket)
-            if self.open >= self._max:
-                spare = next((t for t in self._tickets
-                              if not t.ended and not t.pages & connected), None)
-                if spare is None:
-                    return _answer(start_response, "503 Service Unavailable",
-                                   "the pillow has as many pages open as it serves",
-                                   [("Retry-After", "5")])
-                self._let_go(spare)
-            websocket = transport == "websocket"
-            ticket = _Ticket(now, environ.get("werkzeug.socket") if websocket else None)
-            self._tickets.append(ticket)
-        environ[TICKET] = ticket
-        if websocket:
-            try:  # the whole session runs within this request
-                return self.app(environ, start_response)
-            finally:
-                with self._lock:
-                    self._forget(ticket)
-        status = []
-
-        def start(code, headers, exc_info=None):
-            status.append(code)
-            return start_response(code, headers, exc_info)
-
-        body = b"".join(self.app(environ, start))
-        with self._lock:
-            # The OPEN packet names the session: its later requests carry that sid.
-            try:
-                if not status[0].startswith("200") or not body.startswith(b"0{"):
-                    raise ValueError
-                ticket.sid = json.loads(body[1:])["sid"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                self._forget(ticket)
-            else:
-                if not ticket.ended:
-                    self._by_sid[ticket.sid] = ticket
-        return [body]
-
-    def _let_go(self, ticket: _Ticket) -> None:
-        ticket.end()
-        if ticket.connection is None:  # polling: its requests are refused from now on
-            self._forget(ticket)
-
-    def _forget(self, ticket: _Ticket) -> None:
-        ticket.ended = True
-        if ticket in self._tickets:
-            self._tickets.remove(ticket)
-        if ticket.sid is not None:
-            self._by_sid.pop(ticket.sid, None)
-
-
-def _answer(start_response, status: str, why: str, headers=()):
-    body = json.dumps({"error": why}).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body))), *headers])
-    return [body]
 
 
 class _Pusher:

@@ -7,23 +7,12 @@ import ipaddress
 import json
 import logging
 import socket
-import threading
 import time
-from collections import OrderedDict
 from typing import Callable
 
-log = logging.getLogger(__name__)
+from .admission import MIN_TOKEN_LENGTH, TokenGate
 
-# A shorter token falls to guessing on a LAN (a 4-digit one did in 15 s).
-MIN_TOKEN_LENGTH = 16
-# Wrong tokens from one address before it is refused outright, and for how long.
-FAILURES_ALLOWED = 5
-LOCKOUT_SECONDS = 60.0
-# Addresses remembered for their failures: an attacker cycling addresses cannot
-# grow the table without bound.
-REMEMBERED = 1024
-# At most one log line this often about wrong tokens (plus a count of the rest).
-LOG_EVERY_SECONDS = 10.0
+log = logging.getLogger(__name__)
 
 SECURITY_HEADERS = [
     # Scripts, styles and connections from the pillow only; no plugins, no frames.
@@ -89,12 +78,7 @@ class Policy:
         self._allowed = {_host_name(h) for h in allowed_hosts}
         self._names = names
         self._is_local = is_local
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()  # address -> times
-        self._locked: dict[str, float] = {}  # address -> refused until
-        self._logged_at = -LOG_EVERY_SECONDS
-        self._unlogged = 0
+        self._tokens = TokenGate(clock)
 
     # -- the Host ------------------------------------------------------------------
 
@@ -111,20 +95,13 @@ class Policy:
     # -- the token -----------------------------------------------------------------
 
     def check_token(self, given: str | None, address: str) -> tuple[int, str] | None:
-        """None when *given* is the control token; else the status and the reason."""
+        """None when *given* is the control token; else the status and the reason
+        (pillowd.admission.TokenGate decides how many wrong ones are compared)."""
         if self.token is None:
             return 403, self.token_problem or "controls are off: no control token is configured"
-        now = self._clock()
-        with self._lock:
-            until = self._locked.get(address)
-            if until is not None:
-                if now < until:
-                    return 429, "too many wrong tokens from this address: try again later"
-                del self._locked[address]
-        if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
-            return None
-        self._failed(address, now, given is not None)
-        return 401, "a valid 'Authorization: Bearer <token>' is needed"
+        return self._tokens.check(
+            lambda: hmac.compare_digest(given.encode(), self.token.encode()),
+            given is not None, address)
 
     def holds_refused_token(self, given: str | None, address: str) -> bool:
         """Whether *given* is the token refused as too short: only its holder is told
@@ -141,37 +118,7 @@ class Policy:
         return False
 
     def retry_after(self, address: str) -> int:
-        until = self._locked.get(address)
-        return max(1, round(until - self._clock())) if until else 1
-
-    def _failed(self, address: str, now: float, tried: bool) -> None:
-        if not tried:  # no token at all is a page that has none yet, not a guess
-            return
-        with self._lock:
-            times = self._failures.pop(address, [])
-            times = [t for t in times if now - t < LOCKOUT_SECONDS] + [now]
-            self._failures[address] = times
-            while len(self._failures) > REMEMBERED:
-                self._failures.popitem(last=False)
-            locked = len(times) >= FAILURES_ALLOWED
-            if locked:
-                self._locked[address] = now + LOCKOUT_SECONDS
-                del self._failures[address]
-                while len(self._locked) > REMEMBERED:
-                    self._locked.pop(next(iter(self._locked)))
-            say = locked or now - self._logged_at >= LOG_EVERY_SECONDS
-            if say:
-                unlogged, self._unlogged, self._logged_at = self._unlogged, 0, now
-            else:
-                self._unlogged += 1
-        if say:
-            more = f" ({unlogged} more since the last report)" if unlogged else ""
-            if locked:
-                log.warning("%d wrong control tokens from %s: refused for %.0f s%s",
-                            FAILURES_ALLOWED, address, LOCKOUT_SECONDS, more)
-            else:
-                log.warning("a wrong control token from %s%s", address, more)
-
+        return self._tokens.retry_after(address)
 
     def admit(self, environ: dict, auth) -> None:
         """A page may join Socket.IO: raises broadcast.Refused when it may not."""

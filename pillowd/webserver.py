@@ -1,35 +1,20 @@
-"""werkzeug's threaded WSGI server with the limits a hostile LAN cannot exhaust."""
+"""werkzeug's threaded WSGI server, applying pillowd.admission's connection limits."""
 
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import logging
-import resource
 import socket
-import threading
+import sys
 import time
-from collections import OrderedDict
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-log = logging.getLogger(__name__)
+from . import admission
 
-# Connections served at once (each holds a thread; a page's WebSocket is one).
-# Past it, the oldest connection still sending its headers makes room.
-MAX_CONNECTIONS = 96
-# Seconds from a connection's first byte wait to the end of its headers: a client
-# that sends half a request (slowloris) is dropped then, or sooner if room is needed.
-HEADER_SECONDS = 10.0
-# Seconds any later read or write may block (a body, a WebSocket): longer than
-# Engine.IO's 25 s ping interval, so a live page never trips it.
-IO_SECONDS = 60.0
-# Answers after which the rest of the request is not read: the connection is
-# closed at once, whatever the client was still sending (e.g. a 50 MB body).
-REFUSED = {401, 403, 413, 421, 429}
-# Bytes of an accepted request left unread that are still read out after the answer,
-# so the client sees it rather than a reset (werkzeug would read up to 10 GB).
-DRAIN_BYTES = 1 << 20
+log = logging.getLogger(__name__)
 
 _BUSY_BODY = b'{"error": "the pillow is serving as many connections as it can"}'
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nServer: pillowd\r\n"
@@ -37,20 +22,12 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nServer: pillowd\r\n"
          b"Retry-After: 5\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
-def connection_cap(wanted: int = MAX_CONNECTIONS) -> int:
-    """*wanted*, or less when the file limit would be reached first."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return wanted
-    return max(8, min(wanted, (soft - 64) // 2))
-
-
 class _Wire(io.RawIOBase):
-    """A connection's reading side, with the header deadline and the read budget."""
+    """A connection's reading side, with its deadline and the read budget."""
 
-    def __init__(self, sock: socket.socket, deadline: float):
+    def __init__(self, sock: socket.socket, deadline):
         self._sock = sock
-        self.deadline: float | None = deadline
+        self._deadline = deadline  # () -> the connection's deadline; None: a WebSocket
         self.budget: int | None = None  # bytes still to be read; None: no limit
 
     def readable(self) -> bool:
@@ -61,39 +38,66 @@ class _Wire(io.RawIOBase):
             if self.budget <= 0:
                 return 0
             buffer = memoryview(buffer)[:self.budget]
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the request's headers came too slowly")
-            self._sock.settimeout(left)
-        count = self._sock.recv_into(buffer)
+        _time_left(self._sock, self._deadline())
+        try:
+            count = self._sock.recv_into(buffer)
+        except OSError as err:
+            if err.errno == errno.EBADF:  # closed under it (a WebSocket that ended)
+                return 0
+            raise
         if self.budget is not None:
             self.budget -= count
         return count
 
 
+class _Writer(io.RawIOBase):
+    """A connection's writing side: an answer is sent by the same deadline."""
+
+    def __init__(self, sock: socket.socket, deadline):
+        self._sock = sock
+        self._deadline = deadline
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        _time_left(self._sock, self._deadline())
+        self._sock.sendall(data)
+        return len(data)
+
+
+def _time_left(sock: socket.socket, deadline: float | None) -> None:
+    if deadline is None:
+        sock.settimeout(admission.WEBSOCKET_IDLE_SECONDS)
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the connection's deadline passed")
+    sock.settimeout(left)
+
+
 class _Handler(WSGIRequestHandler):
-    """One connection: headers by a deadline, then reads that may block IO_SECONDS."""
+    """One connection, with one deadline from its first byte to its last."""
 
     server: "PillowServer"
 
     def setup(self) -> None:
         super().setup()
-        self._wire = _Wire(self.connection, time.monotonic() + self.server.header_seconds)
+        deadline = functools.partial(self.server.connections.deadline, self.connection)
+        self._wire = _Wire(self.connection, deadline)
         self.rfile = io.BufferedReader(self._wire)
-
-    def parse_request(self) -> bool:
-        ok = super().parse_request()
-        # The headers are in: no more deadline, and no longer a connection to evict.
-        self._wire.deadline = None
-        self.connection.settimeout(self.server.io_seconds)
-        self.server.headers_done(self.connection)
-        return ok
+        self.wfile = _Writer(self.connection, deadline)
 
     def make_environ(self):
         environ = super().make_environ()
         environ["pillowd.wire"] = self._wire
+        connections, sock = self.server.connections, self.connection
+        environ["werkzeug.socket"] = admission.WebSocketWire(
+            sock, lambda: connections.upgraded(sock))
         return environ
+
+    def connection_dropped(self, error, environ=None) -> None:
+        self.close_connection = True  # nothing more is read from it
 
     def version_string(self) -> str:
         return "pillowd"  # no versions of werkzeug or Python for a scanner
@@ -103,40 +107,26 @@ class _Handler(WSGIRequestHandler):
 
 
 class PillowServer(ThreadedWSGIServer):
-    """A thread per connection, as werkzeug's, but: at most *max_connections*, the
-    oldest one still sending its headers dropped to make room, a header deadline,
-    a refused request closed unread, and no busy loop at the file limit."""
+    """A thread per connection, as werkzeug's, but: at most *max_connections*, one
+    deadline per connection, the one nearest its deadline dropped to make room, a
+    refused request closed unread, and no busy loop at the file limit."""
 
     daemon_threads = True
 
     def __init__(self, host: str, port: int, app, *, fd: int,
                  max_connections: int | None = None,
-                 header_seconds: float = HEADER_SECONDS, io_seconds: float = IO_SECONDS):
-        self.max_connections = max_connections or connection_cap()
-        self.header_seconds = header_seconds
-        self.io_seconds = io_seconds
-        # socket -> True while it is still sending its headers; oldest first.
-        self._open: OrderedDict[socket.socket, bool] = OrderedDict()
-        self._changed = threading.Condition()
+                 connection_seconds: float = admission.CONNECTION_SECONDS):
+        self.connections = admission.Connections(
+            max_connections or admission.connection_cap(), connection_seconds)
+        self.max_connections = self.connections.cap
         super().__init__(host, port, _Refusing(app), _Handler, fd=fd)
 
-    @property
-    def connections(self) -> int:
-        return len(self._open)
-
-    def headers_done(self, sock: socket.socket) -> None:
-        with self._changed:
-            if sock in self._open:
-                self._open[sock] = False
-
     def _evict_one(self) -> bool:
-        """Drop the oldest connection still sending its headers; False if none is."""
-        with self._changed:
-            victim = next((s for s, waiting in self._open.items() if waiting), None)
-            if victim is None:
-                return False
-            self._open[victim] = False  # not picked twice
-        try:  # its thread's read ends now, and the thread closes it
+        """Drop the connection nearest its deadline; False if all are WebSockets."""
+        victim = self.connections.victim()
+        if victim is None:
+            return False
+        try:  # its thread's read or write ends now, and the thread closes it
             victim.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
@@ -151,16 +141,17 @@ class PillowServer(ThreadedWSGIServer):
             # Out of descriptors: the pending connection stays in the backlog, so
             # select() would wake again at once. Make room, then wait for it.
             log.warning("out of file descriptors for the status page: %s", err.strerror)
-            with self._changed:
-                count = len(self._open)
+            changed = self.connections.changed
+            with changed:
+                count = len(self.connections)
             self._evict_one()
-            with self._changed:
-                self._changed.wait_for(lambda: len(self._open) < count, timeout=1.0)
+            with changed:
+                changed.wait_for(lambda: len(self.connections) < count, timeout=1.0)
             raise
 
     def verify_request(self, request, client_address) -> bool:
-        if len(self._open) >= self.max_connections and not self._evict_one():
-            try:  # everyone is busy being served: say so, without a thread
+        if len(self.connections) >= self.max_connections and not self._evict_one():
+            try:  # every connection is a page's WebSocket: say so, without a thread
                 request.setblocking(False)
                 request.send(_BUSY)
             except OSError:
@@ -169,24 +160,25 @@ class PillowServer(ThreadedWSGIServer):
         return True
 
     def process_request(self, request, client_address) -> None:
-        with self._changed:
-            self._open[request] = True
+        self.connections.add(request)
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread: never served
-            self._forget(request)
+            self.connections.remove(request)
             raise
 
     def shutdown_request(self, request) -> None:
         try:
             super().shutdown_request(request)
         finally:
-            self._forget(request)
+            self.connections.remove(request)
 
-    def _forget(self, request) -> None:
-        with self._changed:
-            self._open.pop(request, None)
-            self._changed.notify_all()
+    def handle_error(self, request, client_address) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # a closed connection is ordinary
+            log.debug("a status page connection ended: %s", error)
+            return
+        log.exception("the status page failed serving a connection")
 
 
 class _Refusing:
@@ -201,7 +193,8 @@ class _Refusing:
 
         def start(status, headers, exc_info=None):
             if wire is not None:
-                wire.budget = 0 if int(status[:3]) in REFUSED else DRAIN_BYTES
+                wire.budget = (0 if int(status[:3]) in admission.REFUSED
+                               else admission.DRAIN_BYTES)
             return start_response(status, headers, exc_info)
 
         return self.app(environ, start)
