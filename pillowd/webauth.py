@@ -105,17 +105,14 @@ class Policy:
 
     def holds_refused_token(self, given: str | None, address: str) -> bool:
         """Whether *given* is the token refused as too short: only its holder is told
-        why controls are off. A wrong one counts as a wrong token."""
+        why controls are off. It is compared under the same budget and lockout as the
+        control token, and a wrong one counts as a wrong token."""
         if self._refused is None or not given:
             return False
-        now = self._clock()
-        with self._lock:
-            if self._locked.get(address, now) > now:
-                return False
-        if hmac.compare_digest(given.encode(), self._refused.encode()):
-            return True
-        self._failed(address, now, True)
-        return False
+        refused = self._refused
+        return self._tokens.check(
+            lambda: hmac.compare_digest(given.encode(), refused.encode()),
+            True, address) is None
 
     def retry_after(self, address: str) -> int:
         return self._tokens.retry_after(address)
