@@ -166,6 +166,24 @@ def test_a_token_that_cannot_do_its_part_is_named_and_nothing_is_installed(
         assert azurite.service().get_queue_client(left).peek_messages() == []
 
 
+def test_the_service_does_not_start_on_an_own_token_that_cannot_read(pi, prefix,  # noqa: F811
+                                                                     azurite):
+    # join checked every token; later the owner (or a bad pair) narrows alice's own
+    # queue's policy so that it cannot read. A restart must not come up "online" on
+    # a queue it can never take a message from: it stops, naming what is missing.
+    # (bob's token only adds, and that is right for a partner's queue: it passes.)
+    config, folder, supervisor, _ = pi
+    join(folder, config, service=supervisor, say=lambda line: None)
+    client = azurite.service().get_queue_client(f"{prefix}alice")
+    held = client.get_queue_access_policy()
+    held["alice"] = AccessPolicy(permission="p", expiry=held["alice"].expiry)
+    client.set_queue_access_policy(held)
+    failed = supervisor.restart()
+    assert failed is not None, "the daemon started on a token that cannot read"
+    assert f"the token for queue '{prefix}alice' does not allow read" in failed
+    assert "sudo pillowd join DIR" in failed and "sig=" not in failed
+
+
 def test_the_token_check_leaves_nothing_that_would_play(pi, prefix, azurite):  # noqa: F811
     from datetime import datetime, timezone
 

@@ -139,10 +139,11 @@ class AzureAccount:
                                  "https://ACCOUNT.queue.core.windows.net, without a SAS")
         return cls(None, source, tokens, url=account_url.rstrip("/") + "/")
 
-    def queue(self, name: str) -> "AzureQueue":
+    def queue(self, name: str, *, sends_only: bool = False) -> "AzureQueue":
+        """Queue *name*; *sends_only*: the pillow only adds to it (a partner's)."""
         if self.tokens is not None and name not in self.tokens:
             raise QueueAuthError(f"azure: {self.source} has no token for queue {name!r}")
-        return AzureQueue(self, name)
+        return AzureQueue(self, name, sends_only=sends_only)
 
     def client(self, name: str) -> QueueClient:
         """The SDK's client for queue *name*, with that queue's own token if any."""
@@ -213,9 +214,11 @@ class AzureQueue:
     """A named Azure Storage Queue; made on first use when it does not exist yet,
     unless the account has per-queue tokens (those cannot make queues)."""
 
-    def __init__(self, account: AzureAccount, name: str):
+    def __init__(self, account: AzureAccount, name: str, *, sends_only: bool = False):
         self.account = account
         self.name = name
+        # A partner's queue: its token may only add, so a refused read is expected.
+        self.sends_only = sends_only
         self.client: QueueClient = account.client(name)
         # A refused token is named by its queue: partners' tokens differ from ours.
         self._source = (f"{account.source}: the token for queue {name!r}"
@@ -253,14 +256,24 @@ class AzureQueue:
     def _check_token(self) -> None:
         """With per-queue tokens the queue is pillowd pair's to make, not ours: ask
         for its properties instead, so that a wrong or revoked token stops the start
-        (AuthenticationFailed; so does a deleted queue, whose policies went with it)
-        while one that only lacks read (a partner's queue, add only) passes."""
+        (AuthenticationFailed; so does a deleted queue, whose policies went with it).
+        Asking needs read: a token that lacks it passes only on a queue the pillow
+        just sends to (a partner's, add only); on its own queue or its poison queue
+        it stops the start too, naming what the token cannot do, rather than a
+        pillow that says "online" and never gets a message."""
         try:
             self.client.get_queue_properties()
         except (AzureError, OSError) as err:
             code = error_code(err)
             if code == "AuthorizationPermissionMismatch":
-                return
+                if self.sends_only:
+                    return
+                raise QueueAuthError(
+                    f"azure: {self._source or self.account.source} does not allow read, "
+                    "which the pillow needs to see its messages (403 "
+                    "AuthorizationPermissionMismatch): pair this pillow again "
+                    "(pillowd pair NAME PARTNER...) and install its folder "
+                    "(sudo pillowd join DIR)") from None
             raise self.account.error(err, f"checking queue {self.name!r}",
                                      self._source) from None
 
