@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .addresses import local_url
 from .config import DROP_IN_DIR, ConfigError, drop_ins, parse, read
 from .errors import PillowError
 from .family import TOKENS_ENTRY, FamilyKey
@@ -242,15 +243,6 @@ class Service:
 
     def active(self) -> bool:
         return self._call("is-active", "--quiet", self.unit).returncode == 0
-
-
-def local_url(host: str, port: int) -> str:
-    """The page's address on this machine: the address it is bound to ([web] host),
-    or, bound to every address, the loopback of that family."""
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    if ":" in host:  # an IPv6 address, its zone (fe80::1%eth0) escaped as a URL wants
-        host = f"[{host.replace('%', '%25')}]"
-    return f"http://{host}:{port}/"
 
 
 def health_url(host: str, port: int) -> str:
