@@ -135,9 +135,7 @@ WHY = {"read": "see its messages", "add": "send to it", "process": "take message
 # nothing. On the poison queue it is deleted at once (which tries process); on a
 # partner's queue, where the token may only add, it expires PROBE_TTL s later.
 PROBE_TTL = 5
-# A message that cannot exist: deleting it tries process, updating it update,
-# and Azure answers MessageNotFound once the token may.
-NO_MESSAGE = ("00000000-0000-0000-0000-000000000000", "AgAAAAMAAAAAAAAAAAAAAAAAAAA=")
+# A message that cannot exist, to delete and update: pillowd.queues.azure.NO_MESSAGE.
 
 
 def probe_body() -> str:
@@ -158,6 +156,8 @@ class TokenProbe:
         self.source = f"{account.source}: the token for queue {name!r}"
 
     def check(self, notes: Callable[[str], None]) -> None:
+        from .queues.azure import NO_MESSAGE
+
         needs = NEEDS[self.role]
         if "read" in needs:
             self._try("read", lambda: self.client.peek_messages(max_messages=1))
