@@ -14,6 +14,7 @@ import re
 import time
 
 import pytest
+from azure.storage.queue import AccessPolicy
 
 from conftest import PillowProcess, wait_for
 from pillowd.family import TOKENS_ENTRY, FamilyKey
@@ -265,6 +266,17 @@ def test_a_hug_to_a_revoked_token_says_so_and_is_not_lost(pair, owner):
     pillowd(owner, "revoke", "alice")     # every token issued for alice is refused
     cannot_leave(alice, alice.state()["outbox"] and next(iter(
         alice.state()["outbox"]["partners"])), "refused the token")
+
+
+def test_a_hug_to_a_partner_queue_its_token_may_not_add_to_says_so(pair, azurite, prefix):
+    # The token is good (alice starts, reads nothing of bob's) but its policy on bob's
+    # queue lost add: the page says that, not "revoked", which waiting would not mend.
+    client = azurite.service().get_queue_client(f"{prefix}bob")
+    held = client.get_queue_access_policy()
+    held["alice"] = AccessPolicy(permission="r", expiry=held["alice"].expiry)
+    client.set_queue_access_policy(held)
+    alice = pair("alice")
+    cannot_leave(alice, f"{prefix}bob", "its token may not add")
 
 
 def test_a_private_pillows_healthz_names_no_partner(pair, owner, prefix):
