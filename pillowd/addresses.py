@@ -33,11 +33,24 @@ def lan_addresses() -> list[str]:
     return found
 
 
+# A [web] host that means every address, and the loopback each is opened at here.
+WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def local_url(host: str, port: int) -> str:
+    """The page's address on this machine: the address it is bound to ([web] host),
+    or, bound to every address, the loopback of that family."""
+    host = WILDCARDS.get(host, host)
+    if ":" in host:  # an IPv6 address, its zone (fe80::1%eth0) escaped as a URL wants
+        host = f"[{host.replace('%', '%25')}]"
+    return f"http://{host}:{port}/"
+
+
 def page_urls(host: str, url: str, addresses=lan_addresses) -> list[str]:
     """The page's address *url* and, when it listens on every address (*host*
     0.0.0.0 or ::), the same page at each LAN address and at the machine's .local
     name (both answer: they are the pillow's own names)."""
-    if host not in ("0.0.0.0", "::", ""):
+    if host not in WILDCARDS:
         return [url]
     port = urlsplit(url).port
     name = socket.gethostname().split(".")[0]

@@ -129,7 +129,7 @@ def _open_azure_queues(settings: Settings, environ) -> Queues:
     q = settings.queue
     account = azure_account(settings, environ)
     main, poison = account.queue(q.name), account.queue(settings.poison_name)
-    outbound = [account.queue(name) for name in settings.outbound_names]
+    outbound = [account.queue(name, sends_only=True) for name in settings.outbound_names]
     try:
         for queue in (main, poison, *outbound):
             queue.create()

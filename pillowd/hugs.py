@@ -332,6 +332,10 @@ def _why(err: QueueError) -> str:
     text = str(err)
     if "QueueNotFound" in text:
         return "does not exist (deleted?)"
+    if "AuthorizationPermissionMismatch" in text:
+        # A good token that may not add: not revoked, and no wait mends it.
+        return ("does not take this pillow's hugs: its token may not add (pair the "
+                "pillows again, then pillowd join)")
     if isinstance(err, QueueAuthError):
         return "refused the token (revoked, expired, or its queue deleted)"
     if isinstance(err, QueueUnavailable):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .addresses import local_url
 from .config import DROP_IN_DIR, ConfigError, drop_ins, parse, read
 from .errors import PillowError
 from .family import TOKENS_ENTRY, FamilyKey
@@ -134,9 +135,7 @@ WHY = {"read": "see its messages", "add": "send to it", "process": "take message
 # nothing. On the poison queue it is deleted at once (which tries process); on a
 # partner's queue, where the token may only add, it expires PROBE_TTL s later.
 PROBE_TTL = 5
-# A message that cannot exist: deleting it tries process, updating it update,
-# and Azure answers MessageNotFound once the token may.
-NO_MESSAGE = ("00000000-0000-0000-0000-000000000000", "AgAAAAMAAAAAAAAAAAAAAAAAAAA=")
+# A message that cannot exist, to delete and update: pillowd.queues.azure.NO_MESSAGE.
 
 
 def probe_body() -> str:
@@ -157,6 +156,8 @@ class TokenProbe:
         self.source = f"{account.source}: the token for queue {name!r}"
 
     def check(self, notes: Callable[[str], None]) -> None:
+        from .queues.azure import NO_MESSAGE
+
         needs = NEEDS[self.role]
         if "read" in needs:
             self._try("read", lambda: self.client.peek_messages(max_messages=1))
@@ -242,15 +243,6 @@ class Service:
 
     def active(self) -> bool:
         return self._call("is-active", "--quiet", self.unit).returncode == 0
-
-
-def local_url(host: str, port: int) -> str:
-    """The page's address on this machine: the address it is bound to ([web] host),
-    or, bound to every address, the loopback of that family."""
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    if ":" in host:  # an IPv6 address, its zone (fe80::1%eth0) escaped as a URL wants
-        host = f"[{host.replace('%', '%25')}]"
-    return f"http://{host}:{port}/"
 
 
 def health_url(host: str, port: int) -> str:

@@ -382,7 +382,10 @@ class Settings:
         known = set(roster.values())
         for queue in self.outbound_names:
             if queue not in known:
-                roster[legacy_partner_name(self.queue.name, queue)] = queue
+                name = legacy_partner_name(self.queue.name, queue)
+                # Never over a roster partner's name (or another queue's): the queue's
+                # own name then, so every queue keeps a partner of its own.
+                roster[queue if name in roster else name] = queue
         return roster
 
     def scene_named(self, word: str) -> SceneSettings | None:

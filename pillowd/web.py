@@ -10,6 +10,7 @@ from pathlib import Path
 from flask import Flask
 
 from . import threads
+from .addresses import local_url
 from .errors import PillowError
 from .messages import MAX_BODY
 from .routes import bp
@@ -81,15 +82,18 @@ class StatusPage:
         # Bound here rather than by werkzeug, which prints and exits on a clash.
         try:
             family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-            listener = socket.create_server((host, port), family=family, backlog=64)
+            # "::" is every address, IPv4 too (as werkzeug binds it): create_server
+            # would make it IPv6 only, and the LAN's IPv4 addresses would not answer.
+            listener = socket.create_server(
+                (host, port), family=family, backlog=64,
+                dualstack_ipv6=host == "::" and socket.has_dualstack_ipv6())
         except OSError as err:
             raise PortInUse(f"cannot serve the status page on {host}:{port}: "
                             f"{err.strerror or err}") from None
         with listener:
             self._server = PillowServer(host, port, self.wsgi, fd=listener.fileno())
         bound = self._server.socket.getsockname()[1]
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        self.url = f"http://{shown}:{bound}/"
+        self.url = local_url(host, bound)
         return self.url
 
     def start(self) -> None:

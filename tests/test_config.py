@@ -215,6 +215,12 @@ def test_the_family_roster_is_read_and_checked_key_by_key(tmp_path):
     # ... else after the queue itself.
     older = parse(base.replace('outbound_name = ""', 'outbound_name = "hugs-for-bob"'))
     assert older.roster == {"hugs-for-bob": "hugs-for-bob"}
+    # A queue outbound_name adds beside the roster never takes a roster partner's
+    # name (bob's hugs and receipts stay on bob's queue); it is named after itself.
+    both = parse(base.replace('outbound_name = ""', 'outbound_name = "pillow-bob"')
+                 .replace('\nname = "pillow"\n', '\nname = "pillow-alice"\n')
+                 + '\n[partners.bob]\nqueue = "family-bob"\n')
+    assert both.roster == {"bob": "family-bob", "pillow-bob": "pillow-bob"}
 
     first = base.count("\n") + 1
     bad = tmp_path / "bad.toml"

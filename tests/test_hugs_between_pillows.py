@@ -14,6 +14,7 @@ import re
 import time
 
 import pytest
+from azure.storage.queue import AccessPolicy
 
 from conftest import PillowProcess, wait_for
 from pillowd.family import TOKENS_ENTRY, FamilyKey
@@ -85,30 +86,36 @@ def playing(ident: str):
     return lambda state: (state["message"] or {}).get("id") == ident
 
 
-def test_a_hug_plays_on_the_partner_and_its_hug_back_is_recorded_as_one(pair):
+def test_a_hug_plays_on_the_partner_and_its_hug_back_is_recorded_as_one(pair, watch):
     alice, bob = pair("alice"), pair("bob")
+    # Every state event each page gets: a hug plays for 1.5 s, which a loaded machine
+    # may spend before its first poll of /api/state, so the states are recorded as
+    # they are pushed, and searched, never caught at an instant.
+    at_alice, at_bob = watch(alice.url), watch(bob.url)
 
     sent = hug(alice)
     (played,) = wait_for(lambda: items(bob, sent), message="alice's hug in bob's history")
     assert played["outcome"] == "applied" and played["scene"] == "hug"
     assert played["from"] == "alice" and played["reply"] is False
-    state = state_when(bob, playing(sent), "alice's hug playing on bob")
+    state = at_bob.wait_state(playing(sent), message="alice's hug playing on bob")
     assert state["message"]["id"] == sent and state["message"]["reply"] is False
     assert state["last_hug"]["from"] == "alice" and state["last_hug"]["reply"] is False
     # The press also played here, and is no hug received.
     assert "hugged" in [r["scene"] for r in alice.state()["recent"]]
     assert alice.state()["last_hug"] is None
-    # bob's receipt tells alice it played there (ending in her history, playing nothing).
-    sent = wait_for(lambda: (lambda s: s if s["partners"]["bob"]["delivered"] else None)(
-        alice.state()["last_sent"]), message="delivered, on alice's snapshot")
-    assert sent["partners"]["bob"] == {"delivered": played["at"], "quiet": False,
-                                       "hugged_back": None, "expired": False}
-    assert [r for r in alice.state()["recent"] if r["from"] == "bob"][0]["scene"] is None
+    # bob's receipt tells alice it played there (ending in her history, playing nothing):
+    # last_sent changes before the receipt's row reaches recent, so both are waited for.
+    state = state_when(alice, lambda s: s["last_sent"]["partners"]["bob"]["delivered"]
+                       and any(r["from"] == "bob" for r in s["recent"]),
+                       "delivered, and bob's receipt, on alice's snapshot")
+    assert state["last_sent"]["partners"]["bob"] == {
+        "delivered": played["at"], "quiet": False, "hugged_back": None, "expired": False}
+    assert [r for r in state["recent"] if r["from"] == "bob"][0]["scene"] is None
 
     back = hug(bob)   # answers alice's hug, which bob has just played
     (returned,) = wait_for(lambda: items(alice, back), message="bob's hug back at alice")
     assert returned["outcome"] == "applied" and returned["reply"] is True
-    state = state_when(alice, playing(back), "bob's hug back playing on alice")
+    state = at_alice.wait_state(playing(back), message="bob's hug back playing on alice")
     assert state["message"] == {"id": back, "from": "bob", "text": None, "reply": True}
     assert state["last_hug"] == {"from": "bob", "at": returned["at"], "reply": True}
     wait_for(lambda: alice.state()["last_sent"]["partners"]["bob"]["hugged_back"]
@@ -147,7 +154,8 @@ def test_a_partner_away_for_a_minute_finds_every_hug_and_plays_the_newest(
     assert bobs_queue.peek_messages(32) == []
 
 
-def test_only_a_partner_can_send_a_partners_hug(pair, azurite, owner, prefix, tmp_path):
+def test_only_a_partner_can_send_a_partners_hug(pair, azurite, owner, prefix, tmp_path,
+                                                watch):
     """The issue's forgery: an invite holder claims to be bob. It plays as an ordinary
     message from bob, never as bob's hug, a hug back, last_hug or an answer's target;
     the same hug signed with the family's key (written by pair) is bob's."""
@@ -159,6 +167,7 @@ def test_only_a_partner_can_send_a_partners_hug(pair, azurite, owner, prefix, tm
     from test_pairing import pillowd as cli, tokens_of
 
     alice = pair("alice")   # bob stays off: his queue keeps what alice sends him
+    at_alice = watch(alice.url)   # a hug plays 1.5 s: its state is recorded as pushed
     bobs_queue = azurite.service().get_queue_client(f"{prefix}bob")
 
     def sent_to_bob(ident):
@@ -180,7 +189,7 @@ def test_only_a_partner_can_send_a_partners_hug(pair, azurite, owner, prefix, tm
     (played,) = wait_for(lambda: items(alice, "forged-1"), message="the forgery played")
     assert played["outcome"] == "applied" and played["from"] == "bob"
     assert played["reply"] is False and played.get("event") is None
-    state = state_when(alice, playing("forged-1"), "the forgery playing")
+    state = at_alice.wait_state(playing("forged-1"), message="the forgery playing")
     assert state["message"] == {"id": "forged-1", "from": "bob", "text": None,
                                 "reply": False}
     assert state["last_hug"] is None
@@ -197,7 +206,7 @@ def test_only_a_partner_can_send_a_partners_hug(pair, azurite, owner, prefix, tm
         {**forged, "id": "bob-1", "reply_to": {"id": second, "from": "alice"}})))
     (back,) = wait_for(lambda: items(alice, "bob-1"), message="bob's signed hug back")
     assert back["reply"] is True
-    state = state_when(alice, playing("bob-1"), "bob's hug back playing")
+    state = at_alice.wait_state(playing("bob-1"), message="bob's hug back playing")
     assert state["last_hug"] == {"from": "bob", "at": back["at"], "reply": True}
     assert key.text() not in "".join(alice.output)
 
@@ -257,6 +266,17 @@ def test_a_hug_to_a_revoked_token_says_so_and_is_not_lost(pair, owner):
     pillowd(owner, "revoke", "alice")     # every token issued for alice is refused
     cannot_leave(alice, alice.state()["outbox"] and next(iter(
         alice.state()["outbox"]["partners"])), "refused the token")
+
+
+def test_a_hug_to_a_partner_queue_its_token_may_not_add_to_says_so(pair, azurite, prefix):
+    # The token is good (alice starts, reads nothing of bob's) but its policy on bob's
+    # queue lost add: the page says that, not "revoked", which waiting would not mend.
+    client = azurite.service().get_queue_client(f"{prefix}bob")
+    held = client.get_queue_access_policy()
+    held["alice"] = AccessPolicy(permission="r", expiry=held["alice"].expiry)
+    client.set_queue_access_policy(held)
+    alice = pair("alice")
+    cannot_leave(alice, f"{prefix}bob", "its token may not add")
 
 
 def test_a_private_pillows_healthz_names_no_partner(pair, owner, prefix):

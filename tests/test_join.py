@@ -15,7 +15,7 @@ import pytest
 import requests
 from azure.storage.queue import AccessPolicy
 
-from conftest import BASE_CONFIG, PillowProcess, run_cli
+from conftest import BASE_CONFIG, PillowProcess, run_cli, wait_for
 from pillowd.join import JoinError, join
 from pillowd.testing.services import free_port
 from test_pairing import owner, pillowd, prefix  # noqa: F401 (fixtures)
@@ -104,9 +104,12 @@ def test_join_installs_the_keys_and_root_only_tokens_and_the_service_runs_on_the
     assert address == f"http://127.0.0.1:{port}/"  # [web] host as configured
     assert supervisor.restarts == 1
     # The daemon runs as alice, on her azure queue, from the credential.
-    state = requests.get(f"{address}api/state", timeout=10).json()
+    # Healthy comes before the first poll: "online" is waited for, not read at once.
+    state = wait_for(lambda: (lambda s: s if s["queue"]["online"] else None)(
+        requests.get(f"{address}api/state", timeout=10).json()),
+        message="alice's queue online")
     assert state["pillow"] == "alice"
-    assert state["queue"]["backend"] == "azure" and state["queue"]["online"]
+    assert state["queue"]["backend"] == "azure" and state["queue"]["online"] is True
     assert any("tokens accepted" in line for line in said)
     secret = (folder / "queue-sas.toml").read_text()
     for line in said + supervisor.process.output:
@@ -164,6 +167,29 @@ def test_a_token_that_cannot_do_its_part_is_named_and_nothing_is_installed(
     # Nothing was left where a pillow would see it.
     for left in (f"{prefix}alice", f"{prefix}alice-poison", f"{prefix}bob"):
         assert azurite.service().get_queue_client(left).peek_messages() == []
+
+
+@pytest.mark.parametrize("queue, permission, lacks", [
+    ("alice", "p", "read"),             # its own queue: it would never see a message
+    ("alice", "ru", "process"),         # its own queue: each message would come back
+    ("alice-poison", "ap", "read"),     # its poison queue
+])
+def test_the_service_does_not_start_on_a_token_that_cannot_do_its_part(
+        pi, prefix, azurite, queue, permission, lacks):  # noqa: F811
+    # join checked every token; later the owner (or a bad pair) narrows one policy.
+    # A restart must not come up "online" on a queue it cannot take messages off:
+    # it stops, naming what is missing and what mends it. (bob's token only adds,
+    # which is right for a partner's queue: it passes, as the first start shows.)
+    config, folder, supervisor, _ = pi
+    join(folder, config, service=supervisor, say=lambda line: None)
+    client = azurite.service().get_queue_client(f"{prefix}{queue}")
+    held = client.get_queue_access_policy()
+    held["alice"] = AccessPolicy(permission=permission, expiry=held["alice"].expiry)
+    client.set_queue_access_policy(held)
+    failed = supervisor.restart()
+    assert failed is not None, f"the daemon started on a token without {lacks}"
+    assert f"the token for queue '{prefix}{queue}' does not allow {lacks}" in failed
+    assert "sudo pillowd join DIR" in failed and "sig=" not in failed
 
 
 def test_the_token_check_leaves_nothing_that_would_play(pi, prefix, azurite):  # noqa: F811

@@ -212,3 +212,23 @@ def test_history_pages_with_a_cursor_newest_first(pillow):
         answer = p.get(f"/api/history?{bad}")
         assert answer.status_code == 400, bad
         assert "error" in answer.json()
+
+
+def test_a_page_on_every_ipv6_address_prints_an_address_that_opens_and_takes_ipv4(
+        make_config, pillow_env):
+    # [web] host = "::" is every address: the URL `pillowd run` prints opens (::1,
+    # as join asks it), and so do the IPv4 loopback and LAN addresses it lists.
+    import requests
+
+    from conftest import BASE_CONFIG, PillowProcess
+    base = BASE_CONFIG.replace('host = "127.0.0.1"', 'host = "::"')
+    assert base != BASE_CONFIG
+    process = PillowProcess(make_config(base=base), pillow_env)
+    process.start()
+    try:
+        port = process.url.rstrip("/").rsplit(":", 1)[1]
+        assert process.url == f"http://[::1]:{port}/"
+        for url in (process.url, f"http://127.0.0.1:{port}/"):
+            assert requests.get(f"{url}api/state", timeout=10).json()["pillow"]
+    finally:
+        process.stop()

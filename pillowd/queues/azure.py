@@ -139,10 +139,11 @@ class AzureAccount:
                                  "https://ACCOUNT.queue.core.windows.net, without a SAS")
         return cls(None, source, tokens, url=account_url.rstrip("/") + "/")
 
-    def queue(self, name: str) -> "AzureQueue":
+    def queue(self, name: str, *, sends_only: bool = False) -> "AzureQueue":
+        """Queue *name*; *sends_only*: the pillow only adds to it (a partner's)."""
         if self.tokens is not None and name not in self.tokens:
             raise QueueAuthError(f"azure: {self.source} has no token for queue {name!r}")
-        return AzureQueue(self, name)
+        return AzureQueue(self, name, sends_only=sends_only)
 
     def client(self, name: str) -> QueueClient:
         """The SDK's client for queue *name*, with that queue's own token if any."""
@@ -185,7 +186,7 @@ class AzureAccount:
             if code == "AuthorizationPermissionMismatch":
                 # The credential is good but lacks this one permission: not a
                 # revocation, and the pillow's other work goes on.
-                hint = ("; tokens from an older `pillowd pair` lack it: run pair again"
+                hint = (f"; tokens from an older `pillowd pair` lack it: {PAIR_AGAIN}"
                         if self.per_queue_tokens else "")
                 return QueueAuthError(f"azure: {what}: {source or self.source} does "
                                       f"not allow it ({answer}){hint}")
@@ -209,13 +210,23 @@ def error_code(err: Exception) -> str | None:
     return str(getattr(code, "value", code)) if code else None
 
 
+# What mends a pillow's token that lacks a permission: new tokens, installed.
+PAIR_AGAIN = ("pair this pillow again (pillowd pair NAME PARTNER...) and install its "
+              "folder (sudo pillowd join DIR)")
+# A message that cannot exist: deleting it tries process, updating it update, and
+# Azure answers MessageNotFound once the token may (no message is touched).
+NO_MESSAGE = ("00000000-0000-0000-0000-000000000000", "AgAAAAMAAAAAAAAAAAAAAAAAAAA=")
+
+
 class AzureQueue:
     """A named Azure Storage Queue; made on first use when it does not exist yet,
     unless the account has per-queue tokens (those cannot make queues)."""
 
-    def __init__(self, account: AzureAccount, name: str):
+    def __init__(self, account: AzureAccount, name: str, *, sends_only: bool = False):
         self.account = account
         self.name = name
+        # A partner's queue: its token may only add, so a refused read is expected.
+        self.sends_only = sends_only
         self.client: QueueClient = account.client(name)
         # A refused token is named by its queue: partners' tokens differ from ours.
         self._source = (f"{account.source}: the token for queue {name!r}"
@@ -251,18 +262,33 @@ class AzureQueue:
             raise self.account.error(err, f"creating queue {self.name!r}") from None
 
     def _check_token(self) -> None:
-        """With per-queue tokens the queue is pillowd pair's to make, not ours: ask
-        for its properties instead, so that a wrong or revoked token stops the start
-        (AuthenticationFailed; so does a deleted queue, whose policies went with it)
-        while one that only lacks read (a partner's queue, add only) passes."""
-        try:
-            self.client.get_queue_properties()
-        except (AzureError, OSError) as err:
-            code = error_code(err)
-            if code == "AuthorizationPermissionMismatch":
-                return
-            raise self.account.error(err, f"checking queue {self.name!r}",
-                                     self._source) from None
+        """With per-queue tokens the queue is pillowd pair's to make, not ours: its
+        token is tried instead, so that a wrong or revoked token stops the start
+        (AuthenticationFailed; so does a deleted queue, whose policies went with it),
+        and so does one that cannot do what this queue is for: the pillow never
+        says "online" on a queue it cannot take messages off. A partner's queue
+        (*sends_only*) needs only add, which nothing but a real message proves: a
+        refused read passes there, and its first hug says whether add works."""
+        checks = [("read", "see its messages", self.client.get_queue_properties)]
+        if not self.sends_only:
+            checks.append(("process", "take messages off it",
+                           lambda: self.client.delete_message(*NO_MESSAGE)))
+        for permission, why, operation in checks:
+            try:
+                operation()
+            except (AzureError, OSError) as err:
+                code = error_code(err)
+                if code in ("MessageNotFound", "PopReceiptMismatch"):
+                    continue  # allowed: Azure went on to look for the message
+                if code == "AuthorizationPermissionMismatch":
+                    if self.sends_only:
+                        return
+                    raise QueueAuthError(
+                        f"azure: {self._source or self.account.source} does not allow "
+                        f"{permission}, which the pillow needs to {why} (403 "
+                        f"AuthorizationPermissionMismatch): {PAIR_AGAIN}") from None
+                raise self.account.error(err, f"checking queue {self.name!r}",
+                                         self._source) from None
 
     def put(self, body: str, ttl: float | None = None) -> str:
         lifetime = None if ttl is None else (-1 if ttl == -1 else max(1, math.ceil(ttl)))
