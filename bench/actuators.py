@@ -8,9 +8,9 @@ import time
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from pillowd import config
-from pillowd.actuators import Actuators, build_parts
+from pillowd.body.actuators import Actuators, build_parts
+from pillowd.leds.scenes import Timeline
 from pillowd.messages import decode
-from pillowd.scenes import Timeline
 
 SETTINGS = config.parse("""
 [actuators.vibration]

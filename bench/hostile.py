@@ -58,7 +58,7 @@ port = 0
 effect = "solid"
 color = "#202040"
 """
-CAP = 96  # the connection cap of pillowd.webserver, for the threads goal
+CAP = 96  # the connection cap of pillowd.page.server, for the threads goal
 
 
 def threads(pid: int) -> int:

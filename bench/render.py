@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pillowd.effects import EFFECTS
 from pillowd.hardware.pio import PioStrip
-from pillowd.light import LightOutput, Transition
+from pillowd.leds.effects import EFFECTS
+from pillowd.leds.light import LightOutput, Transition
 from pillowd.testing import PillowProcess
 
 COUNT = 300

@@ -36,8 +36,8 @@ from pathlib import Path
 import requests
 import socketio
 
-from pillowd.effects import EFFECTS
-from pillowd.light import LightOutput
+from pillowd.leds.effects import EFFECTS
+from pillowd.leds.light import LightOutput
 from pillowd.testing import PillowProcess
 
 CONFIG = """

@@ -16,14 +16,14 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from . import __version__  # noqa: E402
-from .checkout import checkout_config, checkout_root, checkout_state_dir
 from .config import ConfigError, load, with_state_dir
 from .errors import PillowError
 from .history import iso
+from .hugs.pairing import DEFAULT_PREFIX, INVITE_DAYS, PAIR_DAYS
 from .messages import Rejection, command_from, encode
-from .pairing import DEFAULT_PREFIX, INVITE_DAYS, PAIR_DAYS
-from .printable import EscapingFormatter, escape
 from .queues import QueueAuthError, QueueError
+from .seams.checkout import checkout_config, checkout_root, checkout_state_dir
+from .seams.printable import EscapingFormatter, escape
 from .settings import Settings
 
 SYSTEM_CONFIG = "/etc/pillowd/config.toml"
@@ -264,7 +264,7 @@ def _owner_key_first(settings: Settings, environ=os.environ) -> Settings:
 def _setup_logging(debug: bool) -> None:
     handler = None
     try:
-        from .systemd import journal_handler
+        from .seams.systemd import journal_handler
         handler = journal_handler(logging.DEBUG if debug else logging.INFO)
     except ImportError:
         pass
@@ -292,7 +292,7 @@ def _check_config(path: str) -> int:
 
 
 def _join(path: str, folder: str) -> int:
-    from .join import Service, join
+    from .hugs.join import Service, join
 
     logging.getLogger("azure").setLevel(logging.WARNING)  # no request-by-request log
     address = join(folder, path, service=Service(),
@@ -405,7 +405,7 @@ def _owner_account(environ=os.environ):
 
 
 def _owner_command(options) -> int:
-    from . import pairing
+    from .hugs import pairing
 
     account = _owner_account()
     try:
@@ -445,14 +445,14 @@ def _owner_command(options) -> int:
 
 
 def _invite(account, options, environ=os.environ) -> None:
-    from . import pairing
+    from .hugs import pairing
 
     name = pairing.pillow_name(options.name)
     page = None
     if options.page or options.page_url:
         # Everything the page needs is read and checked first: a refusal here, or
         # a full queue in invite(), leaves the account as it was.
-        from .sendpage import SendPage
+        from .hugs.sendpage import SendPage
         page = SendPage.open(environ.get(OWNER_KEY_ENV, ""), account, options.page_url)
     try:
         made = pairing.invite(account, options.name, to=options.to,

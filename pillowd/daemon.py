@@ -7,34 +7,34 @@ import logging
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit
 from uuid import uuid4
 
-from . import __version__, threads
-from .actuators import ActuatorError, Actuators, build_parts
+from . import __version__
+from .body.actuators import ActuatorError, Actuators, build_parts
 from .consumer import Backoff, Consumer
-from .credentials import credential
 from .errors import PillowError
 from .hardware import Hardware, HardwareError, open_hardware, open_mock
 from .history import History
-from .hugs import Conversation, HugButton, Hugs, Outbox
-from .light import LightOutput
+from .hugs.conversation import Conversation, HugButton, Hugs, Outbox
+from .leds.light import LightOutput
+from .leds.render import Renderer
+from .leds.scenes import Timeline
 from .messages import decode, encode
-from .metrics import Metrics
+from .page.addresses import page_url_for_others
+from .page.metrics import Metrics
 from .pillow import Controls, Health, Loop, Pillow
 from .player import Player
 from .queues.local import LocalStore
 from .quiet import QuietHours
-from .render import Renderer
-from .scenes import Timeline
+from .seams import threads
+from .seams.credentials import credential
+from .seams.systemd import SystemdNotifier, Watchdog
 from .settings import ButtonSettings, MqttSettings, QuietSettings, Settings
-from .systemd import SystemdNotifier, Watchdog
 
 log = logging.getLogger("pillowd")
 
@@ -149,16 +149,6 @@ def partner_names(settings: Settings) -> dict[str, str]:
     """{outbound queue: the partner's name}, from the family roster ([partners.NAME],
     written by `pair`): never guessed from the pillow's own [pillow] name."""
     return {queue: name for name, queue in settings.roster.items()}
-
-
-def page_url_for_others(host: str, url: str) -> str:
-    """The status page's address as another machine (Home Assistant) can open it:
-    a wildcard bind is reached by the Pi's mDNS name, as raspberrypi.local."""
-    if host not in ("0.0.0.0", "::", ""):
-        return url
-    name = socket.gethostname()
-    port = urlsplit(url).port
-    return f"http://{name if '.' in name else name + '.local'}:{port}/"
 
 
 # The systemd credential (LoadCredential=) install.sh makes: a random control token.
@@ -348,8 +338,8 @@ class Daemon:
                 settings, put=self.queues.main.put if local else None,
                 play=None if local else self.controls.play)))
 
-        from .broadcast import Broadcaster  # Flask-SocketIO only once the rest stands
-        from .webauth import Policy
+        from .page.broadcast import Broadcaster  # Flask-SocketIO only once the rest stands
+        from .page.auth import Policy
 
         web = settings.web
         self.policy = Policy(control_token(settings, environ),
@@ -387,7 +377,7 @@ class Daemon:
             "actuators": self.actuators.trouble},
             notes={"outbox": self._outbox_notes})
 
-        from .web import StatusPage  # Flask only once everything before it stands
+        from .page.app import StatusPage  # Flask only once everything before it stands
 
         self.page = StatusPage(
             self.pillow, controls=self.controls, hugs=self.hugs, health=self.health,
@@ -589,8 +579,8 @@ class _Watch:
 
 def _announce(daemon: "Daemon", settings: Settings) -> None:
     """After the status page's line: every other address it opens at, and whether
-    its controls are on (pillowd.addresses)."""
-    from .addresses import controls_line, page_urls
+    its controls are on (pillowd.page.addresses)."""
+    from .page.addresses import controls_line, page_urls
 
     for other in page_urls(settings.web.host, daemon.url)[1:]:
         print(f"pillowd: also at {other}", flush=True)

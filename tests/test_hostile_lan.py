@@ -325,7 +325,7 @@ def test_a_flood_of_reserved_names_is_a_flood_too(pillow, event):
 
 
 def test_abandoned_sessions_never_exceed_the_cap(pillow):
-    from pillowd.admission import MAX_SESSIONS
+    from pillowd.page.admission import MAX_SESSIONS
     p = pillow()
     sids = []
     for n in range(MAX_SESSIONS + 8):  # from many addresses: each has its own rate
@@ -350,7 +350,7 @@ def test_abandoned_sessions_never_exceed_the_cap(pillow):
 
 
 def test_handshakes_from_one_address_are_rate_limited(pillow):
-    from pillowd.admission import HANDSHAKE_BURST
+    from pillowd.page.admission import HANDSHAKE_BURST
     p = pillow()
     statuses = [get(p, HANDSHAKE).status_code for _ in range(HANDSHAKE_BURST + 20)]
     assert statuses[:HANDSHAKE_BURST] == [200] * HANDSHAKE_BURST
@@ -422,7 +422,7 @@ def test_the_pushers_are_loops_that_health_watches(make_config, pillow_env):
 
 
 def test_a_page_that_never_acknowledges_gets_only_a_few_frames(pillow):
-    from pillowd.broadcast import BACKLOG
+    from pillowd.page.broadcast import BACKLOG
     p = pillow()
     port = address(p)[1]
     ws = websocket.create_connection(

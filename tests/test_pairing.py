@@ -257,7 +257,7 @@ def test_a_rewrite_that_fails_on_a_full_disk_keeps_the_old_folder_whole(small_di
     """The family key lives only in these files: a rewrite cut short (a full disk, a
     crash) must leave the old one whole, or the next pair would make a new key."""
     from pillowd.family import FamilyKey
-    from pillowd.pairing import PillowFiles, family_key_in
+    from pillowd.hugs.pairing import PillowFiles, family_key_in
     key = FamilyKey.generate()
     PillowFiles("alice", "[queue]\n", {"pq-alice": "sv=1&sig=a"}, key).write(small_disk)
     before = (small_disk / "alice" / "queue-sas.toml").read_text()

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
-from .errors import PillowError
+from ..errors import PillowError
 from .pairing import Invite
 
 if TYPE_CHECKING:
-    from .queues.azure import AzureAccount
+    from ..queues.azure import AzureAccount
 
 # The page's files, shipped in the package (the source tree is the installed tree).
 PAGE_FILES = Path(__file__).with_name("_send")
@@ -38,7 +38,7 @@ def _blob_sdk():
     try:
         import azure.storage.blob as blob
     except ImportError:
-        from .checkout import install_line  # pillowd is not on PyPI: a line that works
+        from ..seams.checkout import install_line  # pillowd is not on PyPI: a line that works
         raise PageError("invite --page needs azure-storage-blob on this computer (never "
                         f"on a pillow): {install_line('owner')}") from None
     return blob
@@ -127,7 +127,7 @@ class SendPage:
             raise PageError(f"{account.source} names a QueueEndpoint but no BlobEndpoint: "
                             "invite --page uploads the page to the blob service; add "
                             "BlobEndpoint=...")
-        from .queues.azure import RETRY
+        from ..queues.azure import RETRY
         try:
             blobs = blob.BlobServiceClient.from_connection_string(
                 connection_string.strip(), retry_policy=blob.LinearRetry(**RETRY))
@@ -250,7 +250,7 @@ class SendPage:
 
 
 def _code(err) -> str | None:
-    from .queues.azure import error_code
+    from ..queues.azure import error_code
     return error_code(err)
 
 
@@ -259,7 +259,7 @@ def _error(err, host: str, what: str, source: str) -> PageError:
     from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
                                        ServiceRequestError, ServiceResponseError)
 
-    from .queues.azure import _network_reason
+    from ..queues.azure import _network_reason
     if isinstance(err, (ServiceRequestError, ServiceResponseError)):
         return PageError(f"azure: {what}: cannot reach {host}: {_network_reason(err)}")
     if isinstance(err, HttpResponseError):

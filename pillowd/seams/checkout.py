@@ -22,7 +22,7 @@ CHECKOUT_STATE_DIR = ".state"
 
 def checkout_root(package: Path | None = None) -> Path | None:
     """The source tree pillowd is imported from, or None when it is installed."""
-    root = (package or Path(__file__).resolve().parent).parent
+    root = (package or Path(__file__).resolve().parents[1]).parent
     if (root / "pyproject.toml").is_file() and (root / "config.toml").is_file():
         return root
     return None

@@ -96,7 +96,7 @@ class Policy:
 
     def check_token(self, given: str | None, address: str) -> tuple[int, str] | None:
         """None when *given* is the control token; else the status and the reason
-        (pillowd.admission.TokenGate decides how many wrong ones are compared)."""
+        (pillowd.page.admission.TokenGate decides how many wrong ones are compared)."""
         if self.token is None:
             return 403, self.token_problem or "controls are off: no control token is configured"
         return self._tokens.check(

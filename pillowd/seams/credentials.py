@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import PillowError
+from ..errors import PillowError
 
 
 class CredentialError(PillowError, OSError):

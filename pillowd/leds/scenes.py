@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from ..history import iso
+from ..messages import Command
+from ..settings import SceneSettings
 from .effects import EFFECTS, Effect
-from .history import iso
-from .messages import Command
-from .settings import SceneSettings
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Mapping
 
 import numpy as np
 
-from .errors import PillowError
+from ..errors import PillowError
+from ..messages import parse_color
 
 #: shape (count, 3), float32, 0..1, linear RGB, before brightness and gamma
 Frame = np.ndarray
@@ -28,22 +28,6 @@ class EffectParamError(PillowError, ValueError):
         super().__init__(f"{key}: {why}")
         self.key = key
         self.why = why
-
-
-_HEX = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
-
-
-def parse_color(text: str) -> Color:
-    """Return *text* ("#rrggbb", "rrggbb" or "#rgb") as an (r, g, b) tuple in 0..1."""
-    match = _HEX.fullmatch(text.strip()) if isinstance(text, str) else None
-    if match is None:
-        shown = repr(text if not isinstance(text, str) or len(text) <= 40
-                     else text[:40] + "…")
-        raise ValueError(f"{shown} is not a colour: expected '#rrggbb', 'rrggbb' or '#rgb'")
-    digits = match.group(1)
-    if len(digits) == 3:
-        digits = "".join(c * 2 for c in digits)
-    return tuple(int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4))
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .addresses import local_url
-from .config import DROP_IN_DIR, ConfigError, drop_ins, parse, read
-from .errors import PillowError
-from .family import TOKENS_ENTRY, FamilyKey
-from .files import Files
+from ..config import DROP_IN_DIR, ConfigError, drop_ins, parse, read
+from ..errors import PillowError
+from ..family import TOKENS_ENTRY, FamilyKey
+from ..page.addresses import local_url
+from ..seams.files import Files
+from ..settings import Settings
 from .pairing import SAS_FILE
-from .settings import Settings
 
 QUEUE_FILE = "queue.toml"
 # The pillow's keys, as a drop-in: a later file (90-local.toml) may still override them.
@@ -86,7 +86,7 @@ def check_tokens(settings: Settings, folder: Folder,
     """Checks each token of *folder* against Azure for what the service will do with
     it; returns the queues checked. Errors name the queue and what its token cannot
     do, never the token; *notes* hears what works but should be mended."""
-    from .queues.azure import AzureAccount
+    from ..queues.azure import AzureAccount
 
     source = str(folder.path / SAS_FILE)
     try:
@@ -156,7 +156,7 @@ class TokenProbe:
         self.source = f"{account.source}: the token for queue {name!r}"
 
     def check(self, notes: Callable[[str], None]) -> None:
-        from .queues.azure import NO_MESSAGE
+        from ..queues.azure import NO_MESSAGE
 
         needs = NEEDS[self.role]
         if "read" in needs:
@@ -178,7 +178,7 @@ class TokenProbe:
     def _try(self, permission: str, operation, *, absent_ok: bool = False):
         from azure.core.exceptions import AzureError
 
-        from .queues.azure import error_code
+        from ..queues.azure import error_code
         try:
             return operation()
         except (AzureError, OSError) as err:
@@ -197,7 +197,7 @@ class TokenProbe:
     def _allows(self, operation) -> bool:
         from azure.core.exceptions import AzureError
 
-        from .queues.azure import error_code
+        from ..queues.azure import error_code
         try:
             operation()
         except (AzureError, OSError) as err:
@@ -272,7 +272,7 @@ def wait_healthy(url: str, timeout: float = READY_SECONDS) -> str | None:
 def join(folder_path: str | Path, config: str | Path, *, service: Service,
          say: Callable[[str], None] = print, healthy=wait_healthy) -> str:
     """Installs the folder for the service at *config*; returns the page's address."""
-    from .daemon import page_url_for_others
+    from ..page.addresses import page_url_for_others
 
     if os.geteuid() != 0:
         raise JoinError("join installs root-only credentials: run it as root "

@@ -11,9 +11,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import PillowError
+from ..errors import PillowError
+from ..settings import Limits
 from .patterns import PATTERNS
-from .settings import Limits
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import PillowError
-from .family import TOKENS_ENTRY, FamilyKey
-from .files import Files
+from ..errors import PillowError
+from ..family import TOKENS_ENTRY, FamilyKey
+from ..seams.files import Files
 
 if TYPE_CHECKING:
     from azure.storage.queue import AccessPolicy
 
-    from .queues.azure import AzureAccount
+    from ..queues.azure import AzureAccount
 
 # The Azure SDK is imported by the functions that talk to Azure: the command line
 # reads this module's defaults for its help, and a pillow's start must not pay for it.
@@ -151,7 +151,7 @@ class _Policies:
     def read(self, queue: str) -> dict[str, AccessPolicy] | None:
         from azure.core.exceptions import AzureError
 
-        from .queues.azure import error_code
+        from ..queues.azure import error_code
         if queue not in self.before:
             client = self.account.service.get_queue_client(queue)
             try:
@@ -240,7 +240,7 @@ def family_key_in(directory: str | Path, names: list[str]) -> FamilyKey | None:
     """The family key already in DIRECTORY/NAME/queue-sas.toml of the pillows *names*
     (a second run keeps it); None when none has one; PairingError when they differ,
     or one cannot be read: then nothing is changed."""
-    from .queues.tokens import read_family_key
+    from ..queues.tokens import read_family_key
 
     found: dict[str, Path] = {}
     for raw in names:
@@ -469,7 +469,7 @@ def revoke(account: AzureAccount, name: str) -> list[str]:
     Azure may honour old tokens for up to 30 s more."""
     from azure.core.exceptions import AzureError
 
-    from .queues.azure import error_code
+    from ..queues.azure import error_code
     holder = pillow_name(name)
     try:
         queues = list(account.service.list_queues(include_metadata=True))

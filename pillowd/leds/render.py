@@ -11,9 +11,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..hardware import LedStrip
+from ..history import iso
 from .effects import Frame
-from .hardware import LedStrip
-from .history import iso
 from .light import LightOutput, Transition
 from .scenes import Playing, Timeline
 

@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import files
-from .errors import PillowError
-from .history import iso
-from .queues import QueueAuthError, QueueError, QueueUnavailable
+from ..errors import PillowError
+from ..history import iso
+from ..queues import QueueAuthError, QueueError, QueueUnavailable
+from ..seams import files
 
 log = logging.getLogger(__name__)
 
@@ -456,7 +456,7 @@ class Conversation:
             return command
         from dataclasses import replace
 
-        from .effects import parse_color
+        from ..messages import parse_color
         return replace(command, color=parse_color(color))
 
     def heard(self, command, outcome, through_queue: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .history import OUTCOMES
+from ..history import OUTCOMES
 
 # prometheus_client is imported on the first scrape, not at start: a pillow that is
 # never scraped never pays for it (~40 ms of a start on this machine, more on a Pi).

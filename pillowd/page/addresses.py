@@ -73,3 +73,13 @@ def controls_line(token: str | None, problem: str | None, env_name: str,
                "make run")
     why = problem.split(":")[0] if problem else "no control token is set"
     return f"controls are off ({why}): the page is read-only; to turn them on, {how}"
+
+
+def page_url_for_others(host: str, url: str) -> str:
+    """The status page's address as another machine (Home Assistant) can open it:
+    a wildcard bind is reached by the Pi's mDNS name, as raspberrypi.local."""
+    if host not in ("0.0.0.0", "::", ""):
+        return url
+    name = socket.gethostname()
+    port = urlsplit(url).port
+    return f"http://{name if '.' in name else name + '.local'}:{port}/"

@@ -9,21 +9,21 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import threads
+from ..errors import PillowError
+from ..messages import MAX_BODY
+from ..seams import threads
 from .addresses import local_url
-from .errors import PillowError
-from .messages import MAX_BODY
+from .auth import Guard, Policy
 from .routes import bp
-from .webauth import Guard, Policy
-from .webserver import PillowServer
+from .server import PillowServer
 
 log = logging.getLogger(__name__)
 
 
 def page_files() -> Path:
     """The page's templates and static files: web/ in a checkout, pillowd/_page installed."""
-    installed = Path(__file__).with_name("_page")
-    return installed if installed.is_dir() else Path(__file__).parent.parent / "web"
+    installed = Path(__file__).parent.parent / "_page"
+    return installed if installed.is_dir() else Path(__file__).parents[2] / "web"
 
 
 class PortInUse(PillowError, OSError):

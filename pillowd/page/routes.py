@@ -9,18 +9,18 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from .errors import PillowError
-from .history import HistoryError
-from .messages import MAX_BODY, Rejection
-from .webauth import bearer, foreign_origin
+from ..errors import PillowError
+from ..history import HistoryError
+from ..messages import MAX_BODY, Rejection
+from .auth import bearer, foreign_origin
 
-log = logging.getLogger("pillowd.web")
+log = logging.getLogger("pillowd.page.app")
 
 bp = Blueprint("pillow", __name__)
 
 
 def parts():
-    """What the views work with (pillowd.web.Parts), as StatusPage gave it to the app."""
+    """What the views work with (pillowd.page.app.Parts), as StatusPage gave it to the app."""
     return current_app.extensions["pillowd"]
 
 

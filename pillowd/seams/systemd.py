@@ -240,7 +240,7 @@ def journal_handler(level=logging.NOTSET, environ: Mapping[str, str] = os.enviro
     ``INVOCATION_ID`` is set and stderr is not a terminal) and systemd-python
     is installed; otherwise None, and the caller logs to stderr as usual.
 
-    Messages are escaped (pillowd.printable): one record, one line. Every
+    Messages are escaped (pillowd.seams.printable): one record, one line. Every
     ``extra=`` key of a log record becomes a journal field, so
     ``log.info(..., extra={"PILLOW_OUTCOME": "rejected"})`` can be found with
     ``journalctl -u pillowd PILLOW_OUTCOME=rejected``. Journal field names

@@ -1,4 +1,4 @@
-"""werkzeug's threaded WSGI server, applying pillowd.admission's connection limits."""
+"""werkzeug's threaded WSGI server, applying pillowd.page.admission's connection limits."""
 
 from __future__ import annotations
 

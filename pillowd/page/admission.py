@@ -2,8 +2,8 @@
 sessions, handshakes and control tokens, in one place.
 
 docs/architecture.md ("Admission") has these figures in one table with their reasons;
-a limit changed here is changed there. The server (pillowd.webserver), the token
-check (pillowd.webauth) and the pages (pillowd.broadcast) only apply what is decided
+a limit changed here is changed there. The server (pillowd.page.server), the token
+check (pillowd.page.auth) and the pages (pillowd.page.broadcast) only apply what is decided
 here.
 """
 
