@@ -20,7 +20,9 @@ from .consumer import Backoff, Consumer
 from .errors import PillowError
 from .hardware import Hardware, HardwareError, open_hardware, open_mock
 from .history import History
-from .hugs.conversation import Conversation, HugButton, Hugs, Outbox
+from .hugs.conversation import Conversation
+from .hugs.outbox import Outbox
+from .hugs.press import HugButton, Hugs
 from .leds.light import LightOutput
 from .leds.render import Renderer
 from .leds.scenes import Timeline

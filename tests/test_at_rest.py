@@ -19,7 +19,7 @@ from pillowd.consumer import Backoff, Consumer
 from pillowd.daemon import Daemon
 from pillowd.hardware import MockStrip
 from pillowd.history import History
-from pillowd.hugs.conversation import Outbox
+from pillowd.hugs.outbox import Outbox
 from pillowd.leds.light import LightOutput
 from pillowd.leds.render import Renderer
 from pillowd.leds.scenes import Timeline
