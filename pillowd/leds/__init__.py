@@ -10,3 +10,18 @@ May import: hardware (the strip), messages, history, settings, errors, seams
 Must not import: the page, hugs, the player or daemon: whoever wants frames
 subscribes with `Renderer.on_frame`, whoever wants the scene `Timeline.on_change`.
 """
+
+
+def build_lights(leds, idle, strip):
+    """(the scene timeline, the renderer) for the [leds] settings, starting on the
+    *idle* scene and writing to *strip*."""
+    from .light import LightOutput
+    from .render import Renderer
+    from .scenes import Timeline
+
+    timeline = Timeline(idle)
+    output = LightOutput(leds.count, brightness=leds.brightness,
+                         max_milliamps=leds.max_milliamps, gamma=leds.gamma,
+                         milliamps_per_channel=leds.milliamps_per_led / 3,
+                         idle_milliamps_per_led=leds.idle_milliamps_per_led)
+    return timeline, Renderer(timeline, strip, output, fps=leds.fps)

@@ -16,3 +16,35 @@ The daemon builds the page in two steps: build_live() (who may control it, and
 Socket.IO's pushers, whose loops the daemon runs and watches), then build_page()
 (the app, bound to its address).
 """
+
+
+def build_live(web, token: str | None, pillow, renderer, *, fix, facts: dict):
+    """(the auth Policy, the Broadcaster) for the [web] settings and the control
+    *token*; the snapshot's ``web`` section says whether controls are on, why not
+    (*fix()*: how to turn them on), and the hug button's *facts*."""
+    from .auth import Policy
+    from .broadcast import Broadcaster  # Flask-SocketIO only once the rest stands
+
+    policy = Policy(token, allowed_hosts=web.allowed_hosts, private=web.private)
+    pillow.section_changed("web", {
+        "controls": policy.token is not None,
+        "private": web.private,
+        "problem": policy.token_problem,
+        "fix": fix() if policy.token_problem else None,
+        **facts})
+    return policy, Broadcaster(pillow, renderer, admit=policy.admit)
+
+
+def build_page(web, pillow, *, controls, hugs, health, broadcaster, policy, consumer,
+               renderer, mqtt, closing):
+    """(the StatusPage, bound to [web] host and port, and its address)."""
+    from .app import StatusPage  # Flask only once everything before it stands
+    from .metrics import Metrics
+
+    page = StatusPage(
+        pillow, controls=controls, hugs=hugs, health=health, broadcaster=broadcaster,
+        policy=policy,
+        metrics=lambda clients: Metrics(pillow, consumer, renderer, clients, mqtt=mqtt))
+    url = page.bind(web.host, web.port)
+    closing(page.close)
+    return page, url
