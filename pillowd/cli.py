@@ -341,7 +341,7 @@ def _send(settings: Settings | None, options, queue_url: str | None = None) -> i
     if settings is None:
         _send_with_invite(queue_url, body)
     else:
-        from .daemon import open_queues
+        from .queues.configured import open_queues
         _opened_local_queue(settings)
         _quiet_credential_log()
         queues = open_queues(_owner_key_first(settings))
@@ -478,7 +478,7 @@ def _invite(account, options, environ=os.environ) -> None:
 
 
 def _poison(settings: Settings, options) -> int:
-    from .daemon import open_queues
+    from .queues.configured import open_queues
 
     _opened_local_queue(settings)
     _quiet_credential_log()

@@ -152,7 +152,7 @@ def queues(pillow_env):
 
     def open_for(config: Path):
         from pillowd.config import load
-        from pillowd.daemon import open_queues
+        from pillowd.queues.configured import open_queues
         found = open_queues(load(config), pillow_env)
         opened.append(found)
         return found

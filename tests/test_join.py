@@ -287,7 +287,7 @@ def test_the_unit_hands_the_installed_tokens_to_the_daemon(pi, tmp_path):
     # daemon (not root) must find its tokens in the credential, as it cannot read
     # the root-only file. Before the unit loaded azure-queue-sas, it found none.
     from pillowd.config import load
-    from pillowd.daemon import open_queues
+    from pillowd.queues.configured import open_queues
     config, folder, supervisor, _ = pi
     join(folder, config, service=supervisor, say=lambda line: None)
     supervisor.stop()

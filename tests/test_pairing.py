@@ -571,7 +571,7 @@ def test_outbound_name_is_a_queue_name_or_a_list_of_them():
 def test_the_systemd_credential_stands_in_for_the_sas_file(azurite, owner, prefix,
                                                           tmp_path, bare_env):
     from pillowd.config import load
-    from pillowd.daemon import open_queues
+    from pillowd.queues.configured import open_queues
     out = tmp_path / "pair"
     pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix)
     config = pillow_config(out / "alice", tmp_path)
