@@ -8,7 +8,8 @@ import time
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from pillowd import config
-from pillowd.body.actuators import Actuators, build_parts
+from pillowd.body.actuators import Actuators
+from pillowd.body.parts import build_parts
 from pillowd.leds.scenes import Timeline
 from pillowd.messages import decode
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from uuid import uuid4
 
 from . import __version__, body, hardware, hugs, leds, page
-from .consumer import Backoff, Consumer
+from .consumer import Consumer
 from .errors import PillowError
 from .hardware import open_hardware
 from .history import History
@@ -23,6 +23,7 @@ from .messages import decode, encode
 from .page.addresses import page_url_for_others
 from .pillow import Controls, Health, Loop, Pillow
 from .player import Player
+from .queues.backoff import Backoff
 from .queues.configured import open_queues, partner_names
 from .quiet import QuietHours
 from .seams import threads

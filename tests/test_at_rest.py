@@ -15,7 +15,7 @@ import pytest
 
 from conftest import BASE_CONFIG, PillowProcess, both_backends, wait_for
 from pillowd.config import parse
-from pillowd.consumer import Backoff, Consumer
+from pillowd.consumer import Consumer
 from pillowd.daemon import Daemon
 from pillowd.hardware import MockStrip
 from pillowd.history import History
@@ -26,6 +26,7 @@ from pillowd.leds.scenes import Timeline
 from pillowd.messages import decode
 from pillowd.player import Player
 from pillowd.queues import QueueUnavailable
+from pillowd.queues.backoff import Backoff
 from pillowd.queues.local import LocalStore
 from pillowd.quiet import QuietHours
 
@@ -181,7 +182,7 @@ def test_an_event_added_during_the_outbox_back_off_does_not_spin(tmp_path):
 def test_the_watchdog_reads_a_limit_only_under_the_part_lock():
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    from pillowd.body.actuators import Limit, Vibration
+    from pillowd.body.parts import Limit, Vibration
     from pillowd.settings import Limits
 
     factory = MockFactory(pin_class=MockPWMPin)

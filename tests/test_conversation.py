@@ -411,7 +411,7 @@ def test_a_partners_hug_that_expired_here_is_answered_so_and_shows_expired_there
 
 
 def test_the_sender_polls_fast_until_the_window_from_the_play_there_ends(tmp_path):
-    from pillowd.consumer import Backoff
+    from pillowd.queues.backoff import Backoff
     from pillowd.history import Outcome
     from pillowd.messages import decode
     store, bob = bobs_queue(tmp_path)

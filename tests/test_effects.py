@@ -211,7 +211,7 @@ def test_moving_gradient_scrolls_and_wraps():
 # cache (as it was before them): equal to the bit, whatever order the frames
 # come in, and moving on when t crosses into another step.
 
-from pillowd.leds import effects as fx  # noqa: E402
+from pillowd.leds import frames as fx  # noqa: E402
 
 
 def _clear_caches():

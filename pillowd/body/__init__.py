@@ -1,7 +1,8 @@
 """The pillow's body: the parts that move and warm (vibration, servo, warmer) and their patterns.
 
-`actuators` drives the fitted parts from the playing scene within their limits
-(mute, quiet, duty cycle, a watchdog that turns everything off); `patterns` are
+`parts` are the vibration motor, servo and warmer, each within its limits (on
+time, duty cycle, cool-down); `actuators` drives the fitted parts from the
+playing scene (mute, quiet, a watchdog that turns everything off); `patterns` are
 the named vibration patterns a scene can ask for. gpiozero is the only way to a pin.
 
 May import: hardware (its pins' errors), settings, errors, seams (floors below 5).
@@ -26,7 +27,8 @@ def build_body(fitted, timeline, pin_factory, *, on_values, trouble: list[str]):
     with none fitted no GPIO is opened, and parts that cannot start are left out
     with the reason added to *trouble*."""
     from ..hardware import HardwareError
-    from .actuators import ActuatorError, Actuators, build_parts
+    from .parts import ActuatorError, build_parts
+    from .actuators import Actuators
 
     parts = []
     if fitted.vibration is not None or fitted.servo is not None or \

@@ -2,8 +2,9 @@
 
 Data flows one way through it: a command's scene becomes a `Playing` on the
 `scenes.Timeline`, the `render.Renderer` turns it into frames with `effects`
-(pure functions of time) and writes them to the strip through `light`
-(brightness, gamma, the power limit, transitions).
+(each effect and its checked parameters) and `frames` (pure functions of time),
+and writes them to the strip through `light` (brightness, gamma, the power
+limit, transitions).
 
 May import: hardware (the strip), messages, history, settings, errors, seams
 (floors below 5).

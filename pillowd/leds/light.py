@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from .effects import Frame
+from .frames import Frame
 
 __all__ = ["LightOutput", "Transition", "crossfade"]
 

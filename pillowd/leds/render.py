@@ -13,7 +13,7 @@ import numpy as np
 
 from ..hardware import LedStrip
 from ..history import iso
-from .effects import Frame
+from .frames import Frame
 from .light import LightOutput, Transition
 from .scenes import Playing, Timeline
 
