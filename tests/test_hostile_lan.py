@@ -13,6 +13,8 @@ import requests
 import socketio
 import websocket
 
+from pillowd.testing.sources import SourceAdapter as _SourceAdapter
+
 from conftest import Watcher, wait_for
 
 TOKEN = "a-long-enough-control-token"
@@ -32,16 +34,6 @@ def get(p, path, host=None, headers=None, source="127.0.0.1", **options):
     session = requests.Session()
     session.mount("http://", _SourceAdapter(source))
     return session.get(p.url.rstrip("/") + path, headers=headers, timeout=10, **options)
-
-
-class _SourceAdapter(requests.adapters.HTTPAdapter):
-    def __init__(self, source):
-        self._source = source
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self._source, 0)
-        super().init_poolmanager(*args, **kwargs)
 
 
 def page_or_none(url: str):
