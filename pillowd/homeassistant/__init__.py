@@ -1,4 +1,15 @@
-"""The pillow in Home Assistant over MQTT: one device of entities on one connection."""
+"""The pillow in Home Assistant over MQTT: one device of entities on one connection.
+
+`entities` holds one class per entity (its discovery config, state and commands;
+adding an entity touches that file), `device` publishes them, `transport` is the
+MQTT connection on its own thread, `published` remembers what was published so
+that removing [mqtt] removes it too. The daemon builds it with
+build_home_assistant(); paho-mqtt is imported only here.
+
+May import: messages, history, settings, errors, seams (floors below 7).
+Must not import: hugs, the page, the player or daemon: the entities act through
+the controls and the press they are handed, and read the snapshot.
+"""
 
 from __future__ import annotations
 

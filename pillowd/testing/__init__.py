@@ -13,6 +13,9 @@ standard library at import time; pytest fixtures built on it live in tests/conft
 
 Every bench in bench/ starts its daemons, Azurite, broker and proxies with these,
 as the tests do: neither repeats the other's set-up.
+
+It starts pillowd as a process, so it imports nothing of it; nothing in pillowd
+imports it (floor 13, pillowd/__init__.py).
 """
 
 from pillowd.testing.process import NotStarted, PillowProcess, run_cli
