@@ -827,7 +827,8 @@ def test_an_entity_is_one_class_the_device_publishes_and_commands(broker, home_a
     """The shape: a new entity says its config, its state and its command in one
     class; the device and the connection need nothing more."""
     from pillowd.homeassistant import Connection, Device
-    from pillowd.homeassistant.entities import Entity, QuietSwitch
+    from pillowd.homeassistant.entity import Entity
+    from pillowd.homeassistant.switch import QuietSwitch
     from pillowd.messages import Rejection
 
     class Scene(Entity):

@@ -1,7 +1,10 @@
 """The pillow in Home Assistant over MQTT: one device of entities on one connection.
 
-`entities` holds one class per entity (its discovery config, state and commands;
-adding an entity touches that file), `device` publishes them, `transport` is the
+Laid out as a Home Assistant integration: one module a platform (`light`,
+`switch`, `button`, `notify`, `sensor`, `binary_sensor`, `event`,
+`device_trigger`), each entity a class there with its discovery config, state and
+commands; what they share in `entity`; the published list in `entities`
+(ENTITIES). `device` publishes them, `transport` is the
 MQTT connection on its own thread, `published` remembers what was published so
 that removing [mqtt] removes it too. The daemon builds it with
 build_home_assistant(); paho-mqtt is imported only here.
@@ -18,7 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from .device import FORMS, Device, slug
-from .entities import ENTITIES, HUG_EVENTS, HugEvent, build
+from .entities import ENTITIES, build
+from .event import HUG_EVENTS, HugEvent
 from .published import Published, remove_entities
 from .transport import Connection, MqttError, login_from
 
