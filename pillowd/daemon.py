@@ -20,6 +20,8 @@ from . import __version__, threads
 from .actuators import ActuatorError, Actuators, build_parts
 from .consumer import Backoff, Consumer
 from .credentials import credential
+from .cue import Cue, CueLook, Facts
+from .effects import parse_color
 from .errors import PillowError
 from .hardware import Hardware, HardwareError, open_hardware, open_mock
 from .history import History
@@ -349,6 +351,7 @@ class Daemon:
             if self.squeeze is not None:
                 closing(self.squeeze.close)
                 self._loops.append(("squeeze", "pillowd-squeeze", self.squeeze))
+        self.cue = self._build_cue()
 
         if demo:
             local = q.backend == "local"
@@ -469,6 +472,26 @@ class Daemon:
                 chip.close()
         return SqueezeSensor(lambda: adc.value, threshold=s.threshold,
                              on_squeeze=self._squeezed, close=close)
+
+    def _build_cue(self) -> Cue | None:
+        """The trouble cue ([cue]): its thread waits on the snapshot's changes."""
+        c = self.settings.cue
+        self.pillow.section_changed("cue", None)
+        if not c.enabled:
+            return None
+        cue = Cue(facts=self._cue_facts, show=self.renderer.show_cue,
+                  on_cue=lambda trouble: self.pillow.section_changed("cue", trouble),
+                  look=CueLook(parse_color(c.color), c.every_seconds),
+                  offline_seconds=c.offline_seconds)
+        self.pillow.on_state(cue.changed)
+        self._loops.append(("cue", "pillowd-cue", cue))
+        return cue
+
+    def _cue_facts(self) -> Facts:
+        queue, outbox = self.pillow.queue, self.pillow.extra.get("outbox") or {}
+        # Offline with a reason: before its first answer the queue is only connecting.
+        return Facts(offline=not queue["online"] and queue["reason"] is not None,
+                     partner_away=bool(outbox.get("away")), quiet=self.pillow.quiet)
 
     def _squeezed(self, hold: float, strength: float) -> None:
         """A squeeze over the threshold: a press, carrying how long and how hard."""
