@@ -162,7 +162,11 @@ class Cue:
         while not self._stopped:
             self._wake.clear()
             self.wakeups += 1
-            due = self.update()
+            try:
+                due = self.update()
+            except Exception:  # a bug here must not end the cue for good
+                log.exception("unexpected error in the trouble cue")
+                due = None
             self.heartbeat = self._clock()
             if self._stopped:
                 break
