@@ -45,6 +45,7 @@ import socketio
 from pillowd.effects import EFFECTS
 from pillowd.light import LightOutput
 from pillowd.testing import PillowProcess
+from pillowd.testing.azurite import Azurite
 
 CONFIG = """
 [pillow]
@@ -152,9 +153,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--leds", type=int, default=60)
     parser.add_argument("--warmup", type=float, default=4)
-    parser.add_argument("--rows", default="rest,fitted",
+    parser.add_argument("--rows", default="rest,fitted,blinking",
                         help="rest (the scenes, with and without a page), fitted "
-                             "(the cue and the squeeze sensor at rest)")
+                             "(the cue and the squeeze sensor at rest), blinking "
+                             "(the cue showing: queue unreachable)")
     options = parser.parse_args(argv)
     rows = set(options.rows.split(","))
     print(f"pillowd at rest: {options.leds} LEDs, mock hardware, local queue, "
@@ -207,7 +209,44 @@ def main(argv=None) -> int:
                 daemon.stop()
     if "fitted" in rows:
         fitted(options)
+    if "blinking" in rows:
+        blinking(options)
     return 0
+
+
+def blinking(options) -> None:
+    """The render loop while the cue blinks over a static scene: the pillow's queue
+    unreachable (Azure at a closed port), [cue] offline_seconds = 1, the default
+    period (one blink every 10 s). Against the same scene with nothing wrong, the
+    render thread should wake twice a period (the LED on, then off)."""
+    print("the cue blinking over a static scene, no page (queue unreachable)\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.toml"
+        text = CONFIG.format(state=f"{tmp}/state", leds=options.leds, effect="solid")
+        config.write_text(text.replace('backend = "local"', 'backend = "azure"\nname = "bench"', 1)
+                          + "[cue]\noffline_seconds = 1\n")
+        # Azurite's well-known account, at the discard port: nothing listens.
+        closed = Azurite(Path(tmp), port=9).connection_string()
+        daemon = PillowProcess(config, {**os.environ,
+                                        "AZURE_STORAGE_CONNECTION_STRING": closed}).start()
+        try:
+            deadline = time.monotonic() + 30
+            while requests.get(daemon.url + "api/state", timeout=5).json().get("cue") \
+                    != "offline" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(options.warmup)
+            before = tasks(daemon.pid)
+            m = measure(daemon, options.seconds)
+            after = tasks(daemon.pid)
+        finally:
+            daemon.stop()
+    for name in ("pillowd-render", "pillowd-cue", "pillowd-queue"):
+        ids = [t for t in after if t in before and after[t]["comm"] == name]
+        ms = sum(after[t]["ns"] - before[t]["ns"] for t in ids) / 1e6 / options.seconds
+        wakes = sum(after[t]["switches"] - before[t]["switches"] for t in ids) / options.seconds
+        print(f"  {name:<15} {ms:.3f} ms/s of CPU, {wakes:.2f} wake-ups/s")
+    print(f"  whole daemon    {m['cpu']:.3f} % of one core, {m['wakeups']:.1f} wake-ups/s, "
+          f"{m['rendered']:.2f} frames/s rendered\n")
 
 
 FITTED = {  # label: what the config adds; issue 27's goals against the first
