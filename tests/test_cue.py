@@ -166,7 +166,7 @@ def own_azurite(tmp_path):
 
 CUE = """
 [cue]
-offline_seconds = 1
+offline_seconds = 2
 every_seconds = 1
 """
 
@@ -186,8 +186,10 @@ def test_a_daemon_whose_azurite_stops_shows_the_cue_and_clears_it_when_back(
     assert p.state()["cue"] is None
     own_azurite.stop()
     watcher.wait_state(lambda s: s["cue"] == "offline", timeout=30, message="the cue")
+    # Not at once: offline for offline_seconds first (the state pushed on the change
+    # to offline, two seconds before the cue's).
     offline = [s for s in watcher.states if s["queue"]["online"] is False]
-    assert offline[0]["cue"] is None               # not at once: after offline_seconds
+    assert offline[0]["cue"] is None
     wait_for(lambda: any(amber(f) for f in watcher.frames), message="the LED blinking")
     blinked = [f for f in watcher.frames if amber(f)]
     assert all(f[3:] == blinked[0][3:] for f in blinked)  # one LED, the rest as it was
