@@ -177,7 +177,7 @@ class Renderer:
         self._cue: CueLook | None = None
         self._cue_since = 0.0
         self._cue_drawn = False          # its LED lit in the frame on the strip
-        self._cue_bytes: tuple | None = None  # (factor, the LED's bytes at it)
+        self._cue_bytes: tuple | None = None  # (look, factor, the LED's bytes)
         timeline.on_change(self._changed)
 
     def on_frame(self, listener: Callable[[bytes], None]) -> None:
@@ -278,12 +278,9 @@ class Renderer:
 
     def show_cue(self, look: CueLook | None) -> None:
         """Blink *look* over whatever plays, from now (None: stop blinking)."""
-        self._cue, self._cue_since, self._cue_bytes = look, self._clock(), None
+        self._cue_since = self._clock()
+        self._cue = look
         self._changed()
-
-    def _cue_lit(self, now: float) -> bool:
-        cue = self._cue
-        return cue is not None and lit(cue, now - self._cue_since)
 
     def _cue_edge(self, now: float) -> float:
         """When the cue's LED next turns on or off (inf: no cue)."""
@@ -292,11 +289,12 @@ class Renderer:
             return math.inf
         return self._cue_since + next_edge(cue, now - self._cue_since)
 
-    def _with_cue(self, pixels: np.ndarray, now: float, factor: float) -> np.ndarray:
-        cue = self._cue
-        if self._cue_bytes is None or self._cue_bytes[0] != factor:
-            self._cue_bytes = (factor, self.output.pixel(cue.color, factor))
-        return blink(pixels, now - self._cue_since, cue, self._cue_bytes[1])
+    def _with_cue(self, pixels: np.ndarray, t: float, cue: CueLook,
+                  factor: float) -> np.ndarray:
+        known = self._cue_bytes
+        if known is None or known[:2] != (cue, factor):
+            self._cue_bytes = known = (cue, factor, self.output.pixel(cue.color, factor))
+        return blink(pixels, t, cue, known[2])
 
     def _scene_source(self, playing: Playing) -> Callable[[float], Frame]:
         effect, count, params = playing.effect, self.strip.count, playing.params
@@ -321,7 +319,9 @@ class Renderer:
         """Compute, limit and show the frame for *now*, unless nothing changed."""
         now = self._clock() if now is None else now
         changes = self._changes
-        cue_lit = self._cue_lit(now)
+        # Read once: the cue's thread may change them meanwhile.
+        cue, cue_since = self._cue, self._cue_since
+        cue_lit = cue is not None and lit(cue, now - cue_since)
         if cue_lit != self._cue_drawn:
             self._settled = False   # a standing frame is drawn again, with or without it
         playing = self.timeline.current()
@@ -352,7 +352,7 @@ class Renderer:
             pixels, milliamps = self.output.render(self._source(now), factor)
             self._due = None
         if cue_lit:
-            pixels = self._with_cue(pixels, now, factor)
+            pixels = self._with_cue(pixels, now - cue_since, cue, factor)
         self._cue_drawn = cue_lit
         self._milliamps = milliamps
         # Settled only if nothing changed while it was drawn (that change is next).
