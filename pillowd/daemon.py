@@ -20,6 +20,8 @@ from . import __version__, threads
 from .actuators import ActuatorError, Actuators, build_parts
 from .consumer import Backoff, Consumer
 from .credentials import credential
+from .cue import Cue, CueLook, Facts
+from .effects import parse_color
 from .errors import PillowError
 from .hardware import Hardware, HardwareError, open_hardware, open_mock
 from .history import History
@@ -34,6 +36,7 @@ from .quiet import QuietHours
 from .render import Renderer
 from .scenes import Timeline
 from .settings import ButtonSettings, MqttSettings, QuietSettings, Settings
+from .squeeze import SqueezeSensor, open_adc
 from .systemd import SystemdNotifier, Watchdog
 
 log = logging.getLogger("pillowd")
@@ -238,6 +241,7 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self.watchdog: Watchdog | None = None
         self.mqtt = None  # Home Assistant, when [mqtt] is there: built last
+        self.squeeze_chip = None  # the mock squeeze sensor's chip, on mock hardware
         try:
             self._build(settings, demo, environ)
         except BaseException:
@@ -341,6 +345,13 @@ class Daemon:
             self.button = self._open_button(trouble)
             if self.button is not None:
                 closing(self.button.close)
+        self.squeeze = None   # [squeeze]: the pressure sensor, a press like the button's
+        if settings.squeeze is not None:
+            self.squeeze = self._open_squeeze(trouble)
+            if self.squeeze is not None:
+                closing(self.squeeze.close)
+                self._loops.append(("squeeze", "pillowd-squeeze", self.squeeze))
+        self.cue = self._build_cue()
 
         if demo:
             local = q.backend == "local"
@@ -439,6 +450,52 @@ class Daemon:
             log.error("%s; running without the button (/api/hug still works)", why)
             trouble.append(why)
             return None
+
+    def _open_squeeze(self, trouble: list[str]) -> SqueezeSensor | None:
+        """The squeeze sensor; None, and the reason in *trouble*, when it cannot open
+        (the button and /api/hug work on without it)."""
+        s = self.settings.squeeze
+        where = (f"{s.chip} channel {s.channel} on GPIO {s.clock_pin}/{s.mosi_pin}/"
+                 f"{s.miso_pin}/{s.select_pin} (SCLK/MOSI/MISO/CS)")
+        try:
+            adc, chip = open_adc(s, self.hardware.pin_factory, mock=self.hardware.mock)
+        except Exception as err:  # gpiozero's errors: pin busy, no such pin, ...
+            why = f"cannot use the squeeze sensor, {where}: {err}"
+            log.error("%s; running without it (the button and /api/hug still work)", why)
+            trouble.append(why)
+            return None
+        self.squeeze_chip = chip  # mock hardware: the chip a test squeezes
+
+        def close() -> None:
+            adc.close()
+            if chip is not None:
+                chip.close()
+        return SqueezeSensor(lambda: adc.value, threshold=s.threshold,
+                             on_squeeze=self._squeezed, close=close)
+
+    def _build_cue(self) -> Cue | None:
+        """The trouble cue ([cue]): its thread waits on the snapshot's changes."""
+        c = self.settings.cue
+        self.pillow.section_changed("cue", None)
+        if not c.enabled:
+            return None
+        cue = Cue(facts=self._cue_facts, show=self.renderer.show_cue,
+                  on_cue=lambda trouble: self.pillow.section_changed("cue", trouble),
+                  look=CueLook(parse_color(c.color), c.every_seconds),
+                  offline_seconds=c.offline_seconds)
+        self.pillow.on_state(cue.changed)
+        self._loops.append(("cue", "pillowd-cue", cue))
+        return cue
+
+    def _cue_facts(self) -> Facts:
+        queue, outbox = self.pillow.queue, self.pillow.extra.get("outbox") or {}
+        # Offline with a reason: before its first answer the queue is only connecting.
+        return Facts(offline=not queue["online"] and queue["reason"] is not None,
+                     partner_away=bool(outbox.get("away")), quiet=self.pillow.quiet)
+
+    def _squeezed(self, hold: float, strength: float) -> None:
+        """A squeeze over the threshold: a press, carrying how long and how hard."""
+        self.hugs.pressed("squeeze", hold=hold, strength=strength)
 
     def _build_mqtt(self, state_dir: Path, environ):
         """Home Assistant over MQTT when [mqtt] is there; None otherwise."""
