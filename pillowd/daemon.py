@@ -15,11 +15,13 @@ from pathlib import Path
 from uuid import uuid4
 
 from . import __version__, body, hardware, hugs, leds, page
+from .body.squeeze import SqueezeSensor, open_adc
 from .consumer import Consumer
 from .errors import PillowError
 from .hardware import open_hardware
 from .history import History
-from .messages import decode, encode
+from .leds.cue import Cue, CueLook, Facts
+from .messages import decode, encode, parse_color
 from .page.addresses import page_url_for_others
 from .pillow import Controls, Health, Loop, Pillow
 from .player import Player
@@ -118,6 +120,7 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self.watchdog: Watchdog | None = None
         self.mqtt = None  # Home Assistant, when [mqtt] is there: built last
+        self.squeeze_chip = None  # the mock squeeze sensor's chip, on mock hardware
         try:
             self._build(settings, demo, environ)
         except BaseException:
@@ -176,6 +179,13 @@ class Daemon:
             settings, self.conversation,
             play=lambda data, source: self.controls.play(data, source=source),
             pin_factory=self.hardware.pin_factory, trouble=trouble, closing=closing)
+        self.squeeze = None   # [squeeze]: the pressure sensor, a press like the button's
+        if settings.squeeze is not None:
+            self.squeeze = self._open_squeeze(trouble)
+            if self.squeeze is not None:
+                closing(self.squeeze.close)
+                self._loops.append(("squeeze", "pillowd-squeeze", self.squeeze))
+        self.cue = self._build_cue()
         if demo:
             local = q.backend == "local"
             self._loops.append(("demo", "pillowd-demo", Demo(
@@ -259,6 +269,52 @@ class Daemon:
             "history": self.consumer.trouble,
             "actuators": self.actuators.trouble},
             notes={"outbox": self._outbox_notes})
+
+    def _open_squeeze(self, trouble: list[str]) -> SqueezeSensor | None:
+        """The squeeze sensor; None, and the reason in *trouble*, when it cannot open
+        (the button and /api/hug work on without it)."""
+        s = self.settings.squeeze
+        where = (f"{s.chip} channel {s.channel} on GPIO {s.clock_pin}/{s.mosi_pin}/"
+                 f"{s.miso_pin}/{s.select_pin} (SCLK/MOSI/MISO/CS)")
+        try:
+            adc, chip = open_adc(s, self.hardware.pin_factory, mock=self.hardware.mock)
+        except Exception as err:  # gpiozero's errors: pin busy, no such pin, ...
+            why = f"cannot use the squeeze sensor, {where}: {err}"
+            log.error("%s; running without it (the button and /api/hug still work)", why)
+            trouble.append(why)
+            return None
+        self.squeeze_chip = chip  # mock hardware: the chip a test squeezes
+
+        def close() -> None:
+            adc.close()
+            if chip is not None:
+                chip.close()
+        return SqueezeSensor(lambda: adc.value, threshold=s.threshold,
+                             on_squeeze=self._squeezed, close=close)
+
+    def _build_cue(self) -> Cue | None:
+        """The trouble cue ([cue]): its thread waits on the snapshot's changes."""
+        c = self.settings.cue
+        self.pillow.section_changed("cue", None)
+        if not c.enabled:
+            return None
+        cue = Cue(facts=self._cue_facts, show=self.renderer.show_cue,
+                  on_cue=lambda trouble: self.pillow.section_changed("cue", trouble),
+                  look=CueLook(parse_color(c.color), c.every_seconds),
+                  offline_seconds=c.offline_seconds)
+        self.pillow.on_state(cue.changed)
+        self._loops.append(("cue", "pillowd-cue", cue))
+        return cue
+
+    def _cue_facts(self) -> Facts:
+        queue, outbox = self.pillow.queue, self.pillow.extra.get("outbox") or {}
+        # Offline with a reason: before its first answer the queue is only connecting.
+        return Facts(offline=not queue["online"] and queue["reason"] is not None,
+                     partner_away=bool(outbox.get("away")), quiet=self.pillow.quiet)
+
+    def _squeezed(self, hold: float, strength: float) -> None:
+        """A squeeze over the threshold: a press, carrying how long and how hard."""
+        self.hugs.pressed("squeeze", hold=hold, strength=strength)
 
     def _outbox_notes(self) -> list[str]:
         # A partner's queue that refuses is no reason to restart this pillow: a

@@ -3,7 +3,8 @@
 `parts` are the vibration motor, servo and warmer, each within its limits (on
 time, duty cycle, cool-down); `actuators` drives the fitted parts from the
 playing scene (mute, quiet, a watchdog that turns everything off); `patterns` are
-the named vibration patterns a scene can ask for. gpiozero is the only way to a pin.
+the named vibration patterns a scene can ask for; `squeeze` reads the pressure
+sensor (an ADC) as presses with a hold and a strength. gpiozero is the only way to a pin.
 
 May import: hardware (its pins' errors), settings, errors, seams (floors below 5).
 Must not import: the LEDs, the page, hugs, the player or daemon: the actuators

@@ -4,7 +4,7 @@ Data flows one way through it: a command's scene becomes a `Playing` on the
 `scenes.Timeline`, the `render.Renderer` turns it into frames with `effects`
 (each effect and its checked parameters) and `frames` (pure functions of time),
 and writes them to the strip through `light` (brightness, gamma, the power
-limit, transitions).
+limit, transitions); `cue` blinks one LED over it while the pillow is in trouble.
 
 May import: hardware (the strip), messages, history, settings, errors, seams
 (floors below 5).
