@@ -21,7 +21,7 @@ QUIET_PIP = >$(PIP_LOG) 2>&1 || { tail -n 30 $(PIP_LOG) >&2; exit 1; }
 .PHONY: run demo try-pair test test-deps bench clean vendor
 
 # The checkout's pillowd finds the same config and .state by itself, so
-# `.venv/bin/pillowd send hug` reaches this pillow (pillowd/checkout.py).
+# `.venv/bin/pillowd send hug` reaches this pillow (pillowd/seams/checkout.py).
 run: $(VENDOR) $(BIN)/pillowd
 	@echo "$(BIN)/pillowd run $(RUN_ARGS)"
 	@$(BIN)/pillowd run $(RUN_ARGS)

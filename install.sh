@@ -322,8 +322,8 @@ for info in pathlib.Path(sys.prefix).glob("lib/python3*/site-packages/pillowd-*.
     record = info / "RECORD"
     lines = record.read_text().splitlines(keepends=True)
     record.write_text("".join(l for l in lines if not l.startswith(info.name + "/direct_url.json,")))
-import pillowd.web
-vendored = pillowd.web.page_files() / sys.argv[1].removeprefix("web/")
+import pillowd.page.app
+vendored = pillowd.page.app.page_files() / sys.argv[1].removeprefix("web/")
 sys.exit(not vendored.is_file())
 EOF
 }

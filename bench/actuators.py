@@ -8,24 +8,18 @@ import time
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from pillowd import config
-from pillowd.actuators import Actuators, build_parts
+from pillowd.body.actuators import Actuators
+from pillowd.body.parts import build_parts
+from pillowd.leds.scenes import Timeline
 from pillowd.messages import decode
-from pillowd.scenes import Timeline
+from pillowd.testing.config import toml
 
-SETTINGS = config.parse("""
-[actuators.vibration]
-pin = 23
-max_level = 1.0
-max_on_seconds = 0.3
-duty_cap = 1.0
-cooldown_seconds = 0.1
-[scenes.idle]
-effect = "solid"
-[scenes.buzz]
-effect = "solid"
-vibration = "steady"
-vibration_level = 1.0
-""")
+SETTINGS = config.parse(toml({
+    "actuators.vibration": {"pin": 23, "max_level": 1.0, "max_on_seconds": 0.3,
+                            "duty_cap": 1.0, "cooldown_seconds": 0.1},
+    "scenes.idle": {"effect": "solid"},
+    "scenes.buzz": {"effect": "solid", "vibration": "steady", "vibration_level": 1.0},
+}))
 PERIOD, STALL = 0.02, 0.5
 
 
@@ -43,18 +37,11 @@ class Hangable:
 
 
 # The same with no limit near, so only the watchdog's stall check can cut it.
-LONG = config.parse("""
-[actuators.vibration]
-pin = 23
-max_level = 1.0
-max_on_seconds = 60
-[scenes.idle]
-effect = "solid"
-[scenes.buzz]
-effect = "solid"
-vibration = "steady"
-vibration_level = 1.0
-""")
+LONG = config.parse(toml({
+    "actuators.vibration": {"pin": 23, "max_level": 1.0, "max_on_seconds": 60},
+    "scenes.idle": {"effect": "solid"},
+    "scenes.buzz": {"effect": "solid", "vibration": "steady", "vibration_level": 1.0},
+}))
 
 
 def rig(settings=SETTINGS):

@@ -16,39 +16,19 @@ from pathlib import Path
 import requests
 
 from pillowd.testing import PillowProcess
+from pillowd.testing.config import pillow_config
 
 TOKEN = "bench-token-bench-token"
-CONFIG = """
-[pillow]
-name = "bench-pillow"
-state_dir = "{state}"
 
-[queue]
-backend = "local"
-poll_min_seconds = 0.1
-poll_max_seconds = 1.0
 
-[hardware]
-backend = "mock"
-
-[leds]
-count = {leds}
-brightness = 0.6
-fps = {fps}
-
-[web]
-host = "127.0.0.1"
-port = 0
-
-[scenes.idle]
-effect = "breathe"
-color = "#202040"
-
-[scenes.hug]
-effect = "breathe"
-color = "#ff6ec7"
-duration = 0
-"""
+def config_text(state, leds, fps) -> str:
+    return pillow_config(state,
+                         queue={"poll_min_seconds": 0.1, "poll_max_seconds": 1.0},
+                         leds={"count": leds, "brightness": 0.6, "fps": fps},
+                         scenes={"idle": {"effect": "breathe", "color": "#202040"},
+                                 "hug": {"effect": "breathe",
+                                         "color": "#ff6ec7",
+                                         "duration": 0}})
 
 
 def clients(url: str, count: int, ready, results, stop, process: int = 0) -> None:
@@ -123,7 +103,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.toml"
-        config.write_text(CONFIG.format(state=Path(tmp) / "state", leds=args.leds,
+        config.write_text(config_text(state=Path(tmp) / "state", leds=args.leds,
                                         fps=args.fps))
         env = {**os.environ, "PILLOWD_CONTROL_TOKEN": TOKEN}
         with PillowProcess(config, env) as daemon:

@@ -37,45 +37,27 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import requests
 
 from pillowd.testing import PillowProcess
 from pillowd.testing.azurite import Azurite
+from pillowd.testing.config import toml
+from pillowd.testing.wait import wait_for as _wait_for
 
 TOKEN = "bench-token-0123456789"
 
-REST_OF_CONFIG = """
-[hardware]
-backend = "mock"
-
-[leds]
-count = 30
-
-[web]
-host = "127.0.0.1"
-port = 0
-
-[scenes.idle]
-effect = "solid"
-color = "#000010"
-
-[scenes.hug]
-effect = "solid"
-color = "#ff0000"
-duration = 2
-
-[scenes.glow]
-effect = "solid"
-color = "#00ff00"
-duration = 2
-
-[scenes.hugged]
-effect = "solid"
-color = "#ffb347"
-duration = 1
-"""
+REST_OF_CONFIG = toml({
+    "hardware": {"backend": "mock"},
+    "leds": {"count": 30},
+    "web": {"host": "127.0.0.1", "port": 0},
+    "scenes.idle": {"effect": "solid", "color": "#000010"},
+    "scenes.hug": {"effect": "solid", "color": "#ff0000", "duration": 2},
+    "scenes.glow": {"effect": "solid", "color": "#00ff00", "duration": 2},
+    "scenes.hugged": {"effect": "solid", "color": "#ffb347", "duration": 1},
+})
 
 # Loaded by alice's interpreter at start (PYTHONPATH): writing a number N to the file
 # $PILLOWD_BENCH_LED_FAULTS makes her mock strip fail its next N writes.
@@ -102,18 +84,9 @@ if _control:
 '''
 
 
-def wait_for(predicate, timeout=60.0, interval=0.05, message="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except requests.RequestException:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {message}")
-        time.sleep(interval)
+# A bench waits longer than a test, and through a daemon's restarts.
+wait_for = partial(_wait_for, timeout=60.0, interval=0.05, error=TimeoutError,
+                   ignore=(requests.RequestException,))
 
 
 class Pillow(PillowProcess):

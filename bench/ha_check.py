@@ -49,53 +49,33 @@ import requests
 from pillowd.family import FamilyKey
 from pillowd.queues.local import LocalStore
 from pillowd.testing import PillowProcess
+from pillowd.testing.config import pillow_config
 from pillowd.testing.mosquitto import Mosquitto
 from pillowd.testing.services import free_port
+from pillowd.testing.wait import wait_for
 
 PILLOW = "ha-check-pillow"
 PASSWORD = "check-password-1"  # a throwaway Home Assistant in a temporary directory
-CONFIG = """
-[pillow]
-name = "{name}"
-state_dir = "{state}"
 
-[queue]
-backend = "local"
-name = "pillow-{name}"
-outbound_name = ["pillow-bob", "pillow-carol"]
-poll_min_seconds = 0.05
-poll_max_seconds = 0.5
 
-[hardware]
-backend = "mock"
+def config_text(name, state, port, discovery) -> str:
+    return pillow_config(state,
+                         name=name,
+                         queue={"name": f"pillow-{name}",
+                                "outbound_name": ["pillow-bob", "pillow-carol"],
+                                "poll_min_seconds": 0.05,
+                                "poll_max_seconds": 0.5},
+                         leds={"count": 12, "brightness": 0.6},
+                         mqtt={"host": "127.0.0.1", "port": port, "discovery": discovery},
+                         scenes={"idle": {"effect": "solid", "color": "#000010"},
+                                 "hug": {"effect": "solid",
+                                         "color": "#ff0000",
+                                         "duration": 0},
+                                 "glow": {"effect": "breathe",
+                                          "color": "#00ff00",
+                                          "duration": 0}})
 
-[leds]
-count = 12
-brightness = 0.6
 
-[web]
-host = "127.0.0.1"
-port = 0
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-discovery = "{discovery}"
-
-[scenes.idle]
-effect = "solid"
-color = "#000010"
-
-[scenes.hug]
-effect = "solid"
-color = "#ff0000"
-duration = 0
-
-[scenes.glow]
-effect = "breathe"
-color = "#00ff00"
-duration = 0
-"""
 HA_CONFIG = """
 homeassistant:
   name: ha-check
@@ -116,18 +96,9 @@ logger:
 """
 
 
-def wait(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (requests.RequestException, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout:.0f} s")
-        time.sleep(interval)
+def wait(predicate, timeout: float, what: str):
+    return wait_for(predicate, timeout, 0.2, what, error=TimeoutError,
+                    ignore=(requests.RequestException, ValueError, KeyError))
 
 
 class HomeAssistantCore:
@@ -288,7 +259,7 @@ def main() -> int:
         env = {"CREDENTIALS_DIRECTORY": str(credentials)}
 
         def start(discovery: str) -> PillowProcess:
-            config.write_text(CONFIG.format(name=PILLOW, state=work / "state",
+            config.write_text(config_text(name=PILLOW, state=work / "state",
                                             port=broker.port, discovery=discovery))
             started = PillowProcess(config, env).start()
             wait(lambda: (started.state().get("mqtt") or {}).get("online"), 20,

@@ -39,47 +39,19 @@ from pathlib import Path
 import requests
 
 from pillowd.testing import PillowProcess
+from pillowd.testing.config import pillow_config
+from pillowd.testing.measure import cpu_seconds, rss_mb, threads
+from pillowd.testing.sources import SourceAdapter as _Source
 
 TOKEN = "bench-token-bench-token"
-CONFIG = """
-[pillow]
-name = "bench-pillow"
-state_dir = "{state}"
-[queue]
-backend = "local"
-[hardware]
-backend = "mock"
-[leds]
-count = 60
-[web]
-host = "127.0.0.1"
-port = 0
-[scenes.idle]
-effect = "solid"
-color = "#202040"
-"""
-CAP = 96  # the connection cap of pillowd.webserver, for the threads goal
 
 
-def threads(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+def config_text(state) -> str:
+    return pillow_config(state,
+                         scenes={"idle": {"effect": "solid", "color": "#202040"}})
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total / 1e9
+CAP = 96  # the connection cap of pillowd.page.server, for the threads goal
 
 
 def verdict(ok: bool) -> str:
@@ -602,18 +574,6 @@ def closed_tabs(p: PillowProcess) -> None:
     probe.report(f"  tracebacks printed: {printed} (goal 0) {verdict(printed == 0)}")
 
 
-class _Source(requests.adapters.HTTPAdapter):
-    """Requests from one loopback address."""
-
-    def __init__(self, source: str):
-        self._source = source
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self._source, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 ROWS = {"half": half_sent, "sessions": sessions, "bodies": bodies, "files": files,
         "tokens": tokens,
         # issue 25
@@ -630,7 +590,7 @@ def main(argv=None) -> int:
     print(f"pillowd from {Path(pillowd.__file__).parent}\n")
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.toml"
-        config.write_text(CONFIG.format(state=Path(tmp) / "state"))
+        config.write_text(config_text(state=Path(tmp) / "state"))
         env = {**os.environ, "PILLOWD_CONTROL_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
         for name in options.rows.split(","):
             daemon = PillowProcess(config, env).start()

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -47,6 +48,9 @@ import requests
 from pillowd.family import TOKENS_ENTRY, FamilyKey
 from pillowd.testing import PillowProcess
 from pillowd.testing.azurite import Azurite
+from pillowd.testing.config import toml
+from pillowd.testing.measure import percentile
+from pillowd.testing.wait import wait_for as _wait_for
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 20))
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", 180))
@@ -56,44 +60,16 @@ POLL_MAX = 5.0
 WINDOW = 600.0           # [button] reply_window_seconds, shipped
 BEFORE_RECEIPTS = 5460   # queue requests per hug before receipts (docs/pairing.md)
 
-REST_OF_CONFIG = """
-[hardware]
-backend = "mock"
-
-[web]
-host = "127.0.0.1"
-port = 0
-
-[scenes.idle]
-effect = "solid"
-color = "#000010"
-
-[scenes.hug]
-effect = "solid"
-color = "#ff0000"
-duration = 2
-
-[scenes.hugged]
-effect = "solid"
-color = "#ffb347"
-duration = 1
-"""
+REST_OF_CONFIG = toml({
+    "hardware": {"backend": "mock"},
+    "web": {"host": "127.0.0.1", "port": 0},
+    "scenes.idle": {"effect": "solid", "color": "#000010"},
+    "scenes.hug": {"effect": "solid", "color": "#ff0000", "duration": 2},
+    "scenes.hugged": {"effect": "solid", "color": "#ffb347", "duration": 1},
+})
 
 
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def wait_for(predicate, timeout=30.0, interval=0.01, message="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
+wait_for = partial(_wait_for, timeout=30.0, interval=0.01, error=SystemExit)
 
 
 class Daemon(PillowProcess):

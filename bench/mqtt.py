@@ -37,48 +37,26 @@ import requests
 import socketio
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pillowd.messages import encode
 from pillowd.homeassistant import HomeAssistant
+from pillowd.messages import encode
 from pillowd.queues.local import LocalStore
 from pillowd.testing import PillowProcess
+from pillowd.testing.config import pillow_config
 from pillowd.testing.mosquitto import Mosquitto
 
 TOPIC = "pillowd/bench-pillow"
-CONFIG = """
-[pillow]
-name = "bench-pillow"
-state_dir = "{state}"
 
-[queue]
-backend = "local"
-poll_min_seconds = 0.05
-poll_max_seconds = 0.2
 
-[hardware]
-backend = "mock"
-
-[leds]
-count = 60
-brightness = 1.0
-
-[web]
-host = "127.0.0.1"
-port = 0
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-
-[scenes.idle]
-effect = "solid"
-color = "#000010"
-
-[scenes.bench]
-effect = "solid"
-color = "#ff0000"
-duration = 0
-transition_seconds = 0
-"""
+def config_text(state, port) -> str:
+    return pillow_config(state,
+                         queue={"poll_min_seconds": 0.05, "poll_max_seconds": 0.2},
+                         leds={"brightness": 1.0},
+                         mqtt={"host": "127.0.0.1", "port": port},
+                         scenes={"idle": {"effect": "solid", "color": "#000010"},
+                                 "bench": {"effect": "solid",
+                                           "color": "#ff0000",
+                                           "duration": 0,
+                                           "transition_seconds": 0}})
 
 
 class Subscriber:
@@ -274,7 +252,7 @@ def main() -> None:
         port = broker.port
         state = tmp / "state"
         config = tmp / "config.toml"
-        config.write_text(CONFIG.format(state=state, port=port))
+        config.write_text(config_text(state=state, port=port))
         subscriber = Subscriber(port)
         try:
             with PillowProcess(config).start() as pillowd:

@@ -32,46 +32,22 @@ from azure.storage.queue import QueueClient
 
 from pillowd.testing import PillowProcess
 from pillowd.testing.azurite import Azurite
+from pillowd.testing.config import pillow_config
 from pillowd.testing.faultproxy import FaultProxy
+from pillowd.testing.measure import percentile
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", 200))
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", 150))
 QUEUE = "bench"
 
-CONFIG = """
-[pillow]
-name = "bench-pillow"
-state_dir = "{state}"
 
-[queue]
-backend = "azure"
-name = "{queue}"
-# poll_min_seconds, poll_max_seconds: the shipped defaults (0.1 and 5).
-
-[hardware]
-backend = "mock"
-
-[leds]
-count = 60
-
-[web]
-host = "127.0.0.1"
-port = 0
-
-[scenes.idle]
-effect = "solid"
-color = "#000010"
-
-[scenes.hug]
-effect = "solid"
-color = "#ff0000"
-duration = 0
-"""
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+def config_text(state, queue) -> str:
+    return pillow_config(state,
+                         queue={"backend": "azure", "name": queue},
+                         scenes={"idle": {"effect": "solid", "color": "#000010"},
+                                 "hug": {"effect": "solid",
+                                         "color": "#ff0000",
+                                         "duration": 0}})
 
 
 class Arrivals:
@@ -109,7 +85,7 @@ def main() -> int:
     azurite = Azurite(work / "azurite").start()
     proxy = FaultProxy(azurite.port)
     config = work / "config.toml"
-    config.write_text(CONFIG.format(state=work / "state", queue=QUEUE))
+    config.write_text(config_text(state=work / "state", queue=QUEUE))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "PILLOWD_"))}
     env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string(
         proxy.endpoint("/devstoreaccount1"))

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pillowd.effects import EFFECTS
 from pillowd.hardware.pio import PioStrip
-from pillowd.light import LightOutput, Transition
+from pillowd.leds.effects import EFFECTS
+from pillowd.leds.light import LightOutput, Transition
 from pillowd.testing import PillowProcess
+from pillowd.testing.config import pillow_config
 
 COUNT = 300
 FPS = 50
@@ -159,20 +160,9 @@ def daemon_cpu(effect: str, seconds: float) -> float:
     """Percent of one core `pillowd run` uses over *seconds* showing *effect* at idle."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.toml"
-        config.write_text(f"""
-[pillow]
-state_dir = "{tmp}/state"
-[hardware]
-backend = "mock"
-[leds]
-count = {COUNT}
-[web]
-host = "127.0.0.1"
-port = 0
-[scenes.idle]
-effect = "{effect}"
-color = "#302060"
-""")
+        config.write_text(pillow_config(f"{tmp}/state", leds={"count": COUNT},
+                                         scenes={"idle": {"effect": effect,
+                                                          "color": "#302060"}}))
         with PillowProcess(config) as daemon:
             daemon.start()
             time.sleep(3)  # past start-up work

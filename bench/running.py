@@ -42,32 +42,21 @@ from pathlib import Path
 import requests
 import socketio
 
-from pillowd.effects import EFFECTS
-from pillowd.light import LightOutput
+from pillowd.leds.effects import EFFECTS
+from pillowd.leds.light import LightOutput
 from pillowd.testing import PillowProcess
 from pillowd.testing.azurite import Azurite
+from pillowd.testing.config import pillow_config
 
-CONFIG = """
-[pillow]
-name = "bench-pillow"
-state_dir = "{state}"
-[queue]
-backend = "local"
-[hardware]
-backend = "mock"
-[leds]
-count = {leds}
-[web]
-host = "127.0.0.1"
-port = 0
-[scenes.idle]
-effect = "{effect}"
-color = "#202040"
-[scenes.hug]
-effect = "breathe"
-color = "#ff6ec7"
-duration = 10
-"""
+
+def config_text(state, leds, effect) -> str:
+    return pillow_config(state,
+                         leds={"count": leds},
+                         scenes={"idle": {"effect": effect, "color": "#202040"},
+                                 "hug": {"effect": "breathe",
+                                         "color": "#ff6ec7",
+                                         "duration": 10}})
+
 
 GOALS = {  # issue 16, on this machine
     ("candle", False): {},
@@ -166,7 +155,7 @@ def main(argv=None) -> int:
         own = pipeline_us(effect, options.leds)
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.toml"
-            config.write_text(CONFIG.format(state=f"{tmp}/state", leds=options.leds,
+            config.write_text(config_text(state=f"{tmp}/state", leds=options.leds,
                                             effect=effect))
             daemon = PillowProcess(config).start()
             try:
@@ -222,7 +211,7 @@ def blinking(options) -> None:
     print("the cue blinking over a static scene, no page (queue unreachable)\n")
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.toml"
-        text = CONFIG.format(state=f"{tmp}/state", leds=options.leds, effect="solid")
+        text = config_text(state=f"{tmp}/state", leds=options.leds, effect="solid")
         config.write_text(text.replace('backend = "local"', 'backend = "azure"\nname = "bench"', 1)
                           + "[cue]\noffline_seconds = 1\n")
         # Azurite's well-known account, at the discard port: nothing listens.
@@ -264,7 +253,7 @@ def fitted(options) -> None:
     for label, extra in FITTED.items():
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.toml"
-            config.write_text(CONFIG.format(state=f"{tmp}/state", leds=options.leds,
+            config.write_text(config_text(state=f"{tmp}/state", leds=options.leds,
                                             effect="solid") + extra)
             daemon = PillowProcess(config).start()
             try:

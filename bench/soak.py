@@ -26,41 +26,21 @@ import socketio
 
 from pillowd.queues.local import LocalStore
 from pillowd.testing import PillowProcess
+from pillowd.testing.config import pillow_config
 
-CONFIG = """
-[pillow]
-name = "soak-pillow"
-state_dir = "{state}"
 
-[queue]
-backend = "local"
-poll_min_seconds = 0.05
-poll_max_seconds = 1.0
+def config_text(state) -> str:
+    return pillow_config(state,
+                         name="soak-pillow",
+                         queue={"poll_min_seconds": 0.05, "poll_max_seconds": 1.0},
+                         scenes={"idle": {"effect": "breathe", "color": "#202040"},
+                                 "hug": {"effect": "breathe",
+                                         "color": "#ff6ec7",
+                                         "duration": 2},
+                                 "glow": {"effect": "solid",
+                                          "color": "#00ff00",
+                                          "duration": 1}})
 
-[hardware]
-backend = "mock"
-
-[leds]
-count = 60
-
-[web]
-host = "127.0.0.1"
-port = 0
-
-[scenes.idle]
-effect = "breathe"
-color = "#202040"
-
-[scenes.hug]
-effect = "breathe"
-color = "#ff6ec7"
-duration = 2
-
-[scenes.glow]
-effect = "solid"
-color = "#00ff00"
-duration = 1
-"""
 
 RSS_TARGET_KB = 5 * 1024
 
@@ -104,7 +84,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="pillowd-soak-") as tmp:
         state = Path(tmp) / "state"
         config = Path(tmp) / "config.toml"
-        config.write_text(CONFIG.format(state=state))
+        config.write_text(config_text(state=state))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PILLOWD_")}
         daemon = PillowProcess(config, env)
         clients: list[Client] = []

@@ -61,7 +61,7 @@ def time_to_ready(config: Path, tmp: Path) -> float:
 def slowest_imports(count: int = 12) -> list[tuple[int, str]]:
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c",
-         "import pillowd.cli, pillowd.daemon, pillowd.web"],
+         "import pillowd.cli, pillowd.daemon, pillowd.page.app"],
         capture_output=True, text=True, check=True)
     rows = []
     for line in result.stderr.splitlines():

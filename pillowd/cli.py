@@ -16,19 +16,19 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from . import __version__  # noqa: E402
-from .checkout import checkout_config, checkout_root, checkout_state_dir
 from .config import ConfigError, load, with_state_dir
 from .errors import PillowError
 from .history import iso
+from .hugs.owner import OWNER_KEY_ENV, owner_command
+from .hugs.pairing import DEFAULT_PREFIX, INVITE_DAYS, PAIR_DAYS
 from .messages import Rejection, command_from, encode
-from .pairing import DEFAULT_PREFIX, INVITE_DAYS, PAIR_DAYS
-from .printable import EscapingFormatter, escape
 from .queues import QueueAuthError, QueueError
+from .queues.poison import list_poison, requeue_poison
+from .seams.checkout import checkout_config, checkout_root, checkout_state_dir
+from .seams.printable import EscapingFormatter, escape
 from .settings import Settings
 
 SYSTEM_CONFIG = "/etc/pillowd/config.toml"
-# pair, invite and revoke take the account key from here, like the az CLI does.
-OWNER_KEY_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 # `send` takes an invite URL from here: unlike an argument, no other user sees it.
 QUEUE_URL_ENV = "PILLOWD_QUEUE_URL"
 
@@ -184,7 +184,7 @@ def main(args: list[str] | None = None) -> int:
     _setup_logging(debug)
     try:
         if options.command in ("pair", "invite", "revoke"):
-            return _owner_command(options)
+            return owner_command(options)
         if options.command == "send":
             url = _queue_url(options)
             if url is not None:
@@ -264,7 +264,7 @@ def _owner_key_first(settings: Settings, environ=os.environ) -> Settings:
 def _setup_logging(debug: bool) -> None:
     handler = None
     try:
-        from .systemd import journal_handler
+        from .seams.systemd import journal_handler
         handler = journal_handler(logging.DEBUG if debug else logging.INFO)
     except ImportError:
         pass
@@ -292,7 +292,7 @@ def _check_config(path: str) -> int:
 
 
 def _join(path: str, folder: str) -> int:
-    from .join import Service, join
+    from .hugs.join import Service, join
 
     logging.getLogger("azure").setLevel(logging.WARNING)  # no request-by-request log
     address = join(folder, path, service=Service(),
@@ -341,7 +341,7 @@ def _send(settings: Settings | None, options, queue_url: str | None = None) -> i
     if settings is None:
         _send_with_invite(queue_url, body)
     else:
-        from .daemon import open_queues
+        from .queues.configured import open_queues
         _opened_local_queue(settings)
         _quiet_credential_log()
         queues = open_queues(_owner_key_first(settings))
@@ -391,94 +391,8 @@ def _any_scene(scene) -> Settings:
                  "<send --queue-url>")
 
 
-def _owner_account(environ=os.environ):
-    from .queues.azure import AzureAccount
-
-    logging.getLogger("azure").setLevel(logging.WARNING)  # no request-by-request log
-    text = environ.get(OWNER_KEY_ENV, "").strip()
-    if not text:
-        raise PillowError(f"this needs the storage account's key: set ${OWNER_KEY_ENV} "
-                          "to its connection string (portal: the storage account, "
-                          "Access keys)")
-    return AzureAccount.from_connection_string(
-        text, f"the connection string in ${OWNER_KEY_ENV}")
-
-
-def _owner_command(options) -> int:
-    from . import pairing
-
-    account = _owner_account()
-    try:
-        if options.command == "pair":
-            # One key for the family: a second run keeps the one it wrote before.
-            family = pairing.family_key_in(options.out, options.names)
-            colors = pairing.partner_colors(options.color, options.names)
-            files = pairing.pair(account, options.names, prefix=options.prefix,
-                                 days=options.days, family_key=family, colors=colors)
-            for name, pillow in files.items():
-                folder = pillow.write(options.out)
-                print(f"{name}: {folder / 'queue.toml'} and {folder / pairing.SAS_FILE}")
-                for queue in pillow.replaced_invites:
-                    print(f"{name}: the invite {name!r} on {queue} is now {name}'s pillow "
-                          "policy: its links work as long as the pillow does "
-                          f"(pillowd revoke {name} ends both)", file=sys.stderr)
-            print("copy each folder to its pillow and there run: sudo pillowd join FOLDER "
-                  "(docs/pairing.md)",
-                  file=sys.stderr)
-        elif options.command == "invite":
-            _invite(account, options)
-        else:
-            queues = pairing.revoke(account, options.name)
-            name = pairing.pillow_name(options.name)
-            if not queues:
-                print(f"no stored access policy named {name!r} on any queue: "
-                      "nothing to revoke", file=sys.stderr)
-            for queue in queues:
-                print(queue)
-            if queues:
-                print(f"revoked {name!r} on {len(queues)} queue(s); Azure may accept "
-                      "its tokens for up to 30 s more. The name is not used again on "
-                      "those queues (docs/pairing.md)", file=sys.stderr)
-        return 0
-    finally:
-        account.close()
-
-
-def _invite(account, options, environ=os.environ) -> None:
-    from . import pairing
-
-    name = pairing.pillow_name(options.name)
-    page = None
-    if options.page or options.page_url:
-        # Everything the page needs is read and checked first: a refusal here, or
-        # a full queue in invite(), leaves the account as it was.
-        from .sendpage import SendPage
-        page = SendPage.open(environ.get(OWNER_KEY_ENV, ""), account, options.page_url)
-    try:
-        made = pairing.invite(account, options.name, to=options.to,
-                              prefix=options.prefix, days=options.days)
-        for url in made.urls.values():
-            print(url)
-        if page is None:
-            print(f"send with: pillowd send hug --from {name} --queue-url URL, or curl "
-                  f"(docs/pairing.md); stop with: pillowd revoke {name}", file=sys.stderr)
-            return
-        try:
-            page.publish()
-        except PillowError as err:
-            raise PillowError(f"{err} (the invite is made: the same command again "
-                              "finishes the page)") from None
-        print(page.link(made, options.name.strip()))
-        print(f"the last line is the link for {name}'s phone: it opens the send page "
-              f"on {page.origin} and carries the invite; stop with: pillowd revoke {name}",
-              file=sys.stderr)
-    finally:
-        if page is not None:
-            page.close()
-
-
 def _poison(settings: Settings, options) -> int:
-    from .daemon import open_queues
+    from .queues.configured import open_queues
 
     _opened_local_queue(settings)
     _quiet_credential_log()
@@ -490,7 +404,7 @@ def _poison(settings: Settings, options) -> int:
     tokens = getattr(getattr(queues.main, "account", None), "per_queue_tokens", False)
     try:
         if options.action == "list":
-            return _poison_list(queues)
+            return list_poison(queues)
         if options.action == "purge":
             try:
                 queues.poison.clear()
@@ -501,77 +415,8 @@ def _poison(settings: Settings, options) -> int:
         if tokens:
             raise QueueAuthError(f"poison requeue needs to add to {queues.main.name!r}, "
                                  f"which this pillow's SAS tokens do not allow: {key_hint}")
-        return _poison_requeue(queues, options.id)
+        return requeue_poison(queues, options.id)
     finally:
         queues.close()
 
 
-def _wrapper(body: str) -> dict:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("original"), str):
-        return data
-    # Not ours (written by another tool): the body itself is the original.
-    return {"reason": "(not written by pillowd)", "original": body}
-
-
-def _poison_list(queues) -> int:
-    messages = queues.poison.peek(32)
-    if not messages:
-        print("the poison queue is empty")
-        return 0
-    for message in messages:
-        data = _wrapper(message.body)
-        original = escape(data["original"])  # a body of ESC sequences stays inert
-        if len(original) > 80:
-            original = original[:77] + "..."
-        print(escape(f"{message.id}  {data.get('at', iso(message.inserted_on))}  "
-                     f"{data.get('reason')}") + f"\n    {original}")
-    if len(messages) == 32:
-        print("(showing the first 32)")
-    return 0
-
-
-def _poison_requeue(queues, wanted: str | None) -> int:
-    moved = 0
-    passed_over = []  # received on the way to *wanted*: shown again right after
-    seen = set()
-    try:
-        while True:
-            # Hidden only while this command looks (released at the end), so a
-            # `poison list` right after still shows every message.
-            batch = [m for m in queues.poison.receive(32, visibility_timeout=30)
-                     if m.id not in seen]
-            if not batch:
-                break
-            for message in batch:
-                seen.add(message.id)
-                if wanted and message.id != wanted:
-                    passed_over.append(message)
-                    continue
-                data = _wrapper(message.body)
-                if "original_sha256" in data:  # only the head of a body too large to keep
-                    print(f"pillowd: {message.id} keeps only the first part of a message "
-                          f"of {data.get('original_bytes')} bytes (cut to fit the poison "
-                          "queue): left there", file=sys.stderr)
-                    passed_over.append(message)
-                    continue
-                queues.main.put(data["original"])
-                queues.poison.delete(message)  # after the put: never lost in between
-                moved += 1
-                print(message.id)
-            if wanted and moved:
-                break
-    finally:
-        for message in passed_over:
-            try:
-                queues.poison.release(message, delay=0)
-            except QueueError:
-                pass  # visible again by itself after the 30 s
-    if wanted and not moved:
-        print(f"pillowd: no message {wanted!r} in the poison queue", file=sys.stderr)
-        return 1
-    print(f"{moved} message(s) put back on {queues.main.name!r}", file=sys.stderr)
-    return 0

@@ -11,10 +11,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .effects import EFFECTS, EffectParamError
+from .body.patterns import PATTERNS
 from .errors import PillowError
-from .patterns import PATTERNS
-from .pinout import STRIP_TYPES, WS281X_PINS
+from .hardware.pins import STRIP_TYPES, WS281X_PINS
+from .leds.effects import EFFECTS, EffectParamError
 from .settings import (DEFAULT_SCENES, ActuatorSettings, ButtonSettings, Check,
                        HardwareSettings, LedSettings, MqttSettings, PartnerSettings,
                        PillowSettings, QueueSettings, CueSettings, SqueezeSettings,

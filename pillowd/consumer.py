@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import random
-import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -16,98 +13,10 @@ from .history import History, HistoryError, Outcome, iso
 from .messages import Command, Rejection, claimed_id, claimed_sender
 from .player import Player
 from .queues import MessageGone, MessageQueue, QueueError, QueueMessage, QueueUnavailable
+from .queues.backoff import Backoff
+from .queues.poison import poison_body
 
 log = logging.getLogger(__name__)
-
-# Azure keeps at most 64 KiB of UTF-8 text per message (Azurite refuses a little
-# less for some text), so a poison copy stays well under it: the wrapper around a
-# body near that size would be refused, and the message could never be settled.
-POISON_MAX_BYTES = 60 * 1024
-
-
-def poison_body(reason: str | None, original: str, queue: str, dequeue_count: int,
-                at: str) -> str:
-    """The poison queue's JSON for a rejected *original*; cut to fit under
-    POISON_MAX_BYTES, then with the whole original's length in UTF-8 bytes and its
-    sha256, so a person can still tell what it was (SPEC "Queue messages")."""
-    fields = {"reason": reason, "original": original, "queue": queue,
-              "dequeue_count": dequeue_count, "at": at}
-
-    def dump(keep: int | None = None) -> tuple[str, int]:
-        if keep is not None:
-            fields["original"] = original[:keep]
-        text = json.dumps(fields, ensure_ascii=False)
-        return text, len(text.encode("utf-8", "surrogatepass"))
-
-    text, size = dump()
-    if size <= POISON_MAX_BYTES:
-        return text
-    raw = original.encode("utf-8", "surrogatepass")
-    fields["original_bytes"] = len(raw)
-    fields["original_sha256"] = hashlib.sha256(raw).hexdigest()
-    low, high = 0, len(original)  # the longest head that fits: rare, so a search
-    while low < high:
-        middle = (low + high + 1) // 2
-        if dump(middle)[1] <= POISON_MAX_BYTES:
-            low = middle
-        else:
-            high = middle - 1
-    return dump(low)[0]
-
-
-class Backoff:
-    """Polling intervals after the Azure Functions queue trigger's algorithm.
-
-    Fast while messages flow; doubling, with jitter, up to a ceiling while idle;
-    back to fast on the next message. After a message it stays fast for *linger*
-    seconds, because a conversation's next message usually follows soon.
-    """
-
-    def __init__(self, minimum: float, maximum: float, linger: float = 10.0,
-                 rng: random.Random | None = None, clock=time.monotonic):
-        # Set by hurry() (and the consumer's stop()): the wait between polls ends.
-        # The back-off owns it, so whoever expects an answer can hurry the poll
-        # without holding the consumer.
-        self.wake = threading.Event()
-        self.minimum = minimum
-        self.maximum = maximum
-        self.linger = linger
-        self._rng = rng or random.Random()
-        self._clock = clock
-        self._misses = 0
-        self._last_message = -float("inf")
-        self._fast_until = -float("inf")
-        self.interval = minimum
-
-    def next(self, found: bool) -> float:
-        """Seconds to wait before the next poll, given whether this one found any."""
-        now = self._clock()
-        if found:
-            self._misses = 0
-            self._last_message = now
-            self.interval = self.minimum
-        elif now - self._last_message < self.linger or now < self._fast_until:
-            self.interval = self.minimum
-        else:
-            self._grow()
-        return self.interval
-
-    def hurry(self, seconds: float) -> None:
-        """Poll at the minimum for *seconds* from now: an answer is on its way."""
-        self._fast_until = max(self._fast_until, self._clock() + seconds)
-        self._misses = 0
-        self.interval = self.minimum
-        self.wake.set()
-
-    def failed(self) -> float:
-        """Seconds to wait after the queue could not be reached."""
-        self._grow()
-        return self.interval
-
-    def _grow(self) -> None:
-        self._misses += 1
-        grown = self.minimum * (2 ** min(self._misses, 30)) * self._rng.uniform(0.8, 1.2)
-        self.interval = min(self.maximum, max(self.minimum, grown))
 
 
 @dataclass

@@ -7,37 +7,31 @@ import logging
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit
 from uuid import uuid4
 
-from . import __version__, threads
-from .actuators import ActuatorError, Actuators, build_parts
-from .consumer import Backoff, Consumer
-from .credentials import credential
-from .cue import Cue, CueLook, Facts
-from .effects import parse_color
+from . import __version__, body, hardware, hugs, leds, page
+from .body.squeeze import SqueezeSensor, open_adc
+from .consumer import Consumer
 from .errors import PillowError
-from .hardware import Hardware, HardwareError, open_hardware, open_mock
+from .hardware import open_hardware
 from .history import History
-from .hugs import Conversation, HugButton, Hugs, Outbox
-from .light import LightOutput
-from .messages import decode, encode
-from .metrics import Metrics
+from .leds.cue import Cue, CueLook, Facts
+from .messages import decode, encode, parse_color
+from .page.addresses import page_url_for_others
 from .pillow import Controls, Health, Loop, Pillow
 from .player import Player
-from .queues.local import LocalStore
+from .queues.backoff import Backoff
+from .queues.configured import open_queues, partner_names
 from .quiet import QuietHours
-from .render import Renderer
-from .scenes import Timeline
-from .settings import ButtonSettings, MqttSettings, QuietSettings, Settings
-from .squeeze import SqueezeSensor, open_adc
-from .systemd import SystemdNotifier, Watchdog
+from .seams import threads
+from .seams.credentials import credential
+from .seams.systemd import SystemdNotifier, Watchdog
+from .settings import ButtonSettings, QuietSettings, Settings
 
 log = logging.getLogger("pillowd")
 
@@ -47,121 +41,6 @@ SHUTDOWN_GRACE = 1.5
 # watchdog turns every actuator off.
 ACTUATOR_PERIOD = 0.02
 ACTUATOR_STALL_SECONDS = 0.5
-
-
-class Queues:
-    """The queues one pillow uses: consumed, poison and its partners' (outbound),
-    and the family key that signs and checks what partners send through them."""
-
-    def __init__(self, main, poison, outbound=(), closers=(), family=None):
-        self.main = main
-        self.poison = poison
-        self.outbound = list(outbound)  # one per partner; empty: hugs go nowhere
-        self.family = family  # FamilyKey, or None: nothing signed, no partner trusted
-        self._closers = list(closers)
-
-    def close(self) -> None:
-        for close in self._closers:
-            close()
-        self._closers.clear()
-
-
-def open_queues(settings: Settings, environ=os.environ, *, family: bool = False) -> Queues:
-    """The configured queues, created when missing; with *family*, the family key
-    too (only the daemon signs and checks: send and poison need none)."""
-    queues = _open_queues(settings, environ)
-    try:
-        if family:
-            queues.family = family_key(settings, environ)
-    except BaseException:
-        queues.close()
-        raise
-    return queues
-
-
-def family_key(settings: Settings, environ=os.environ):
-    """The family key `pillowd pair` wrote beside the pillow's tokens (the systemd
-    credential azure-queue-sas, else queue.sas_file), whatever the queue backend."""
-    from .queues.tokens import family_key as read
-
-    return read(settings.queue.sas_file, _config_dir(settings), environ)
-
-
-def _config_dir(settings: Settings):
-    # sas_file is relative to the config file; "<defaults>" has none.
-    return Path(settings.source).parent if not settings.source.startswith("<") else "."
-
-
-def _open_queues(settings: Settings, environ) -> Queues:
-    q = settings.queue
-    if q.backend == "local":
-        store = LocalStore(Path(settings.pillow.state_dir) / "queue.sqlite3")
-        main, poison = store.queue(q.name), store.queue(settings.poison_name)
-        outbound = [store.queue(name) for name in settings.outbound_names]
-        for queue in (main, poison, *outbound):
-            queue.create()
-        return Queues(main, poison, outbound, [store.close])
-    if q.backend == "azure":
-        return _open_azure_queues(settings, environ)
-    raise PillowError(f"queue backend {q.backend!r} is not available yet")
-
-
-# The systemd credential (LoadCredential=) holding the connection string; the
-# Azure SDK is imported only when the azure backend is used.
-AZURE_CREDENTIAL = "azure-storage-connection-string"
-
-
-def azure_account(settings: Settings, environ=os.environ):
-    """The storage account from the first credential source that is there
-    (pillowd.queues.azure.open_account says in which order)."""
-    from .queues.azure import open_account
-
-    q = settings.queue
-    return open_account(connection_string_env=q.connection_string_env,
-                        account_url=q.account_url, sas_file=q.sas_file,
-                        config_dir=_config_dir(settings), environ=environ)
-
-
-def _open_azure_queues(settings: Settings, environ) -> Queues:
-    from .queues import QueueUnavailable
-
-    # azure-core logs every request and its headers at INFO; the poll would flood
-    # the journal. Its URLs have the SAS signature redacted, but WARNING keeps even
-    # that out.
-    logging.getLogger("azure").setLevel(logging.WARNING)
-    q = settings.queue
-    account = azure_account(settings, environ)
-    main, poison = account.queue(q.name), account.queue(settings.poison_name)
-    outbound = [account.queue(name, sends_only=True) for name in settings.outbound_names]
-    try:
-        for queue in (main, poison, *outbound):
-            queue.create()
-    except QueueUnavailable as err:
-        # Unreachable now is not fatal: each queue is made on first use, the loop
-        # retries and the page shows why it is offline. A refused credential
-        # (QueueAuthError) is: it stops the start with one line naming the source.
-        log.warning("%s; the queues will be created once Azure answers", err)
-    except BaseException:
-        account.close()
-        raise
-    account.log_choice()   # which kind of credential, never the secret
-    return Queues(main, poison, outbound, [account.close])
-
-
-def partner_names(settings: Settings) -> dict[str, str]:
-    """{outbound queue: the partner's name}, from the family roster ([partners.NAME],
-    written by `pair`): never guessed from the pillow's own [pillow] name."""
-    return {queue: name for name, queue in settings.roster.items()}
-
-
-def page_url_for_others(host: str, url: str) -> str:
-    """The status page's address as another machine (Home Assistant) can open it:
-    a wildcard bind is reached by the Pi's mDNS name, as raspberrypi.local."""
-    if host not in ("0.0.0.0", "::", ""):
-        return url
-    name = socket.gethostname()
-    port = urlsplit(url).port
-    return f"http://{name if '.' in name else name + '.local'}:{port}/"
 
 
 # The systemd credential (LoadCredential=) install.sh makes: a random control token.
@@ -249,32 +128,18 @@ class Daemon:
             raise
 
     def _build(self, settings: Settings, demo: bool, environ) -> None:
+        """Every part, in order: each feature builds its own beside it (hardware/,
+        leds/, hugs/, body/, page/, homeassistant/); the core's are built here."""
         closing = self._stack.callback
-        state_dir = Path(settings.pillow.state_dir)
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise PillowError(f"cannot create state_dir {state_dir}: "
-                              f"{err.strerror or err}") from None
-        _private(state_dir)
-        q, leds = settings.queue, settings.leds
-        self.history = History(state_dir / "history.sqlite3")
-        closing(self.history.close)
-        self.queues = open_queues(settings, environ, family=True)
-        closing(self.queues.close)
-        if self.queues.outbound and self.queues.family is None:
-            log.warning("no family key beside the pillow's tokens: partners' hugs play "
-                        "as ordinary messages; run pillowd pair again (docs/pairing.md)")
+        state_dir = _state_dir(settings.pillow.state_dir)
+        q, button = settings.queue, settings.button or ButtonSettings()
         trouble: list[str] = []   # hardware that could not start: the pillow runs on
-        self.hardware = self._open_hardware(state_dir, trouble)
+        self._build_store(settings, state_dir, environ)
+        self.hardware = hardware.open_or_mock(settings.hardware.backend, settings.leds,
+                                              state_dir, trouble, opener=open_hardware)
         closing(self.hardware.close)
-
-        self.timeline = Timeline(settings.scenes["idle"])
-        output = LightOutput(leds.count, brightness=leds.brightness,
-                             max_milliamps=leds.max_milliamps, gamma=leds.gamma,
-                             milliamps_per_channel=leds.milliamps_per_led / 3,
-                             idle_milliamps_per_led=leds.idle_milliamps_per_led)
-        self.renderer = Renderer(self.timeline, self.hardware.strip, output, fps=leds.fps)
+        self.timeline, self.renderer = leds.build_lights(
+            settings.leds, settings.scenes["idle"], self.hardware.strip)
         self.pillow = Pillow(settings.pillow.name, timeline=self.timeline,
                              renderer=self.renderer, history=self.history,
                              scenes=list(settings.scenes), backend=q.backend,
@@ -285,27 +150,89 @@ class Daemon:
         self.quiet_hours = QuietHours(quiet and quiet.start, quiet and quiet.end,
                                       on_change=self._quiet_changed)
         # Before the player: the conversation tells it which message is a hug back.
-        button = settings.button or ButtonSettings()  # /api/hug works without one
-        family = self.queues.family
-        partners = partner_names(settings)   # {queue: pillow}
-        self.outbox = None
-        if self.queues.outbound:
-            self.outbox = Outbox(state_dir / "outbox.sqlite3", self.queues.outbound,
-                                 partners=partners,
-                                 sign=family.signed if family else lambda event: event,
-                                 on_status=lambda s: self.pillow.section_changed("outbox", s))
-            closing(self.outbox.close)
-            self.pillow.section_changed("outbox", self.outbox.status())
         backoff = Backoff(q.poll_min_seconds, q.poll_max_seconds)
-        self.conversation = Conversation(
-            settings.pillow.name, window=button.reply_window_seconds,
-            send_scene=button.send_scene, path=state_dir / "conversation.json",
-            outbox=self.outbox, partners={p: q for q, p in partners.items()},
-            family=family, roster_name=settings.roster_name,
-            colors={name: p.color for name, p in settings.partners.items() if p.color}, quiet=lambda: bool(self.quiet_hours.quiet),
-            hurry=backoff.hurry, on_hug=self._hug_heard,
-            on_section=self.pillow.section_changed)
-        self.conversation.report()
+        self.outbox, self.conversation = hugs.build_conversation(
+            settings, state_dir, self.queues.outbound, self.queues.family,
+            partner_names(settings), on_section=self.pillow.section_changed,
+            quiet=lambda: bool(self.quiet_hours.quiet), hurry=backoff.hurry,
+            on_hug=self._hug_heard, closing=closing)
+        self._build_player(settings, backoff)
+
+        self.actuators = body.build_body(settings.actuators, self.timeline,
+                                         self.hardware.pin_factory,
+                                         on_values=self.pillow.actuators_changed,
+                                         trouble=trouble)
+        closing(self.actuators.close)
+        if self.actuators.parts:  # none fitted: no loop at all
+            self._loops += [("actuators", "pillowd-actuate", self.actuators),
+                            ("watchdog", "pillowd-act-dog", body.Watch(self.actuators))]
+        self.quiet_hours.check()  # before any loop runs: no bright first second
+        if quiet is not None:
+            self._loops.append(("quiet", "pillowd-quiet", self.quiet_hours))
+        if self.outbox is not None:
+            self._loops.append(("outbox", "pillowd-outbox", self.outbox))
+
+        self.controls = Controls(settings=settings, player=self.player,
+                                 renderer=self.renderer, timeline=self.timeline,
+                                 quiet=self.quiet_hours, on_change=self.pillow.changed)
+        self.hugs, self.button = hugs.build_press(
+            settings, self.conversation,
+            play=lambda data, source: self.controls.play(data, source=source),
+            pin_factory=self.hardware.pin_factory, trouble=trouble, closing=closing)
+        self.squeeze = None   # [squeeze]: the pressure sensor, a press like the button's
+        if settings.squeeze is not None:
+            self.squeeze = self._open_squeeze(trouble)
+            if self.squeeze is not None:
+                closing(self.squeeze.close)
+                self._loops.append(("squeeze", "pillowd-squeeze", self.squeeze))
+        self.cue = self._build_cue()
+        if demo:
+            local = q.backend == "local"
+            self._loops.append(("demo", "pillowd-demo", Demo(
+                settings, put=self.queues.main.put if local else None,
+                play=None if local else self.controls.play)))
+
+        self.policy, self.broadcaster = page.build_live(
+            settings.web, control_token(settings, environ), self.pillow, self.renderer,
+            fix=lambda: token_fix(settings, environ),
+            # The page's hug button says "Hug back" within this of a partner's hug.
+            facts={"reply_window_seconds": button.reply_window_seconds,
+                   "hug_scene": button.scene})
+        self._loops += [("state push", "pillowd-state", self.broadcaster.states),
+                        ("frame push", "pillowd-frames", self.broadcaster.frames)]
+        self._build_health(settings, trouble)
+        self.page, self.url = page.build_page(
+            settings.web, self.pillow, controls=self.controls, hugs=self.hugs,
+            health=self.health, broadcaster=self.broadcaster, policy=self.policy,
+            consumer=self.consumer, renderer=self.renderer, mqtt=lambda: self.mqtt,
+            closing=closing)
+        # Home Assistant last: it needs the page's address (paho is imported only here).
+        from . import homeassistant
+
+        self.mqtt, self._mqtt_marker, self._mqtt_login = homeassistant.build_home_assistant(
+            settings.mqtt, state_dir, environ, pillow_name=settings.pillow.name,
+            version=__version__, page_url=page_url_for_others(settings.web.host, self.url),
+            scenes=list(settings.scenes), controls=self.controls, pillow=self.pillow,
+            hugs=self.hugs, hardware_backend=settings.hardware.backend)
+        if self.mqtt is not None:
+            closing(self.mqtt.close)
+        self.notifier = SystemdNotifier(environ)
+        # Last in, so first out: the loops stop before anything they use is closed.
+        closing(self._stop_loops)
+
+    def _build_store(self, settings: Settings, state_dir: Path, environ) -> None:
+        """The history and the queues (with the family key)."""
+        self.history = History(state_dir / "history.sqlite3")
+        self._stack.callback(self.history.close)
+        self.queues = open_queues(settings, environ, family=True)
+        self._stack.callback(self.queues.close)
+        if self.queues.outbound and self.queues.family is None:
+            log.warning("no family key beside the pillow's tokens: partners' hugs play "
+                        "as ordinary messages; run pillowd pair again (docs/pairing.md)")
+
+    def _build_player(self, settings: Settings, backoff: Backoff) -> None:
+        """The Player, and the Consumer that feeds it from the queue."""
+        q, family = settings.queue, self.queues.family
         self.player = Player(self.history, self.timeline, on_outcome=self.pillow.outcome,
                              conversation=self.conversation, on_played=self._played)
         self.consumer = Consumer(
@@ -319,64 +246,9 @@ class Daemon:
         self._loops += [("render", "pillowd-render", self.renderer),
                         ("queue", "pillowd-queue", self.consumer)]
 
-        self.actuators = Actuators(self._open_parts(trouble), self.timeline,
-                                   period=ACTUATOR_PERIOD,
-                                   stall_seconds=ACTUATOR_STALL_SECONDS,
-                                   on_values=self.pillow.actuators_changed)
-        closing(self.actuators.close)
-        if self.actuators.parts:  # none fitted: no loop at all
-            self._loops += [("actuators", "pillowd-actuate", self.actuators),
-                            ("watchdog", "pillowd-act-dog", _Watch(self.actuators))]
-
-        self.quiet_hours.check()  # before any loop runs: no bright first second
-        if quiet is not None:
-            self._loops.append(("quiet", "pillowd-quiet", self.quiet_hours))
-
-        if self.outbox is not None:
-            self._loops.append(("outbox", "pillowd-outbox", self.outbox))
-        self.controls = Controls(settings=settings, player=self.player,
-                                 renderer=self.renderer, timeline=self.timeline,
-                                 quiet=self.quiet_hours, on_change=self.pillow.changed)
-        # Whether or not a button is fitted: POST /api/hug presses it too.
-        self.hugs = Hugs(button, conversation=self.conversation,
-                         play=lambda data, source: self.controls.play(data, source=source))
-        self.button = None
-        if settings.button is not None:
-            self.button = self._open_button(trouble)
-            if self.button is not None:
-                closing(self.button.close)
-        self.squeeze = None   # [squeeze]: the pressure sensor, a press like the button's
-        if settings.squeeze is not None:
-            self.squeeze = self._open_squeeze(trouble)
-            if self.squeeze is not None:
-                closing(self.squeeze.close)
-                self._loops.append(("squeeze", "pillowd-squeeze", self.squeeze))
-        self.cue = self._build_cue()
-
-        if demo:
-            local = q.backend == "local"
-            self._loops.append(("demo", "pillowd-demo", Demo(
-                settings, put=self.queues.main.put if local else None,
-                play=None if local else self.controls.play)))
-
-        from .broadcast import Broadcaster  # Flask-SocketIO only once the rest stands
-        from .webauth import Policy
-
-        web = settings.web
-        self.policy = Policy(control_token(settings, environ),
-                             allowed_hosts=web.allowed_hosts, private=web.private)
-        self.pillow.section_changed("web", {
-            "controls": self.policy.token is not None,
-            "private": web.private,
-            "problem": self.policy.token_problem,
-            "fix": token_fix(settings, environ) if self.policy.token_problem else None,
-            # The page's hug button says "Hug back" within this of a partner's hug.
-            "reply_window_seconds": button.reply_window_seconds,
-            "hug_scene": button.scene})
-        self.broadcaster = Broadcaster(self.pillow, self.renderer, admit=self.policy.admit)
-        self._loops += [("state push", "pillowd-state", self.broadcaster.states),
-                        ("frame push", "pillowd-frames", self.broadcaster.frames)]
-
+    def _build_health(self, settings: Settings, trouble: list[str]) -> None:
+        """A thread for each loop, and Health watching them."""
+        q = settings.queue
         self._threads = [threading.Thread(target=self._guarded(label, part.run),
                                           name=name, daemon=True)
                          for label, name, part in self._loops]
@@ -397,59 +269,6 @@ class Daemon:
             "history": self.consumer.trouble,
             "actuators": self.actuators.trouble},
             notes={"outbox": self._outbox_notes})
-
-        from .web import StatusPage  # Flask only once everything before it stands
-
-        self.page = StatusPage(
-            self.pillow, controls=self.controls, hugs=self.hugs, health=self.health,
-            broadcaster=self.broadcaster, policy=self.policy,
-            metrics=lambda clients: Metrics(self.pillow, self.consumer,
-                                            self.renderer, clients,
-                                            mqtt=lambda: self.mqtt))
-        self.url = self.page.bind(settings.web.host, settings.web.port)
-        closing(self.page.close)
-        self.mqtt = self._build_mqtt(state_dir, environ)  # needs the page's address
-        if self.mqtt is not None:
-            closing(self.mqtt.close)
-        self.notifier = SystemdNotifier(environ)
-        # Last in, so first out: the loops stop before anything they use is closed.
-        closing(self._stop_loops)
-
-    def _open_hardware(self, state_dir: Path, trouble: list[str]) -> Hardware:
-        """The configured hardware; mock parts, and the reason, when it cannot start."""
-        settings = self.settings
-        record_to = state_dir / "mock-hardware.json"  # written at close, all off
-        try:
-            return open_hardware(settings.hardware.backend, settings.leds, record_to)
-        except HardwareError as err:
-            # Restarting would not fix it: keep the queue, page and history going,
-            # and say why the LEDs are dark (page, snapshot, /healthz, journal).
-            log.error("%s; running without the LEDs and GPIO until that is fixed", err)
-            trouble.append(f"LEDs: {err}")
-            return open_mock(settings.leds.count)
-
-    def _open_parts(self, trouble: list[str]):
-        fitted = self.settings.actuators
-        if fitted.vibration is None and fitted.servo is None and fitted.warmer is None:
-            return []  # LEDs only: no GPIO opened at all
-        try:
-            return build_parts(fitted, self.hardware.pin_factory, horizon=ACTUATOR_PERIOD)
-        except (ActuatorError, HardwareError) as err:
-            log.error("%s; running without the actuators", err)
-            trouble.append(f"actuators: {err}")
-            return []
-
-    def _open_button(self, trouble: list[str]) -> HugButton | None:
-        b = self.settings.button
-        try:
-            return HugButton(b.pin, pull_up=b.pull_up, bounce_seconds=b.bounce_seconds,
-                             on_press=self.hugs.pressed,
-                             pin_factory=self.hardware.pin_factory)
-        except Exception as err:  # gpiozero's errors: pin busy, no such pin, ...
-            why = f"cannot use GPIO{b.pin} for the hug button: {err}"
-            log.error("%s; running without the button (/api/hug still works)", why)
-            trouble.append(why)
-            return None
 
     def _open_squeeze(self, trouble: list[str]) -> SqueezeSensor | None:
         """The squeeze sensor; None, and the reason in *trouble*, when it cannot open
@@ -496,40 +315,6 @@ class Daemon:
     def _squeezed(self, hold: float, strength: float) -> None:
         """A squeeze over the threshold: a press, carrying how long and how hard."""
         self.hugs.pressed("squeeze", hold=hold, strength=strength)
-
-    def _build_mqtt(self, state_dir: Path, environ):
-        """Home Assistant over MQTT when [mqtt] is there; None otherwise."""
-        from . import homeassistant as mqtt
-
-        settings, m = self.settings, self.settings.mqtt
-        # What was published, so that removing [mqtt] can remove it too; without
-        # [mqtt], the login is looked for under the default names.
-        self._mqtt_marker = state_dir / "mqtt-entities.json"
-        self._mqtt_login = (None, None)
-        if m is None:
-            if self._mqtt_marker.exists():
-                d = MqttSettings()
-                try:
-                    self._mqtt_login = mqtt.login_from(d.username_env, d.password_env,
-                                                       environ)
-                except PillowError as err:  # a clean-up must not stop the pillow
-                    log.warning("%s", err)
-            return None
-        username, password = mqtt.login_from(m.username_env, m.password_env, environ)
-        ha = mqtt.HomeAssistant(
-            host=m.host, port=m.port, username=username, password=password, tls=m.tls,
-            ca_file=m.ca_file, discovery_prefix=m.discovery_prefix, topic=m.topic,
-            pillow_name=settings.pillow.name, version=__version__,
-            page_url=page_url_for_others(settings.web.host, self.url),
-            scenes=list(settings.scenes), controls=self.controls,
-            snapshot=self.pillow.snapshot, hugs=self.hugs,
-            partners=self.hugs.partners, discovery=m.discovery,
-            hw_version=mqtt.hardware_model(settings.hardware.backend),
-            on_status=lambda status: self.pillow.section_changed("mqtt", status),
-            marker=self._mqtt_marker)
-        self.pillow.section_changed("mqtt", ha.status)
-        self.pillow.on_state(ha.state_changed)
-        return ha
 
     def _outbox_notes(self) -> list[str]:
         # A partner's queue that refuses is no reason to restart this pillow: a
@@ -624,6 +409,18 @@ class Daemon:
         self._stack.close()
 
 
+def _state_dir(path: str) -> Path:
+    """The state folder, made when missing and private to the pillow."""
+    state_dir = Path(path)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PillowError(f"cannot create state_dir {state_dir}: "
+                          f"{err.strerror or err}") from None
+    _private(state_dir)
+    return state_dir
+
+
 def _private(folder: Path) -> None:
     """Closes *folder* to other users: it keeps people's messages (history, outbox,
     the local queue). One made by an older pillowd, or by systemd's StateDirectory=
@@ -637,17 +434,10 @@ def _private(folder: Path) -> None:
                     err.strerror or err)
 
 
-class _Watch:
-    """The actuators' watchdog as a loop of its own."""
-
-    def __init__(self, actuators: Actuators):
-        self.run, self.stop = actuators.watch, actuators.stop
-
-
 def _announce(daemon: "Daemon", settings: Settings) -> None:
     """After the status page's line: every other address it opens at, and whether
-    its controls are on (pillowd.addresses)."""
-    from .addresses import controls_line, page_urls
+    its controls are on (pillowd.page.addresses)."""
+    from .page.addresses import controls_line, page_urls
 
     for other in page_urls(settings.web.host, daemon.url)[1:]:
         print(f"pillowd: also at {other}", flush=True)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from .effects import parse_color
-from .printable import unsafe
+from .seams.printable import unsafe
 from .settings import SceneSettings, Settings
 
 if TYPE_CHECKING:
@@ -373,3 +372,19 @@ def encode(fields: dict, as_base64: bool = False) -> str:
     if as_base64:
         return base64.b64encode(text.encode("utf-8")).decode("ascii")
     return text
+
+
+_HEX = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
+
+
+def parse_color(text: str) -> tuple[float, float, float]:
+    """Return *text* ("#rrggbb", "rrggbb" or "#rgb") as an (r, g, b) tuple in 0..1."""
+    match = _HEX.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        shown = repr(text if not isinstance(text, str) or len(text) <= 40
+                     else text[:40] + "…")
+        raise ValueError(f"{shown} is not a colour: expected '#rrggbb', 'rrggbb' or '#rgb'")
+    digits = match.group(1)
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    return tuple(int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4))

@@ -10,11 +10,11 @@ from typing import Callable
 
 from . import __version__
 from .history import OUTCOMES, History, Outcome
+from .leds.render import Renderer
+from .leds.scenes import Timeline
 from .messages import Command, command_from
 from .player import Player
 from .quiet import QuietHours
-from .render import Renderer
-from .scenes import Timeline
 
 log = logging.getLogger(__name__)
 

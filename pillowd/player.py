@@ -8,8 +8,8 @@ from dataclasses import replace
 from typing import Callable
 
 from .history import History, Outcome, iso_now
+from .leds.scenes import Timeline
 from .messages import Command
-from .scenes import Timeline
 
 log = logging.getLogger("pillowd.player")
 

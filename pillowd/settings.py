@@ -181,7 +181,7 @@ class LedSettings:
     gamma: float = _key(2.2, _range(1, 4))
     milliamps_per_led: float = _key(55.0, _range(1, 200))
     idle_milliamps_per_led: float = _key(1.0, _range(0, 20))
-    # ws281x only; pin and strip_type are checked by the loader against pillowd.pinout.
+    # ws281x only; pin and strip_type are checked by the loader against pillowd.hardware.pins.
     # GPIO 10 (SPI): the one data line the unprivileged unit can drive (PWM needs root).
     pin: int = _key(10)
     strip_type: str = _key("GRB")

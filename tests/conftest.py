@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import socketio
 from pillowd.testing import PillowProcess  # noqa: F401  (tests import it from here)
 from pillowd.testing import run_cli as _run_cli
 from pillowd.testing.azurite import Azurite
+from pillowd.testing.wait import wait_for  # noqa: F401  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,18 +58,6 @@ effect = "breathe"
 color = "#00ff00"
 duration = 0
 """
-
-
-def wait_for(predicate, timeout=10.0, interval=0.02, message="condition"):
-    """Poll *predicate* until it returns something truthy; fail after *timeout*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
 
 
 def family_credentials(folder: Path):
@@ -152,7 +140,7 @@ def queues(pillow_env):
 
     def open_for(config: Path):
         from pillowd.config import load
-        from pillowd.daemon import open_queues
+        from pillowd.queues.configured import open_queues
         found = open_queues(load(config), pillow_env)
         opened.append(found)
         return found

@@ -9,9 +9,10 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from conftest import wait_for
 from pillowd import config
-from pillowd.actuators import Actuators, Limit, Vibration, Warmer, build_parts
+from pillowd.body.actuators import Actuators
+from pillowd.body.parts import Limit, Vibration, Warmer, build_parts
+from pillowd.leds.scenes import Timeline
 from pillowd.messages import decode, encode
-from pillowd.scenes import Timeline
 from pillowd.settings import Limits
 
 TICK = 0.02

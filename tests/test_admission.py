@@ -1,4 +1,4 @@
-"""The status page's admission (pillowd.admission) against a real `pillowd run`: limits
+"""The status page's admission (pillowd.page.admission) against a real `pillowd run`: limits
 an attacker on the LAN cannot walk around. Each loopback address 127.0.x.y is a
 distinct client."""
 
@@ -47,7 +47,7 @@ def closed_by_server(sock: socket.socket, answered_too: bool = False) -> bool:
 
 
 def http_threads(pid: int) -> int:
-    """The daemon's threads serving a connection now (named so by pillowd.threads)."""
+    """The daemon's threads serving a connection now (named so by pillowd.seams.threads)."""
     count = 0
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -71,7 +71,7 @@ def slow_post(p, length: int = 60_000, source: str = "127.0.0.1") -> socket.sock
 
 
 def test_slow_bodies_after_the_headers_never_keep_a_new_client_out(pillow):
-    from pillowd.admission import MAX_CONNECTIONS
+    from pillowd.page.admission import MAX_CONNECTIONS
     p = pillow(env={"PILLOWD_CONTROL_TOKEN": TOKEN})
     held = [slow_post(p, source=f"127.0.4.{n % 200 + 1}") for n in range(MAX_CONNECTIONS + 10)]
     try:
@@ -149,7 +149,7 @@ def test_a_page_from_a_fresh_address_gets_in_through_a_flood_of_handshakes(pillo
 
 
 def test_sessions_that_joined_and_vanished_do_not_keep_a_page_out(pillow):
-    from pillowd.admission import MAX_SESSIONS
+    from pillowd.page.admission import MAX_SESSIONS
     p = pillow()
     for n in range(MAX_SESSIONS):  # every one joins /pillow, then is never heard of
         session = session_from(f"127.0.8.{n + 1}")
@@ -171,7 +171,7 @@ def test_sessions_that_joined_and_vanished_do_not_keep_a_page_out(pillow):
 
 
 def test_one_address_holds_at_most_its_share_of_sessions(pillow):
-    from pillowd.admission import SESSIONS_PER_ADDRESS
+    from pillowd.page.admission import SESSIONS_PER_ADDRESS
     p = pillow()
     session = session_from("127.0.9.1")
     sids = []
@@ -188,7 +188,7 @@ def test_one_address_holds_at_most_its_share_of_sessions(pillow):
 # -- control tokens ------------------------------------------------------------------------
 
 def test_wrong_tokens_from_many_addresses_spend_one_budget_and_reading_stays_open(pillow):
-    from pillowd.admission import FAILURES_ALLOWED, WRONG_TOKENS_PER_MINUTE
+    from pillowd.page.admission import FAILURES_ALLOWED, WRONG_TOKENS_PER_MINUTE
     p = pillow(env={"PILLOWD_CONTROL_TOKEN": TOKEN})
     each = FAILURES_ALLOWED - 1  # under every address's own limit
     statuses = []
@@ -210,7 +210,7 @@ def test_wrong_tokens_from_many_addresses_spend_one_budget_and_reading_stays_ope
 
 
 def test_ipv6_addresses_count_per_64():
-    from pillowd.admission import address_key
+    from pillowd.page.admission import address_key
     assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff:1:2:3")
     assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
     assert address_key("::ffff:192.0.2.7") == "192.0.2.7"

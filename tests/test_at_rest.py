@@ -15,19 +15,20 @@ import pytest
 
 from conftest import BASE_CONFIG, PillowProcess, both_backends, wait_for
 from pillowd.config import parse
-from pillowd.consumer import Backoff, Consumer
+from pillowd.consumer import Consumer
 from pillowd.daemon import Daemon
 from pillowd.hardware import MockStrip
 from pillowd.history import History
-from pillowd.hugs import Outbox
-from pillowd.light import LightOutput
+from pillowd.hugs.outbox import Outbox
+from pillowd.leds.light import LightOutput
+from pillowd.leds.render import Renderer
+from pillowd.leds.scenes import Timeline
 from pillowd.messages import decode
 from pillowd.player import Player
 from pillowd.queues import QueueUnavailable
+from pillowd.queues.backoff import Backoff
 from pillowd.queues.local import LocalStore
 from pillowd.quiet import QuietHours
-from pillowd.render import Renderer
-from pillowd.scenes import Timeline
 
 SETTINGS = parse('''
 [scenes.idle]
@@ -181,7 +182,7 @@ def test_an_event_added_during_the_outbox_back_off_does_not_spin(tmp_path):
 def test_the_watchdog_reads_a_limit_only_under_the_part_lock():
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    from pillowd.actuators import Limit, Vibration
+    from pillowd.body.parts import Limit, Vibration
     from pillowd.settings import Limits
 
     factory = MockFactory(pin_class=MockPWMPin)
@@ -381,7 +382,7 @@ def test_an_unexpected_error_in_an_api_route_answers_json(make_config, pillow_en
 
 
 def test_a_cycle_knows_when_each_frame_next_changes():
-    from pillowd.render import Cycle
+    from pillowd.leds.render import Cycle
 
     cycle = Cycle(started=10.0, seconds=0.2, fps=50, count=1)   # 10 frames
     levels = [0, 0, 1, 1, 1, 2, 2, 0, 0, 0]

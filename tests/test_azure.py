@@ -30,7 +30,7 @@ def outcomes(p) -> list[dict]:
 
 
 def test_credentials_are_taken_in_order(make_config, azurite, tmp_path, monkeypatch):
-    from pillowd.daemon import AZURE_CREDENTIAL, azure_account
+    from pillowd.queues.configured import AZURE_CREDENTIAL, azure_account
     from pillowd.errors import PillowError
     settings = settings_for(make_config)
     creds = tmp_path / "creds"

@@ -241,7 +241,7 @@ def _install_lines() -> list[str]:
 
 
 def test_every_install_line_in_the_docs_and_errors_works_as_printed(monkeypatch):
-    from pillowd.sendpage import _blob_sdk
+    from pillowd.hugs.sendpage import _blob_sdk
     lines = _install_lines()
     assert any("[owner]" in line for line in lines), lines
     # The CLI's own line, as `invite --page` prints it without azure-storage-blob.
@@ -306,7 +306,7 @@ def test_try_pair_starts_two_paired_pillows_that_hug_and_stops_on_ctrl_c(tmp_pat
 def test_only_a_checkouts_own_config_keeps_its_state_in_dot_state(tmp_path):
     """The rule behind `send` with no flags: a checkout's pillowd uses the checkout's
     config.toml and .state; an installed one, /etc/pillowd and the config's state_dir."""
-    from pillowd.checkout import checkout_root, checkout_state_dir
+    from pillowd.seams.checkout import checkout_root, checkout_state_dir
     from pillowd.cli import SYSTEM_CONFIG, default_config
     assert checkout_root() == ROOT
     installed = tmp_path / "lib/python3/site-packages/pillowd"

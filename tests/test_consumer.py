@@ -7,12 +7,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pillowd.config import parse
-from pillowd.consumer import Backoff, Consumer
+from pillowd.consumer import Consumer
 from pillowd.history import History, HistoryError
+from pillowd.leds.scenes import Timeline
 from pillowd.messages import decode
 from pillowd.player import Player
+from pillowd.queues.backoff import Backoff
 from pillowd.queues.local import LocalStore
-from pillowd.scenes import Timeline
 
 SETTINGS = parse('''
 [scenes.idle]

@@ -20,7 +20,9 @@ from pillowd import config
 from pillowd.daemon import Daemon
 from pillowd.family import FamilyKey
 from pillowd.history import iso
-from pillowd.hugs import Conversation, HugNotKept, Outbox, UnknownPartner, receipt_id
+from pillowd.hugs.conversation import Conversation, UnknownPartner
+from pillowd.hugs.outbox import HugNotKept, Outbox
+from pillowd.hugs.receipts import receipt_id
 from pillowd.messages import encode
 from pillowd.queues.local import LocalStore
 
@@ -409,7 +411,7 @@ def test_a_partners_hug_that_expired_here_is_answered_so_and_shows_expired_there
 
 
 def test_the_sender_polls_fast_until_the_window_from_the_play_there_ends(tmp_path):
-    from pillowd.consumer import Backoff
+    from pillowd.queues.backoff import Backoff
     from pillowd.history import Outcome
     from pillowd.messages import decode
     store, bob = bobs_queue(tmp_path)
@@ -496,7 +498,7 @@ def test_a_bad_entry_in_the_kept_conversation_is_dropped_and_a_press_sends(
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
     (state / "conversation.json").write_text(json.dumps(kept))
-    caplog.set_level("WARNING", logger="pillowd.hugs")
+    caplog.set_level("WARNING", logger="pillowd.hugs.conversation")
     d = pillow()
     (line,) = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert "conversation.json" in line
@@ -608,7 +610,7 @@ def test_a_press_for_one_partner_goes_to_that_partner_only(make_config, tmp_path
     assert json.loads(queues["carol"].peek()[-1].body)["id"] == everyone["id"]
     assert sorted(conversation.last_sent["partners"]) == ["bob", "carol"]
     # The press path a "Hug carol" button uses: plays here, sends to carol only.
-    from pillowd.hugs import Hugs
+    from pillowd.hugs.press import Hugs
     from pillowd.settings import ButtonSettings
     played = []
     hugs = Hugs(ButtonSettings(), conversation=conversation,
@@ -685,7 +687,7 @@ def test_receipts_expire_in_the_outbox_and_are_kept_once(tmp_path):
     outbox = Outbox(tmp_path / "outbox.sqlite3", [bob], partners={"pillow-bob": "bob"},
                     wall=clock, since_boot=boot)
     from pillowd.history import Outcome
-    from pillowd.hugs import make_receipt
+    from pillowd.hugs.receipts import make_receipt
     played = Outcome(id="bob-1", outcome="applied", scene="hug", sender="bob",
                      reason=None, at=now())
     receipt = KEY.signed(make_receipt("bob-1", "alice", played, quiet=False,

@@ -9,14 +9,14 @@ import pytest
 
 from conftest import wait_for
 from pillowd import config
-from pillowd.cue import (BLINK_SECONDS, Cue, CueLook, Facts, blink, lit, next_edge,
+from pillowd.leds.cue import (BLINK_SECONDS, Cue, CueLook, Facts, blink, lit, next_edge,
                          trouble_at)
 from pillowd.daemon import Daemon
-from pillowd.effects import parse_color
+from pillowd.leds.effects import parse_color
 from pillowd.hardware import MockStrip
-from pillowd.light import LightOutput
-from pillowd.render import Renderer
-from pillowd.scenes import Timeline
+from pillowd.leds.light import LightOutput
+from pillowd.leds.render import Renderer
+from pillowd.leds.scenes import Timeline
 from pillowd.testing.azurite import Azurite, free_port
 
 AMBER = parse_color("#ff8800")

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from pillowd.effects import EFFECTS, Effect, EffectParamError, parse_color
 from pillowd.errors import PillowError
+from pillowd.leds.effects import EFFECTS, Effect, EffectParamError
+from pillowd.messages import parse_color
 
 RED = (1.0, 0.0, 0.0)
 GREEN = (0.0, 1.0, 0.0)
@@ -210,7 +211,7 @@ def test_moving_gradient_scrolls_and_wraps():
 # cache (as it was before them): equal to the bit, whatever order the frames
 # come in, and moving on when t crosses into another step.
 
-from pillowd import effects as fx  # noqa: E402
+from pillowd.leds import frames as fx  # noqa: E402
 
 
 def _clear_caches():

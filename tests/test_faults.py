@@ -14,9 +14,9 @@ from pillowd import config
 from pillowd.config import parse
 from pillowd.daemon import Daemon
 from pillowd.hardware import MockStrip
-from pillowd.light import LightOutput
-from pillowd.render import Renderer
-from pillowd.scenes import Timeline
+from pillowd.leds.light import LightOutput
+from pillowd.leds.render import Renderer
+from pillowd.leds.scenes import Timeline
 
 SETTINGS = parse('''
 [scenes.idle]

@@ -13,6 +13,8 @@ import requests
 import socketio
 import websocket
 
+from pillowd.testing.sources import SourceAdapter as _SourceAdapter
+
 from conftest import Watcher, wait_for
 
 TOKEN = "a-long-enough-control-token"
@@ -32,16 +34,6 @@ def get(p, path, host=None, headers=None, source="127.0.0.1", **options):
     session = requests.Session()
     session.mount("http://", _SourceAdapter(source))
     return session.get(p.url.rstrip("/") + path, headers=headers, timeout=10, **options)
-
-
-class _SourceAdapter(requests.adapters.HTTPAdapter):
-    def __init__(self, source):
-        self._source = source
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self._source, 0)
-        super().init_poolmanager(*args, **kwargs)
 
 
 def page_or_none(url: str):
@@ -325,7 +317,7 @@ def test_a_flood_of_reserved_names_is_a_flood_too(pillow, event):
 
 
 def test_abandoned_sessions_never_exceed_the_cap(pillow):
-    from pillowd.admission import MAX_SESSIONS
+    from pillowd.page.admission import MAX_SESSIONS
     p = pillow()
     sids = []
     for n in range(MAX_SESSIONS + 8):  # from many addresses: each has its own rate
@@ -350,7 +342,7 @@ def test_abandoned_sessions_never_exceed_the_cap(pillow):
 
 
 def test_handshakes_from_one_address_are_rate_limited(pillow):
-    from pillowd.admission import HANDSHAKE_BURST
+    from pillowd.page.admission import HANDSHAKE_BURST
     p = pillow()
     statuses = [get(p, HANDSHAKE).status_code for _ in range(HANDSHAKE_BURST + 20)]
     assert statuses[:HANDSHAKE_BURST] == [200] * HANDSHAKE_BURST
@@ -422,7 +414,7 @@ def test_the_pushers_are_loops_that_health_watches(make_config, pillow_env):
 
 
 def test_a_page_that_never_acknowledges_gets_only_a_few_frames(pillow):
-    from pillowd.broadcast import BACKLOG
+    from pillowd.page.broadcast import BACKLOG
     p = pillow()
     port = address(p)[1]
     ws = websocket.create_connection(

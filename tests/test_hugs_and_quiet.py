@@ -11,7 +11,7 @@ import pytest
 from conftest import BASE_CONFIG, wait_for
 from pillowd import config
 from pillowd.daemon import Daemon
-from pillowd.hugs import Outbox
+from pillowd.hugs.outbox import Outbox
 from pillowd.queues import QueueUnavailable
 from pillowd.queues.local import LocalStore
 from pillowd.quiet import QuietHours

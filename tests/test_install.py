@@ -141,8 +141,8 @@ def test_staged_pillowd_runs(staged):
 
 def test_staged_package_has_the_web_client_and_the_systemd_module(staged):
     python = staged[0] / "opt/pillowd/bin/python"
-    code = ("import pathlib, pillowd.systemd, pillowd.web; "
-            "print(pillowd.web.page_files() / 'static/vendor/socket.io.min.js')")
+    code = ("import pathlib, pillowd.seams.systemd, pillowd.page.app; "
+            "print(pillowd.page.app.page_files() / 'static/vendor/socket.io.min.js')")
     result = subprocess.run([str(python), "-I", "-c", code], capture_output=True,
                             text=True, timeout=120, cwd="/")
     assert result.returncode == 0, result.stderr

@@ -478,7 +478,7 @@ def test_send_takes_the_messages_endpoint_and_the_bare_queue_url():
 
 
 def test_the_page_is_written_for_its_accounts_queue_endpoint_alone():
-    from pillowd.sendpage import PAGE_FILES, PageError, page_file, queue_endpoint
+    from pillowd.hugs.sendpage import PAGE_FILES, PageError, page_file, queue_endpoint
     assert queue_endpoint("https://ourpillows.queue.core.windows.net") == \
         "https://ourpillows.queue.core.windows.net/"
     assert queue_endpoint("http://127.0.0.1:10001/devstoreaccount1/") == \

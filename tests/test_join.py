@@ -16,7 +16,7 @@ import requests
 from azure.storage.queue import AccessPolicy
 
 from conftest import BASE_CONFIG, PillowProcess, run_cli, wait_for
-from pillowd.join import JoinError, join
+from pillowd.hugs.join import JoinError, join
 from pillowd.testing.services import free_port
 from test_pairing import owner, pillowd, prefix  # noqa: F401 (fixtures)
 
@@ -196,7 +196,7 @@ def test_the_token_check_leaves_nothing_that_would_play(pi, prefix, azurite):  #
     from datetime import datetime, timezone
 
     from pillowd.config import parse
-    from pillowd.join import Folder, check_tokens, probe_body, settings_with
+    from pillowd.hugs.join import Folder, check_tokens, probe_body, settings_with
     from pillowd.messages import decode
     config, folder, _, _ = pi
     said = []
@@ -227,7 +227,7 @@ def test_join_asks_the_page_where_it_listens(pi):
 
 
 def test_health_is_asked_where_the_page_listens():
-    from pillowd.join import health_url
+    from pillowd.hugs.join import health_url
     assert health_url("192.168.1.20", 8080) == "http://192.168.1.20:8080/healthz"
     assert health_url("0.0.0.0", 80) == "http://127.0.0.1:80/healthz"
     assert health_url("::", 80) == "http://[::1]:80/healthz"
@@ -255,7 +255,7 @@ def test_a_setup_that_starts_unhealthy_is_undone(pi):
     # The folder asks for a Pi's LEDs on a machine that has none: the daemon starts
     # (on mock LEDs, for the page to say why) but /healthz answers 503. join puts the
     # previous setup back, as for a start that failed.
-    from pillowd.join import wait_healthy
+    from pillowd.hugs.join import wait_healthy
     config, folder, supervisor, port = pi
     (folder / "queue.toml").write_text((folder / "queue.toml").read_text()
                                        + '\n[hardware]\nbackend = "pi"\n')
@@ -287,7 +287,7 @@ def test_the_unit_hands_the_installed_tokens_to_the_daemon(pi, tmp_path):
     # daemon (not root) must find its tokens in the credential, as it cannot read
     # the root-only file. Before the unit loaded azure-queue-sas, it found none.
     from pillowd.config import load
-    from pillowd.daemon import open_queues
+    from pillowd.queues.configured import open_queues
     config, folder, supervisor, _ = pi
     join(folder, config, service=supervisor, say=lambda line: None)
     supervisor.stop()
@@ -311,7 +311,7 @@ def test_the_unit_hands_the_installed_tokens_to_the_daemon(pi, tmp_path):
 
 
 def test_an_unreadable_drop_in_is_a_one_line_error_naming_it(tmp_path):
-    from pillowd.join import Folder, settings_with
+    from pillowd.hugs.join import Folder, settings_with
     config = tmp_path / "config.toml"
     config.write_text(BASE_CONFIG.format(state_dir=tmp_path / "state"))
     (tmp_path / "config.d").mkdir()

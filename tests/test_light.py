@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pillowd.effects import EFFECTS
-from pillowd.light import LightOutput, Transition, crossfade
+from pillowd.leds.effects import EFFECTS
+from pillowd.leds.light import LightOutput, Transition, crossfade
 
 
 def solid(count, rgb):

@@ -15,9 +15,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import run_cli, wait_for
-from pillowd.testing.mosquitto import Mosquitto, free_port
 from pillowd.config import ConfigError, parse
 from pillowd.homeassistant import HomeAssistant, MqttError, login_from
+from pillowd.testing.mosquitto import Mosquitto, free_port
 
 NODE = "test-pillow"            # conftest's [pillow] name
 TOPIC = f"pillowd/{NODE}"
@@ -244,7 +244,7 @@ def test_discovery_matches_home_assistants_documented_schema(mqtt_pillow, home_a
     tasks = [(task, (task / "comm").read_text().strip())
              for task in Path(f"/proc/{proc.proc.pid}/task").iterdir()]
     ours = [task for task, name in tasks if name.startswith("pillowd-mqtt")]
-    assert len(ours) == 1, tasks  # (pillowd.threads would name paho's thread so too)
+    assert len(ours) == 1, tasks  # (pillowd.seams.threads would name paho's thread so too)
 
     # Where it sleeps, read off the kernel rather than timed: blocked in epoll_wait
     # with a timeout of KEEPALIVE / 3 (its next ping), not a short poll.
@@ -708,7 +708,7 @@ def test_a_renamed_pillow_removes_the_entities_of_its_old_name(broker, home_assi
 def test_home_assistant_links_to_the_page_by_a_name_it_can_reach():
     import socket
 
-    from pillowd.daemon import page_url_for_others
+    from pillowd.page.addresses import page_url_for_others
     assert page_url_for_others("192.168.1.20", "http://192.168.1.20:8080/") == \
         "http://192.168.1.20:8080/"
     name = socket.gethostname()
@@ -827,7 +827,8 @@ def test_an_entity_is_one_class_the_device_publishes_and_commands(broker, home_a
     """The shape: a new entity says its config, its state and its command in one
     class; the device and the connection need nothing more."""
     from pillowd.homeassistant import Connection, Device
-    from pillowd.homeassistant.entities import Entity, QuietSwitch
+    from pillowd.homeassistant.entity import Entity
+    from pillowd.homeassistant.switch import QuietSwitch
     from pillowd.messages import Rejection
 
     class Scene(Entity):

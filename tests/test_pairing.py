@@ -257,7 +257,7 @@ def test_a_rewrite_that_fails_on_a_full_disk_keeps_the_old_folder_whole(small_di
     """The family key lives only in these files: a rewrite cut short (a full disk, a
     crash) must leave the old one whole, or the next pair would make a new key."""
     from pillowd.family import FamilyKey
-    from pillowd.pairing import PillowFiles, family_key_in
+    from pillowd.hugs.pairing import PillowFiles, family_key_in
     key = FamilyKey.generate()
     PillowFiles("alice", "[queue]\n", {"pq-alice": "sv=1&sig=a"}, key).write(small_disk)
     before = (small_disk / "alice" / "queue-sas.toml").read_text()
@@ -571,7 +571,7 @@ def test_outbound_name_is_a_queue_name_or_a_list_of_them():
 def test_the_systemd_credential_stands_in_for_the_sas_file(azurite, owner, prefix,
                                                           tmp_path, bare_env):
     from pillowd.config import load
-    from pillowd.daemon import open_queues
+    from pillowd.queues.configured import open_queues
     out = tmp_path / "pair"
     pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix)
     config = pillow_config(out / "alice", tmp_path)

@@ -7,10 +7,10 @@ import numpy as np
 from conftest import wait_for
 from pillowd.config import parse
 from pillowd.hardware import MockStrip
-from pillowd.light import LightOutput
+from pillowd.leds.light import LightOutput
+from pillowd.leds.render import Renderer
+from pillowd.leds.scenes import Timeline
 from pillowd.messages import decode
-from pillowd.render import Renderer
-from pillowd.scenes import Timeline
 
 SETTINGS = parse('''
 [scenes.idle]
@@ -89,7 +89,7 @@ transition_seconds = 1.0
 
 
 def test_scenes_faster_than_their_fades_keep_a_bounded_chain():
-    from pillowd.light import Transition
+    from pillowd.leds.light import Transition
     fading = parse('[scenes.idle]\neffect = "solid"\n'
                    '[scenes.hug]\neffect = "solid"\ncolor = "#ff0000"\n'
                    'transition_seconds = 0.5\n')

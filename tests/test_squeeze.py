@@ -13,7 +13,7 @@ from pillowd import config
 from pillowd.config import ConfigError
 from pillowd.daemon import Daemon
 from pillowd.settings import SqueezeSettings
-from pillowd.squeeze import (FAST_PERIOD, MAX_HOLD, REST_PERIOD, SqueezeSensor,
+from pillowd.body.squeeze import (FAST_PERIOD, MAX_HOLD, REST_PERIOD, SqueezeSensor,
                              open_adc, strength_of)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pillowd import systemd as pillow_systemd
-from pillowd.systemd import SystemdNotifier, Watchdog, journal_handler
+from pillowd.seams import systemd as pillow_systemd
+from pillowd.seams.systemd import SystemdNotifier, Watchdog, journal_handler
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "pillowd.service"
@@ -131,7 +131,7 @@ def test_without_systemd_everything_is_a_no_op():
 
 def test_gone_socket_is_logged_not_raised(caplog):
     notifier = SystemdNotifier({"NOTIFY_SOCKET": "/nonexistent/notify"}, libsystemd=False)
-    with caplog.at_level(logging.WARNING, logger="pillowd.systemd"):
+    with caplog.at_level(logging.WARNING, logger="pillowd.seams.systemd"):
         assert notifier.notify("WATCHDOG=1") is False
         assert notifier.notify("WATCHDOG=1") is False
     assert len(caplog.records) == 1  # once, not every ping

@@ -6,7 +6,7 @@ import json
 import logging
 
 from conftest import wait_for
-from pillowd.printable import EscapingFormatter, escape
+from pillowd.seams.printable import EscapingFormatter, escape
 
 FORGED_ID = "x\nERROR pillowd: FORGED LOG LINE"
 SCREEN = "\x1b[2J\x1b[H\x1b]0;owned\x07"   # clear the screen, home, set the window title

@@ -1,4 +1,13 @@
-"""Opens the pillow's hardware: real parts on a Raspberry Pi, mock ones elsewhere."""
+"""Opens the pillow's hardware: real parts on a Raspberry Pi, mock ones elsewhere.
+
+`base` is the contract (LedStrip, HardwareError), `mock`, `ws281x` and `pio` its
+LED drivers, `pins` what the Pi's header offers a strip; GPIO for everything else
+is gpiozero's pin factory, opened on first use.
+
+May import: settings, errors, seams (floors below 4).
+Must not import: the LEDs' effects or renderer, the body, or anything above: the
+renderer hands the strip finished bytes.
+"""
 
 from __future__ import annotations
 
@@ -99,3 +108,18 @@ def _real_pins() -> "Factory":
         return Device._default_pin_factory()
     except Exception as err:
         raise HardwareError(f"cannot open the GPIO pins: {err}") from None
+
+
+def open_or_mock(backend: str, leds, state_dir: Path, trouble: list[str], *,
+                 opener: Callable[..., Hardware] = open_hardware) -> Hardware:
+    """The configured hardware (*opener*: open_hardware); mock parts, and the reason
+    added to *trouble*, when it cannot start."""
+    record_to = state_dir / "mock-hardware.json"  # written at close, all off
+    try:
+        return opener(backend, leds, record_to)
+    except HardwareError as err:
+        # Restarting would not fix it: keep the queue, page and history going,
+        # and say why the LEDs are dark (page, snapshot, /healthz, journal).
+        log.error("%s; running without the LEDs and GPIO until that is fixed", err)
+        trouble.append(f"LEDs: {err}")
+        return open_mock(leds.count)

@@ -6,8 +6,8 @@ import ctypes
 
 import numpy as np
 
-from ..pinout import STRIP_TYPES, WS281X_PINS
 from .base import HardwareError, LedStrip
+from .pins import STRIP_TYPES, WS281X_PINS
 
 __all__ = ["Ws281xStrip"]
 

@@ -1,17 +1,35 @@
-"""The pillow in Home Assistant over MQTT: one device of entities on one connection."""
+"""The pillow in Home Assistant over MQTT: one device of entities on one connection.
+
+Laid out as a Home Assistant integration: one module a platform (`light`,
+`switch`, `button`, `notify`, `sensor`, `binary_sensor`, `event`,
+`device_trigger`), each entity a class there with its discovery config, state and
+commands; what they share in `entity`; the published list in `entities`
+(ENTITIES). `device` publishes them, `transport` is the
+MQTT connection on its own thread, `published` remembers what was published so
+that removing [mqtt] removes it too. The daemon builds it with
+build_home_assistant(); paho-mqtt is imported only here.
+
+May import: messages, history, settings, errors, seams (floors below 7).
+Must not import: hugs, the page, the player or daemon: the entities act through
+the controls and the press they are handed, and read the snapshot.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
 from .device import FORMS, Device, slug
-from .entities import ENTITIES, HUG_EVENTS, HugEvent, build
+from .entities import ENTITIES, build
+from .event import HUG_EVENTS, HugEvent
 from .published import Published, remove_entities
 from .transport import Connection, MqttError, login_from
 
 __all__ = ["HomeAssistant", "Connection", "Device", "MqttError", "login_from",
            "remove_entities", "hardware_model", "ENTITIES", "FORMS", "HUG_EVENTS"]
+
+log = logging.getLogger(__name__)
 
 # Where a play comes from when no one sent it (Player's sources): the page, the
 # button, Home Assistant itself and the demo. Never someone's message.
@@ -125,3 +143,38 @@ def hardware_model(backend: str, path: str | Path = "/proc/device-tree/model") -
     except OSError:
         return "mock"
     return model or "mock"
+
+
+def build_home_assistant(m, state_dir: Path, environ, *, pillow_name: str, version: str,
+                         page_url: str, scenes: list[str], controls, pillow, hugs,
+                         hardware_backend: str):
+    """(HomeAssistant or None, the marker of what was published, the login to
+    remove it with): Home Assistant over MQTT when the [mqtt] settings *m* are
+    there. Without them, the login is looked for under the default names, so that
+    removing [mqtt] can remove what an earlier run published."""
+    from ..errors import PillowError
+    from ..settings import MqttSettings
+
+    marker = state_dir / "mqtt-entities.json"
+    if m is None:
+        login = (None, None)
+        if marker.exists():
+            d = MqttSettings()
+            try:
+                login = login_from(d.username_env, d.password_env, environ)
+            except PillowError as err:  # a clean-up must not stop the pillow
+                log.warning("%s", err)
+        return None, marker, login
+    username, password = login_from(m.username_env, m.password_env, environ)
+    ha = HomeAssistant(
+        host=m.host, port=m.port, username=username, password=password, tls=m.tls,
+        ca_file=m.ca_file, discovery_prefix=m.discovery_prefix, topic=m.topic,
+        pillow_name=pillow_name, version=version, page_url=page_url,
+        scenes=scenes, controls=controls, snapshot=pillow.snapshot, hugs=hugs,
+        partners=hugs.partners, discovery=m.discovery,
+        hw_version=hardware_model(hardware_backend),
+        on_status=lambda status: pillow.section_changed("mqtt", status),
+        marker=marker)
+    pillow.section_changed("mqtt", ha.status)
+    pillow.on_state(ha.state_changed)
+    return ha, marker, (None, None)

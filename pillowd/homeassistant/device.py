@@ -10,7 +10,7 @@ import time
 from typing import Callable
 
 from ..messages import Rejection
-from .entities import Entity
+from .entity import Entity
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .. import files
+from ..seams import files
 from .transport import KEEPALIVE, _refusal, describe_failure
 
 log = logging.getLogger(__name__)

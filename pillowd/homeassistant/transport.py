@@ -14,9 +14,9 @@ from typing import Callable
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .. import threads
-from ..credentials import CredentialError, credential
 from ..errors import PillowError
+from ..seams import threads
+from ..seams.credentials import CredentialError, credential
 
 log = logging.getLogger(__name__)
 

@@ -400,7 +400,7 @@ def _first_source(env_name, key_in_env, account_url, sas_file, config_dir,
         try:
             from azure.identity import DefaultAzureCredential
         except ImportError:
-            from ..checkout import install_line
+            from ..seams.checkout import install_line
             raise PillowError("azure: queue.account_url has no SAS, and the Azure identity "
                               "chain needs azure-identity: " + install_line("identity")
                               ) from None

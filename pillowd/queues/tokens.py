@@ -8,9 +8,9 @@ import os
 import tomllib
 from pathlib import Path
 
-from ..credentials import CredentialError, credential as read_credential
 from ..errors import PillowError
 from ..family import TOKENS_ENTRY, FamilyKey, FamilyKeyError
+from ..seams.credentials import CredentialError, credential as read_credential
 
 # The systemd credential (LoadCredential=) that stands in for queue.sas_file.
 SAS_CREDENTIAL = "azure-queue-sas"

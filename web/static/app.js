@@ -163,7 +163,7 @@ function showFigures() {
     if (led && led.level > top) top = led.level;
   }
   const perLed = leds.milliamps_per_led, idle = leds.idle_milliamps_per_led;
-  // The output stage's estimate (pillowd/light.py): idle draw, plus each channel's
+  // The output stage's estimate (pillowd/leds/light.py): idle draw, plus each channel's
   // share of a full LED in proportion to its duty.
   const milliamps = perLed === undefined ? leds.milliamps
     : n * (idle || 0) + (perLed / 3) * duty / 255;
