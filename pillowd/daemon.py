@@ -265,7 +265,8 @@ class Daemon:
         self.hardware = self._open_hardware(state_dir, trouble)
         closing(self.hardware.close)
 
-        self.timeline = Timeline(settings.scenes["idle"])
+        self.timeline = Timeline(settings.scenes["idle"],
+                                 hold_scale=(settings.button or ButtonSettings()).hold_scale)
         output = LightOutput(leds.count, brightness=leds.brightness,
                              max_milliamps=leds.max_milliamps, gamma=leds.gamma,
                              milliamps_per_channel=leds.milliamps_per_led / 3,
@@ -432,7 +433,7 @@ class Daemon:
         b = self.settings.button
         try:
             return HugButton(b.pin, pull_up=b.pull_up, bounce_seconds=b.bounce_seconds,
-                             on_press=self.hugs.pressed,
+                             on_press=lambda hold: self.hugs.pressed("button", hold=hold),
                              pin_factory=self.hardware.pin_factory)
         except Exception as err:  # gpiozero's errors: pin busy, no such pin, ...
             why = f"cannot use GPIO{b.pin} for the hug button: {err}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,6 +44,9 @@ class Outcome:
     text: str | None = None   # the message's words, so a superseded note can be read
     of: str | None = None     # a receipt's: the id of the hug it answers
     seq: int = 0
+    # How the message was felt as it played: its hold, strength and colour (only
+    # those it had; the snapshot's last_hug). Not kept across a restart.
+    felt: dict | None = field(default=None, compare=False)
 
     def as_json(self) -> dict:
         item = {"id": self.id, "outcome": self.outcome, "scene": self.scene,
