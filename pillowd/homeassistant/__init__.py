@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ..feel import felt_fields
 from .device import FORMS, Device, slug
 from .entities import ENTITIES, HUG_EVENTS, HugEvent, build
 from .published import Published, remove_entities
@@ -101,9 +102,11 @@ class HomeAssistant:
         self.connection.poke()
 
     def hug(self, event_type: str, sender: str | None = None,
-            text: str | None = None, reason: str | None = None) -> None:
-        """Fire the ``hug`` event in Home Assistant (dropped while offline)."""
-        self._hug.fire(event_type, sender, text, reason)
+            text: str | None = None, reason: str | None = None,
+            more: dict | None = None) -> None:
+        """Fire the ``hug`` event in Home Assistant (dropped while offline); *more*
+        adds attributes (``received``: the partner, the colour, hold, strength)."""
+        self._hug.fire(event_type, sender, text, reason, more)
         self.connection.poke()
 
     def played(self, command, outcome) -> None:
@@ -112,7 +115,15 @@ class HomeAssistant:
         demo's plays do not."""
         if (outcome.sender and outcome.queue not in LOCAL_SOURCES
                 and not outcome.id.startswith("demo-")):
-            self.hug("received", outcome.sender, command.text)
+            self.hug("received", outcome.sender, command.text, more=received(command))
+
+
+def received(command) -> dict:
+    """What ``received`` says beyond who and the words: the partner pillow whose
+    signed hug it is (``partner``), and the ``color``, ``hold`` and ``strength`` it
+    played with (the colour its own, or the roster's for that partner)."""
+    more = {"partner": command.pillow} if getattr(command, "partner", False) else {}
+    return {**more, **felt_fields(command)}
 
 
 def hardware_model(backend: str, path: str | Path = "/proc/device-tree/model") -> str:
