@@ -279,6 +279,11 @@ def command_from(data: dict, settings: Settings,
 
 def _command_from(data: dict, settings: Settings, partner: bool) -> Command:
     unknown = sorted(set(data) - _FIELDS)
+    if unknown and partner:
+        # A partner's signed event from a newer pillow: what this one does not know
+        # yet (as hold and strength were once) it plays without, as before.
+        data = {k: v for k, v in data.items() if k in _FIELDS}
+        unknown = []
     if unknown:
         shown = ", ".join(repr(k[:40]) for k in unknown[:5])
         raise Rejection(f"unknown field {shown} (known: {', '.join(sorted(_FIELDS))})")

@@ -261,3 +261,19 @@ def test_a_queue_message_with_a_hold_out_of_range_is_rejected_and_plays_nothing(
                    message="the rejection")
     assert row.outcome == "rejected"
     assert "hold must be between 0.1 and 30.0, not 300" in row.reason
+
+
+def test_a_partners_hug_from_a_newer_pillow_plays_without_the_keys_it_does_not_know(
+        pillow):
+    """As a pillow before hold and strength would have played them, had it been
+    lenient: a signed event's unknown keys are dropped, an unsigned one's refused."""
+    d = pillow()
+    from_bob(d, {**bobs_hug("bob-newer"), "hold": 2, "squeeze_curve": [0.2, 0.9]})
+    wait_for(lambda: (d.timeline.current().message or {}).get("id") == "bob-newer",
+             message="the newer pillow's hug playing")
+    assert d.pillow.snapshot()["last_hug"]["from"] == "bob"
+    assert d.pillow.snapshot()["message"]["hold"] == 2.0
+    d.queues.main.put(json.dumps({"scene": "hug", "id": "script-typo", "hodl": 2}))
+    row = wait_for(lambda: next((o for o in d.history.page(100)
+                                 if o.id == "script-typo"), None), message="the typo")
+    assert row.outcome == "rejected" and "unknown field 'hodl'" in row.reason
