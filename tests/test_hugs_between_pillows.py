@@ -362,6 +362,9 @@ def test_a_held_hug_plays_longer_softer_and_in_the_senders_colour_both_ways(
         wait_for(lambda: alice.state()["outbox"]["pending"] == 0, message="outbox empty")
         assert [i["id"] for i in bob.get("/api/history?limit=100").json()["items"]
                 if i["from"] == "alice" and i.get("event") == "hug"] == [sent]
+        # Kept across a restart, with the hug's row in the history.
+        bob.restart()
+        assert {k: bob.state()["last_hug"][k] for k in felt} == felt
     finally:
         for process in started:
             process.stop()
