@@ -954,3 +954,5 @@ def _logged(on_press: Callable[[], object]) -> None:
         on_press()
     except HugNotKept as err:
         log.error("%s", err)
+    except Exception:  # a bug: the next press must still work
+        log.exception("the hug button's press failed")
