@@ -20,6 +20,12 @@ A periodic scene (breathe) is computed for one cycle and then replayed: the loop
 wakes only when the strip must change, so "rendered" counts those wake-ups.
 
 It also prints every thread's name as `ps -L -o comm` shows it.
+
+`--rows fitted` measures the static scene with no page three ways: with the trouble
+cue turned off (`[cue] enabled = false`), with it on guard (the default, nothing
+wrong), and with a squeeze sensor fitted (`[squeeze]`: on mock hardware, a mock
+MCP3008 that gpiozero reads over its software SPI on mock pins, untouched), each
+against the first; with each part's own thread (pillowd-cue, pillowd-squeeze).
 """
 
 from __future__ import annotations
@@ -39,12 +45,13 @@ import socketio
 from pillowd.leds.effects import EFFECTS
 from pillowd.leds.light import LightOutput
 from pillowd.testing import PillowProcess
+from pillowd.testing.azurite import Azurite
 from pillowd.testing.config import pillow_config
 
 
-def config_text(state, leds, effect) -> str:
+def config_text(state, leds, effect, **tables) -> str:
     return pillow_config(state,
-                         leds={"count": leds},
+                         leds={"count": leds}, **tables,
                          scenes={"idle": {"effect": effect, "color": "#202040"},
                                  "hug": {"effect": "breathe",
                                          "color": "#ff6ec7",
@@ -135,11 +142,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--leds", type=int, default=60)
     parser.add_argument("--warmup", type=float, default=4)
+    parser.add_argument("--rows", default="rest,fitted,blinking",
+                        help="rest (the scenes, with and without a page), fitted "
+                             "(the cue and the squeeze sensor at rest), blinking "
+                             "(the cue showing: queue unreachable)")
     options = parser.parse_args(argv)
+    rows = set(options.rows.split(","))
     print(f"pillowd at rest: {options.leds} LEDs, mock hardware, local queue, "
           f"{options.seconds:.0f} s per figure, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores\n")
-    for effect in ("breathe", "solid", "candle"):
+    for effect in ("breathe", "solid", "candle") if "rest" in rows else ():
         own = pipeline_us(effect, options.leds)
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.toml"
@@ -184,7 +196,94 @@ def main(argv=None) -> int:
                     print()
             finally:
                 daemon.stop()
+    if "fitted" in rows:
+        fitted(options)
+    if "blinking" in rows:
+        blinking(options)
     return 0
+
+
+def blinking(options) -> None:
+    """The render loop while the cue blinks over a static scene: the pillow's queue
+    unreachable (Azure at a closed port), [cue] offline_seconds = 1, the default
+    period (one blink every 10 s). Against the same scene with nothing wrong, the
+    render thread should wake twice a period (the LED on, then off)."""
+    print("the cue blinking over a static scene, no page (queue unreachable)\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.toml"
+        config.write_text(config_text(f"{tmp}/state", options.leds, "solid",
+                                      queue={"backend": "azure", "name": "bench"},
+                                      cue={"offline_seconds": 1}))
+        # Azurite's well-known account, at the discard port: nothing listens.
+        closed = Azurite(Path(tmp), port=9).connection_string()
+        daemon = PillowProcess(config, {**os.environ,
+                                        "AZURE_STORAGE_CONNECTION_STRING": closed}).start()
+        try:
+            deadline = time.monotonic() + 30
+            while requests.get(daemon.url + "api/state", timeout=5).json().get("cue") \
+                    != "offline" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(options.warmup)
+            before = tasks(daemon.pid)
+            m = measure(daemon, options.seconds)
+            after = tasks(daemon.pid)
+        finally:
+            daemon.stop()
+    for name in ("pillowd-render", "pillowd-cue", "pillowd-queue"):
+        ids = [t for t in after if t in before and after[t]["comm"] == name]
+        ms = sum(after[t]["ns"] - before[t]["ns"] for t in ids) / 1e6 / options.seconds
+        wakes = sum(after[t]["switches"] - before[t]["switches"] for t in ids) / options.seconds
+        print(f"  {name:<15} {ms:.3f} ms/s of CPU, {wakes:.2f} wake-ups/s")
+    print(f"  whole daemon    {m['cpu']:.3f} % of one core, {m['wakeups']:.1f} wake-ups/s, "
+          f"{m['rendered']:.2f} frames/s rendered\n")
+
+
+FITTED = {  # label: what the config adds; issue 27's goals against the first
+    "static, [cue] enabled = false": "[cue]\nenabled = false\n",
+    "static, cue on guard (nothing wrong)": "",
+    "static, squeeze sensor fitted, untouched": "[squeeze]\nthreshold = 0.3\n",
+}
+FITTED_GOALS = {"static, squeeze sensor fitted, untouched": {"cpu": 0.3, "wakeups": 10}}
+
+
+def fitted(options) -> None:
+    """The cue and the squeeze sensor at rest, each against the pillow without them."""
+    print("the trouble cue and the squeeze sensor at rest (static scene, no page)\n")
+    base = None
+    for label, extra in FITTED.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "config.toml"
+            config.write_text(config_text(state=f"{tmp}/state", leds=options.leds,
+                                          effect="solid") + extra)
+            daemon = PillowProcess(config).start()
+            try:
+                time.sleep(options.warmup)
+                before = tasks(daemon.pid)
+                m = measure(daemon, options.seconds)
+                after = tasks(daemon.pid)
+            finally:
+                daemon.stop()
+        own = {after[t]["comm"]: (after[t]["ns"] - before[t]["ns"]) / 1e6 / options.seconds
+               for t in after if t in before
+               and after[t]["comm"] in ("pillowd-cue", "pillowd-squeeze")}
+        own_wakes = {after[t]["comm"]: (after[t]["switches"] - before[t]["switches"])
+                     / options.seconds for t in after if t in before
+                     and after[t]["comm"] in ("pillowd-cue", "pillowd-squeeze")}
+        print(label)
+        print(f"  CPU        {m['cpu']:7.3f} % of one core")
+        print(f"  wake-ups   {m['wakeups']:7.1f} /s")
+        for name in sorted(own):
+            print(f"  {name:<16} {own[name]:.3f} ms/s of CPU "
+                  f"({own[name] / 10:.4f} % of a core), {own_wakes[name]:.1f} wake-ups/s")
+        if base is None:
+            base = m
+        else:
+            goal = FITTED_GOALS.get(label, {})
+            cpu, wakes = m["cpu"] - base["cpu"], m["wakeups"] - base["wakeups"]
+            print(f"  against the first: CPU {cpu:+.3f} % "
+                  f"{verdict(round(cpu, 3), goal.get('cpu'))}, "
+                  f"wake-ups {wakes:+.1f} /s {verdict(round(wakes, 1), goal.get('wakeups'))}")
+        print()
 
 
 if __name__ == "__main__":

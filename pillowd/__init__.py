@@ -15,7 +15,7 @@ import, and docs/architecture.md says how the parts work together.
   8      hugs/                   pillows to each other: conversation, outbox, pairing, join, send page
   7      page/, homeassistant/   the status page and all its limits; Home Assistant over MQTT
   6      config                  config.toml and config.d into settings, naming file and line
-  5      leds/, body/            effects, scenes, renderer, light; actuators and their patterns
+  5      leds/, body/            effects, scenes, renderer, light, cue; actuators, patterns, squeeze
   4      queues/, hardware/      where messages come from; the LED strip's drivers and pins
   3      messages, feel/         a queue message's words: a command, or why not; how a hug is felt
   2      family, history, quiet  the family key that signs; what happened; the quiet hours

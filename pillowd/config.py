@@ -17,7 +17,7 @@ from .hardware.pins import STRIP_TYPES, WS281X_PINS
 from .leds.effects import EFFECTS, EffectParamError
 from .settings import (DEFAULT_SCENES, ActuatorSettings, ButtonSettings, Check,
                        HardwareSettings, LedSettings, MqttSettings, PartnerSettings,
-                       PillowSettings, QueueSettings,
+                       PillowSettings, QueueSettings, CueSettings, SqueezeSettings,
                        QuietSettings, SceneSettings, ServoSettings, Settings,
                        VibrationSettings, WarmerSettings, WebSettings, _roster_name)
 
@@ -90,6 +90,8 @@ _SECTIONS = {
     "button": ButtonSettings,
     "quiet": QuietSettings,
     "mqtt": MqttSettings,
+    "squeeze": SqueezeSettings,
+    "cue": CueSettings,
 }
 
 _ACTUATORS = {"vibration": VibrationSettings, "servo": ServoSettings,
@@ -465,6 +467,12 @@ def _check_parts(settings: Settings, lines: _Lines, problems: list[Problem]) -> 
         if other != table:
             problems.append(Problem(f"{table}.pin", lines.of(table, "pin"),
                                     f"GPIO{part.pin} is already used by {other}"))
+    if settings.squeeze is not None:  # four pins of its own, none shared
+        for key, pin in settings.squeeze.pins.items():
+            other = used.setdefault(pin, f"squeeze.{key}")
+            if other != f"squeeze.{key}":
+                problems.append(Problem(f"squeeze.{key}", lines.of("squeeze", key),
+                                        f"GPIO{pin} is already used by {other}"))
     servo = settings.actuators.servo
     if servo is not None and servo.min_angle > servo.max_angle:
         problems.append(Problem("actuators.servo.min_angle",

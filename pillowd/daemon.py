@@ -19,6 +19,7 @@ from .consumer import Consumer
 from .errors import PillowError
 from .hardware import open_hardware
 from .history import History
+from .leds.cue import Facts
 from .messages import decode, encode
 from .page.addresses import page_url_for_others
 from .pillow import Controls, Health, Loop, Pillow
@@ -118,6 +119,7 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self.watchdog: Watchdog | None = None
         self.mqtt = None  # Home Assistant, when [mqtt] is there: built last
+        self.squeeze_chip = None  # the mock squeeze sensor's chip, on mock hardware
         try:
             self._build(settings, demo, environ)
         except BaseException:
@@ -177,6 +179,19 @@ class Daemon:
             settings, self.conversation,
             play=lambda data, source: self.controls.play(data, source=source),
             pin_factory=self.hardware.pin_factory, trouble=trouble, closing=closing)
+        # [squeeze]: the pressure sensor, a press like the button's.
+        self.squeeze, self.squeeze_chip = body.build_squeeze(
+            settings.squeeze, self.hardware, on_squeeze=self._squeezed, trouble=trouble)
+        if self.squeeze is not None:
+            closing(self.squeeze.close)
+            self._loops.append(("squeeze", "pillowd-squeeze", self.squeeze))
+        self.pillow.section_changed("cue", None)
+        self.cue = leds.build_cue(
+            settings.cue, self.renderer, facts=self._cue_facts,
+            on_cue=lambda trouble: self.pillow.section_changed("cue", trouble))
+        if self.cue is not None:  # its thread waits on the snapshot's changes
+            self.pillow.on_state(self.cue.changed)
+            self._loops.append(("cue", "pillowd-cue", self.cue))
         if demo:
             local = q.backend == "local"
             self._loops.append(("demo", "pillowd-demo", Demo(
@@ -269,6 +284,16 @@ class Daemon:
         away = dict(self.outbox.away)  # the outbox's thread changes it
         return [f"hugs to {self.outbox.partners[queue]} are not delivered yet: "
                 f"queue {queue!r} {why}" for queue, why in sorted(away.items())]
+
+    def _cue_facts(self) -> Facts:
+        queue, outbox = self.pillow.queue, self.pillow.extra.get("outbox") or {}
+        # Offline with a reason: before its first answer the queue is only connecting.
+        return Facts(offline=not queue["online"] and queue["reason"] is not None,
+                     partner_away=bool(outbox.get("away")), quiet=self.pillow.quiet)
+
+    def _squeezed(self, hold: float, strength: float) -> None:
+        """A squeeze over the threshold: a press, carrying how long and how hard."""
+        self.hugs.pressed("squeeze", hold=hold, strength=strength)
 
     def _hug_heard(self, kind: str, sender: str | None, text: str | None) -> None:
         """Each step of a hug (pressed, sent, received, returned, delivered): the

@@ -47,7 +47,9 @@ class Pillow:
         self.queue = {"backend": backend, "online": False, "reason": None}
         self.actuators: dict[str, float] = {}
         self.quiet = False
-        self.hardware_trouble = list(hardware_trouble)
+        # The list itself, not a copy: the parts opened after the snapshot (the
+        # button, the squeeze sensor, the actuators) add why they could not start.
+        self.hardware_trouble = hardware_trouble
         self.leds = renderer.strip_status()  # the strip at run time: failing or not
         renderer.on_strip(self._leds_changed)
         self.extra: dict[str, object] = {}  # more sections of the snapshot, e.g. "mqtt"

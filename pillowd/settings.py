@@ -284,6 +284,52 @@ class QuietSettings:
     actuators: bool = _key(False)
 
 
+# SPI0's pins (SCLK 11, MOSI 10, MISO 9, CE0 8, CE1 7): its MOSI, GPIO 10, drives the
+# LEDs (rpi_ws281x's SPI method), so any traffic on SPI0 would reach the strip.
+SPI0_PINS = {11: "SPI0 SCLK", 10: "SPI0 MOSI (the LEDs' data line)", 9: "SPI0 MISO",
+             8: "SPI0 CE0", 7: "SPI0 CE1"}
+
+
+def _squeeze_pin(value) -> str | None:
+    why = _gpio(value)
+    if why:
+        return why
+    if value in SPI0_PINS:
+        return (f"GPIO {value} is {SPI0_PINS[value]}: never put the sensor on SPI0, whose "
+                "MOSI (GPIO 10) drives the LEDs; use SPI1's pins (SCLK 21, MOSI 20, "
+                "MISO 19, CE2 16) or other free pins")
+    return None
+
+
+@dataclass(frozen=True)
+class SqueezeSettings:
+    """A pressure sensor in the pillow (a force-sensitive resistor) read through an
+    MCP3008 ADC with gpiozero, over SPI1's pins or other free ones (software SPI)."""
+
+    chip: str = _key("MCP3008", _one_of("MCP3008"))
+    channel: int = _key(0, _range(0, 7))
+    threshold: float = _key(0.3, _range(0.01, 0.99))  # above it: being hugged
+    clock_pin: int = _key(21, _squeeze_pin)
+    mosi_pin: int = _key(20, _squeeze_pin)
+    miso_pin: int = _key(19, _squeeze_pin)
+    select_pin: int = _key(16, _squeeze_pin)
+
+    @property
+    def pins(self) -> dict[str, int]:
+        return {"clock_pin": self.clock_pin, "mosi_pin": self.mosi_pin,
+                "miso_pin": self.miso_pin, "select_pin": self.select_pin}
+
+
+@dataclass(frozen=True)
+class CueSettings:
+    """The pillow shows its own trouble on its LEDs: one LED blinks."""
+
+    enabled: bool = _key(True)
+    offline_seconds: float = _key(120.0, _range(1, 86400))
+    color: str = _key("#ff8800", lambda v: _non_empty(v) or _hex_color(v))
+    every_seconds: float = _key(10.0, _range(1, 3600))
+
+
 def _topic(value) -> str | None:
     # A topic (or its start) the pillow publishes under: no wildcards, no empty ends.
     if any(c in value for c in "+#\0"):
@@ -353,6 +399,8 @@ class Settings:
     button: ButtonSettings | None = None
     quiet: QuietSettings | None = None
     mqtt: MqttSettings | None = None
+    squeeze: SqueezeSettings | None = None
+    cue: CueSettings = field(default_factory=CueSettings)
     scenes: dict[str, SceneSettings] = field(default_factory=dict)
     # The family roster ([partners.NAME]): {partner's name: its settings}.
     partners: dict[str, PartnerSettings] = field(default_factory=dict)

@@ -308,10 +308,19 @@ def test_sigterm_has_no_handler_and_waits_blocked_in_every_thread(pillow):
 
 def test_every_thread_has_a_name_ps_shows(pillow):
     p = pillow()
-    names = [Path(f"/proc/{p.proc.pid}/task/{t}/comm").read_text().strip()
-             for t in os.listdir(f"/proc/{p.proc.pid}/task")]
-    assert all(name.startswith("pillowd") for name in names), names
-    assert {"pillowd-render", "pillowd-queue", "pillowd-web"} <= set(names)
+
+    def names():
+        found = []
+        for t in os.listdir(f"/proc/{p.proc.pid}/task"):
+            try:
+                found.append(Path(f"/proc/{p.proc.pid}/task/{t}/comm").read_text().strip())
+            except FileNotFoundError:  # a thread that ended meanwhile
+                pass
+        return found
+    # The address is printed as the server binds: its thread may start just after.
+    wait_for(lambda: {"pillowd-render", "pillowd-queue", "pillowd-web"} <= set(names()),
+             message="the render, queue and web threads")
+    assert all(name.startswith("pillowd") for name in names()), names()
 
 
 def test_a_message_taken_by_a_killed_run_plays_within_two_seconds_of_the_restart(

@@ -120,12 +120,18 @@ def test_a_signed_hug_event_carries_event_pillow_and_reply_to():
     assert decode(json.dumps(signed), SETTINGS, FAMILY).reply_to == {"id": "x", "from": None}
 
 
+def guessed(sig: str) -> str:
+    """*sig* with its first character changed: the last one of base64url carries
+    unused bits, so changing it could leave the same signature (1 time in 16)."""
+    return ("B" if sig[0] != "B" else "C") + sig[1:]
+
+
 @pytest.mark.parametrize("body, key", [
     (HUG, FAMILY),                                    # no sig (an invite's forgery)
     ({**FAMILY.signed(HUG), "from": "mallory"}, FAMILY),   # a field changed after signing
     ({**FAMILY.signed(HUG), "text": "hi"}, FAMILY),        # a field added
     (FamilyKey.generate().signed(HUG), FAMILY),       # another family's key
-    ({**HUG, "sig": FAMILY.sign(HUG)[:-1] + "A"}, FAMILY),  # a guessed sig
+    ({**HUG, "sig": guessed(FAMILY.sign(HUG))}, FAMILY),   # a guessed sig
     (FAMILY.signed(HUG), None),                       # a pillow with no key trusts none
 ])
 def test_a_partner_claim_without_a_valid_sig_plays_as_an_ordinary_message(body, key):

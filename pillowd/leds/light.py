@@ -60,6 +60,14 @@ class LightOutput:
         return (self.idle_milliamps
                 + self.milliamps_per_channel / 255 * int(pixels.sum(dtype=np.uint64)))
 
+    def pixel(self, color, brightness: float = 1.0) -> np.ndarray:
+        """One LED's bytes for *color* (r, g, b in 0..1, linear as frames are), as
+        render() would give it, before any power limit."""
+        scaled = np.asarray(color, np.float32) * np.float32(
+            self.brightness * brightness * (_LUT_SIZE - 1))
+        index = np.minimum(np.maximum(scaled, 0), self._top).astype(np.intp)
+        return self._lut.take(index, mode="clip")
+
     def render(self, frame: Frame, brightness: float = 1.0) -> tuple[np.ndarray, float]:
         """Return (the bytes to show, their estimated milliamps) for *frame*.
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..hardware import LedStrip
 from ..history import iso
+from .cue import CueLook, blink, lit, next_edge
 from .frames import Frame
 from .light import LightOutput, Transition
 from .scenes import Playing, Timeline
@@ -171,6 +172,12 @@ class Renderer:
         # Set on every such change and by stop(): ends a sleep at once.
         self._wake = threading.Event()
         self._stopping = False
+        # The trouble cue blinked over whatever plays (leds/cue.py); None while
+        # nothing is wrong, and then it costs the loop nothing.
+        self._cue: CueLook | None = None
+        self._cue_since = 0.0
+        self._cue_drawn = False          # its LED lit in the frame on the strip
+        self._cue_bytes: tuple | None = None  # (look, factor, the LED's bytes)
         timeline.on_change(self._changed)
 
     def on_frame(self, listener: Callable[[bytes], None]) -> None:
@@ -269,6 +276,26 @@ class Renderer:
         self._cap = min(max(cap, 0.0), 1.0)
         self._changed()
 
+    def show_cue(self, look: CueLook | None) -> None:
+        """Blink *look* over whatever plays, from now (None: stop blinking)."""
+        self._cue_since = self._clock()
+        self._cue = look
+        self._changed()
+
+    def _cue_edge(self, now: float) -> float:
+        """When the cue's LED next turns on or off (inf: no cue)."""
+        cue = self._cue
+        if cue is None:
+            return math.inf
+        return self._cue_since + next_edge(cue, now - self._cue_since)
+
+    def _with_cue(self, pixels: np.ndarray, t: float, cue: CueLook,
+                  factor: float) -> np.ndarray:
+        known = self._cue_bytes
+        if known is None or known[:2] != (cue, factor):
+            self._cue_bytes = known = (cue, factor, self.output.pixel(cue.color, factor))
+        return blink(pixels, t, cue, known[2])
+
     def _scene_source(self, playing: Playing) -> Callable[[float], Frame]:
         effect, count, params = playing.effect, self.strip.count, playing.params
         started, level = playing.started, playing.brightness
@@ -279,16 +306,24 @@ class Renderer:
         return source
 
     def _rest_seconds(self) -> float | None:
-        """How long a settled frame may stand: until its scene ends, else for good."""
+        """How long a settled frame may stand: until its scene ends or the cue's LED
+        turns on or off, else for good."""
         playing = self._playing
+        now = self._clock()
+        until = self._cue_edge(now)
         if playing is not None and playing.ends is not None:
-            return max(0.0, playing.ends - self._clock())
-        return None
+            until = min(until, playing.ends)
+        return None if until == math.inf else max(0.0, until - now)
 
     def render_once(self, now: float | None = None) -> None:
         """Compute, limit and show the frame for *now*, unless nothing changed."""
         now = self._clock() if now is None else now
         changes = self._changes
+        # Read once: the cue's thread may change them meanwhile.
+        cue, cue_since = self._cue, self._cue_since
+        cue_lit = cue is not None and lit(cue, now - cue_since)
+        if cue_lit != self._cue_drawn:
+            self._settled = False   # a standing frame is drawn again, with or without it
         playing = self.timeline.current()
         if playing is not self._playing:
             new = self._scene_source(playing)
@@ -316,6 +351,9 @@ class Renderer:
         else:
             pixels, milliamps = self.output.render(self._source(now), factor)
             self._due = None
+        if cue_lit:
+            pixels = self._with_cue(pixels, now - cue_since, cue, factor)
+        self._cue_drawn = cue_lit
         self._milliamps = milliamps
         # Settled only if nothing changed while it was drawn (that change is next).
         self._settled = static and changes == self._changes
@@ -385,8 +423,8 @@ class Renderer:
                     # Asleep on purpose (health must not call it a stall), until
                     # the strip must change: never, if the whole cycle looks the same.
                     self.resting = True
-                    self._wake.wait(None if self._due == math.inf
-                                    else max(0.0, self._due - now))
+                    due = min(self._due, self._cue_edge(now))
+                    self._wake.wait(None if due == math.inf else max(0.0, due - now))
                     self.resting = False
                     next_tick = window_start = self._clock()
                     window_frames = 0
