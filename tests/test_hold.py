@@ -17,8 +17,8 @@ from gpiozero.pins.mock import MockFactory
 from conftest import wait_for
 from pillowd.body.actuators import wants_of
 from pillowd.hugs.press import HugButton
-from pillowd.messages import Rejection, decode
 from pillowd.leds.scenes import Timeline
+from pillowd.messages import Rejection, decode
 from test_conversation import KEY, TOKEN, at_bob, bobs_hug, from_bob, pillow  # noqa: F401
 
 
