@@ -49,9 +49,9 @@ from pillowd.testing.azurite import Azurite
 from pillowd.testing.config import pillow_config
 
 
-def config_text(state, leds, effect, **tables) -> str:
+def config_text(state, leds, effect) -> str:
     return pillow_config(state,
-                         leds={"count": leds}, **tables,
+                         leds={"count": leds},
                          scenes={"idle": {"effect": effect, "color": "#202040"},
                                  "hug": {"effect": "breathe",
                                          "color": "#ff6ec7",
@@ -211,9 +211,9 @@ def blinking(options) -> None:
     print("the cue blinking over a static scene, no page (queue unreachable)\n")
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.toml"
-        config.write_text(config_text(f"{tmp}/state", options.leds, "solid",
-                                      queue={"backend": "azure", "name": "bench"},
-                                      cue={"offline_seconds": 1}))
+        text = config_text(state=f"{tmp}/state", leds=options.leds, effect="solid")
+        config.write_text(text.replace('backend = "local"', 'backend = "azure"\nname = "bench"', 1)
+                          + "[cue]\noffline_seconds = 1\n")
         # Azurite's well-known account, at the discard port: nothing listens.
         closed = Azurite(Path(tmp), port=9).connection_string()
         daemon = PillowProcess(config, {**os.environ,
@@ -254,7 +254,7 @@ def fitted(options) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.toml"
             config.write_text(config_text(state=f"{tmp}/state", leds=options.leds,
-                                          effect="solid") + extra)
+                                            effect="solid") + extra)
             daemon = PillowProcess(config).start()
             try:
                 time.sleep(options.warmup)

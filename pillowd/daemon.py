@@ -15,12 +15,13 @@ from pathlib import Path
 from uuid import uuid4
 
 from . import __version__, body, hardware, hugs, leds, page
+from .body.squeeze import SqueezeSensor, open_adc
 from .consumer import Consumer
 from .errors import PillowError
 from .hardware import open_hardware
 from .history import History
-from .leds.cue import Facts
-from .messages import decode, encode
+from .leds.cue import Cue, CueLook, Facts
+from .messages import decode, encode, parse_color
 from .page.addresses import page_url_for_others
 from .pillow import Controls, Health, Loop, Pillow
 from .player import Player
@@ -179,19 +180,13 @@ class Daemon:
             settings, self.conversation,
             play=lambda data, source: self.controls.play(data, source=source),
             pin_factory=self.hardware.pin_factory, trouble=trouble, closing=closing)
-        # [squeeze]: the pressure sensor, a press like the button's.
-        self.squeeze, self.squeeze_chip = body.build_squeeze(
-            settings.squeeze, self.hardware, on_squeeze=self._squeezed, trouble=trouble)
-        if self.squeeze is not None:
-            closing(self.squeeze.close)
-            self._loops.append(("squeeze", "pillowd-squeeze", self.squeeze))
-        self.pillow.section_changed("cue", None)
-        self.cue = leds.build_cue(
-            settings.cue, self.renderer, facts=self._cue_facts,
-            on_cue=lambda trouble: self.pillow.section_changed("cue", trouble))
-        if self.cue is not None:  # its thread waits on the snapshot's changes
-            self.pillow.on_state(self.cue.changed)
-            self._loops.append(("cue", "pillowd-cue", self.cue))
+        self.squeeze = None   # [squeeze]: the pressure sensor, a press like the button's
+        if settings.squeeze is not None:
+            self.squeeze = self._open_squeeze(trouble)
+            if self.squeeze is not None:
+                closing(self.squeeze.close)
+                self._loops.append(("squeeze", "pillowd-squeeze", self.squeeze))
+        self.cue = self._build_cue()
         if demo:
             local = q.backend == "local"
             self._loops.append(("demo", "pillowd-demo", Demo(
@@ -276,14 +271,41 @@ class Daemon:
             "actuators": self.actuators.trouble},
             notes={"outbox": self._outbox_notes})
 
-    def _outbox_notes(self) -> list[str]:
-        # A partner's queue that refuses is no reason to restart this pillow: a
-        # note on /healthz (still 200), the page and the metrics say it.
-        if self.outbox is None:
-            return []
-        away = dict(self.outbox.away)  # the outbox's thread changes it
-        return [f"hugs to {self.outbox.partners[queue]} are not delivered yet: "
-                f"queue {queue!r} {why}" for queue, why in sorted(away.items())]
+    def _open_squeeze(self, trouble: list[str]) -> SqueezeSensor | None:
+        """The squeeze sensor; None, and the reason in *trouble*, when it cannot open
+        (the button and /api/hug work on without it)."""
+        s = self.settings.squeeze
+        where = (f"{s.chip} channel {s.channel} on GPIO {s.clock_pin}/{s.mosi_pin}/"
+                 f"{s.miso_pin}/{s.select_pin} (SCLK/MOSI/MISO/CS)")
+        try:
+            adc, chip = open_adc(s, self.hardware.pin_factory, mock=self.hardware.mock)
+        except Exception as err:  # gpiozero's errors: pin busy, no such pin, ...
+            why = f"cannot use the squeeze sensor, {where}: {err}"
+            log.error("%s; running without it (the button and /api/hug still work)", why)
+            trouble.append(why)
+            return None
+        self.squeeze_chip = chip  # mock hardware: the chip a test squeezes
+
+        def close() -> None:
+            adc.close()
+            if chip is not None:
+                chip.close()
+        return SqueezeSensor(lambda: adc.value, threshold=s.threshold,
+                             on_squeeze=self._squeezed, close=close)
+
+    def _build_cue(self) -> Cue | None:
+        """The trouble cue ([cue]): its thread waits on the snapshot's changes."""
+        c = self.settings.cue
+        self.pillow.section_changed("cue", None)
+        if not c.enabled:
+            return None
+        cue = Cue(facts=self._cue_facts, show=self.renderer.show_cue,
+                  on_cue=lambda trouble: self.pillow.section_changed("cue", trouble),
+                  look=CueLook(parse_color(c.color), c.every_seconds),
+                  offline_seconds=c.offline_seconds)
+        self.pillow.on_state(cue.changed)
+        self._loops.append(("cue", "pillowd-cue", cue))
+        return cue
 
     def _cue_facts(self) -> Facts:
         queue, outbox = self.pillow.queue, self.pillow.extra.get("outbox") or {}
@@ -294,6 +316,15 @@ class Daemon:
     def _squeezed(self, hold: float, strength: float) -> None:
         """A squeeze over the threshold: a press, carrying how long and how hard."""
         self.hugs.pressed("squeeze", hold=hold, strength=strength)
+
+    def _outbox_notes(self) -> list[str]:
+        # A partner's queue that refuses is no reason to restart this pillow: a
+        # note on /healthz (still 200), the page and the metrics say it.
+        if self.outbox is None:
+            return []
+        away = dict(self.outbox.away)  # the outbox's thread changes it
+        return [f"hugs to {self.outbox.partners[queue]} are not delivered yet: "
+                f"queue {queue!r} {why}" for queue, why in sorted(away.items())]
 
     def _hug_heard(self, kind: str, sender: str | None, text: str | None) -> None:
         """Each step of a hug (pressed, sent, received, returned, delivered): the

@@ -4,15 +4,12 @@ Data flows one way through it: a command's scene becomes a `Playing` on the
 `scenes.Timeline`, the `render.Renderer` turns it into frames with `effects`
 (each effect and its checked parameters) and `frames` (pure functions of time),
 and writes them to the strip through `light` (brightness, gamma, the power
-limit, transitions). `cue` is the pillow's own trouble, one LED blinking over
-whatever plays (the renderer draws it, its thread decides when).
+limit, transitions); `cue` blinks one LED over it while the pillow is in trouble.
 
 May import: hardware (the strip), messages, feel, history, settings, errors, seams
 (floors below 5).
 Must not import: the page, hugs, the player or daemon: whoever wants frames
 subscribes with `Renderer.on_frame`, whoever wants the scene `Timeline.on_change`.
-
-The daemon builds them with build_lights() and build_cue().
 """
 
 
@@ -30,18 +27,3 @@ def build_lights(leds, idle, strip, *, hold_scale: float = 2.0):
                          milliamps_per_channel=leds.milliamps_per_led / 3,
                          idle_milliamps_per_led=leds.idle_milliamps_per_led)
     return timeline, Renderer(timeline, strip, output, fps=leds.fps)
-
-
-def build_cue(cue, renderer, *, facts, on_cue):
-    """The trouble cue for the [cue] settings, blinking through *renderer*, or None
-    when it is not enabled. *facts()* tells it what is wrong now (the snapshot's
-    queue, outbox and quiet), *on_cue(trouble)* hears the snapshot's ``cue``; its
-    thread waits on the snapshot's changes (``Cue.changed``)."""
-    if not cue.enabled:
-        return None
-    from ..messages import parse_color
-    from .cue import Cue, CueLook
-
-    return Cue(facts=facts, show=renderer.show_cue, on_cue=on_cue,
-               look=CueLook(parse_color(cue.color), cue.every_seconds),
-               offline_seconds=cue.offline_seconds)

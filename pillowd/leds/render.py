@@ -13,8 +13,8 @@ import numpy as np
 
 from ..hardware import LedStrip
 from ..history import iso
-from .cue import CueLook, blink, lit, next_edge
 from .frames import Frame
+from .cue import CueLook, blink, lit, next_edge
 from .light import LightOutput, Transition
 from .scenes import Playing, Timeline
 
@@ -172,7 +172,7 @@ class Renderer:
         # Set on every such change and by stop(): ends a sleep at once.
         self._wake = threading.Event()
         self._stopping = False
-        # The trouble cue blinked over whatever plays (leds/cue.py); None while
+        # The trouble cue blinked over whatever plays (pillowd.leds.cue); None while
         # nothing is wrong, and then it costs the loop nothing.
         self._cue: CueLook | None = None
         self._cue_since = 0.0
