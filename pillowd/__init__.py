@@ -17,7 +17,7 @@ import, and docs/architecture.md says how the parts work together.
   6      config                  config.toml and config.d into settings, naming file and line
   5      leds/, body/            effects, scenes, renderer, light, cue; actuators, patterns, squeeze
   4      queues/, hardware/      where messages come from; the LED strip's drivers and pins
-  3      messages                a queue message's words: a command, or why not
+  3      messages, feel/         a queue message's words: a command, or why not; how a hug is felt
   2      family, history, quiet  the family key that signs; what happened; the quiet hours
   1      seams/                  where the pillow meets its system: systemd, threads, files, credentials
   0      errors, settings        the base error; the settings' shapes and defaults

@@ -139,7 +139,8 @@ class Daemon:
                                               state_dir, trouble, opener=open_hardware)
         closing(self.hardware.close)
         self.timeline, self.renderer = leds.build_lights(
-            settings.leds, settings.scenes["idle"], self.hardware.strip)
+            settings.leds, settings.scenes["idle"], self.hardware.strip,
+            hold_scale=button.hold_scale)
         self.pillow = Pillow(settings.pillow.name, timeline=self.timeline,
                              renderer=self.renderer, history=self.history,
                              scenes=list(settings.scenes), backend=q.backend,

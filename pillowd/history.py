@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class Outcome:
     text: str | None = None   # the message's words, so a superseded note can be read
     of: str | None = None     # a receipt's: the id of the hug it answers
     seq: int = 0
+    # How the message was felt as it played: its hold, strength and colour (only
+    # those it had; the snapshot's last_hug, kept across a restart).
+    felt: dict | None = field(default=None, compare=False)
 
     def as_json(self) -> dict:
         item = {"id": self.id, "outcome": self.outcome, "scene": self.scene,
@@ -88,17 +92,26 @@ CREATE TABLE IF NOT EXISTS held (
 """
 
 _COLUMNS = ("id, outcome, scene, sender, reason, at, queue, queue_message_id, poisoned,"
-            " event, reply, text, of_id, seq")
+            " event, reply, text, of_id, felt, seq")
 # Columns added since the first history files: (name, its SQL), added by ALTER TABLE
 # to a file an older pillowd wrote, so an upgrade keeps every outcome.
 _ADDED = (("event", "event TEXT"), ("reply", "reply INTEGER NOT NULL DEFAULT 0"),
-          ("text", "text TEXT"), ("of_id", "of_id TEXT"))
+          ("text", "text TEXT"), ("of_id", "of_id TEXT"), ("felt", "felt TEXT"))
 
 
 def _row(row) -> Outcome:
-    *head, poisoned, event, reply, text, of, seq = row
+    *head, poisoned, event, reply, text, of, felt, seq = row
     return Outcome(*head, poisoned=bool(poisoned), event=event, reply=bool(reply),
-                   text=text, of=of, seq=seq)
+                   text=text, of=of, felt=_felt(felt), seq=seq)
+
+
+def _felt(text: str | None) -> dict | None:
+    # As record() wrote it (JSON); anything else is as if the message had none.
+    try:
+        felt = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return felt if isinstance(felt, dict) else None
 
 
 class History:
@@ -131,12 +144,13 @@ class History:
                 with self._db:
                     cur = self._db.execute(
                         "INSERT OR IGNORE INTO outcomes (id, outcome, scene, sender, reason,"
-                        " at, queue, queue_message_id, poisoned, event, reply, text, of_id)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " at, queue, queue_message_id, poisoned, event, reply, text, of_id,"
+                        " felt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (outcome.id, outcome.outcome, outcome.scene, outcome.sender,
                          outcome.reason, outcome.at, outcome.queue,
                          outcome.queue_message_id, int(outcome.poisoned),
-                         outcome.event, int(outcome.reply), outcome.text, outcome.of))
+                         outcome.event, int(outcome.reply), outcome.text, outcome.of,
+                         json.dumps(outcome.felt) if outcome.felt else None))
                     if not cur.rowcount:
                         return None
                     seq = cur.lastrowid

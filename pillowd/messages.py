@@ -25,7 +25,11 @@ MAX_EVENT = 32    # "hug"; room for the kinds of event a later pillow may send
 MAX_REASON = 300  # a reason is shown on the page and kept in the history
 MAX_SIG = 128     # an HMAC-SHA256 in base64url is 43 characters
 _FIELDS = {"scene", "color", "brightness", "duration", "from", "text", "id",
-           "sent_at", "ttl", "vibration", "warmer", "event", "pillow", "reply_to", "sig"}
+           "sent_at", "ttl", "vibration", "warmer", "event", "pillow", "reply_to", "sig",
+           "hold", "strength"}
+# How long a hug was held, and how hard (SPEC "Queue messages"): any message may say.
+HOLD_RANGE = (0.1, 30.0)
+STRENGTH_RANGE = (0.1, 1.0)
 # What only a partner may say: kept only when the family key verifies `sig`.
 PARTNER_FIELDS = ("event", "pillow", "reply_to")
 # A partner's receipt for a hug (SPEC "Hugs between pillows"): it plays no scene.
@@ -75,6 +79,10 @@ class Command:
     quiet: bool = False
     expired: bool = False
     superseded: bool = False        # delivered there, though a newer message played
+    # How long the hug was held (seconds) and how hard (0.1..1): None when the
+    # message did not say (it plays as the scene says, at full strength).
+    hold: float | None = None
+    strength: float | None = None
 
 
 class Rejection(ValueError):
@@ -136,6 +144,16 @@ def _number(value, name: str, lo: float, hi: float) -> float:
     if not finite or not lo <= value <= hi:
         raise Rejection(f"{name} must be between {lo} and {hi}, not {value}")
     return float(value)
+
+
+def held(data: dict) -> dict:
+    """The ``hold`` and ``strength`` *data* gives, checked ({} when it gives
+    neither); Rejection says why one is out of range or not a number."""
+    fields = {}
+    for name, (lo, hi) in (("hold", HOLD_RANGE), ("strength", STRENGTH_RANGE)):
+        if data.get(name) is not None:
+            fields[name] = _number(data[name], name, lo, hi)
+    return fields
 
 
 def parse_time(value) -> datetime:
@@ -260,6 +278,11 @@ def command_from(data: dict, settings: Settings,
 
 def _command_from(data: dict, settings: Settings, partner: bool) -> Command:
     unknown = sorted(set(data) - _FIELDS)
+    if unknown and partner:
+        # A partner's signed event from a newer pillow: what this one does not know
+        # yet (as hold and strength were once) it plays without, as before.
+        data = {k: v for k, v in data.items() if k in _FIELDS}
+        unknown = []
     if unknown:
         shown = ", ".join(repr(k[:40]) for k in unknown[:5])
         raise Rejection(f"unknown field {shown} (known: {', '.join(sorted(_FIELDS))})")
@@ -301,6 +324,7 @@ def _command_from(data: dict, settings: Settings, partner: bool) -> Command:
         if not isinstance(data["warmer"], bool):
             raise Rejection("warmer must be true or false")
         fields["warmer"] = data["warmer"]
+    fields.update(held(data))
     if data.get("event") is not None:
         fields["event"] = _text(data["event"], "event", MAX_EVENT)
     if data.get("pillow") is not None:

@@ -197,7 +197,8 @@ class Pillow:
 
 
 def _hug(outcome: Outcome) -> dict:
-    return {"from": outcome.sender, "at": outcome.at, "reply": outcome.reply}
+    return {"from": outcome.sender, "at": outcome.at, "reply": outcome.reply,
+            **(outcome.felt or {})}
 
 
 class Loop:

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import replace
 from typing import Callable
 
+from .feel import felt_fields
 from .history import History, Outcome, iso_now
 from .leds.scenes import Timeline
 from .messages import Command
@@ -85,7 +86,8 @@ class Player:
         reply = through_queue and self._answers(command)
         if through_queue:
             command = self._dressed(command)
-        recorded = self._record(replace(outcome, event=command.event, reply=reply),
+        recorded = self._record(replace(outcome, event=command.event, reply=reply,
+                                        felt=felt_fields(command) or None),
                                 announce=False)
         if recorded is not None:
             # Before it plays: no snapshot shows the scene without its place in the

@@ -269,6 +269,9 @@ class ButtonSettings:
     # A press within this of a partner's hug answers it (reply_to), and for this
     # long after sending the pillow polls fast for the hug back.
     reply_window_seconds: float = _key(600.0, _range(1, 86400))
+    # A hug held h seconds plays max(its duration, min(h × hold_scale, max_duration))
+    # on the pillow that receives it (any message that carries hold).
+    hold_scale: float = _key(2.0, _range(0, 100))
 
 
 @dataclass(frozen=True)

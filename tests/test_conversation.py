@@ -310,6 +310,7 @@ def test_messages_in_quiet_hours_wait_on_the_page_until_seen(pillow):
     d.queues.main.put(encode({"scene": "glow", "from": "Grandma", "id": "g-night"}))
     wait_for(lambda: d.pillow.snapshot()["while_quiet"], message="Grandma's, at night")
     d.hardware.pin_factory.pin(17).drive_low()       # a press counts as seen too
+    d.hardware.pin_factory.pin(17).drive_high()      # (sent on its release)
     wait_for(lambda: d.pillow.snapshot()["while_quiet"] == [], message="seen by a press")
     d.controls.set_quiet(False)
     from_bob(d, bobs_hug("bob-day"))

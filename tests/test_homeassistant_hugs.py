@@ -331,3 +331,33 @@ def test_a_partner_taken_out_loses_its_button_and_sensor(make_config, pillow_env
         assert then["send_bob"]["name"] == "Hug bob"
     finally:
         proc.stop()
+
+
+def test_received_names_the_partner_and_carries_its_colour_and_hold(
+        azurite, owner, prefix, tmp_path, bare_env, broker, home_assistant):
+    out = tmp_path / "pair"
+    pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix,
+            "--color", "alice=#3366ff")
+    with_family_key(out, ["alice", "bob"])
+    started = []
+    try:
+        for name in ("alice", "bob"):
+            config = pillow_config(out / name, tmp_path / name)
+            config.write_text(config.read_text() + mqtt_table(broker.port))
+            process = PillowProcess(config, {**bare_env, "PILLOWD_CONTROL_TOKEN": TOKEN})
+            started.append(process.start())
+            wait_for(lambda: (process.state().get("mqtt") or {}).get("online"),
+                     message=f"{name} online on MQTT")
+        alice, bob = started
+        ha = home_assistant()
+        answer = alice.post("/api/hug", json={"hold": 2.5, "strength": 0.7},
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 202, answer.text
+        heard = json.loads(ha.wait("pillowd/bob/hug", lambda p: json.loads(p)
+                                   ["event_type"] == "received", timeout=30))
+        assert heard == {"event_type": "received", "from": "alice", "text": None,
+                         "partner": "alice", "color": "#3366ff", "hold": 2.5,
+                         "strength": 0.7}
+    finally:
+        for process in started:
+            process.stop()

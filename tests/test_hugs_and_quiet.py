@@ -96,16 +96,17 @@ def test_a_press_plays_hugged_and_sends_exactly_one_event_to_each_partner(daemon
     assert button.state == 1          # pulled up, not pressed
     before = datetime.now().astimezone()
     button.drive_low()
+    button.drive_high()               # the hug goes on the release, held that long
     wait_for(lambda: d.timeline.current().scene.name == "hugged",
              message="the hugged scene")
     events = wait_for(lambda: outbound_events(d), message="the hug event")
     wait_for(lambda: not d.outbox.pending(), message="the outbox emptied")
-    button.drive_high()
     assert d.hugs.presses == 1
     assert outbound_events(d) == outbound_events(d, 1) == events  # the family's too
     (event,) = events
     assert set(event) == {"scene", "from", "id", "sent_at", "ttl", "event", "pillow",
-                          "reply_to"}
+                          "reply_to", "hold"}
+    assert 0.1 <= event["hold"] <= 30
     assert event["scene"] == "hug" and event["ttl"] == 600   # [button] send_scene
     assert event["event"] == "hug"
     assert event["pillow"] == event["from"] == "test-pillow"

@@ -316,3 +316,63 @@ def test_a_hug_to_a_deleted_queue_says_so_and_goes_once_it_is_back(pair, azurite
         "pending": 0, "away": {}, "sent": 1, "dropped": 0,
         "partners": {bobs_queue: "bob"}}, timeout=10, message="the outbox back")
     assert alice.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_held_hug_plays_longer_softer_and_in_the_senders_colour_both_ways(
+        azurite, owner, prefix, tmp_path, bare_env, watch):
+    """Paired with colours (`pair --color`): alice's hug held 4 s at strength 0.5
+    plays on bob for 8 s (hold_scale 2), at half the scene's brightness, in alice's
+    colour; bob's hug back plays on alice in bob's; both snapshots say so."""
+    out = tmp_path / "pair"
+    pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix,
+            "--color", "alice=#3366ff", "--color", "bob=#ff8800")
+    with_family_key(out, ["alice", "bob"])
+    started = []
+    try:
+        for name in ("alice", "bob"):
+            config = pillow_config(out / name, tmp_path / name)
+            config.write_text(config.read_text() + HUGGED)
+            started.append(PillowProcess(config, {**bare_env,
+                                                  "PILLOWD_CONTROL_TOKEN": TOKEN}).start())
+        alice, bob = started
+        at_alice, at_bob = watch(alice.url), watch(bob.url)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+
+        answer = alice.post("/api/hug", json={"hold": 4, "strength": 0.5}, headers=headers)
+        assert answer.status_code == 202, answer.text
+        sent = answer.json()["id"]
+        state = at_bob.wait_state(playing(sent), timeout=30, message="alice's held hug")
+        felt = {"hold": 4.0, "strength": 0.5, "color": "#3366ff"}
+        assert state["message"] == {"id": sent, "from": "alice", "text": None,
+                                    "reply": False, **felt}
+        assert {k: state["last_hug"][k] for k in felt} == felt
+        assert state["color"] == "#3366ff"
+        assert seconds(state) == 8.0          # max(1.5, min(4 × 2, 600))
+
+        back = bob.post("/api/hug", json={"hold": 0.5}, headers=headers).json()["id"]
+        state = at_alice.wait_state(playing(back), timeout=30, message="bob's hug back")
+        assert state["message"] == {"id": back, "from": "bob", "text": None,
+                                    "reply": True, "hold": 0.5, "color": "#ff8800"}
+        assert state["last_hug"]["reply"] is True and state["color"] == "#ff8800"
+        assert seconds(state) == 1.5          # 0.5 × 2 is shorter than the scene's
+        # A refused hold sends nothing: bob's history has alice's one hug, no more.
+        refused = alice.post("/api/hug", json={"hold": 31}, headers=headers)
+        assert refused.status_code == 400
+        assert "hold must be between 0.1 and 30.0, not 31" in refused.json()["error"]
+        wait_for(lambda: alice.state()["outbox"]["pending"] == 0, message="outbox empty")
+        assert [i["id"] for i in bob.get("/api/history?limit=100").json()["items"]
+                if i["from"] == "alice" and i.get("event") == "hug"] == [sent]
+        # Kept across a restart, with the hug's row in the history.
+        bob.restart()
+        assert {k: bob.state()["last_hug"][k] for k in felt} == felt
+    finally:
+        for process in started:
+            process.stop()
+
+
+def seconds(state: dict) -> float:
+    """How long the scene in *state* plays: until - since."""
+    from datetime import datetime
+    since, until = (datetime.fromisoformat(state[k].replace("Z", "+00:00"))
+                    for k in ("since", "until"))
+    return round((until - since).total_seconds(), 3)

@@ -491,3 +491,73 @@ def test_the_page_is_written_for_its_accounts_queue_endpoint_alone():
     page = page_file(PAGE_FILES / "index.html", "https://ourpillows.queue.core.windows.net/")
     assert b"{{" not in page
     assert page.count(b"https://ourpillows.queue.core.windows.net/") == 2
+
+
+def test_the_send_button_held_sends_how_long_it_was_held_and_the_pillow_plays_longer(
+        azurite, websites, cors, owner, prefix, tmp_path, phone, bare_env, watch):
+    """Press and hold on a friend's phone: a ring fills while held, the hug goes on
+    release with its hold; held past 30 s it goes at 30 s, once."""
+    from pillowd.messages import unwrap
+    out = tmp_path / "pair"
+    pillowd(owner, "pair", "alice", "bob", "--out", str(out), "--prefix", prefix)
+    site = websites()
+    _, link = pillowd(owner, "invite", "carol", "--to", "alice", "--prefix", prefix,
+                      "--page", "--page-url", site.origin).stdout.split()
+    queue = azurite.service().get_queue_client(f"{prefix}alice")
+
+    def held() -> list[float | None]:
+        return [json.loads(unwrap(m.content)).get("hold")
+                for m in queue.peek_messages(max_messages=32)]
+    page = phone()
+    page.clock.install()          # the page's own clock: held seconds without waiting
+    page.goto(link)
+    button = page.get_by_role("button", name="Send Alice a hug")
+    box = button.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.clock.fast_forward(3000)
+    assert "holding" in button.get_attribute("class")
+    assert page.evaluate("getComputedStyle(document.querySelector('button.send'), "
+                         "'::after').opacity") == "1"
+    assert queue.peek_messages() == []                 # nothing goes while held
+    page.mouse.up()
+    assert page.wait_for_selector(ANSWERED).get_attribute("data-state") == "sent"
+    (first,) = wait_for(held, message="the held hug in alice's queue")
+    assert 3 <= first < 4.5
+    page.evaluate("document.getElementById('status').removeAttribute('data-state')")
+    page.mouse.down()
+    page.clock.fast_forward(30_000)
+    assert page.wait_for_selector(ANSWERED).get_attribute("data-state") == "sent"
+    page.clock.fast_forward(270_000)
+    page.mouse.up()
+    assert state_tap(button) == "sent"                 # a key: a hug of its own
+    assert wait_for(lambda: len(held()) == 3 and held(), message="three hugs")[1:] == \
+        [30, None]
+
+    # alice plays the held one longer: 3 s and more × hold_scale 2 (the scene is 1.5 s).
+    queue.clear_messages()
+    alice = PillowProcess(pillow_config(out / "alice", tmp_path), bare_env).start()
+    try:
+        watcher = watch(alice.url)
+        page.evaluate("document.getElementById('status').removeAttribute('data-state')")
+        page.mouse.down()
+        page.clock.fast_forward(4000)
+        page.mouse.up()
+        page.wait_for_selector(ANSWERED)
+        state = watcher.wait_state(lambda s: (s.get("message") or {}).get("hold"),
+                                   timeout=30, message="carol's held hug on alice")
+        since = datetime.fromisoformat(state["since"].replace("Z", "+00:00"))
+        ends = datetime.fromisoformat(state["until"].replace("Z", "+00:00"))
+        hold = state["message"]["hold"]
+        assert 4 <= hold < 5.5 and (ends - since).total_seconds() == pytest.approx(
+            hold * 2, abs=0.01)
+    finally:
+        assert alice.stop() == 0
+
+
+def state_tap(button) -> str:
+    """Enter on the send button (a tap, no hold); the answer's state."""
+    page = button.page
+    page.evaluate("document.getElementById('status').removeAttribute('data-state')")
+    button.press("Enter")
+    return page.wait_for_selector(ANSWERED).get_attribute("data-state")

@@ -220,3 +220,65 @@ def test_a_receipt_shows_as_delivered_on_the_hug_it_answers(hugging, queues, ope
         f"delivered ✓ {hhmm(receipt['at'])}"
     assert p.state()["queue"]["applied"] == 2
     assert page.text_content("#counts .applied dd") == "1"
+
+
+# -- press and hold ------------------------------------------------------------------
+
+def hug_events(found) -> list[dict]:
+    return [json.loads(m.body) for m in found.outbound[0].peek(32)
+            if '"event":"hug"' in m.body]
+
+
+def test_the_hug_button_held_sends_how_long_it_was_held_with_a_ring(
+        hugging, queues, open_page):
+    p = hugging
+    found = queues(p.config)
+    page = open_page(p.url)
+    page.clock.install()           # the page's own clock: held seconds without waiting
+    page.goto(p.url + f"?token={TOKEN}")
+    wait_live(page)
+    button = page.get_by_role("button", name="Send a hug")
+    box = button.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+    page.mouse.down()
+    page.clock.fast_forward(2500)
+    # Held: the ring shows, and nothing has gone yet.
+    assert "holding" in button.get_attribute("class")
+    assert page.evaluate("getComputedStyle(document.getElementById('hug'), '::after')"
+                         ".opacity") == "1"
+    assert hug_events(found) == []
+    page.mouse.up()
+    page.wait_for_selector("#hug-result.ok")
+    (event,) = wait_for(lambda: hug_events(found), message="the held hug")
+    assert 2.5 <= event["hold"] < 4          # 2.5 s on the page's clock, and the real
+    assert "holding" not in button.get_attribute("class")
+
+    # Held past 30 s: it goes at 30 s, once; the release sends nothing more.
+    page.mouse.down()
+    page.clock.fast_forward(30_000)
+    wait_for(lambda: len(hug_events(found)) == 2, message="the hug at 30 s")
+    assert hug_events(found)[1]["hold"] == 30
+    page.clock.fast_forward(270_000)
+    page.mouse.up()
+    # A tap after it is a hug of its own: nothing came between.
+    page.keyboard.press("Enter")           # the button has the focus: a key is a tap
+    third = wait_for(lambda: hug_events(found)[2:], message="the tap")
+    assert len(hug_events(found)) == 3 and "hold" not in third[0]
+
+
+def test_the_hug_card_shows_how_long_and_in_what_colour(hugging, queues, open_page):
+    p = hugging
+    page = open_page(p.url)
+    wait_live(page)
+    queues(p.config).main.put(json.dumps(KEY.signed({
+        "scene": "hug", "from": "bob", "id": "bob-held", "ttl": 600, "event": "hug",
+        "pillow": "bob", "reply_to": None, "hold": 4.5, "strength": 0.5,
+        "color": "#3366ff"})))
+    page.wait_for_function(
+        "document.getElementById('last-hug').textContent.includes('held 4.5 s')")
+    assert page.text_content("#last-hug").startswith("Hug from bob")
+    assert page.text_content("#last-hug").endswith(", held 4.5 s, 50 % strength")
+    assert page.get_attribute("#last-hug", "data-color") == "#3366ff"
+    assert page.evaluate("getComputedStyle(document.querySelector('#last-hug .swatch'))"
+                         ".backgroundColor") == "rgb(51, 102, 255)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -12,6 +13,7 @@ from conftest import BASE_CONFIG, wait_for
 from pillowd import config
 from pillowd.config import ConfigError
 from pillowd.daemon import Daemon
+from pillowd.messages import decode
 from pillowd.settings import SqueezeSettings
 from pillowd.body.squeeze import (FAST_PERIOD, MAX_HOLD, REST_PERIOD, SqueezeSensor,
                              open_adc, strength_of)
@@ -217,14 +219,14 @@ def daemon_with(make_config, monkeypatch):
     from pillowd.hardware import open_mock
     made = []
 
-    def make(busy=()):
+    def make(busy=(), base=BASE_CONFIG):
         def mock_with_busy_pins(backend, leds, record_to=None):
             hardware = open_mock(leds.count)
             for pin in busy:
                 made.append(DigitalOutputDevice(pin, pin_factory=hardware.pin_factory))
             return hardware
         monkeypatch.setattr(daemon_module, "open_hardware", mock_with_busy_pins)
-        d = Daemon(config.load(make_config(FITTED)), environ={})
+        d = Daemon(config.load(make_config(FITTED, base=base)), environ={})
         made.insert(0, d)
         d.start()
         return d
@@ -243,9 +245,9 @@ def test_a_sensor_that_fails_to_open_leaves_the_button_working_and_says_why(daem
     assert "squeeze" in d.pillow.status_line()
     button = d.hardware.pin_factory.pin(17)
     button.drive_low()
+    button.drive_high()               # the hug goes on the release, held that long
     wait_for(lambda: d.timeline.current().scene.name == "hugged",
              message="the button's press playing")
-    button.drive_high()
     assert d.hugs.presses == 1
 
 
@@ -259,3 +261,30 @@ def test_a_squeeze_in_the_daemon_presses_with_its_hold_and_strength(daemon_with)
     d.squeeze_chip.press(0.0)
     ((source, kw),) = wait_for(lambda: pressed, message="the press")
     assert source == "squeeze" and kw["strength"] == 1.0 and 0.1 <= kw["hold"] <= 30
+
+
+def test_a_squeeze_sends_the_partners_a_hug_with_its_hold_and_strength(daemon_with):
+    # The real press, not a stand-in: the squeeze plays the hug here, and the
+    # partner's queue gets the event carrying how long and how hard it was.
+    d = daemon_with(base=BASE_CONFIG.replace(
+        'name = "pillow"\n', 'name = "pillow"\noutbound_name = ["pillow-hugs"]\n', 1))
+    partner = d.queues.outbound[0]
+    d.squeeze_chip.press(0.8)
+    wait_for(lambda: d.squeeze.squeeze.squeezed, message="the squeeze noticed")
+    # Held for at least 50 fast readings (each at least FAST_PERIOD after the last).
+    held_from = d.squeeze.readings
+    wait_for(lambda: d.squeeze.readings >= held_from + 50, message="50 readings squeezed")
+    assert [m.body for m in partner.peek(32)] == []      # nothing before the release
+    d.squeeze_chip.press(0.0)
+    (body,) = wait_for(lambda: [m.body for m in partner.peek(32)],
+                       message="the hug in the partner's queue")
+    event = json.loads(body)
+    assert event["event"] == "hug" and event["scene"] == "hug"
+    assert event["strength"] == strength_of(0.8, 0.3) == 0.74      # the peak
+    assert 50 * FAST_PERIOD - 0.05 <= event["hold"] <= MAX_HOLD
+    wait_for(lambda: d.timeline.current().scene.name == "hugged",
+             message="the squeeze's hug playing here")
+    assert d.hugs.presses == d.squeeze.presses == 1
+    # What the partner plays: the same hold and strength, decoded as any message.
+    command = decode(body, d.settings)
+    assert (command.hold, command.strength) == (event["hold"], 0.74)

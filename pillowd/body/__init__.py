@@ -6,7 +6,8 @@ playing scene (mute, quiet, a watchdog that turns everything off); `patterns` ar
 the named vibration patterns a scene can ask for; `squeeze` reads the pressure
 sensor (an ADC) as presses with a hold and a strength. gpiozero is the only way to a pin.
 
-May import: hardware (its pins' errors), settings, errors, seams (floors below 5).
+May import: hardware (its pins' errors), feel (a hug's strength), settings, errors,
+seams (floors below 5).
 Must not import: the LEDs, the page, hugs, the player or daemon: the actuators
 follow the scene they are handed (`Timeline.on_change`), they never ask for it.
 

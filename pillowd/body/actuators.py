@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from ..feel import felt
 from .parts import Part
 from .patterns import PATTERNS
 
@@ -32,7 +33,8 @@ def wants_of(playing, now: float) -> Wants:
     """The actuators' wishes for *playing* at monotonic *now*; pure."""
     scene = playing.scene
     command = getattr(playing, "command", None)
-    level = scene.vibration_level * (command.vibration if command else 1.0)
+    level = scene.vibration_level * (command.vibration * felt(command.strength)
+                                     if command else 1.0)
     pattern = PATTERNS.get(scene.vibration)
     # Whole microseconds, so a tick that lands on a pattern's edge is not decided by
     # float noise (0.3 coming out as 0.29999999999995).

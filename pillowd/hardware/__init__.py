@@ -1,8 +1,9 @@
 """Opens the pillow's hardware: real parts on a Raspberry Pi, mock ones elsewhere.
 
 `base` is the contract (LedStrip, HardwareError), `mock`, `ws281x` and `pio` its
-LED drivers, `pins` what the Pi's header offers a strip; GPIO for everything else
-is gpiozero's pin factory, opened on first use.
+LED drivers, `pins` what the Pi's header offers a strip, `mockadc` the mock
+MCP3008 the squeeze sensor reads on mock hardware; GPIO for everything else is
+gpiozero's pin factory, opened on first use.
 
 May import: settings, errors, seams (floors below 4).
 Must not import: the LEDs' effects or renderer, the body, or anything above: the

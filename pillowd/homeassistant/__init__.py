@@ -9,7 +9,7 @@ MQTT connection on its own thread, `published` remembers what was published so
 that removing [mqtt] removes it too. The daemon builds it with
 build_home_assistant(); paho-mqtt is imported only here.
 
-May import: messages, history, settings, errors, seams (floors below 7).
+May import: messages, feel, history, settings, errors, seams (floors below 7).
 Must not import: hugs, the page, the player or daemon: the entities act through
 the controls and the press they are handed, and read the snapshot.
 """
@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+from ..feel import felt_fields
 from .device import FORMS, Device, slug
 from .entities import ENTITIES, build
 from .event import HUG_EVENTS, HugEvent
@@ -119,9 +120,11 @@ class HomeAssistant:
         self.connection.poke()
 
     def hug(self, event_type: str, sender: str | None = None,
-            text: str | None = None, reason: str | None = None) -> None:
-        """Fire the ``hug`` event in Home Assistant (dropped while offline)."""
-        self._hug.fire(event_type, sender, text, reason)
+            text: str | None = None, reason: str | None = None,
+            more: dict | None = None) -> None:
+        """Fire the ``hug`` event in Home Assistant (dropped while offline); *more*
+        adds attributes (``received``: the partner, the colour, hold, strength)."""
+        self._hug.fire(event_type, sender, text, reason, more)
         self.connection.poke()
 
     def played(self, command, outcome) -> None:
@@ -130,7 +133,15 @@ class HomeAssistant:
         demo's plays do not."""
         if (outcome.sender and outcome.queue not in LOCAL_SOURCES
                 and not outcome.id.startswith("demo-")):
-            self.hug("received", outcome.sender, command.text)
+            self.hug("received", outcome.sender, command.text, more=received(command))
+
+
+def received(command) -> dict:
+    """What ``received`` says beyond who and the words: the partner pillow whose
+    signed hug it is (``partner``), and the ``color``, ``hold`` and ``strength`` it
+    played with (the colour its own, or the roster's for that partner)."""
+    more = {"partner": command.pillow} if getattr(command, "partner", False) else {}
+    return {**more, **felt_fields(command)}
 
 
 def hardware_model(backend: str, path: str | Path = "/proc/device-tree/model") -> str:

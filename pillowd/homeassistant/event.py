@@ -40,13 +40,15 @@ class HugEvent(Entity):
         return {**super().config(), "event_types": list(HUG_EVENTS)}
 
     def fire(self, event_type: str, sender: str | None = None,
-             text: str | None = None, reason: str | None = None) -> None:
+             text: str | None = None, reason: str | None = None,
+             more: dict | None = None) -> None:
         if event_type not in HUG_EVENTS:
             raise ValueError(f"hug event type must be one of {', '.join(HUG_EVENTS)}, "
                              f"not {event_type!r}")
         event = {"event_type": event_type, "from": sender, "text": text}
         if reason is not None:
             event["reason"] = reason
+        event.update(more or {})  # a partner's name, its hug's colour, hold, strength
         self._pending.append(json.dumps(event))
 
     def forget(self) -> None:

@@ -64,7 +64,8 @@ def build_press(settings, conversation, *, play, pin_factory, trouble: list[str]
         return hugs, None
     try:
         button = HugButton(b.pin, pull_up=b.pull_up, bounce_seconds=b.bounce_seconds,
-                           on_press=hugs.pressed, pin_factory=pin_factory)
+                           on_press=lambda hold: hugs.pressed("button", hold=hold),
+                           pin_factory=pin_factory)
     except Exception as err:  # gpiozero's errors: pin busy, no such pin, ...
         why = f"cannot use GPIO{b.pin} for the hug button: {err}"
         log.error("%s; running without the button (/api/hug still works)", why)

@@ -217,11 +217,13 @@ class Conversation:
     # -- what this pillow does ---------------------------------------------------
 
     def press(self, source: str = "button", *, to: str | None = None,
-              text: str | None = None, ident: str | None = None) -> dict:
+              text: str | None = None, ident: str | None = None,
+              felt: dict | None = None) -> dict:
         """The hug event for a press now, kept for the partners (or only for the
         partner pillow *to*), carrying *text* when given (checked by the caller
         under the message rules), under the id *ident* when given (the press's own
-        history row); the night's messages count as seen. Raises HugNotKept when it
+        history row), and *felt*'s ``hold`` and ``strength`` (checked by the caller:
+        signed with the rest); the night's messages count as seen. Raises HugNotKept when it
         cannot be kept, UnknownPartner for a *to* without a queue."""
         queues = self.queues_for(to)
         # One press at a time, from the target it answers to last_sent (the button's
@@ -236,6 +238,7 @@ class Conversation:
                      "pillow": self.roster_name, "reply_to": reply_to}
             if text:
                 event["text"] = text
+            event.update(felt or {})
             if self.family is not None:
                 event = self.family.signed(event)
             if self.outbox is not None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from ..feel import felt, felt_fields, held_for
 from ..history import iso
 from ..messages import Command
 from ..settings import SceneSettings
@@ -46,8 +47,10 @@ class Timeline:
     """Holds the playing scene and falls back to idle when it ends."""
 
     def __init__(self, idle: SceneSettings, *, clock=time.monotonic,
-                 wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 hold_scale: float = 2.0):
         self._idle = idle
+        self._hold_scale = hold_scale  # [button] hold_scale: a held hug plays longer
         # What "lights off" plays: dark, with no end and no actuators.
         self._dark = SceneSettings(name="off", effect="solid",
                                    params=EFFECTS["solid"].resolve({"color": "#000000"}),
@@ -68,9 +71,10 @@ class Timeline:
         if command is not None:
             if command.color is not None:
                 params["color"] = command.color
-            brightness *= command.brightness
+            brightness *= command.brightness * felt(command.strength)
             if command.duration is not None:
                 duration = command.duration
+            duration = held_for(duration, command.hold, self._hold_scale, scene.max_duration)
         ends = now + duration if duration else None
         return Playing(scene=scene, effect=EFFECTS[scene.effect], params=params,
                        brightness=brightness, started=now, ends=ends, since=wall,
@@ -84,7 +88,7 @@ class Timeline:
         message = None
         if command.scene is not self._idle or command.sender or command.text:
             message = {"id": message_id, "from": command.sender, "text": command.text,
-                       "reply": reply}
+                       "reply": reply, **felt_fields(command)}
         with self._lock:
             self._playing = self._make(command.scene, command, self._clock(),
                                        self._wall(), message)

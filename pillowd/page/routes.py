@@ -155,8 +155,17 @@ def hug():
     hugs = parts().hugs
     if hugs is None:
         return _error(404, "this pillow sends no hugs")
+    data = _json_object()
+    if data is None:
+        return _error(400, 'body must be a JSON object like {"hold": 2.5, "strength": 1}')
+    unknown = sorted(set(data) - {"hold", "strength"})
+    if unknown:
+        return _error(400, f"unknown field {unknown[0][:40]!r} (known: hold, strength)")
     try:
-        event_id = hugs.pressed(source="web")
+        event_id = hugs.pressed(source="web", hold=data.get("hold"),
+                                strength=data.get("strength"))
+    except Rejection as err:  # out of range, not a number: nothing plays or goes
+        return _error(400, str(err))
     except PillowError as err:  # the event could not be kept: not sent
         return _error(503, str(err))
     # Accepted: it plays here now; the partners get it once their queues take it.

@@ -413,7 +413,19 @@ function renderHug(hug) {
   if (!hug) { el.textContent = "No hug from a partner yet."; return; }
   const who = document.createElement("strong");
   who.textContent = hug.from || "a partner";
-  el.replaceChildren(hug.reply ? "Hug back from " : "Hug from ", who, ", ", timeElement(hug.at));
+  const parts = [hug.reply ? "Hug back from " : "Hug from ", who, ", ", timeElement(hug.at)];
+  // Held, how hard, and in the partner's colour (SPEC: last_hug's hold, strength, color).
+  if (hug.hold) parts.push(`, held ${hug.hold < 10 ? hug.hold.toFixed(1) : Math.round(hug.hold)} s`);
+  if (hug.strength && hug.strength < 1) parts.push(`, ${Math.round(hug.strength * 100)} % strength`);
+  if (hug.color) {
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.title = hug.color;
+    swatch.style.backgroundColor = hug.color;  // CSSOM, not a style attribute: allowed
+    parts.unshift(swatch);
+  }
+  el.replaceChildren(...parts);
+  el.dataset.color = hug.color || "";
 }
 
 // What the hug button does now: answer a partner's hug within the reply window,
@@ -682,33 +694,42 @@ function renderControls(s) {
   $("hug").textContent = HUG_LABELS[hugAction(s)];
 }
 
-// The hug button, ready for press-and-hold: a pointer press is timed from down to
-// up (a later version sends how long it was held); a key press is a tap.
+// The hug button, press-and-hold: a pointer press is timed from down to up and the
+// hug carries how long it was held (0.1 to 30 s: still held at 30 s, it goes then);
+// a ring fills while it is held. A key press is a tap (no hold).
+const HOLD_MIN = 0.1, HOLD_MAX = 30;
 function sendHug(heldSeconds) {
   const action = current ? hugAction(current) : "send";
-  control("/api/hug", {}, HUG_DONE[action], "hug-result");
-  return heldSeconds;
+  const body = heldSeconds === null ? {} :
+    { hold: Math.round(Math.min(HOLD_MAX, Math.max(HOLD_MIN, heldSeconds)) * 100) / 100 };
+  control("/api/hug", body, HUG_DONE[action], "hug-result");
 }
 
 function holdable(button, release) {
-  let downAt = null;
+  let downAt = null, full = null;
+  const done = () => {
+    downAt = null;
+    clearTimeout(full);
+    button.classList.remove("holding");
+  };
   button.addEventListener("pointerdown", (e) => {
     if (e.button !== 0) return;
     downAt = performance.now();
     button.classList.add("holding");
     button.setPointerCapture(e.pointerId);
+    // Held this long: it goes now, once; the release then sends nothing more.
+    full = setTimeout(() => { if (downAt !== null) { done(); release(HOLD_MAX); } }, HOLD_MAX * 1000);
   });
   const end = (send) => (e) => {
     if (downAt === null) return;
     const held = (performance.now() - downAt) / 1000;
-    downAt = null;
-    button.classList.remove("holding");
+    done();
     if (send) release(held);
   };
   button.addEventListener("pointerup", end(true));
   button.addEventListener("pointercancel", end(false));
   // Enter or Space (detail 0): no pointer was involved.
-  button.addEventListener("click", (e) => { if (e.detail === 0) release(0); });
+  button.addEventListener("click", (e) => { if (e.detail === 0) release(null); });
 }
 
 if (tokenShort) {

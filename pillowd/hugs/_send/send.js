@@ -151,9 +151,36 @@ function explain(pillow, status, body) {
   return ["failed", `Not sent: ${who}'s queue answered ${answer}. Try again later.`];
 }
 
-async function send(invite, pillow, button) {
+// Press and hold: the hug carries how long it was held (0.1 to 30 s; still held at
+// 30 s, it goes then, once), and the pillow plays a held hug longer. A ring fills
+// while it is held. A key press (Enter, Space) is a tap: no hold.
+const HOLD_MIN = 0.1, HOLD_MAX = 30;
+function holdable(button, release) {
+  let downAt = null, full = null;
+  const done = () => { downAt = null; clearTimeout(full); button.classList.remove("holding"); };
+  button.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0 || button.disabled) return;
+    downAt = performance.now();
+    button.classList.add("holding");
+    button.setPointerCapture(e.pointerId);
+    full = setTimeout(() => { if (downAt !== null) { done(); release(HOLD_MAX); } }, HOLD_MAX * 1000);
+  });
+  const end = (send) => () => {
+    if (downAt === null) return;
+    const held = (performance.now() - downAt) / 1000;
+    done();
+    if (send) release(Math.round(Math.min(HOLD_MAX, Math.max(HOLD_MIN, held)) * 100) / 100);
+  };
+  button.addEventListener("pointerup", end(true));
+  button.addEventListener("pointercancel", end(false));
+  button.addEventListener("click", (e) => { if (e.detail === 0) release(null); });
+  button.addEventListener("contextmenu", (e) => e.preventDefault());  // a long touch
+}
+
+async function send(invite, pillow, button, hold) {
   const form = document.getElementById("hug");
   const message = {scene: "hug", id: messageId(), sent_at: new Date().toISOString()};
+  if (hold) message.hold = hold;
   // The name the friend gave (prefilled from the invite, editable), as the pillow
   // allows it: no control or format characters.
   const from = form.elements.from.value.replace(UNSAFE, " ").replace(/\s+/g, " ").trim();
@@ -212,7 +239,7 @@ function start() {
     button.type = "button";
     button.className = "send";
     button.textContent = `Send ${titled(pillow.name)} a hug`;
-    button.addEventListener("click", () => send(invite, pillow, button));
+    holdable(button, (hold) => send(invite, pillow, button, hold));
     buttons.append(button);
   }
   const ends = invite.pillows.map(validUntil).filter(Boolean);

@@ -4,7 +4,7 @@
 "use strict";
 
 // A new name with each version of the page: the old files (and their policy) go.
-const CACHE = "pillowd-hug-2";
+const CACHE = "pillowd-hug-3";
 const FILES = ["index.html", "send.js", "send.css", "icon.svg"];
 
 self.addEventListener("install", (event) => {
