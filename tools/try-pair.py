@@ -28,11 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from pillowd.testing.azurite import Azurite
+from pillowd.testing.services import await_listening
 
-from pillowd.testing.azurite import Azurite  # noqa: E402
-from pillowd.testing.services import await_listening  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 NAMES = ("alice", "bob")
 PILLOWD = [sys.executable, "-m", "pillowd"]
