@@ -16,6 +16,7 @@ import requests
 import websocket
 
 from conftest import Watcher, wait_for
+from test_hostile_lan import _closed_by_server as closed_by_server
 from test_hostile_lan import (AUTH, HANDSHAKE, TOKEN, _SourceAdapter, address, get, metric,
                               page_or_none)
 
@@ -28,22 +29,6 @@ def session_from(source: str) -> requests.Session:
 
 def connect(p, source: str = "127.0.0.1") -> socket.socket:
     return socket.create_connection(address(p), timeout=60, source_address=(source, 0))
-
-
-def closed_by_server(sock: socket.socket, answered_too: bool = False) -> bool:
-    """Whether the server has closed *sock* (or, *answered_too*, sent anything),
-    looking without waiting."""
-    timeout = sock.gettimeout()
-    sock.settimeout(0.0)  # non-blocking: a timeout socket would wait in recv
-    try:
-        data = sock.recv(65536, socket.MSG_PEEK)
-        return data == b"" or answered_too
-    except BlockingIOError:
-        return False
-    except OSError:  # reset
-        return True
-    finally:
-        sock.settimeout(timeout)
 
 
 def http_threads(pid: int) -> int:
